@@ -1,0 +1,128 @@
+package policy
+
+import "time"
+
+// Verdict is the outcome of a decision.
+type Verdict uint8
+
+const (
+	// Allow lets the request through.
+	Allow Verdict = iota
+	// Deny answers the request with Decision.Status.
+	Deny
+)
+
+func (v Verdict) String() string {
+	if v == Allow {
+		return "allow"
+	}
+	return "deny"
+}
+
+// Reason says which step of the decision answered a denial. WAF reasons are
+// "waf:" followed by the rule name.
+type Reason string
+
+// Reasons of SPEC §4.
+const (
+	ReasonNone            Reason = ""
+	ReasonInvalid         Reason = "request:invalid"
+	ReasonRouteUnknown    Reason = "route:unknown"
+	ReasonKeyMissing      Reason = "key:missing"
+	ReasonKeyUnknown      Reason = "key:unknown"
+	ReasonKeyDisabled     Reason = "key:disabled"
+	ReasonKeyExpired      Reason = "key:expired"
+	ReasonKeyNoPlan       Reason = "key:no-plan"
+	ReasonThrottlePlan    Reason = "throttle:plan"
+	ReasonThrottleRoute   Reason = "throttle:route"
+	ReasonThrottleStage   Reason = "throttle:stage"
+	ReasonThrottleAccount Reason = "throttle:account"
+	ReasonQuota           Reason = "quota"
+	ReasonConcurrency     Reason = "concurrency"
+)
+
+// IsKey reports whether r is one of the key:* reasons, which are sent to the
+// client only with explain: true.
+func (r Reason) IsKey() bool { return len(r) > 4 && r[:4] == "key:" }
+
+// Response bodies of SPEC §3.
+const (
+	BodyBadRequest      = `{"message":"Bad Request"}`
+	BodyForbidden       = `{"message":"Forbidden"}`
+	BodyMissingToken    = `{"message":"Missing Authentication Token"}`
+	BodyTooManyRequests = `{"message":"Too Many Requests"}`
+	BodyLimitExceeded   = `{"message":"Limit Exceeded"}`
+)
+
+// Tier names the level a limit belongs to; it is also the item name in the
+// RateLimit and RateLimit-Policy headers.
+type Tier uint8
+
+// Tiers in the order the decision checks them.
+const (
+	TierPlan Tier = iota
+	TierRoute
+	TierStage
+	TierAccount
+	TierQuota
+)
+
+var tierNames = [...]string{"plan", "route", "stage", "account", "quota"}
+
+func (t Tier) String() string { return tierNames[t] }
+
+// MaxLimits is the largest number of limits one request can meet: a plan
+// bucket, a route bucket, a stage bucket, the account bucket and a quota.
+const MaxLimits = 5
+
+// Limit is the state of one limit as the decision saw it: after the take when
+// the request was allowed, before it (nothing taken) when it was denied.
+type Limit struct {
+	Tier Tier
+	// Quota is the limit's size: a bucket's burst, a quota's limit
+	// (including any grant).
+	Quota int64
+	// Window is the time a bucket takes to fill from empty, or a quota's
+	// period length.
+	Window time.Duration
+	// Remaining is how many more requests the limit admits now.
+	Remaining int64
+	// Reset is the time until a bucket is full again, or until the quota
+	// period ends.
+	Reset time.Duration
+	// Wait is the time until the limit would admit one more request; zero
+	// when it admits now.
+	Wait time.Duration
+}
+
+// Decision is the answer to one request.
+type Decision struct {
+	Verdict Verdict
+	// Status is the HTTP status: 200 when allowed, else 400, 403, 429 or a
+	// WAF rule's custom status.
+	Status int
+	Reason Reason
+	// Body is the JSON body of a denial.
+	Body string
+	// RetryAfter is the time until every failing limit would admit the
+	// request; set on 429 answers only.
+	RetryAfter time.Duration
+
+	// Limits holds the NLimits limits that applied, most constrained first.
+	Limits  [MaxLimits]Limit
+	NLimits int
+
+	// API and Stage name the stage the request was checked against (empty
+	// when none); Route is the matched route's match string.
+	API, Stage, Route string
+	// Customer, KeyID and Plan are set when an API key was used.
+	Customer, KeyID, Plan string
+	// Concurrency is the matched route's in-flight cap (0 = none); it is
+	// enforced by callers that see the end of a request (ext_proc).
+	Concurrency int
+	// StripKey is set when the API key header must be removed upstream.
+	StripKey bool
+}
+
+// AppliedLimits returns the limits that applied, most constrained first.
+func (d *Decision) AppliedLimits() []Limit { return d.Limits[:d.NLimits] }

@@ -1,0 +1,235 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"net/netip"
+	"time"
+)
+
+// Policy is a compiled, validated policy file. It is immutable: share it
+// freely between goroutines and swap it whole on reload.
+type Policy struct {
+	// File is the name the policy was compiled from (for messages).
+	File string
+
+	account *Throttle // nil: no account limit
+
+	keyHeader string // lower-case
+	stripKey  bool
+	ip        ipSource
+
+	// Headers is the rate-limit header mode of SPEC §4.
+	Headers HeaderMode
+	// Explain sends key:* reasons to clients.
+	Explain bool
+
+	stages       map[string]*Stage // by "api/stage"
+	apis         map[string]*api
+	hosts        map[string]*Stage // lower-case host without port
+	defaultStage *Stage            // nil: none
+
+	plans    map[string]*Plan
+	keys     map[[sha256.Size]byte]*APIKey
+	keysByID map[string]*APIKey
+
+	waf waf
+}
+
+// HeaderMode selects the rate-limit headers of SPEC §4.
+type HeaderMode uint8
+
+// Header modes.
+const (
+	HeadersIETF HeaderMode = iota
+	HeadersLegacy
+	HeadersBoth
+	HeadersNone
+)
+
+// ipSource says where the client IP comes from.
+type ipSource struct {
+	kind    ipKind
+	xffHops int
+	header  string // lower-case
+}
+
+type ipKind uint8
+
+const (
+	ipPeer ipKind = iota
+	ipXFF
+	ipHeader
+)
+
+type api struct {
+	name   string
+	stages []*Stage // in file order
+}
+
+// Stage is one stage of an api, with its routes.
+type Stage struct {
+	// Name is "api/stage".
+	Name       string
+	API, Stage string
+
+	throttle    *Throttle // stage-wide bucket; nil: none
+	throttleKey string    // Key.Limit of the stage bucket
+	unknownDeny bool
+	routes      routeTable
+}
+
+// KeyMode is a route's api_key setting.
+type KeyMode uint8
+
+// Key modes.
+const (
+	KeyNone KeyMode = iota
+	KeyOptional
+	KeyRequired
+)
+
+// Route is one compiled route of a stage.
+type Route struct {
+	// Match is the route's match string as written ("POST /transactions").
+	Match  string
+	Method string // upper case, or "ANY"
+	// Pattern is the path part of Match.
+	Pattern string
+
+	throttle    *Throttle // route bucket (own throttle, else route_defaults); nil: none
+	throttleKey string
+	apiKey      KeyMode
+	wafSkip     bool
+	// Concurrency is the in-flight cap (ext_proc only); 0: none.
+	Concurrency int
+}
+
+// Plan is a compiled usage plan.
+type Plan struct {
+	Name        string
+	throttle    *Throttle // nil: no plan throttle
+	throttleKey string
+	quota       *Quota // nil: unlimited
+	quotaKey    string
+	stages      map[*Stage]bool
+	// overrides holds per-route throttles, by route.
+	overrides map[*Route]planOverride
+}
+
+type planOverride struct {
+	throttle Throttle
+	key      string
+}
+
+// Quota is a request quota per calendar period.
+type Quota struct {
+	Limit  int64
+	Period Period
+	// Location is the period's time zone (UTC by default).
+	Location *time.Location
+	// WeekStart is the first day of a week period.
+	WeekStart time.Weekday
+	// AnchorDay is the day of month a month period starts on, 1..31; on
+	// shorter months the period starts on the month's last day.
+	AnchorDay int
+}
+
+// Period is a quota period.
+type Period uint8
+
+// Periods.
+const (
+	Day Period = iota
+	Week
+	Month
+)
+
+var periodNames = [...]string{"day", "week", "month"}
+
+func (p Period) String() string { return periodNames[p] }
+
+// APIKey is an API key known by its hash.
+type APIKey struct {
+	ID       string
+	Customer string // never empty: defaults to ID
+	Name     string
+	Hash     [sha256.Size]byte
+	Plans    []string
+	Enabled  bool
+	Expires  time.Time // zero: never
+	// FromPolicy is set for keys of the policy file (read-only at run time).
+	FromPolicy bool
+}
+
+// waf is the compiled WAF section.
+type waf struct {
+	rules         []wafRule
+	defaultAction wafAction
+	hasRate       bool
+}
+
+type wafAction uint8
+
+const (
+	wafAllow wafAction = iota
+	wafBlock
+	wafCount
+)
+
+type wafRule struct {
+	name   string
+	reason Reason // "waf:" + name
+	action wafAction
+	set    *ipSet // ip_set rules; nil for rate_based
+
+	// rate_based
+	rate  *rateRule
+	scope *routeTable // nil: every request
+
+	status int    // response status (default 403)
+	body   string // response body (default BodyForbidden)
+}
+
+type rateRule struct {
+	limit  int64
+	window time.Duration
+	key    rateKey
+	header string // lower-case, for rateHeader
+	id     string // Key.Limit of its counters
+}
+
+type rateKey uint8
+
+const (
+	rateIP rateKey = iota
+	rateHeader
+	rateAPIKey
+	rateIPPath
+)
+
+// ipSet is a set of CIDR prefixes, looked up by masking the address to each
+// prefix length present.
+type ipSet struct {
+	v4, v6   map[netip.Prefix]struct{}
+	bits4    []int // prefix lengths present, longest first
+	bits6    []int
+}
+
+// Contains reports whether a is in the set.
+func (s *ipSet) Contains(a netip.Addr) bool {
+	a = a.Unmap()
+	m, lens := s.v4, s.bits4
+	if a.Is6() {
+		m, lens = s.v6, s.bits6
+	}
+	for _, n := range lens {
+		p, err := a.Prefix(n)
+		if err != nil {
+			continue
+		}
+		if _, ok := m[p]; ok {
+			return true
+		}
+	}
+	return false
+}

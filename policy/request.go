@@ -1,0 +1,21 @@
+package policy
+
+// Request is what the decision needs to know of one HTTP request. The
+// translators in envoy/ fill it from Envoy's messages without copying.
+type Request struct {
+	// Method and Path as the client sent them; Path may hold a query
+	// string and percent-escapes.
+	Method string
+	Path   string
+	// Host is the :authority, possibly with a port.
+	Host string
+	// Headers holds the request headers with lower-case names; repeated
+	// headers joined with ",".
+	Headers map[string]string
+	// Peer is the address of the TCP peer Envoy saw (an IP, possibly
+	// with a port).
+	Peer string
+	// API and Stage are the stage Envoy named (ext_authz context
+	// extensions); empty when it named none. Stage may also be "api/stage".
+	API, Stage string
+}

@@ -1,0 +1,120 @@
+package policy
+
+import (
+	"net/netip"
+	"time"
+)
+
+// State keeps the mutable side of the limits: WAF rate counters, token
+// buckets and quota counters. Implementations live outside this package
+// (in memory, in an embedded file, in Redis) and must be safe for concurrent
+// use.
+type State interface {
+	// Apply carries out one request's batch as one atomic step. It first
+	// adds one hit to each of b.Hits in order and stops at the first whose
+	// count is over its limit (b.Blocked). Then, only when no hit blocked
+	// and b.Ops is not empty, it refills and checks every op; when all of
+	// them admit the request it takes one from each, else it takes nothing.
+	// It fills in the results of b. An error means the state could not be
+	// reached; b's results are then undefined.
+	Apply(now time.Time, b *Batch) error
+}
+
+// Key identifies one counter or bucket. Limit is the identity of the limit's
+// definition (precomputed by Compile); the other fields say whose it is.
+type Key struct {
+	Limit   string
+	Subject string
+	Addr    netip.Addr
+	// Period is the start of a quota period in Unix seconds.
+	Period int64
+}
+
+// Hit is one WAF rate-based rule's count for one aggregation key.
+type Hit struct {
+	Key    Key
+	Limit  int64
+	Window time.Duration
+	// Count is set by Apply: the count in the last Window, this hit
+	// included.
+	Count int64
+}
+
+// Op is one bucket or quota counter a request must pass.
+type Op struct {
+	Key  Key
+	Tier Tier
+	// Throttle is the bucket's limit (tiers other than TierQuota).
+	Throttle Throttle
+	// Quota is the counter's limit, and End the end of its period
+	// (TierQuota).
+	Quota int64
+	End   time.Time
+
+	// Set by Apply.
+	OK        bool          // the op admits the request
+	Remaining int64         // left after the take (or now, when nothing was taken)
+	Wait      time.Duration // until the op admits one request (0 when OK)
+	Reset     time.Duration // until the bucket is full or the period ends
+}
+
+// Batch is the state work of one request. It is built by Evaluate and
+// reused; its slices point into fixed arrays, so building one does not
+// allocate.
+type Batch struct {
+	Hits    []Hit
+	Ops     []Op
+	Blocked int  // index into Hits of the blocking hit, or -1
+	Taken   bool // every op admitted and one was taken from each
+
+	hits [maxHits]Hit
+	ops  [MaxLimits]Op
+}
+
+// maxHits bounds the rate-based rules evaluated for one request.
+const maxHits = 16
+
+// Reset empties b for reuse.
+func (b *Batch) Reset() {
+	b.Hits = b.hits[:0]
+	b.Ops = b.ops[:0]
+	b.Blocked = -1
+	b.Taken = false
+}
+
+// CheckBucket refills, checks and reports one bucket op against its current
+// state bucket, without taking. Stores share it so that the arithmetic lives
+// in one place. It returns the refilled bucket.
+func (o *Op) CheckBucket(cur Bucket, now time.Time) Bucket {
+	t := o.Throttle
+	b := t.At(cur, now)
+	o.OK = t.Admits(b)
+	o.Remaining = t.Remaining(b)
+	o.Wait = t.Wait(b)
+	o.Reset = t.Reset(b)
+	return b
+}
+
+// TakeBucket takes one token from a bucket CheckBucket admitted and updates
+// the op's report.
+func (o *Op) TakeBucket(b Bucket) Bucket {
+	b = o.Throttle.Take(b)
+	o.Remaining = o.Throttle.Remaining(b)
+	o.Reset = o.Throttle.Reset(b)
+	return b
+}
+
+// CheckQuota checks a quota counter holding used requests, without taking.
+func (o *Op) CheckQuota(used int64, now time.Time) {
+	o.OK = used < o.Quota
+	o.Remaining = max(o.Quota-used, 0)
+	o.Reset = max(o.End.Sub(now), 0)
+	if o.OK {
+		o.Wait = 0
+	} else {
+		o.Wait = o.Reset
+	}
+}
+
+// TakeQuota records the take of one request on a quota CheckQuota admitted.
+func (o *Op) TakeQuota() { o.Remaining-- }
