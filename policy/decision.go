@@ -120,9 +120,20 @@ type Decision struct {
 	// Concurrency is the matched route's in-flight cap (0 = none); it is
 	// enforced by callers that see the end of a request (ext_proc).
 	Concurrency int
-	// StripKey is set when the API key header must be removed upstream.
+	// StripKey is set when the API key header (KeyHeader) must be removed
+	// before the request goes upstream.
 	StripKey bool
+
+	// Copied from the policy the decision was made with, so that a
+	// decision can be translated on its own.
+	KeyHeader string     // lower-case API key header name
+	Headers   HeaderMode // rate-limit header mode
+	Explain   bool       // send key:* reasons to the client
 }
+
+// maxWait caps Retry-After, Wait and Reset for limits that never admit
+// (rate 0 or burst 0, the "stop all traffic" switch).
+const maxWait = time.Hour
 
 // AppliedLimits returns the limits that applied, most constrained first.
 func (d *Decision) AppliedLimits() []Limit { return d.Limits[:d.NLimits] }
