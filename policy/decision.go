@@ -120,6 +120,9 @@ type Decision struct {
 	// Concurrency is the matched route's in-flight cap (0 = none); it is
 	// enforced by callers that see the end of a request (ext_proc).
 	Concurrency int
+	// Counted names the first WAF count rule that matched (or whose rate
+	// was exceeded), for logs and metrics; empty when none.
+	Counted Reason
 	// StripKey is set when the API key header (KeyHeader) must be removed
 	// before the request goes upstream.
 	StripKey bool

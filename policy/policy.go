@@ -12,7 +12,8 @@ type Policy struct {
 	// File is the name the policy was compiled from (for messages).
 	File string
 
-	account *Throttle // nil: no account limit
+	account    *Throttle // nil: no account limit
+	accountKey string    // Key.Limit of the account bucket
 
 	keyHeader string // lower-case
 	stripKey  bool
