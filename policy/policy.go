@@ -211,9 +211,9 @@ const (
 // ipSet is a set of CIDR prefixes, looked up by masking the address to each
 // prefix length present.
 type ipSet struct {
-	v4, v6   map[netip.Prefix]struct{}
-	bits4    []int // prefix lengths present, longest first
-	bits6    []int
+	v4, v6 map[netip.Prefix]struct{}
+	bits4  []int // prefix lengths present, longest first
+	bits6  []int
 }
 
 // Contains reports whether a is in the set.
