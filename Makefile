@@ -1,0 +1,46 @@
+# tollgate — see README.md. Run `make help` for the targets.
+GO        ?= go
+POLICY    ?= examples/payments/policy.yaml
+BIN       := bin/tollgate
+PKGS      := ./...
+FUZZTIME  ?= 10s
+STATICCHECK_VERSION ?= 2025.1.1
+
+.DEFAULT_GOAL := help
+
+.PHONY: help build run test bench fuzz lint fmt tidy ci clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/tollgate
+	$(GO) build -o $(BIN) ./cmd/tollgate
+
+run: build ## serve the payments example on :9001 (memory store)
+	$(BIN) serve --policy $(POLICY) --grpc-addr :9001 --store memory:
+
+test: ## run every test with the race detector
+	$(GO) test -race -count=1 $(PKGS)
+
+bench: ## run the benchmarks (never part of make test)
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./policy/ ./store/memory/ ./envoy/
+
+fuzz: ## run each fuzz target briefly
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalizePath$$' -fuzztime $(FUZZTIME) ./policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzCompile$$' -fuzztime $(FUZZTIME) ./policyfile/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./envoy/
+
+lint: ## go vet and staticcheck (installed on demand; a missing linter fails)
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+
+fmt: ## fail when gofmt would change a file
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+tidy: ## fail when go mod tidy would change go.mod or go.sum
+	$(GO) mod tidy -diff
+
+ci: fmt tidy lint test ## what CI runs
+
+clean: ## remove build output
+	rm -rf bin

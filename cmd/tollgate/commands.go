@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/policyfile"
+	"github.com/tollgate/tollgate/server"
+	"github.com/tollgate/tollgate/store/memory"
+)
+
+// newFlags returns a flag set that reports to stderr and does not exit.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("tollgate "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parse parses args, turning -h and bad flags into exit statuses.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitError(0)
+		}
+		return exitError(2)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return exitError(2)
+	}
+	return nil
+}
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	cfg := server.Config{}
+	fs.StringVar(&cfg.PolicyFile, "policy", "policy.yaml", "policy `file`")
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", ":9001", "gRPC listen `address` (host:port or unix:/path)")
+	fs.StringVar(&cfg.Store, "store", "memory:", "state store `url` (memory:)")
+	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long a graceful stop waits for calls in flight")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("--log-level %q: %w", *level, err)
+	}
+	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	s, err := server.New(cfg)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+func runCheck(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check", stderr)
+	file := fs.String("policy", "policy.yaml", "policy `file`")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	p, err := policyfile.Load(*file)
+	if err != nil {
+		fmt.Fprintln(stdout, err)
+		return exitError(1)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d stages, %d plans)\n", p.File, len(p.StageNames()), len(p.PlanNames()))
+	return nil
+}
+
+func runKeyNew(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("key new", stderr)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return err
+	}
+	// "tg_" and 43 characters of unpadded base64url: [A-Za-z0-9_-], 46 in all.
+	value := "tg_" + base64.RawURLEncoding.EncodeToString(raw[:])
+	sum := sha256.Sum256([]byte(value))
+	fmt.Fprintf(stdout, "value: %s\nhash:  sha256:%s\n", value, hex.EncodeToString(sum[:]))
+	return nil
+}
+
+// headerFlags collects repeated --header name:value flags.
+type headerFlags map[string]string
+
+func (h headerFlags) String() string { return "" }
+
+func (h headerFlags) Set(v string) error {
+	name, value, ok := strings.Cut(v, ":")
+	if !ok || strings.TrimSpace(name) == "" {
+		return fmt.Errorf("%q is not name:value", v)
+	}
+	h[strings.ToLower(strings.TrimSpace(name))] = strings.TrimSpace(value)
+	return nil
+}
+
+func runDecide(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("decide", stderr)
+	file := fs.String("policy", "policy.yaml", "policy `file`")
+	headers := headerFlags{}
+	r := policy.Request{Headers: headers}
+	fs.StringVar(&r.Method, "method", "GET", "request `method`")
+	fs.StringVar(&r.Path, "path", "/", "request `path` (may hold a query string)")
+	fs.StringVar(&r.Host, "host", "", "request `host`")
+	fs.StringVar(&r.Peer, "ip", "127.0.0.1", "client `address` (Envoy's TCP peer)")
+	fs.StringVar(&r.API, "api", "", "`api` named by Envoy (context extension)")
+	fs.StringVar(&r.Stage, "stage", "", "`stage` named by Envoy (context extension)")
+	key := fs.String("key", "", "API key `value` sent in the policy's key header")
+	fs.Var(headers, "header", "request header `name:value` (repeatable)")
+	at := fs.String("at", "", "decide at this RFC 3339 `instant` (default now)")
+	asJSON := fs.Bool("json", false, "print the decision as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	p, err := policyfile.Load(*file)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitError(1)
+	}
+	now := time.Now()
+	if *at != "" {
+		if now, err = time.Parse(time.RFC3339, *at); err != nil {
+			return fmt.Errorf("--at %q: %w", *at, err)
+		}
+	}
+	if *key != "" {
+		headers[p.KeyHeader()] = *key
+	}
+	d, err := p.Evaluate(now, &r, memory.New(), nil)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(decisionJSON(&d))
+	}
+	fmt.Fprintf(stdout, "%s %d", d.Verdict, d.Status)
+	if d.Reason != "" {
+		fmt.Fprintf(stdout, " %s", d.Reason)
+	}
+	fmt.Fprintln(stdout)
+	if d.Stage != "" {
+		fmt.Fprintf(stdout, "stage:    %s/%s\n", d.API, d.Stage)
+	}
+	if d.Route != "" {
+		fmt.Fprintf(stdout, "route:    %s\n", d.Route)
+	}
+	if d.KeyID != "" {
+		fmt.Fprintf(stdout, "key:      %s (customer %s, plan %s)\n", d.KeyID, d.Customer, d.Plan)
+	}
+	if d.Body != "" {
+		fmt.Fprintf(stdout, "body:     %s\n", d.Body)
+	}
+	if d.RetryAfter > 0 {
+		fmt.Fprintf(stdout, "retry:    %s\n", d.RetryAfter)
+	}
+	for _, l := range d.AppliedLimits() {
+		fmt.Fprintf(stdout, "limit:    %-8s %d of %d left, window %s, reset in %s\n", l.Tier, l.Remaining, l.Quota, l.Window, l.Reset)
+	}
+	return nil
+}
+
+// decisionJSON is the --json form of a decision.
+func decisionJSON(d *policy.Decision) any {
+	type limit struct {
+		Tier      string `json:"tier"`
+		Quota     int64  `json:"quota"`
+		Window    string `json:"window"`
+		Remaining int64  `json:"remaining"`
+		Reset     string `json:"reset"`
+	}
+	limits := []limit{}
+	for _, l := range d.AppliedLimits() {
+		limits = append(limits, limit{l.Tier.String(), l.Quota, l.Window.String(), l.Remaining, l.Reset.String()})
+	}
+	return struct {
+		Verdict    string  `json:"verdict"`
+		Status     int     `json:"status"`
+		Reason     string  `json:"reason,omitempty"`
+		Body       string  `json:"body,omitempty"`
+		RetryAfter string  `json:"retry_after,omitempty"`
+		API        string  `json:"api,omitempty"`
+		Stage      string  `json:"stage,omitempty"`
+		Route      string  `json:"route,omitempty"`
+		KeyID      string  `json:"key_id,omitempty"`
+		Customer   string  `json:"customer,omitempty"`
+		Plan       string  `json:"plan,omitempty"`
+		Limits     []limit `json:"limits"`
+	}{d.Verdict.String(), d.Status, string(d.Reason), d.Body, durationOrEmpty(d.RetryAfter), d.API, d.Stage, d.Route, d.KeyID, d.Customer, d.Plan, limits}
+}
+
+func durationOrEmpty(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
