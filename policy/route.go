@@ -1,27 +1,413 @@
 package policy
 
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Route patterns and matching (SPEC §1, §2).
+//
+// A pattern is "/" followed by segments separated by "/". A segment is a
+// literal, "{name}" (exactly one non-empty path segment) or, only as the last
+// segment, "{name+}" (greedy: the rest of the path, at least one character,
+// slashes included). The root pattern "/" is the single empty segment and
+// matches only the path "/".
+//
+// Trailing slashes are significant: "/status/" is the segment "status"
+// followed by an empty segment, so it matches only "/status/", and "/status"
+// matches only "/status". API gateways differ here; being exact means a route
+// never answers for a path its upstream may treat differently. Empty segments
+// inside a pattern ("/a//b") are rejected as the typo they almost always are;
+// a request path with one ("/a//b", Envoy keeps them unless merge_slashes is
+// on) then simply fails to match literal and {name} segments.
+
 // routeTable matches requests to the routes of one stage (or to the routes of
-// a WAF rule's scope).
+// a WAF rule's scope). It is a trie of path segments; the zero value is an
+// empty table. A table is built once with add and then only read by match,
+// which is safe for concurrent use.
 type routeTable struct {
-	routes []*Route
+	root *routeNode
 }
 
-// add adds r to the table; it fails when a route with the same method and
-// pattern shape is already there.
+// routeNode is one segment position in the trie.
+type routeNode struct {
+	lit    map[string]*routeNode // literal segments
+	param  *routeNode            // {name}
+	greedy *routeNode            // {name+}; a node without children
+
+	// Routes ending here.
+	methods map[string]*Route // by exact method
+	any     *Route            // method ANY
+}
+
+// add adds r to the table; it fails when r.Method or r.Pattern is malformed,
+// or when a route with the same method and pattern shape (parameter names
+// ignored) is already there. On error the table is unchanged.
 func (t *routeTable) add(r *Route) error {
-	t.routes = append(t.routes, r)
+	if err := checkMethod(r.Method); err != nil {
+		return err
+	}
+	segs, err := parsePattern(r.Pattern)
+	if err != nil {
+		return err
+	}
+	if t.root == nil {
+		t.root = new(routeNode)
+	}
+	n := t.root
+	for _, s := range segs {
+		switch s.kind {
+		case segLiteral:
+			c := n.lit[s.text]
+			if c == nil {
+				if n.lit == nil {
+					n.lit = make(map[string]*routeNode)
+				}
+				c = new(routeNode)
+				n.lit[s.text] = c
+			}
+			n = c
+		case segParam:
+			if n.param == nil {
+				n.param = new(routeNode)
+			}
+			n = n.param
+		case segGreedy:
+			if n.greedy == nil {
+				n.greedy = new(routeNode)
+			}
+			n = n.greedy
+		}
+	}
+	old := n.any
+	if r.Method != "ANY" {
+		old = n.methods[r.Method]
+	}
+	if old != nil {
+		return fmt.Errorf("duplicate route %q (same as %q)", r.Method+" "+r.Pattern, old.Method+" "+old.Pattern)
+	}
+	if r.Method == "ANY" {
+		n.any = r
+		return nil
+	}
+	if n.methods == nil {
+		n.methods = make(map[string]*Route)
+	}
+	n.methods[r.Method] = r
 	return nil
 }
 
-// match returns the route for method and a normalized path, or nil.
+// match returns the route for method and a normalized path (see
+// normalizePath), or nil. Literal segments beat {name}, which beats {name+},
+// segment by segment from the left; when the preferred branch finds no route
+// further down, the next one is tried. Where several routes end, the exact
+// method beats ANY. match does not allocate, and visits each trie node at
+// most once.
 func (t *routeTable) match(method, path string) *Route {
+	if t.root == nil || len(path) == 0 || path[0] != '/' {
+		return nil
+	}
+	return t.root.lookup(method, path[1:])
+}
+
+// lookup matches rest, the part of a path after a "/", which holds at least
+// one (possibly empty) segment.
+func (n *routeNode) lookup(method, rest string) *Route {
+	seg, tail, more := rest, "", false
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		seg, tail, more = rest[:i], rest[i+1:], true
+	}
+	if c := n.lit[seg]; c != nil {
+		if r := c.next(method, tail, more); r != nil {
+			return r
+		}
+	}
+	if n.param != nil && seg != "" {
+		if r := n.param.next(method, tail, more); r != nil {
+			return r
+		}
+	}
+	if n.greedy != nil && rest != "" {
+		return n.greedy.route(method)
+	}
+	return nil
+}
+
+// next goes on below n: with the segments in tail when more, else n is where
+// the path ends.
+func (n *routeNode) next(method, tail string, more bool) *Route {
+	if more {
+		return n.lookup(method, tail)
+	}
+	return n.route(method)
+}
+
+// route returns the route of method ending at n, else the ANY route, or nil.
+func (n *routeNode) route(method string) *Route {
+	if r := n.methods[method]; r != nil {
+		return r
+	}
+	return n.any
+}
+
+type segKind uint8
+
+const (
+	segLiteral segKind = iota
+	segParam
+	segGreedy
+)
+
+type segment struct {
+	kind segKind
+	text string // the literal, or the parameter name
+}
+
+// parseMatch splits a route match "METHOD /path" into its method and
+// pattern and checks both. The method is ANY or an upper-case HTTP method
+// token (GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS, ...); one space
+// separates it from the pattern.
+func parseMatch(s string) (method, pattern string, err error) {
+	method, pattern, ok := strings.Cut(s, " ")
+	if !ok {
+		return "", "", fmt.Errorf("%q is not \"METHOD /path\"", s)
+	}
+	if err := checkMethod(method); err != nil {
+		return "", "", err
+	}
+	if strings.HasPrefix(pattern, " ") {
+		return "", "", fmt.Errorf("%q: want exactly one space between method and path", s)
+	}
+	if _, err := parsePattern(pattern); err != nil {
+		return "", "", err
+	}
+	return method, pattern, nil
+}
+
+// checkMethod accepts ANY and upper-case method tokens: an upper-case letter,
+// then upper-case letters, digits, "-" or "_".
+func checkMethod(m string) error {
+	bad := m == ""
+	for i := 0; i < len(m) && !bad; i++ {
+		c := m[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '-' || c == '_'):
+		default:
+			bad = true
+		}
+	}
+	if bad {
+		return fmt.Errorf("method %q is not ANY or an upper-case HTTP method such as GET or POST", m)
+	}
+	return nil
+}
+
+// parsePattern splits a path pattern into segments and checks it.
+func parsePattern(p string) ([]segment, error) {
+	if !strings.HasPrefix(p, "/") {
+		return nil, fmt.Errorf("path %q must start with \"/\"", p)
+	}
+	if p == "/" {
+		return []segment{{kind: segLiteral}}, nil
+	}
+	parts := strings.Split(p[1:], "/")
+	segs := make([]segment, 0, len(parts))
+	for i, s := range parts {
+		last := i == len(parts)-1
+		if !strings.ContainsAny(s, "{}") {
+			if err := checkLiteral(s, last); err != nil {
+				return nil, err
+			}
+			segs = append(segs, segment{kind: segLiteral, text: s})
+			continue
+		}
+		if !strings.HasPrefix(s, "{") || !strings.HasSuffix(s, "}") || len(s) < 2 {
+			if strings.Count(s, "{") != strings.Count(s, "}") {
+				return nil, fmt.Errorf("segment %q has unbalanced braces", s)
+			}
+			return nil, fmt.Errorf("segment %q: a parameter must be the whole segment, as in \"{id}\"", s)
+		}
+		name, kind := s[1:len(s)-1], segParam
+		if strings.ContainsAny(name, "{}") {
+			return nil, fmt.Errorf("segment %q: a parameter must be the whole segment, as in \"{id}\"", s)
+		}
+		if n, ok := strings.CutSuffix(name, "+"); ok {
+			name, kind = n, segGreedy
+			if !last {
+				return nil, fmt.Errorf("%q must be the last segment", s)
+			}
+		}
+		if err := checkParamName(s, name); err != nil {
+			return nil, err
+		}
+		for _, o := range segs {
+			if o.kind != segLiteral && o.text == name {
+				return nil, fmt.Errorf("parameter name %q is used twice", name)
+			}
+		}
+		segs = append(segs, segment{kind: kind, text: name})
+	}
+	return segs, nil
+}
+
+// checkLiteral rejects literal segments that no normalized path can hold.
+func checkLiteral(s string, last bool) error {
+	switch s {
+	case "":
+		if !last {
+			return errors.New("empty segment (\"//\")")
+		}
+	case ".", "..":
+		return fmt.Errorf("segment %q never matches: paths are matched with dot segments resolved", s)
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '?' || c == '#' || c == '%':
+			return fmt.Errorf("segment %q: %q is not allowed in a pattern (paths are matched decoded and without query string)", s, c)
+		case c <= ' ' || c == 0x7f:
+			return fmt.Errorf("segment %q: space or control character %q is not allowed in a pattern", s, c)
+		}
+	}
+	return nil
+}
+
+// checkParamName accepts letters, digits, "_" and "-".
+func checkParamName(seg, name string) error {
+	if name == "" {
+		return fmt.Errorf("segment %q: empty parameter name", seg)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return fmt.Errorf("segment %q: parameter name %q may hold only letters, digits, \"_\" and \"-\"", seg, name)
+		}
+	}
 	return nil
 }
 
 // normalizePath returns the path of a request target without its query
-// string, percent-decoded and with "." and ".." segments resolved. ok is
-// false when the target is unusable (empty, not starting with "/", or with a
-// bad escape).
+// string and fragment, percent-decoded and with "." and ".." segments
+// resolved (RFC 3986 §5.2.4; ".." above the root stays at the root). ok is
+// false when the target is unusable: empty or not starting with "/" (the
+// absolute form "http://host/path" included), a bad escape ("%zz", "%4"), a
+// NUL byte, raw or escaped, or an escaped slash "%2F". An escaped slash is
+// rejected rather than decoded or kept because either choice makes tollgate
+// and the upstream see different segments (Envoy's
+// path_with_escaped_slashes_action has the same concern).
+//
+// Three escapes stay encoded, upper-case: "%25" ("%"), "%3F" ("?") and "%23"
+// ("#"). Decoding them would make the result mean something else when read
+// again, so the result is canonical: normalizing it again returns it
+// unchanged, and nothing is ever decoded twice ("%252e" is the segment
+// "%252e", not "."). Pattern literals cannot hold these characters, so such
+// segments match only parameters.
+//
+// Empty segments ("/a//b") are kept as they are, like Envoy without
+// merge_slashes. A target without '%', '?', '#', NUL and "/." is returned
+// unchanged without allocating.
 func normalizePath(target string) (path string, ok bool) {
-	return target, true
+	path = target
+	if i := strings.IndexAny(target, "?#"); i >= 0 {
+		path = target[:i]
+	}
+	if path == "" || path[0] != '/' {
+		return "", false
+	}
+	slow := strings.IndexByte(path, '%') >= 0 || strings.IndexByte(path, 0) >= 0 || strings.Contains(path, "/.")
+	if !slow {
+		return path, true
+	}
+	dec, ok := percentDecode(path)
+	if !ok {
+		return "", false
+	}
+	return removeDotSegments(dec), true
+}
+
+// percentDecode decodes the escapes of p except %25, %3F and %23, which it
+// writes upper-case. ok is false for a bad escape, NUL or "%2F".
+func percentDecode(p string) (s string, ok bool) {
+	if strings.IndexByte(p, '%') < 0 {
+		return p, strings.IndexByte(p, 0) < 0
+	}
+	b := make([]byte, 0, len(p))
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c == 0 {
+			return "", false
+		}
+		if c != '%' {
+			b = append(b, c)
+			continue
+		}
+		if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+			return "", false
+		}
+		c = unhex(p[i+1])<<4 | unhex(p[i+2])
+		i += 2
+		switch c {
+		case 0, '/':
+			return "", false
+		case '%', '?', '#':
+			const hex = "0123456789ABCDEF"
+			b = append(b, '%', hex[c>>4], hex[c&15])
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b), true
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
+// removeDotSegments resolves "." and ".." segments of p, which starts with
+// "/". A trailing "." or ".." leaves a trailing slash ("/a/b/.." is "/a/").
+func removeDotSegments(p string) string {
+	if !strings.Contains(p, "/.") {
+		return p
+	}
+	out := make([]byte, 0, len(p))
+	rest := p[1:]
+	for {
+		seg, tail, more := rest, "", false
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			seg, tail, more = rest[:i], rest[i+1:], true
+		}
+		switch seg {
+		case ".":
+		case "..":
+			if i := bytes.LastIndexByte(out, '/'); i >= 0 {
+				out = out[:i]
+			}
+		default:
+			out = append(out, '/')
+			out = append(out, seg...)
+		}
+		if !more {
+			if seg == "." || seg == ".." {
+				out = append(out, '/')
+			}
+			break
+		}
+		rest = tail
+	}
+	if len(out) == 0 {
+		return "/"
+	}
+	return string(out)
 }
