@@ -1,0 +1,57 @@
+// Package envoy translates between Envoy's external authorization API and
+// tollgate's decision core: a CheckRequest becomes a policy.Request, a
+// policy.Decision becomes a CheckResponse. It decides nothing itself and
+// reads no clock; AuthzServer hands each request to a Decider (the server)
+// and answers with what it decided.
+//
+// # Requests
+//
+//	CheckRequest field                              policy.Request
+//	attributes.request.http.method                  Method
+//	attributes.request.http.path (with query)       Path
+//	attributes.request.http.host                    Host
+//	attributes.request.http.headers                 Headers (the same map, not a copy)
+//	attributes.request.http.header_map              Headers, only when headers is empty
+//	attributes.source.address.socket_address.address Peer (empty for a pipe)
+//	attributes.context_extensions["api"]            API
+//	attributes.context_extensions["stage"]          Stage
+//
+// A missing piece stays empty, and the evaluator answers 400
+// request:invalid for a request it cannot read.
+//
+// # Responses (SPEC §4)
+//
+//	decision            status.code          http_response
+//	allow               OK                   ok_response
+//	deny 400            INVALID_ARGUMENT     denied_response
+//	deny 429            RESOURCE_EXHAUSTED   denied_response
+//	deny 403 or other   PERMISSION_DENIED    denied_response
+//
+// An ok_response sets the upstream headers x-tollgate-customer,
+// x-tollgate-key-id and x-tollgate-plan when a key was used and removes
+// them otherwise, removes the API key header when strip_api_key is set,
+// and adds the rate-limit headers to the client's response. A
+// denied_response carries the status, the JSON body, content-type,
+// x-tollgate-reason (key:* reasons only with explain: true), retry-after on
+// every 429 and the rate-limit headers. Every header is lower case and
+// overwrites one of the same name.
+//
+// The rate-limit headers follow the decision's header mode: ietf sends
+// RateLimit-Policy and RateLimit with one item per limit, most constrained
+// first; legacy sends X-RateLimit-Limit, -Remaining and -Reset of the most
+// constrained limit; both sends both; none sends neither. Seconds are
+// rounded up.
+//
+// # Example
+//
+//	srv := grpc.NewServer()
+//	authv3.RegisterAuthorizationServer(srv, &envoy.AuthzServer{Decider: d})
+//
+// # Concurrency
+//
+// RequestFromCheck and CheckResponse are pure functions and safe for
+// concurrent use. AuthzServer.Check is safe for concurrent use when its
+// Decider is; it holds no state of its own. A policy.Request filled by
+// RequestFromCheck shares the CheckRequest's header map and must not
+// outlive it.
+package envoy

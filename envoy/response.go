@@ -1,0 +1,286 @@
+package envoy
+
+import (
+	"strconv"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+
+	"github.com/tollgate/tollgate/policy"
+)
+
+// Header names tollgate sets, lower case as Envoy sends them on the wire.
+const (
+	// Upstream request headers of an allowed request made with a key.
+	HeaderCustomer = "x-tollgate-customer"
+	HeaderKeyID    = "x-tollgate-key-id"
+	HeaderPlan     = "x-tollgate-plan"
+
+	// Denial headers.
+	HeaderContentType = "content-type"
+	HeaderReason      = "x-tollgate-reason"
+	HeaderRetryAfter  = "retry-after"
+
+	// Rate-limit headers, headers: ietf
+	// (draft-ietf-httpapi-ratelimit-headers-10).
+	HeaderRateLimitPolicy = "ratelimit-policy"
+	HeaderRateLimit       = "ratelimit"
+
+	// Rate-limit headers, headers: legacy.
+	HeaderXRateLimitLimit     = "x-ratelimit-limit"
+	HeaderXRateLimitRemaining = "x-ratelimit-remaining"
+	HeaderXRateLimitReset     = "x-ratelimit-reset"
+)
+
+// contentTypeJSON is the content type of every denial body.
+const contentTypeJSON = "application/json"
+
+// Header counts: the rate-limit headers of headers: both, the three
+// upstream headers of an allow, the three fixed headers of a denial.
+const (
+	maxRateHeaders = 5
+	maxHeaders     = 3 + maxRateHeaders
+)
+
+// header is one header of an answer. A value built from numbers is
+// buf[lo:hi] of the buffer it was built in until resolve sets value.
+type header struct {
+	name   string
+	value  string
+	lo, hi int
+	built  bool
+}
+
+// headerList collects the headers of one answer without allocating: the
+// values built from numbers go to one byte buffer that becomes one string.
+type headerList struct {
+	h [maxHeaders]header
+	n int
+}
+
+func (l *headerList) add(name, value string) {
+	l.h[l.n] = header{name: name, value: value}
+	l.n++
+}
+
+// addBuilt adds a header whose value is buf[lo:].
+func (l *headerList) addBuilt(name string, lo int, buf []byte) {
+	l.h[l.n] = header{name: name, lo: lo, hi: len(buf), built: true}
+	l.n++
+}
+
+// resolve sets the built values from buf, with one allocation for all.
+func (l *headerList) resolve(buf []byte) {
+	if len(buf) == 0 {
+		return
+	}
+	s := string(buf)
+	for i := 0; i < l.n; i++ {
+		if h := &l.h[i]; h.built {
+			h.value = s[h.lo:h.hi]
+		}
+	}
+}
+
+// list returns the headers added so far.
+func (l *headerList) list() []header { return l.h[:l.n] }
+
+// appendRateLimitHeaders adds the rate-limit headers of d by its header
+// mode to l, building their values into buf.
+func appendRateLimitHeaders(l *headerList, buf []byte, d *policy.Decision) []byte {
+	limits := d.AppliedLimits()
+	if len(limits) == 0 {
+		return buf
+	}
+	if d.Headers == policy.HeadersIETF || d.Headers == policy.HeadersBoth {
+		lo := len(buf)
+		for i := range limits {
+			if i > 0 {
+				buf = append(buf, ", "...)
+			}
+			buf = appendItem(buf, limits[i].Tier)
+			buf = append(buf, ";q="...)
+			buf = strconv.AppendInt(buf, max(limits[i].Quota, 0), 10)
+			buf = append(buf, ";w="...)
+			buf = strconv.AppendInt(buf, max(ceilSeconds(limits[i].Window), 1), 10)
+		}
+		l.addBuilt(HeaderRateLimitPolicy, lo, buf)
+		lo = len(buf)
+		for i := range limits {
+			if i > 0 {
+				buf = append(buf, ", "...)
+			}
+			buf = appendItem(buf, limits[i].Tier)
+			buf = append(buf, ";r="...)
+			buf = strconv.AppendInt(buf, max(limits[i].Remaining, 0), 10)
+			buf = append(buf, ";t="...)
+			buf = strconv.AppendInt(buf, ceilSeconds(limits[i].Reset), 10)
+		}
+		l.addBuilt(HeaderRateLimit, lo, buf)
+	}
+	if d.Headers == policy.HeadersLegacy || d.Headers == policy.HeadersBoth {
+		first := &limits[0]
+		lo := len(buf)
+		buf = strconv.AppendInt(buf, max(first.Quota, 0), 10)
+		l.addBuilt(HeaderXRateLimitLimit, lo, buf)
+		lo = len(buf)
+		buf = strconv.AppendInt(buf, max(first.Remaining, 0), 10)
+		l.addBuilt(HeaderXRateLimitRemaining, lo, buf)
+		lo = len(buf)
+		buf = strconv.AppendInt(buf, ceilSeconds(first.Reset), 10)
+		l.addBuilt(HeaderXRateLimitReset, lo, buf)
+	}
+	return buf
+}
+
+// appendItem appends a limit's name as a structured-field string.
+func appendItem(buf []byte, t policy.Tier) []byte {
+	buf = append(buf, '"')
+	buf = append(buf, t.String()...)
+	return append(buf, '"')
+}
+
+// ceilSeconds returns d in whole seconds, rounded up; 0 for d <= 0.
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d-1)/time.Second) + 1
+}
+
+// appendDenialHeaders adds the headers of a denial to l: content type,
+// reason (key:* reasons only with explain), Retry-After on 429 and the
+// rate-limit headers.
+func appendDenialHeaders(l *headerList, buf []byte, d *policy.Decision) []byte {
+	l.add(HeaderContentType, contentTypeJSON)
+	if d.Reason != policy.ReasonNone && (!d.Reason.IsKey() || d.Explain) {
+		l.add(HeaderReason, string(d.Reason))
+	}
+	if denialStatus(d) == 429 {
+		lo := len(buf)
+		buf = strconv.AppendInt(buf, max(ceilSeconds(d.RetryAfter), 1), 10)
+		l.addBuilt(HeaderRetryAfter, lo, buf)
+	}
+	return appendRateLimitHeaders(l, buf, d)
+}
+
+// denialStatus returns the HTTP status of a denial; 403 when unset.
+func denialStatus(d *policy.Decision) int {
+	if d.Status <= 0 {
+		return 403
+	}
+	return d.Status
+}
+
+// grpcCode returns the CheckResponse status code of an HTTP denial status.
+// Envoy only tells OK from not OK; the code shows in its logs.
+func grpcCode(status int) codes.Code {
+	switch status {
+	case 400:
+		return codes.InvalidArgument
+	case 429:
+		return codes.ResourceExhausted
+	default:
+		return codes.PermissionDenied
+	}
+}
+
+// reply holds every message of one CheckResponse, so that an answer is one
+// allocation plus its header values.
+type reply struct {
+	resp     authv3.CheckResponse
+	status   statuspb.Status
+	ok       authv3.OkHttpResponse
+	okOf     authv3.CheckResponse_OkResponse
+	denied   authv3.DeniedHttpResponse
+	deniedOf authv3.CheckResponse_DeniedResponse
+	http     typev3.HttpStatus
+	opts     [maxHeaders]corev3.HeaderValueOption
+	vals     [maxHeaders]corev3.HeaderValue
+	ptrs     [maxHeaders]*corev3.HeaderValueOption
+	remove   [4]string
+	n        int // opts used
+}
+
+// options turns hs into header options that overwrite (or add), appended
+// after those already used, and returns them.
+func (r *reply) options(hs []header) []*corev3.HeaderValueOption {
+	if len(hs) == 0 {
+		return nil
+	}
+	lo := r.n
+	for _, h := range hs {
+		i := r.n
+		r.vals[i].Key, r.vals[i].Value = h.name, h.value
+		r.opts[i].Header = &r.vals[i]
+		r.opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		r.ptrs[i] = &r.opts[i]
+		r.n++
+	}
+	return r.ptrs[lo:r.n:r.n]
+}
+
+// CheckResponse translates a decision into Envoy's answer (SPEC §4).
+//
+// An allowed request gets status OK and an ok_response: the upstream
+// headers x-tollgate-customer, x-tollgate-key-id and x-tollgate-plan when a
+// key was used, else those three names in headers_to_remove (so that a
+// client cannot send them upstream itself); the API key header in
+// headers_to_remove when d.StripKey; the rate-limit headers in
+// response_headers_to_add.
+//
+// A denied request gets INVALID_ARGUMENT (400), RESOURCE_EXHAUSTED (429) or
+// PERMISSION_DENIED (403 and other statuses) and a denied_response with the
+// HTTP status, the body and the headers content-type, x-tollgate-reason
+// (key:* reasons only when d.Explain), retry-after on 429 and the rate-limit
+// headers. Every header overwrites one of the same name.
+func CheckResponse(d *policy.Decision) *authv3.CheckResponse {
+	var arr [512]byte
+	buf := arr[:0]
+	var hs headerList
+	r := new(reply)
+	r.resp.Status = &r.status
+
+	if d.Verdict == policy.Allow {
+		r.status.Code = int32(codes.OK)
+		remove := r.remove[:0]
+		if d.KeyID != "" {
+			hs.add(HeaderCustomer, d.Customer)
+			hs.add(HeaderKeyID, d.KeyID)
+			hs.add(HeaderPlan, d.Plan)
+		} else {
+			remove = append(remove, HeaderCustomer, HeaderKeyID, HeaderPlan)
+		}
+		if d.StripKey && d.KeyHeader != "" {
+			remove = append(remove, d.KeyHeader)
+		}
+		up := hs.n
+		buf = appendRateLimitHeaders(&hs, buf, d)
+		hs.resolve(buf)
+		all := hs.list()
+		r.ok.Headers = r.options(all[:up])
+		r.ok.ResponseHeadersToAdd = r.options(all[up:])
+		if len(remove) > 0 {
+			r.ok.HeadersToRemove = remove[:len(remove):len(remove)]
+		}
+		r.okOf.OkResponse = &r.ok
+		r.resp.HttpResponse = &r.okOf
+		return &r.resp
+	}
+
+	status := denialStatus(d)
+	r.status.Code = int32(grpcCode(status))
+	buf = appendDenialHeaders(&hs, buf, d)
+	hs.resolve(buf)
+	r.http.Code = typev3.StatusCode(status)
+	r.denied.Status = &r.http
+	r.denied.Headers = r.options(hs.list())
+	r.denied.Body = d.Body
+	r.deniedOf.DeniedResponse = &r.denied
+	r.resp.HttpResponse = &r.deniedOf
+	return &r.resp
+}
