@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+const example = "../../examples/payments/policy.yaml"
+
+// runArgs runs the program and returns its output and exit status.
+func runArgs(t *testing.T, args ...string) (stdout, stderr string, status int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, &out, &errb)
+	var exit exitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		status = int(exit)
+	default:
+		errb.WriteString(err.Error())
+		status = 1
+	}
+	return out.String(), errb.String(), status
+}
+
+func TestCheckExample(t *testing.T) {
+	out, _, status := runArgs(t, "check", "--policy", example)
+	if status != 0 || !strings.Contains(out, "ok") {
+		t.Errorf("got status %d, output %q; want 0 and ok", status, out)
+	}
+}
+
+func TestCheckBadFilePrintsEveryError(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("version: 2\nheaders: loud\nexplain: maybe\n"), 0o644)
+	out, _, status := runArgs(t, "check", "--policy", bad)
+	if status != 1 {
+		t.Errorf("got status %d, want 1", status)
+	}
+	for _, field := range []string{"version", "headers", "explain"} {
+		if !strings.Contains(out, bad+": "+field+":") {
+			t.Errorf("output lacks an error for %s:\n%s", field, out)
+		}
+	}
+}
+
+func TestKeyNew(t *testing.T) {
+	out, _, status := runArgs(t, "key", "new")
+	m := regexp.MustCompile(`^value: ([A-Za-z0-9_-]{20,128})\nhash:  sha256:([0-9a-f]{64})\n$`).FindStringSubmatch(out)
+	if status != 0 || m == nil {
+		t.Fatalf("got status %d, output %q", status, out)
+	}
+	sum := sha256.Sum256([]byte(m[1]))
+	if hex.EncodeToString(sum[:]) != m[2] {
+		t.Errorf("hash %s is not the sha256 of the value", m[2])
+	}
+	again, _, _ := runArgs(t, "key", "new")
+	if again == out {
+		t.Error("two keys are the same")
+	}
+}
+
+func TestDecide(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--method", "POST", "--path", "/transactions", "--ip", "198.51.100.7"}, "allow 200\n"},
+		{[]string{"--method", "POST", "--path", "/transactions", "--ip", "203.0.113.7"}, "deny 403 waf:blocked-networks\n"},
+		{[]string{"--method", "POST", "--path", "/partners/9/transactions", "--ip", "198.51.100.7"}, "deny 403 key:missing\n"},
+		{[]string{"--method", "POST", "--path", "/partners/9/transactions", "--ip", "198.51.100.7", "--key", "tg_demo_free_0000000000000001"},
+			"allow 200\nstage:    payments/prod\nroute:    POST /partners/{id}/transactions\nkey:      initech-free (customer initech, plan free)\n"},
+	}
+	for _, c := range cases {
+		out, errOut, status := runArgs(t, append([]string{"decide", "--policy", example, "--at", "2026-11-20T12:00:00Z"}, c.args...)...)
+		if status != 0 || !strings.HasPrefix(out, c.want) {
+			t.Errorf("decide %v: got status %d, output %q (stderr %q); want it to start with %q", c.args, status, out, errOut, c.want)
+		}
+	}
+	out, _, _ := runArgs(t, "decide", "--policy", example, "--json", "--method", "GET", "--path", "/status", "--at", "2026-11-20T12:00:00Z")
+	var d struct {
+		Verdict string
+		Status  int
+		Limits  []struct{ Tier string }
+	}
+	if err := json.Unmarshal([]byte(out), &d); err != nil || d.Status != 200 || len(d.Limits) != 3 {
+		t.Errorf("json: got %+v (%v) from %s", d, err, out)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{}, {"frobnicate"}, {"key"}, {"check", "--nope"}, {"check", "extra"}} {
+		if _, _, status := runArgs(t, args...); status != 2 {
+			t.Errorf("%v: got status %d, want 2", args, status)
+		}
+	}
+}
