@@ -224,16 +224,13 @@ func parsePattern(p string) ([]segment, error) {
 			segs = append(segs, segment{kind: segLiteral, text: s})
 			continue
 		}
-		if !strings.HasPrefix(s, "{") || !strings.HasSuffix(s, "}") || len(s) < 2 {
-			if strings.Count(s, "{") != strings.Count(s, "}") {
-				return nil, fmt.Errorf("segment %q has unbalanced braces", s)
-			}
+		if strings.Count(s, "{") != strings.Count(s, "}") {
+			return nil, fmt.Errorf("segment %q has unbalanced braces", s)
+		}
+		if !strings.HasPrefix(s, "{") || !strings.HasSuffix(s, "}") || strings.ContainsAny(s[1:len(s)-1], "{}") {
 			return nil, fmt.Errorf("segment %q: a parameter must be the whole segment, as in \"{id}\"", s)
 		}
 		name, kind := s[1:len(s)-1], segParam
-		if strings.ContainsAny(name, "{}") {
-			return nil, fmt.Errorf("segment %q: a parameter must be the whole segment, as in \"{id}\"", s)
-		}
 		if n, ok := strings.CutSuffix(name, "+"); ok {
 			name, kind = n, segGreedy
 			if !last {
