@@ -6,15 +6,15 @@
 //
 // # Requests
 //
-//	CheckRequest field                              policy.Request
-//	attributes.request.http.method                  Method
-//	attributes.request.http.path (with query)       Path
-//	attributes.request.http.host                    Host
-//	attributes.request.http.headers                 Headers (the same map, not a copy)
-//	attributes.request.http.header_map              Headers, only when headers is empty
-//	attributes.source.address.socket_address.address Peer (empty for a pipe)
-//	attributes.context_extensions["api"]            API
-//	attributes.context_extensions["stage"]          Stage
+//	CheckRequest field                                policy.Request
+//	attributes.request.http.method                    Method
+//	attributes.request.http.path (with query)         Path
+//	attributes.request.http.host                      Host
+//	attributes.request.http.headers                   Headers (the same map, not a copy)
+//	attributes.request.http.header_map                Headers, only when headers is empty
+//	attributes.source.address.socket_address.address  Peer (empty for a pipe)
+//	attributes.context_extensions["api"]              API
+//	attributes.context_extensions["stage"]            Stage
 //
 // A missing piece stays empty, and the evaluator answers 400
 // request:invalid for a request it cannot read.
