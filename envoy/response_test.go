@@ -285,3 +285,24 @@ func TestCheckResponseAllocs(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCheckResponse measures the translation of a decision alone.
+func BenchmarkCheckResponse(b *testing.B) {
+	cases := []struct {
+		name string
+		d    policy.Decision
+	}{
+		{"allow-anonymous", withLimits(allowed(policy.HeadersIETF), acctLimit, routeLimit)},
+		{"allow-keyed-both", withLimits(keyed(policy.HeadersBoth), planLimit, quotaLimit, routeLimit)},
+		{"deny-429", throttled(policy.ReasonThrottlePlan, policy.BodyTooManyRequests, time.Second, policy.HeadersIETF, emptyPlan, quotaLimit)},
+		{"deny-403", denied(403, "waf:blocked-networks", policy.BodyForbidden, policy.HeadersIETF, false)},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				envoy.CheckResponse(&c.d)
+			}
+		})
+	}
+}
