@@ -1,0 +1,315 @@
+package memory
+
+import (
+	"fmt"
+	"hash/maphash"
+	"math/bits"
+	"sync"
+	"time"
+
+	"github.com/tollgate/tollgate/policy"
+)
+
+var _ policy.State = (*Store)(nil)
+
+// DefaultShards is the number of shards of a Store made without WithShards.
+const DefaultShards = 256
+
+// maxShards bounds WithShards.
+const maxShards = 1 << 16
+
+// sweepMin is the number of entries a shard holds before Apply first sweeps
+// it. After a sweep, the shard is swept again when it has grown to twice what
+// the sweep kept (and at least sweepMin), so sweeping costs O(1) amortized
+// per new entry.
+const sweepMin = 64
+
+// Store is an in-memory policy.State. The zero Store is not usable; call New.
+type Store struct {
+	seed   maphash.Seed
+	mask   uint64
+	shards []shard
+}
+
+// shard holds the entries whose key hashes to it, behind its own mutex.
+type shard struct {
+	mu       sync.Mutex
+	buckets  map[policy.Key]bucket
+	counters map[policy.Key]counter
+	quotas   map[policy.Key]quota
+	// next is the entry count at which Apply sweeps the shard.
+	next int
+	// pad keeps two shards' mutexes off one cache line.
+	_ [64]byte
+}
+
+// bucket is a stored token bucket with the throttle it was last used with,
+// so that a sweep can tell whether it is full.
+type bucket struct {
+	b policy.Bucket
+	t policy.Throttle
+}
+
+// counter is a WAF sliding-window counter: two fixed windows of length window,
+// the current one (index win, count cur) and the one before it (prev).
+type counter struct {
+	win    int64
+	window time.Duration
+	cur    int64
+	prev   int64
+}
+
+// quota is a quota counter: used requests in the period ending at end (Unix
+// nanoseconds).
+type quota struct {
+	used int64
+	end  int64
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithShards sets the number of shards, rounded up to a power of two
+// between 1 and 65536.
+func WithShards(n int) Option {
+	return func(s *Store) {
+		n = min(max(n, 1), maxShards)
+		p := 1 << bits.Len(uint(n-1))
+		s.shards = make([]shard, p)
+		s.mask = uint64(p - 1)
+	}
+}
+
+// New returns an empty Store.
+func New(opts ...Option) *Store {
+	s := &Store{seed: maphash.MakeSeed()}
+	WithShards(DefaultShards)(s)
+	for _, o := range opts {
+		o(s)
+	}
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.buckets = make(map[policy.Key]bucket)
+		sh.counters = make(map[policy.Key]counter)
+		sh.quotas = make(map[policy.Key]quota)
+		sh.next = sweepMin
+	}
+	return s
+}
+
+// shardOf returns the index of k's shard.
+func (s *Store) shardOf(k policy.Key) int {
+	return int(maphash.Comparable(s.seed, k) & s.mask)
+}
+
+// Apply implements policy.State. Each hit is counted under its own shard's
+// lock, one after the other; the ops are checked and taken as one atomic
+// step under the locks of all their shards. The keys of b.Ops must be
+// distinct.
+func (s *Store) Apply(now time.Time, b *policy.Batch) error {
+	b.Blocked = -1
+	b.Taken = false
+	n := now.UnixNano()
+	for i := range b.Hits {
+		h := &b.Hits[i]
+		if h.Window <= 0 {
+			return fmt.Errorf("memory: hit %d: window %v is not positive", i, h.Window)
+		}
+		sh := &s.shards[s.shardOf(h.Key)]
+		sh.mu.Lock()
+		h.Count = sh.hit(h, n)
+		sh.grown(n)
+		sh.mu.Unlock()
+		if h.Count > h.Limit {
+			b.Blocked = i
+			return nil
+		}
+	}
+	if len(b.Ops) > 0 {
+		b.Taken = s.apply(now, b.Ops)
+	}
+	return nil
+}
+
+// apply checks every op and, when all admit, takes one from each, under
+// the locks of the ops' shards taken in ascending order. It reports
+// whether it took.
+func (s *Store) apply(now time.Time, ops []policy.Op) bool {
+	var idxBuf, lockBuf [policy.MaxLimits]int
+	var bktBuf [policy.MaxLimits]policy.Bucket
+	idx, locked, bkt := idxBuf[:0], lockBuf[:0], bktBuf[:0]
+	for i := range ops {
+		x := s.shardOf(ops[i].Key)
+		idx = append(idx, x)
+		locked = insertSorted(locked, x)
+	}
+	for _, x := range locked {
+		s.shards[x].mu.Lock()
+	}
+
+	all := true
+	for i := range ops {
+		o, sh := &ops[i], &s.shards[idx[i]]
+		var cur policy.Bucket
+		if o.Tier == policy.TierQuota {
+			o.CheckQuota(sh.quotas[o.Key].used, now)
+		} else {
+			cur = o.CheckBucket(sh.buckets[o.Key].b, now)
+		}
+		bkt = append(bkt, cur)
+		all = all && o.OK
+	}
+	if all {
+		n := now.UnixNano()
+		for i := range ops {
+			o, sh := &ops[i], &s.shards[idx[i]]
+			if o.Tier == policy.TierQuota {
+				q := sh.quotas[o.Key]
+				q.used++
+				q.end = o.End.UnixNano()
+				sh.quotas[o.Key] = q
+				o.TakeQuota()
+			} else {
+				sh.buckets[o.Key] = bucket{b: o.TakeBucket(bkt[i]), t: o.Throttle}
+			}
+		}
+		for _, x := range locked {
+			s.shards[x].grown(n)
+		}
+	}
+
+	for _, x := range locked {
+		s.shards[x].mu.Unlock()
+	}
+	return all
+}
+
+// insertSorted adds x to the ascending set xs.
+func insertSorted(xs []int, x int) []int {
+	i := 0
+	for i < len(xs) && xs[i] < x {
+		i++
+	}
+	if i < len(xs) && xs[i] == x {
+		return xs
+	}
+	xs = append(xs, 0)
+	copy(xs[i+1:], xs[i:])
+	xs[i] = x
+	return xs
+}
+
+// hit adds one to h's counter at n (Unix nanoseconds) and returns the
+// estimated count in the last h.Window. The estimate is Cloudflare's sliding
+// window counter: the previous fixed window's count weighted by the part of
+// it still inside the sliding window, plus the current window's count,
+// rounded down. A clock that goes backwards counts into the current window
+// and weighs the previous one fully.
+func (sh *shard) hit(h *policy.Hit, n int64) int64 {
+	w := int64(h.Window)
+	idx := floorDiv(n, w)
+	elapsed := n - idx*w
+	c, ok := sh.counters[h.Key]
+	if !ok || c.window != h.Window {
+		c = counter{win: idx, window: h.Window}
+	}
+	switch {
+	case idx == c.win+1:
+		c.prev, c.cur, c.win = c.cur, 0, idx
+	case idx > c.win+1:
+		c.prev, c.cur, c.win = 0, 0, idx
+	case idx < c.win:
+		elapsed = 0
+	}
+	c.cur++
+	sh.counters[h.Key] = c
+	return c.cur + weigh(c.prev, w-elapsed, w)
+}
+
+// weigh returns prev*part/w rounded down, without overflow; part <= w.
+func weigh(prev, part, w int64) int64 {
+	hi, lo := bits.Mul64(uint64(prev), uint64(part))
+	q, _ := bits.Div64(hi, lo, uint64(w))
+	return int64(q)
+}
+
+// floorDiv returns n/w rounded towards minus infinity; w > 0.
+func floorDiv(n, w int64) int64 {
+	q := n / w
+	if n%w < 0 {
+		q--
+	}
+	return q
+}
+
+// size returns the number of entries in sh.
+func (sh *shard) size() int { return len(sh.buckets) + len(sh.counters) + len(sh.quotas) }
+
+// grown sweeps sh at n when it has grown past its threshold. sh must be
+// locked.
+func (sh *shard) grown(n int64) {
+	if sh.size() < sh.next {
+		return
+	}
+	sh.sweep(n)
+	sh.next = max(sweepMin, 2*sh.size())
+}
+
+// sweep drops the entries of sh that carry no information at n: full
+// buckets, WAF counters whose two windows have both passed and quota
+// counters whose period has ended. sh must be locked.
+func (sh *shard) sweep(n int64) {
+	now := time.Unix(0, n)
+	for k, e := range sh.buckets {
+		if e.t.Full(e.b, now) {
+			delete(sh.buckets, k)
+		}
+	}
+	for k, c := range sh.counters {
+		if floorDiv(n, int64(c.window)) >= c.win+2 {
+			delete(sh.counters, k)
+		}
+	}
+	for k, q := range sh.quotas {
+		if q.end <= n {
+			delete(sh.quotas, k)
+		}
+	}
+}
+
+// Sweep drops, in every shard, the entries that carry no information at now:
+// buckets that are full, WAF counters whose current and previous windows have
+// both passed, and quota counters whose period has ended. Apply sweeps a
+// shard on its own as it grows; Sweep is for tests and operators.
+func (s *Store) Sweep(now time.Time) {
+	n := now.UnixNano()
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		sh.sweep(n)
+		sh.next = max(sweepMin, 2*sh.size())
+		sh.mu.Unlock()
+	}
+}
+
+// Len returns the number of entries held: buckets, WAF counters and quota
+// counters.
+func (s *Store) Len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += sh.size()
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Used returns the requests counted by the quota counter key (zero when there
+// is none).
+func (s *Store) Used(key policy.Key) int64 {
+	sh := &s.shards[s.shardOf(key)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.quotas[key].used
+}
