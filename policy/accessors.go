@@ -1,0 +1,69 @@
+package policy
+
+import (
+	"slices"
+	"time"
+)
+
+// KeyHeader returns the lower-case name of the API key header.
+func (p *Policy) KeyHeader() string { return p.keyHeader }
+
+// Plan returns the usage plan called name, or nil.
+func (p *Policy) Plan(name string) *Plan { return p.plans[name] }
+
+// PlanNames returns the names of the usage plans, sorted.
+func (p *Policy) PlanNames() []string { return sortedNames(p.plans) }
+
+// KeyByID returns the policy file's API key with the id, or nil. The key
+// is shared: callers must not modify it.
+func (p *Policy) KeyByID(id string) *APIKey { return p.keysByID[id] }
+
+// StageNames returns the "api/stage" names of the stages, sorted.
+func (p *Policy) StageNames() []string { return sortedNames(p.stages) }
+
+// Throttle returns the plan's throttle; ok is false when the plan has none.
+func (pl *Plan) Throttle() (t Throttle, ok bool) {
+	if pl.throttle == nil {
+		return Throttle{}, false
+	}
+	return *pl.throttle, true
+}
+
+// Quota returns the plan's quota; ok is false when the plan has none
+// (unlimited).
+func (pl *Plan) Quota() (q Quota, ok bool) {
+	if pl.quota == nil {
+		return Quota{}, false
+	}
+	return *pl.quota, true
+}
+
+// QuotaKey returns the state key of the plan's quota counter for a customer
+// in the period that holds now, and the period's end; ok is false when the
+// plan has no quota.
+func (pl *Plan) QuotaKey(customer string, now time.Time) (k Key, end time.Time, ok bool) {
+	if pl.quota == nil {
+		return Key{}, time.Time{}, false
+	}
+	start, end := pl.quota.Window(now)
+	return Key{Limit: pl.quotaKey, Subject: customer, Period: start.Unix()}, end, true
+}
+
+// StageNames returns the "api/stage" names of the plan's stages, sorted.
+func (pl *Plan) StageNames() []string {
+	names := make([]string, 0, len(pl.stages))
+	for st := range pl.stages {
+		names = append(names, st.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
