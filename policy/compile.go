@@ -555,7 +555,9 @@ func (c *compiler) planRoute(path string, pl *Plan, st *Stage, match string, v a
 	pl.overrides[r] = planOverride{throttle: *t, key: "plan|" + pl.Name + "|" + st.Name + "|" + match + "|" + throttleID(*t)}
 }
 
-var weekdays = []string{"sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"}
+// weekdays lists week_start values from monday; time.Weekday counts from
+// sunday.
+var weekdays = []string{"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
 
 func (c *compiler) quota(path string, v any) (*Quota, bool) {
 	o, ok := c.object(path, v, "limit", "period", "timezone", "week_start", "anchor_day")
@@ -589,8 +591,8 @@ func (c *compiler) quota(path string, v any) (*Quota, bool) {
 		if period != "week" && period != "" {
 			c.errorf(path, "only allowed with period: week")
 			good = false
-		} else if s, ok := c.choice(path, v, weekdays[1:]...); ok {
-			q.WeekStart = time.Weekday(slices.Index(weekdays, s))
+		} else if s, ok := c.choice(path, v, weekdays...); ok {
+			q.WeekStart = time.Weekday((slices.Index(weekdays, s) + 1) % 7)
 		} else {
 			good = false
 		}
