@@ -1,0 +1,89 @@
+package envoy_test
+
+import (
+	"context"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/grpc/codes"
+
+	"github.com/tollgate/tollgate/envoy"
+	"github.com/tollgate/tollgate/policy"
+)
+
+// FuzzCheck drives the whole Check path (translation, evaluation against
+// both test policies, translation back) with arbitrary request pieces. It
+// must never panic or fail the RPC, must answer 200, 400, 403 or 429, and
+// must answer 400 exactly for request:invalid.
+func FuzzCheck(f *testing.F) {
+	// method, path, host, x-api-key, x-forwarded-for, peer, context extension api, stage
+	f.Add("POST", "/transactions", "api.example.com", "", "", "198.51.100.7", "", "")                                        // public route
+	f.Add("POST", "/partners/p-17/transactions", "api.example.com", "tg_demo_pro_00000000000000001", "", "10.0.0.1", "", "") // keyed
+	f.Add("POST", "/partners/p-17/transactions", "", "tg_demo_nobody_00000000000001", "", "10.0.0.1", "", "")                // unknown key
+	f.Add("POST", "/partners/p-17/transactions", "", "short", "", "10.0.0.1", "", "")                                        // malformed key
+	f.Add("POST", "/transactions", "api.example.com", "", "", "203.0.113.9", "", "")                                         // blocklisted
+	f.Add("GET", "/status", "", "", "", "203.0.113.9:5000", "", "")                                                          // waf: skip, peer with port
+	f.Add("GET", "/%2e%2e/status?x=%zz", "", "", "", "[2001:db8::1]:443", "", "")                                            // escapes and dot segments
+	f.Add("POST", "/partners/{id}/transactions", "API.EXAMPLE.COM:443", "", "", "::ffff:198.51.100.7", "", "")               // braces in a path, mapped IPv4
+	f.Add("GET", "/items/1", "shop.example.com", "", "203.0.113.1, 10.0.0.1", "10.0.0.1", "shop", "prod")                    // tight, named stage
+	f.Add("POST", "/orders", "", "tg_test_tiny_000000000000000001", "", "10.0.0.1", "", "shop/beta")                         // tight, stage as api/stage
+	f.Add("GET", "/nope", "", "", "", "10.0.0.1", "payments", "staging")                                                     // unknown stage
+	f.Add("", "", "", "", "", "", "", "")                                                                                    // nothing at all: 400
+	f.Add("GET", "status", "", "", "", "10.0.0.1", "", "")                                                                   // relative path: 400
+	f.Add("GET", "/status", "", "", "", "not an ip", "", "")                                                                 // unusable peer: 400
+	f.Add("get", "//a//b/../../../c", "\x00", "\xff\xfe", "\xff", "1.2.3.4%eth0", "\x00", "/")                               // odd bytes
+	engines := []*engine{newEngine(f, paymentsPolicy), newEngine(f, tightPolicy)}
+	f.Fuzz(func(t *testing.T, method, path, host, key, xff, peer, api, stage string) {
+		headers := map[string]string{}
+		if key != "" {
+			headers["x-api-key"] = key
+		}
+		if xff != "" {
+			headers["x-forwarded-for"] = xff
+		}
+		ext := map[string]string{}
+		if api != "" {
+			ext["api"] = api
+		}
+		if stage != "" {
+			ext["stage"] = stage
+		}
+		var addr *corev3.Address
+		if peer != "" {
+			addr = socketAddr(peer, 443)
+		}
+		req := checkRequest(method, path, host, headers, addr, ext)
+		for i, e := range engines {
+			resp, err := (&envoy.AuthzServer{Decider: e}).Check(context.Background(), req)
+			if err != nil {
+				t.Fatalf("step %d: got error %v, want none", i, err)
+			}
+			code := codes.Code(resp.GetStatus().GetCode())
+			o := outcomeOf(resp)
+			switch {
+			case code == codes.OK && resp.GetOkResponse() == nil:
+				t.Errorf("step %d: got OK without ok_response", i)
+			case code != codes.OK && resp.GetDeniedResponse() == nil:
+				t.Errorf("step %d: got %v without denied_response", i, code)
+			}
+			switch o.status {
+			case 200, 403, 429:
+			case 400:
+				if code != codes.InvalidArgument {
+					t.Errorf("step %d: got code %v for 400, want InvalidArgument", i, code)
+				}
+			default:
+				t.Errorf("step %d: got status %d, want 200, 400, 403 or 429", i, o.status)
+			}
+			if (o.status == 400) != (o.reason == string(policy.ReasonInvalid)) {
+				t.Errorf("step %d: got status %d with reason %q, want 400 exactly for %s", i, o.status, o.reason, policy.ReasonInvalid)
+			}
+			if o.status == 429 && o.retryAfter == "" {
+				t.Errorf("step %d: got 429 without retry-after", i)
+			}
+			if err := resp.ValidateAll(); err != nil {
+				t.Errorf("step %d: got %v, want a valid CheckResponse", i, err)
+			}
+		}
+	})
+}
