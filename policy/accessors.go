@@ -18,6 +18,9 @@ func (p *Policy) PlanNames() []string { return sortedNames(p.plans) }
 // is shared: callers must not modify it.
 func (p *Policy) KeyByID(id string) *APIKey { return p.keysByID[id] }
 
+// KeyIDs returns the ids of the policy file's API keys, sorted.
+func (p *Policy) KeyIDs() []string { return sortedNames(p.keysByID) }
+
 // StageNames returns the "api/stage" names of the stages, sorted.
 func (p *Policy) StageNames() []string { return sortedNames(p.stages) }
 

@@ -540,16 +540,14 @@ func (c *compiler) addPlanStage(path string, pl *Plan, name string) *Stage {
 // planRoute compiles a plan's throttle override for one route of st (nil:
 // the stage is missing, already reported).
 func (c *compiler) planRoute(path string, pl *Plan, st *Stage, match string, v any) {
+	var r *Route
+	if st != nil {
+		if r = c.routes[st][match]; r == nil {
+			c.errorf(path, "%q is not a route of stage %s", match, st.Name)
+		}
+	}
 	t, ok := c.throttle(path, v)
-	if st == nil {
-		return
-	}
-	r := c.routes[st][match]
-	if r == nil {
-		c.errorf(path, "%q is not a route of stage %s", match, st.Name)
-		return
-	}
-	if !ok {
+	if r == nil || !ok {
 		return
 	}
 	pl.overrides[r] = planOverride{throttle: *t, key: "plan|" + pl.Name + "|" + st.Name + "|" + match + "|" + throttleID(*t)}
@@ -1045,7 +1043,8 @@ func (c *compiler) rateRule(path string, v any, name string) (*rateRule, bool) {
 	if p, v, ok := o.get("window"); !ok {
 		c.errorf(p, "required field is missing")
 		good = false
-	} else if s, ok := c.str(p, v); !ok {
+	} else if s, ok := v.(string); !ok {
+		c.typeError(p, v, "a duration such as 30s, 5m or 1h")
 		good = false
 	} else if w, err := time.ParseDuration(s); err != nil {
 		c.errorf(p, "%q is not a duration such as 30s, 5m or 1h", s)

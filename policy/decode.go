@@ -235,8 +235,12 @@ func (d *decoder) boolean(path string, v any) (bool, bool) {
 // choice returns v when it is one of choices.
 func (d *decoder) choice(path string, v any, choices ...string) (string, bool) {
 	s, ok := v.(string)
-	if !ok || !slices.Contains(choices, s) {
-		d.errorf(path, "%s is not one of %s", show(v), strings.Join(choices, ", "))
+	if !ok {
+		d.typeError(path, v, "one of "+strings.Join(choices, ", "))
+		return "", false
+	}
+	if !slices.Contains(choices, s) {
+		d.errorf(path, "%q is not one of %s", s, strings.Join(choices, ", "))
 		return "", false
 	}
 	return s, true
