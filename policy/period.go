@@ -37,17 +37,18 @@ func (q *Quota) Window(now time.Time) (start, end time.Time) {
 	}
 
 	wall := wallMidnight(y, m, d)
-	start = firstInstantAt(wall, time.Unix(wall-maxZoneOffset, 0).In(loc))
-	for {
-		wall = q.next(wall)
-		end = firstInstantAt(wall, start)
-		// Only a zone whose local date runs backwards across a
-		// transition can leave now past end; the period is then a later one.
+	start = firstInstantAt(wall, loc)
+	// Only a zone whose local date runs backwards across a transition can
+	// leave now past end; the period is then a later one. A handful of
+	// steps covers every such transition of the tz database.
+	for range 4 {
+		end = firstInstantAt(q.next(wall), loc)
 		if now.Before(end) {
-			return start, end
+			break
 		}
-		start = end
+		wall, start = q.next(wall), end
 	}
+	return start, end
 }
 
 // next returns the wall midnight (seconds, as if UTC) that the period after
@@ -80,28 +81,39 @@ func wallMidnight(y int, m time.Month, d int) int64 {
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Unix()
 }
 
-// firstInstantAt returns the first instant at or after from whose wall clock
-// in from's location reads wall (seconds as if UTC) or later. from must be an
-// instant whose wall clock reads no later than wall.
+// firstInstantAt returns the first instant whose wall clock in loc reads
+// wall (seconds as if UTC) or later.
 //
-// time.Date does not serve here: for a local midnight that falls in a gap it
-// returns an instant of the previous day (America/Santiago 2025-09-07 00:00
-// gives 2025-09-06 23:00 -04).
-func firstInstantAt(wall int64, from time.Time) time.Time {
-	loc := from.Location()
-	t := from
-	for {
-		_, off := t.Zone()
-		c := wall - int64(off)
-		if c <= t.Unix() {
-			return t
+// time.Date alone does not serve: for a local midnight that falls in a gap
+// it may return an instant of the previous day (America/Santiago 2025-09-07
+// 00:00 gives 2025-09-06 23:00 -04), and for one that happens twice it may
+// return the second.
+func firstInstantAt(wall int64, loc *time.Location) time.Time {
+	y, m, d := time.Unix(wall, 0).UTC().Date()
+	t := time.Date(y, m, d, 0, 0, 0, 0, loc)
+	_, off := t.Zone()
+	start, end := t.ZoneBounds()
+	switch reads := t.Unix() + int64(off); {
+	case reads < wall && !end.IsZero():
+		// wall is in a gap and t is before it: the gap's end is the
+		// first instant reading wall or later.
+		return end
+	case reads > wall && !start.IsZero():
+		// wall is in a gap and t is after it: the gap's end is the start
+		// of t's zone period.
+		return start
+	case !start.IsZero():
+		// The clock may have read wall, or later, before t's zone period
+		// began (it went back at start).
+		before := start.Add(-time.Second)
+		_, prev := before.Zone()
+		if c := wall - int64(prev); c < start.Unix() {
+			if ps, _ := before.ZoneBounds(); ps.IsZero() || c >= ps.Unix() {
+				return time.Unix(c, 0).In(loc)
+			}
 		}
-		_, zoneEnd := t.ZoneBounds()
-		if zoneEnd.IsZero() || c < zoneEnd.Unix() {
-			return time.Unix(c, 0).In(loc)
-		}
-		t = zoneEnd
 	}
+	return t
 }
 
 // anchorIn returns the day a month period with the given anchor starts on in
