@@ -1,7 +1,6 @@
 package envoy_test
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"path/filepath"
@@ -91,9 +90,6 @@ func TestCheckGRPCGolden(t *testing.T) {
 			}
 			want := readCheckResponse(t, filepath.Join(goldenDir, name+".response.json"))
 			if !proto.Equal(resp, want) {
-				if c.bug != "" && bytes.Equal(formatResponse(t, resp), withBug(formatResponse(t, want), c.bugText)) {
-					t.Skipf("known bug (golden holds the SPEC value): %s", c.bug)
-				}
 				t.Errorf("step %d: got\n%s\nwant\n%s", c.warmup, formatResponse(t, resp), formatResponse(t, want))
 			}
 		})
@@ -119,30 +115,26 @@ func TestCheckGRPCClock(t *testing.T) {
 		req  *authv3.CheckRequest
 		n    int // sent n times; the last answer is checked
 		want outcome
-		// buggy is the answer of a known fault (see bugQuotaReset), met
-		// instead of want; the test then ends skipped, not passed.
-		buggy outcome
 	}{
-		{t0, route, 2, outcome{status: 200}, outcome{}},
-		{t0, route, 1, outcome{429, "throttle:route", "1"}, outcome{}},
-		{t0.Add(500 * time.Millisecond), route, 1, outcome{429, "throttle:route", "1"}, outcome{}},
-		{t0.Add(time.Second), route, 1, outcome{status: 200}, outcome{}},
-		{t0.Add(time.Second), route, 1, outcome{429, "throttle:route", "1"}, outcome{}},
+		{t0, route, 2, outcome{status: 200}},
+		{t0, route, 1, outcome{429, "throttle:route", "1"}},
+		{t0.Add(500 * time.Millisecond), route, 1, outcome{429, "throttle:route", "1"}},
+		{t0.Add(time.Second), route, 1, outcome{status: 200}},
+		{t0.Add(time.Second), route, 1, outcome{429, "throttle:route", "1"}},
 
-		{tb, tiny, 20, outcome{status: 200}, outcome{}},
-		{tb, tiny, 1, outcome{429, "throttle:plan", "1000"}, outcome{}},
-		{tb.Add(999 * time.Second), tiny, 1, outcome{429, "throttle:plan", "1"}, outcome{}},
-		{tb.Add(999*time.Second + 999*time.Millisecond), tiny, 1, outcome{429, "throttle:plan", "1"}, outcome{}},
-		{tb.Add(1000 * time.Second), tiny, 1, outcome{status: 200}, outcome{}},
-		{tb.Add(1000 * time.Second), tiny, 1, outcome{429, "throttle:plan", "1000"}, outcome{}},
+		{tb, tiny, 20, outcome{status: 200}},
+		{tb, tiny, 1, outcome{429, "throttle:plan", "1000"}},
+		{tb.Add(999 * time.Second), tiny, 1, outcome{429, "throttle:plan", "1"}},
+		{tb.Add(999*time.Second + 999*time.Millisecond), tiny, 1, outcome{429, "throttle:plan", "1"}},
+		{tb.Add(1000 * time.Second), tiny, 1, outcome{status: 200}},
+		{tb.Add(1000 * time.Second), tiny, 1, outcome{429, "throttle:plan", "1000"}},
 
-		{tq, quota, 2, outcome{status: 200}, outcome{}},
-		{tq, quota, 1, outcome{429, "quota", "41200"}, outcome{429, "quota", "3600"}},
-		{midnight.Add(-time.Second), quota, 1, outcome{429, "quota", "1"}, outcome{}},
-		{midnight, quota, 2, outcome{status: 200}, outcome{}},
-		{midnight, quota, 1, outcome{429, "quota", "86400"}, outcome{429, "quota", "3600"}},
+		{tq, quota, 2, outcome{status: 200}},
+		{tq, quota, 1, outcome{429, "quota", "41200"}},
+		{midnight.Add(-time.Second), quota, 1, outcome{429, "quota", "1"}},
+		{midnight, quota, 2, outcome{status: 200}},
+		{midnight, quota, 1, outcome{429, "quota", "86400"}},
 	}
-	known := false
 	for i, s := range steps {
 		e.set(s.at)
 		var got outcome
@@ -153,17 +145,9 @@ func TestCheckGRPCClock(t *testing.T) {
 			}
 			got = outcomeOf(resp)
 		}
-		switch {
-		case got == s.want:
-		case s.buggy != (outcome{}) && got == s.buggy:
-			t.Logf("step %d: got %+v, want %+v: known bug: %s", i, got, s.want, bugQuotaReset)
-			known = true
-		default:
+		if got != s.want {
 			t.Errorf("step %d: got %+v, want %+v", i, got, s.want)
 		}
-	}
-	if known {
-		t.Skipf("known bug: %s", bugQuotaReset)
 	}
 }
 

@@ -134,8 +134,10 @@ type Decision struct {
 	Explain   bool       // send key:* reasons to the client
 }
 
-// maxWait caps Retry-After, Wait and Reset for limits that never admit
-// (rate 0 or burst 0, the "stop all traffic" switch).
+// maxWait stands in for Retry-After, Wait and Reset of limits that never
+// admit (rate 0 or burst 0, the "stop all traffic" switch): a client is told
+// to come back in an hour. Every other wait is reported as it is, however
+// long (a month quota, a very slow bucket).
 const maxWait = time.Hour
 
 // AppliedLimits returns the limits that applied, most constrained first.

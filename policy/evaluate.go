@@ -254,7 +254,7 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 		wait = max(wait, o.Wait)
 	}
 	d.deny(429, reason, body)
-	d.RetryAfter = min(wait, maxWait)
+	d.RetryAfter = finite(wait)
 	return d, nil
 }
 
@@ -298,11 +298,11 @@ func (d *Decision) setLimits(ops []Op, period time.Duration) {
 	n := 0
 	for i := range ops {
 		o := &ops[i]
-		l := Limit{Tier: o.Tier, Remaining: o.Remaining, Reset: min(o.Reset, maxWait), Wait: min(o.Wait, maxWait)}
+		l := Limit{Tier: o.Tier, Remaining: o.Remaining, Reset: finite(o.Reset), Wait: finite(o.Wait)}
 		if o.Tier == TierQuota {
 			l.Quota, l.Window = o.Quota, period
 		} else {
-			l.Quota, l.Window = o.Throttle.Burst, min(o.Throttle.Window(), maxWait)
+			l.Quota, l.Window = o.Throttle.Burst, finite(o.Throttle.Window())
 		}
 		j := n
 		for j > 0 && d.Limits[j-1].Remaining > l.Remaining {
@@ -313,6 +313,14 @@ func (d *Decision) setLimits(ops []Op, period time.Duration) {
 		n++
 	}
 	d.NLimits = n
+}
+
+// finite returns d, or maxWait for a limit that never admits.
+func finite(d time.Duration) time.Duration {
+	if d == forever {
+		return maxWait
+	}
+	return d
 }
 
 // planFor returns the plan of k that covers stage, or nil.
