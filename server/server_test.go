@@ -22,7 +22,7 @@ import (
 const examplePolicy = "../examples/payments/policy.yaml"
 
 // start serves the example policy on addr and returns a connected client
-// and a stop function that waits for Serve to return.
+// and a stop function that stops the server and waits for Serve to return.
 func start(t *testing.T, addr string) (*grpc.ClientConn, *Server, func() error) {
 	t.Helper()
 	s, err := New(Config{PolicyFile: examplePolicy, GRPCAddr: addr, Store: "memory:",
@@ -47,11 +47,12 @@ func start(t *testing.T, addr string) (*grpc.ClientConn, *Server, func() error) 
 		once.Do(func() {
 			cancel()
 			serveErr = <-errc
-			conn.Close()
 		})
 		return serveErr
 	}
-	t.Cleanup(func() { stop() })
+	// The client outlives the server, so that calls made after a stop see
+	// the server gone (Unavailable), not their own connection closing.
+	t.Cleanup(func() { stop(); conn.Close() })
 	return conn, s, stop
 }
 
