@@ -4,7 +4,7 @@ POLICY    ?= examples/payments/policy.yaml
 BIN       := bin/tollgate
 PKGS      := ./...
 FUZZTIME  ?= 10s
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
 

@@ -25,6 +25,12 @@ type answer struct {
 }
 
 // flatten checks the shape every answer must have and flattens it.
+// appendSet reports whether the deprecated append field is set: it must stay
+// unset beside append_action.
+func appendSet(h *corev3.HeaderValueOption) bool {
+	return h.ProtoReflect().Has(h.ProtoReflect().Descriptor().Fields().ByName("append"))
+}
+
 func flatten(t *testing.T, step int, resp *authv3.CheckResponse) answer {
 	t.Helper()
 	var a answer
@@ -32,9 +38,9 @@ func flatten(t *testing.T, step int, resp *authv3.CheckResponse) answer {
 	opts := func(hs []*corev3.HeaderValueOption) []string {
 		var out []string
 		for _, h := range hs {
-			if h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD || h.GetAppend() != nil {
+			if h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD || appendSet(h) {
 				t.Errorf("step %d: header %q: got append_action %v append %v, want OVERWRITE_IF_EXISTS_OR_ADD and no append",
-					step, h.GetHeader().GetKey(), h.GetAppendAction(), h.GetAppend())
+					step, h.GetHeader().GetKey(), h.GetAppendAction(), appendSet(h))
 			}
 			if len(h.GetHeader().GetRawValue()) > 0 {
 				t.Errorf("step %d: header %q: got raw_value, want value only", step, h.GetHeader().GetKey())

@@ -132,11 +132,6 @@ func (o object) get(name string) (path string, v any, ok bool) {
 	return field(o.path, name), v, ok
 }
 
-// has reports whether the field is present.
-func (o object) has(name string) bool {
-	_, ok := o.m[name]
-	return ok
-}
 
 // mapping returns v as a map with string keys, reporting non-string keys.
 // ok is false when v is not a mapping at all.

@@ -68,10 +68,6 @@ func (q *Quota) next(wall int64) int64 {
 
 const (
 	secondsPerDay = 24 * 60 * 60
-	// maxZoneOffset bounds the UTC offset of every zone in the tz
-	// database, local mean times of the 19th century included (the
-	// largest is under 16 hours).
-	maxZoneOffset = 18 * 60 * 60
 )
 
 // wallMidnight returns the local midnight that starts y-m-d as seconds since

@@ -149,7 +149,11 @@ func TestSummaryTellsPoliciesApart(t *testing.T) {
 	if summary(a) == summary(b) {
 		t.Error("got the same summary for policies with different route bursts")
 	}
-	if summary(a) != summary(a) || !reflect.DeepEqual(a.StageNames(), b.StageNames()) {
+	again, err := Parse("a", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if summary(a) != summary(again) || !reflect.DeepEqual(a.StageNames(), b.StageNames()) {
 		t.Error("summary is not stable")
 	}
 }
