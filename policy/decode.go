@@ -132,7 +132,6 @@ func (o object) get(name string) (path string, v any, ok bool) {
 	return field(o.path, name), v, ok
 }
 
-
 // mapping returns v as a map with string keys, reporting non-string keys.
 // ok is false when v is not a mapping at all.
 func (d *decoder) mapping(path string, v any) (map[string]any, bool) {
