@@ -48,7 +48,7 @@ func (pl *Plan) QuotaKey(customer string, now time.Time) (k Key, end time.Time, 
 	if pl.quota == nil {
 		return Key{}, time.Time{}, false
 	}
-	start, end := pl.quota.Window(now)
+	start, end := pl.quotaWindow(now)
 	return Key{Limit: pl.quotaKey, Subject: customer, Period: start.Unix()}, end, true
 }
 
@@ -70,3 +70,8 @@ func sortedNames[V any](m map[string]V) []string {
 	slices.Sort(names)
 	return names
 }
+
+// LimitName returns the identity of the limit whose state key (Key.Limit) is
+// id, such as "plan|pro|100000000/200"; empty when the policy has no such
+// limit.
+func (p *Policy) LimitName(id string) string { return p.limits[id] }

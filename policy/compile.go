@@ -38,6 +38,7 @@ func Compile(file string, doc any) (*Policy, error) {
 			plans:     make(map[string]*Plan),
 			keys:      make(map[[sha256.Size]byte]*APIKey),
 			keysByID:  make(map[string]*APIKey),
+			limits:    make(map[string]string),
 		},
 		routes:    make(map[*Stage]map[string]*Route),
 		hostOwner: make(map[string]string),
@@ -76,7 +77,7 @@ func (c *compiler) compile(doc any) {
 			if path, v, ok := a.get("throttle"); ok {
 				if t, ok := c.throttle(path, v); ok {
 					c.p.account = t
-					c.p.accountKey = "account|" + throttleID(*t)
+					c.p.accountKey = c.limitID("account|" + throttleID(*t))
 				}
 			}
 		}
@@ -179,6 +180,23 @@ func (c *compiler) rate(path string, v any) (float64, bool) {
 
 // throttleID is the part of a state key that identifies a throttle's
 // definition: "<rate micro>/<burst>".
+// limitID returns the state key of the limit with the given identity: the
+// first 8 bytes of the identity's SHA-256 in hex. State keys are hashed and
+// compared on every decision, and stored in Redis: a short fixed-size key
+// costs less than the identity itself, and stays the same across processes
+// and reloads. Policy.LimitName maps it back. Two identities of one policy
+// whose keys collide (odds about n²/2⁶⁵) are reported as an error rather
+// than sharing state.
+func (c *compiler) limitID(identity string) string {
+	sum := sha256.Sum256([]byte(identity))
+	id := hex.EncodeToString(sum[:8])
+	if prev, ok := c.p.limits[id]; ok && prev != identity {
+		c.errorf("", "limits %q and %q have the same state key %s; rename one", prev, identity, id)
+	}
+	c.p.limits[id] = identity
+	return id
+}
+
 func throttleID(t Throttle) string {
 	return strconv.FormatUint(t.RateMicro, 10) + "/" + strconv.FormatInt(t.Burst, 10)
 }
@@ -362,7 +380,7 @@ func (c *compiler) stage(path, apiName, name string, v any) *Stage {
 	if path, v, ok := o.get("throttle"); ok {
 		if t, ok := c.throttle(path, v); ok {
 			st.throttle = t
-			st.throttleKey = "stage|" + st.Name + "|" + throttleID(*t)
+			st.throttleKey = c.limitID("stage|" + st.Name + "|" + throttleID(*t))
 		}
 	}
 	var defaults *Throttle
@@ -406,7 +424,7 @@ func (c *compiler) route(path string, st *Stage, defaults *Throttle, v any) {
 		r.throttle = defaults
 	}
 	if r.throttle != nil {
-		r.throttleKey = "route|" + st.Name + "|" + r.Match + "|" + throttleID(*r.throttle)
+		r.throttleKey = c.limitID("route|" + st.Name + "|" + r.Match + "|" + throttleID(*r.throttle))
 	}
 	if path, v, ok := o.get("api_key"); ok {
 		s, _ := c.choice(path, v, "required", "optional", "none")
@@ -477,13 +495,13 @@ func (c *compiler) plan(path, name string, v any) {
 	if path, v, ok := o.get("throttle"); ok {
 		if t, ok := c.throttle(path, v); ok {
 			pl.throttle = t
-			pl.throttleKey = "plan|" + name + "|" + throttleID(*t)
+			pl.throttleKey = c.limitID("plan|" + name + "|" + throttleID(*t))
 		}
 	}
 	if path, v, ok := o.get("quota"); ok {
 		if q, ok := c.quota(path, v); ok {
 			pl.quota = q
-			pl.quotaKey = "quota|" + name
+			pl.quotaKey = c.limitID("quota|" + name)
 		}
 	}
 	spath, sv, _ := o.get("stages")
@@ -550,7 +568,7 @@ func (c *compiler) planRoute(path string, pl *Plan, st *Stage, match string, v a
 	if r == nil || !ok {
 		return
 	}
-	pl.overrides[r] = planOverride{throttle: *t, key: "plan|" + pl.Name + "|" + st.Name + "|" + match + "|" + throttleID(*t)}
+	pl.overrides[r] = planOverride{throttle: *t, key: c.limitID("plan|" + pl.Name + "|" + st.Name + "|" + match + "|" + throttleID(*t))}
 }
 
 // weekdays lists week_start values from monday; time.Weekday counts from
@@ -1087,7 +1105,7 @@ func (c *compiler) rateRule(path string, v any, name string) (*rateRule, bool) {
 			keyID = "header:" + rr.header
 		}
 	}
-	rr.id = "waf|" + name + "|" + keyID + "|" + strconv.FormatInt(rr.limit, 10) + "|" + rr.window.String()
+	rr.id = c.limitID("waf|" + name + "|" + keyID + "|" + strconv.FormatInt(rr.limit, 10) + "|" + rr.window.String())
 	return rr, good
 }
 

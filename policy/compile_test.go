@@ -126,7 +126,7 @@ func checkSpecExample(t *testing.T, p *Policy) {
 		}
 	}
 	eq("account", *p.account, Throttle{RateMicro: 10_000_000_000, Burst: 5000})
-	eq("account key", p.accountKey, "account|10000000000/5000")
+	eq("account key", p.LimitName(p.accountKey), "account|10000000000/5000")
 	eq("key header", p.KeyHeader(), "x-api-key")
 	eq("ip source", p.ip, ipSource{kind: ipPeer, header: "x-envoy-external-address"})
 	eq("headers", p.Headers, HeadersIETF)
@@ -137,7 +137,7 @@ func checkSpecExample(t *testing.T, p *Policy) {
 	}
 	eq("stage name", st.API+" "+st.Stage, "payments prod")
 	eq("stage throttle", *st.throttle, NewThrottle(5000, 10000))
-	eq("stage key", st.throttleKey, "stage|payments/prod|5000000000/10000")
+	eq("stage key", p.LimitName(st.throttleKey), "stage|payments/prod|5000000000/10000")
 	eq("unknown deny", st.unknownDeny, false)
 	eq("default stage", p.defaultStage, st)
 	eq("host", p.hosts["api.example.com"], st)
@@ -168,7 +168,7 @@ func checkSpecExample(t *testing.T, p *Policy) {
 		}
 		eq("match", r.Match, c.match)
 		eq(c.match+" throttle", *r.throttle, c.throttle)
-		eq(c.match+" key", r.throttleKey, c.key)
+		eq(c.match+" key", p.LimitName(r.throttleKey), c.key)
 		eq(c.match+" api_key", r.apiKey, c.apiKey)
 		eq(c.match+" waf skip", r.wafSkip, c.wafSkip)
 		eq(c.match+" concurrency", r.Concurrency, c.concurrency)
@@ -179,9 +179,9 @@ func checkSpecExample(t *testing.T, p *Policy) {
 	}
 	free, pro, ent := p.Plan("free"), p.Plan("pro"), p.Plan("enterprise")
 	eq("free throttle", *free.throttle, NewThrottle(10, 20))
-	eq("free throttle key", free.throttleKey, "plan|free|10000000/20")
+	eq("free throttle key", p.LimitName(free.throttleKey), "plan|free|10000000/20")
 	eq("free quota", *free.quota, Quota{Limit: 1000, Period: Day, Location: time.UTC, WeekStart: time.Monday, AnchorDay: 1})
-	eq("free quota key", free.quotaKey, "quota|free")
+	eq("free quota key", p.LimitName(free.quotaKey), "quota|free")
 	eq("free stage", free.stages[st], true)
 	eq("enterprise quota", ent.quota == nil, true)
 	eq("enterprise quota key", ent.quotaKey, "")
@@ -189,7 +189,7 @@ func checkSpecExample(t *testing.T, p *Policy) {
 	o, ok := pro.overrides[partners]
 	eq("pro override", ok, true)
 	eq("pro override throttle", o.throttle, NewThrottle(100, 200))
-	eq("pro override key", o.key, "plan|pro|payments/prod|POST /partners/{id}/transactions|100000000/200")
+	eq("pro override key", p.LimitName(o.key), "plan|pro|payments/prod|POST /partners/{id}/transactions|100000000/200")
 	eq("pro overrides", len(pro.overrides), 1)
 
 	hash, _ := hex.DecodeString("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
@@ -227,7 +227,7 @@ func checkSpecExample(t *testing.T, p *Policy) {
 	}
 	rate := w.rules[1]
 	eq("rule 1", rate.reason, Reason("waf:transactions-per-ip"))
-	eq("rule 1 id", rate.rate.id, "waf|transactions-per-ip|ip|1000|5m0s")
+	eq("rule 1 id", p.LimitName(rate.rate.id), "waf|transactions-per-ip|ip|1000|5m0s")
 	eq("rule 1 window", rate.rate.window, 5*time.Minute)
 	eq("rule 1 status", rate.status, 403)
 	eq("rule 1 body", rate.body, BodyForbidden)

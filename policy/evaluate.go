@@ -202,7 +202,7 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 			b.addBucket(TierAccount, *p.account, Key{Limit: p.accountKey})
 		}
 		if plan != nil && plan.quota != nil {
-			start, end := plan.quota.Window(now)
+			start, end := plan.quotaWindow(now)
 			period = end.Sub(start)
 			b.Ops = append(b.Ops, Op{
 				Key:   Key{Limit: plan.quotaKey, Subject: customer, Period: start.Unix()},

@@ -3,12 +3,16 @@ package policy
 import (
 	"crypto/sha256"
 	"net/netip"
+	"sync/atomic"
 	"time"
 )
 
-// Policy is a compiled, validated policy file. It is immutable: share it
+// Policy is a compiled, validated policy file. It is immutable (its only
+// mutable part is a cache safe for concurrent use): share it
 // freely between goroutines and swap it whole on reload.
 type Policy struct {
+	// limits maps each limit's state key to its identity (see limitID).
+	limits map[string]string
 	// File is the name the policy was compiled from (for messages).
 	File string
 
@@ -115,6 +119,23 @@ type Plan struct {
 	stages      map[*Stage]bool
 	// overrides holds per-route throttles, by route.
 	overrides map[*Route]planOverride
+	// period caches the quota period last computed, so that most
+	// decisions skip the calendar arithmetic.
+	period atomic.Pointer[period]
+}
+
+// period is a quota period [start, end).
+type period struct{ start, end time.Time }
+
+// quotaWindow returns pl.quota.Window(now), from the cache when now falls in
+// the period last computed. pl.quota must not be nil.
+func (pl *Plan) quotaWindow(now time.Time) (start, end time.Time) {
+	if w := pl.period.Load(); w != nil && !now.Before(w.start) && now.Before(w.end) {
+		return w.start, w.end
+	}
+	start, end = pl.quota.Window(now)
+	pl.period.Store(&period{start, end})
+	return start, end
 }
 
 type planOverride struct {
