@@ -17,7 +17,10 @@ const benchCustomers = 1000
 
 // benchPolicy is the payments example with limits high enough that every
 // request passes: WAF (an IP set and a rate rule per key), route, plan with
-// a quota, stage and account, so that a decision does all of its work.
+// a quota, stage and account, so that a decision does all of its work. The
+// buckets are huge and refill slowly, so that they are never full again
+// once used: the store keeps every entry, as under real load, instead of
+// dropping and re-creating them.
 func benchPolicy(b *testing.B) (*policy.Policy, []*policy.Request) {
 	b.Helper()
 	var keys strings.Builder
@@ -32,15 +35,15 @@ func benchPolicy(b *testing.B) (*policy.Policy, []*policy.Request) {
 	return parse(b, `
 version: 1
 account:
-  throttle: {rate: 1000000000, burst: 1000000000}
+  throttle: {rate: 1, burst: 1000000000}
 apis:
   payments:
     hosts: ["api.example.com"]
     stages:
       prod:
-        throttle: {rate: 1000000000, burst: 1000000000}
+        throttle: {rate: 1, burst: 1000000000}
         route_defaults:
-          throttle: {rate: 1000000000, burst: 1000000000}
+          throttle: {rate: 1, burst: 1000000000}
         routes:
           - {match: "POST /transactions", throttle: {rate: 2000, burst: 4000}}
           - {match: "POST /partners/{id}/transactions", api_key: required}
@@ -48,7 +51,7 @@ apis:
 default_stage: payments/prod
 usage_plans:
   pro:
-    throttle: {rate: 1000000000, burst: 1000000000}
+    throttle: {rate: 1, burst: 1000000000}
     quota: {limit: 1000000000000, period: day, timezone: America/New_York}
     stages: [payments/prod]
 api_keys:

@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
 	"math/bits"
@@ -34,9 +35,9 @@ type Store struct {
 // shard holds the entries whose key hashes to it, behind its own mutex.
 type shard struct {
 	mu       sync.Mutex
-	buckets  map[policy.Key]bucket
-	counters map[policy.Key]counter
-	quotas   map[policy.Key]quota
+	buckets  table[bucket]
+	counters table[counter]
+	quotas   table[quota]
 	// next is the entry count at which Apply sweeps the shard.
 	next int
 	// pad keeps two shards' mutexes off one cache line.
@@ -89,18 +90,44 @@ func New(opts ...Option) *Store {
 	}
 	for i := range s.shards {
 		sh := &s.shards[i]
-		sh.buckets = make(map[policy.Key]bucket)
-		sh.counters = make(map[policy.Key]counter)
-		sh.quotas = make(map[policy.Key]quota)
+		sh.buckets = newTable[bucket]()
+		sh.counters = newTable[counter]()
+		sh.quotas = newTable[quota]()
 		sh.next = sweepMin
 	}
 	return s
 }
 
-// shardOf returns the index of k's shard.
-func (s *Store) shardOf(k policy.Key) int {
-	return int(maphash.Comparable(s.seed, k) & s.mask)
+// hash returns the hash of k, which picks its shard and its table slot.
+// It hashes the two strings with the store's seed and mixes in the rest,
+// at a fraction of the cost of maphash.Comparable's generic walk; a
+// collision costs a table's overflow lookup, never a wrong answer.
+func (s *Store) hash(k policy.Key) uint64 {
+	h := maphash.String(s.seed, k.Limit)
+	if k.Subject != "" {
+		h = mix(h ^ maphash.String(s.seed, k.Subject))
+	}
+	if k.Addr.IsValid() {
+		a := k.Addr.As16()
+		h = mix(h ^ binary.LittleEndian.Uint64(a[:8]))
+		h = mix(h ^ binary.LittleEndian.Uint64(a[8:]) ^ uint64(k.Addr.BitLen()))
+	}
+	return mix(h ^ uint64(k.Period))
 }
+
+// mix is the finalizer of SplitMix64: every input bit affects every output
+// bit.
+func mix(h uint64) uint64 {
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	return h ^ h>>31
+}
+
+// shardOf returns the index of the shard of the key whose hash is h; the
+// table maps use the hash's other bits.
+func (s *Store) shardOf(h uint64) int { return int(h >> 48 & s.mask) }
 
 // Apply implements policy.State. Each hit is counted under its own shard's
 // lock, one after the other; the ops are checked and taken as one atomic
@@ -115,9 +142,10 @@ func (s *Store) Apply(now time.Time, b *policy.Batch) error {
 		if h.Window <= 0 {
 			return fmt.Errorf("memory: hit %d: window %v is not positive", i, h.Window)
 		}
-		sh := &s.shards[s.shardOf(h.Key)]
+		hash := s.hash(h.Key)
+		sh := &s.shards[s.shardOf(hash)]
 		sh.mu.Lock()
-		h.Count = sh.hit(h, n)
+		h.Count = sh.hit(h, hash, n)
 		sh.grown(n)
 		sh.mu.Unlock()
 		if h.Count > h.Limit {
@@ -136,10 +164,13 @@ func (s *Store) Apply(now time.Time, b *policy.Batch) error {
 // whether it took.
 func (s *Store) apply(now time.Time, ops []policy.Op) bool {
 	var idxBuf, lockBuf [policy.MaxLimits]int
+	var hashBuf [policy.MaxLimits]uint64
 	var bktBuf [policy.MaxLimits]policy.Bucket
-	idx, locked, bkt := idxBuf[:0], lockBuf[:0], bktBuf[:0]
+	idx, locked, hashes, bkt := idxBuf[:0], lockBuf[:0], hashBuf[:0], bktBuf[:0]
 	for i := range ops {
-		x := s.shardOf(ops[i].Key)
+		h := s.hash(ops[i].Key)
+		x := s.shardOf(h)
+		hashes = append(hashes, h)
 		idx = append(idx, x)
 		locked = insertSorted(locked, x)
 	}
@@ -152,9 +183,11 @@ func (s *Store) apply(now time.Time, ops []policy.Op) bool {
 		o, sh := &ops[i], &s.shards[idx[i]]
 		var cur policy.Bucket
 		if o.Tier == policy.TierQuota {
-			o.CheckQuota(sh.quotas[o.Key].used, now)
+			q, _ := sh.quotas.get(hashes[i], o.Key)
+			o.CheckQuota(q.used, now)
 		} else {
-			cur = o.CheckBucket(sh.buckets[o.Key].b, now)
+			b, _ := sh.buckets.get(hashes[i], o.Key)
+			cur = o.CheckBucket(b.b, now)
 		}
 		bkt = append(bkt, cur)
 		all = all && o.OK
@@ -164,13 +197,13 @@ func (s *Store) apply(now time.Time, ops []policy.Op) bool {
 		for i := range ops {
 			o, sh := &ops[i], &s.shards[idx[i]]
 			if o.Tier == policy.TierQuota {
-				q := sh.quotas[o.Key]
+				q, _ := sh.quotas.get(hashes[i], o.Key)
 				q.used++
 				q.end = o.End.UnixNano()
-				sh.quotas[o.Key] = q
+				sh.quotas.put(hashes[i], o.Key, q)
 				o.TakeQuota()
 			} else {
-				sh.buckets[o.Key] = bucket{b: o.TakeBucket(bkt[i]), t: o.Throttle}
+				sh.buckets.put(hashes[i], o.Key, bucket{b: o.TakeBucket(bkt[i]), t: o.Throttle})
 			}
 		}
 		for _, x := range locked {
@@ -205,11 +238,11 @@ func insertSorted(xs []int, x int) []int {
 // it still inside the sliding window, plus the current window's count,
 // rounded down. A clock that goes backwards counts into the current window
 // and weighs the previous one fully.
-func (sh *shard) hit(h *policy.Hit, n int64) int64 {
+func (sh *shard) hit(h *policy.Hit, hash uint64, n int64) int64 {
 	w := int64(h.Window)
 	idx := floorDiv(n, w)
 	elapsed := n - idx*w
-	c, ok := sh.counters[h.Key]
+	c, ok := sh.counters.get(hash, h.Key)
 	if !ok || c.window != h.Window {
 		c = counter{win: idx, window: h.Window}
 	}
@@ -222,7 +255,7 @@ func (sh *shard) hit(h *policy.Hit, n int64) int64 {
 		elapsed = 0
 	}
 	c.cur++
-	sh.counters[h.Key] = c
+	sh.counters.put(hash, h.Key, c)
 	return c.cur + weigh(c.prev, w-elapsed, w)
 }
 
@@ -243,7 +276,7 @@ func floorDiv(n, w int64) int64 {
 }
 
 // size returns the number of entries in sh.
-func (sh *shard) size() int { return len(sh.buckets) + len(sh.counters) + len(sh.quotas) }
+func (sh *shard) size() int { return sh.buckets.len() + sh.counters.len() + sh.quotas.len() }
 
 // grown sweeps sh at n when it has grown past its threshold. sh must be
 // locked.
@@ -260,21 +293,9 @@ func (sh *shard) grown(n int64) {
 // counters whose period has ended. sh must be locked.
 func (sh *shard) sweep(n int64) {
 	now := time.Unix(0, n)
-	for k, e := range sh.buckets {
-		if e.t.Full(e.b, now) {
-			delete(sh.buckets, k)
-		}
-	}
-	for k, c := range sh.counters {
-		if floorDiv(n, int64(c.window)) >= c.win+2 {
-			delete(sh.counters, k)
-		}
-	}
-	for k, q := range sh.quotas {
-		if q.end <= n {
-			delete(sh.quotas, k)
-		}
-	}
+	sh.buckets.sweep(func(e bucket) bool { return e.t.Full(e.b, now) })
+	sh.counters.sweep(func(c counter) bool { return floorDiv(n, int64(c.window)) >= c.win+2 })
+	sh.quotas.sweep(func(q quota) bool { return q.end <= n })
 }
 
 // Sweep drops, in every shard, the entries that carry no information at now:
@@ -308,8 +329,10 @@ func (s *Store) Len() int {
 // Used returns the requests counted by the quota counter key (zero when there
 // is none).
 func (s *Store) Used(key policy.Key) int64 {
-	sh := &s.shards[s.shardOf(key)]
+	h := s.hash(key)
+	sh := &s.shards[s.shardOf(h)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return sh.quotas[key].used
+	q, _ := sh.quotas.get(h, key)
+	return q.used
 }

@@ -327,15 +327,9 @@ func held(s *Store) map[string]bool {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for k := range sh.buckets {
-			m[k.Limit] = true
-		}
-		for k := range sh.counters {
-			m[k.Limit] = true
-		}
-		for k := range sh.quotas {
-			m[k.Limit] = true
-		}
+		sh.buckets.each(func(k policy.Key, _ bucket) { m[k.Limit] = true })
+		sh.counters.each(func(k policy.Key, _ counter) { m[k.Limit] = true })
+		sh.quotas.each(func(k policy.Key, _ quota) { m[k.Limit] = true })
 		sh.mu.Unlock()
 	}
 	return m
@@ -464,7 +458,7 @@ func TestApplyMultiShardAtomic(t *testing.T) {
 	end := t0.Add(24 * time.Hour)
 	small, big, q := bucketOp("small", 0, 50), bucketOp("big", 0, 1000), quotaOp("quota", 1000, t0, end)
 	// Rename until the three keys are in three shards.
-	for i := 0; s.shardOf(small.Key) == s.shardOf(big.Key) || s.shardOf(small.Key) == s.shardOf(q.Key) || s.shardOf(big.Key) == s.shardOf(q.Key); i++ {
+	for i := 0; s.shardOf(s.hash(small.Key)) == s.shardOf(s.hash(big.Key)) || s.shardOf(s.hash(small.Key)) == s.shardOf(s.hash(q.Key)) || s.shardOf(s.hash(big.Key)) == s.shardOf(s.hash(q.Key)); i++ {
 		big.Key.Limit = fmt.Sprint("big", i)
 		q.Key.Limit = fmt.Sprint("quota", i)
 	}
