@@ -30,7 +30,7 @@ func benchPolicy(b *testing.B) (*policy.Policy, []*policy.Request) {
 		fmt.Fprintf(&keys, "  - {id: k%d, customer: c%d, hash: %q, plans: [pro]}\n", i, i, sha(key))
 		reqs[i] = &policy.Request{Method: "POST", Path: fmt.Sprintf("/partners/p%d/transactions", i), Host: "api.example.com",
 			Headers: map[string]string{"x-api-key": key, "content-type": "application/json", "user-agent": "bench"},
-			Peer:    fmt.Sprintf("198.51.%d.%d:40000", i/250, i%250)}
+			Peer:    fmt.Sprintf("198.51.%d.%d", i/250, i%250)} // as envoy/ passes it: no port
 	}
 	return parse(b, `
 version: 1
