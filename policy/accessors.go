@@ -75,3 +75,9 @@ func sortedNames[V any](m map[string]V) []string {
 // id, such as "plan|pro|100000000/200"; empty when the policy has no such
 // limit.
 func (p *Policy) LimitName(id string) string { return p.limits[id] }
+
+// UsageKey returns the key of the usage-history counter of customer on the
+// plan for the UTC day that holds day (see Batch.Usage).
+func (pl *Plan) UsageKey(customer string, day time.Time) Key {
+	return Key{Limit: pl.usageKey, Subject: customer, Period: utcDay(day)}
+}

@@ -492,6 +492,7 @@ func (c *compiler) plan(path, name string, v any) {
 	}
 	pl := &Plan{Name: name, stages: make(map[*Stage]bool), overrides: make(map[*Route]planOverride)}
 	c.p.plans[name] = pl
+	pl.usageKey = c.limitID("usage|" + name)
 	if path, v, ok := o.get("throttle"); ok {
 		if t, ok := c.throttle(path, v); ok {
 			pl.throttle = t

@@ -212,7 +212,10 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 			})
 		}
 	}
-	if len(b.Hits) > 0 || len(b.Ops) > 0 {
+	if plan != nil && !predeny {
+		b.Usage = Key{Limit: plan.usageKey, Subject: customer, Period: utcDay(now)}
+	}
+	if len(b.Hits) > 0 || len(b.Ops) > 0 || b.Usage.Limit != "" {
 		if err := st.Apply(now, b); err != nil {
 			if predeny {
 				return pre, err
@@ -313,6 +316,12 @@ func (d *Decision) setLimits(ops []Op, period time.Duration) {
 		n++
 	}
 	d.NLimits = n
+}
+
+// utcDay returns the start of now's UTC day in Unix seconds.
+func utcDay(now time.Time) int64 {
+	s := now.Unix()
+	return s - ((s%secondsPerDay)+secondsPerDay)%secondsPerDay
 }
 
 // finite returns d, or maxWait for a limit that never admits.

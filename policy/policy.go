@@ -116,6 +116,7 @@ type Plan struct {
 	throttleKey string
 	quota       *Quota // nil: unlimited
 	quotaKey    string
+	usageKey    string // the Limit of the plan's usage-history counters
 	stages      map[*Stage]bool
 	// overrides holds per-route throttles, by route.
 	overrides map[*Route]planOverride

@@ -339,3 +339,46 @@ default_stage: b/two
 		}
 	}
 }
+
+// batchRecorder is a State that admits everything and keeps the last batch's
+// usage key.
+type batchRecorder struct{ usage policy.Key }
+
+func (r *batchRecorder) Apply(now time.Time, b *policy.Batch) error {
+	b.Blocked, b.Taken = -1, true
+	for i := range b.Ops {
+		b.Ops[i].OK = true
+	}
+	r.usage = b.Usage
+	return nil
+}
+
+func TestUsageKeyOfKeyedRequests(t *testing.T) {
+	p := example(t)
+	pro := p.Plan("pro")
+	cases := []struct {
+		r    *policy.Request
+		want policy.Key
+	}{
+		{partner(proKey), pro.UsageKey("acme", t0)},
+		{partner(entKey), p.Plan("enterprise").UsageKey("globex", t0)}, // no quota, still counted
+		{anon("GET", "/status", "198.51.100.7"), policy.Key{}},
+		{partner(disabledKey), policy.Key{}},
+	}
+	for i, c := range cases {
+		var rec batchRecorder
+		if _, err := p.Evaluate(t0, c.r, &rec, nil); err != nil {
+			t.Fatal(err)
+		}
+		if rec.usage != c.want {
+			t.Errorf("step %d: got usage key %+v, want %+v", i, rec.usage, c.want)
+		}
+	}
+	day := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+	if k := pro.UsageKey("acme", t0); k.Period != day.Unix() || k.Subject != "acme" || p.LimitName(k.Limit) != "usage|pro" {
+		t.Errorf("got %+v (%s), want the UTC day %d of acme on usage|pro", k, p.LimitName(k.Limit), day.Unix())
+	}
+	if k := pro.UsageKey("acme", time.Date(1969, 12, 31, 23, 0, 0, 0, time.UTC)); k.Period != -86400 {
+		t.Errorf("before 1970: got period %d, want -86400", k.Period)
+	}
+}

@@ -67,6 +67,13 @@ type Batch struct {
 	Blocked int  // index into Hits of the blocking hit, or -1
 	Taken   bool // every op admitted and one was taken from each
 
+	// Usage, when its Limit is set, is the usage-history counter of the
+	// key's customer and plan for the current UTC day (Period). Apply adds
+	// one to it when the request is admitted: no hit blocked and every op
+	// admitted (or there were none). The counter is history, not a limit:
+	// stores keep it past its day, for usage reports.
+	Usage Key
+
 	hits [maxHits]Hit
 	ops  [MaxLimits]Op
 }
@@ -80,6 +87,7 @@ func (b *Batch) Reset() {
 	b.Ops = b.ops[:0]
 	b.Blocked = -1
 	b.Taken = false
+	b.Usage = Key{}
 }
 
 // CheckBucket refills, checks and reports one bucket op against its current
@@ -104,8 +112,12 @@ func (o *Op) TakeBucket(b Bucket) Bucket {
 	return b
 }
 
-// CheckQuota checks a quota counter holding used requests, without taking.
-func (o *Op) CheckQuota(used int64, now time.Time) {
+// CheckQuota checks a quota counter holding used requests, to which an
+// operator granted granted more for this period, without taking. The op's
+// Quota grows by the grant, so that the decision reports the limit the
+// customer actually has.
+func (o *Op) CheckQuota(used, granted int64, now time.Time) {
+	o.Quota += granted
 	o.OK = used < o.Quota
 	o.Remaining = max(o.Quota-used, 0)
 	o.Reset = max(o.End.Sub(now), 0)

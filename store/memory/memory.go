@@ -184,7 +184,7 @@ func (s *Store) apply(now time.Time, ops []policy.Op) bool {
 		var cur policy.Bucket
 		if o.Tier == policy.TierQuota {
 			q, _ := sh.quotas.get(hashes[i], o.Key)
-			o.CheckQuota(q.used, now)
+			o.CheckQuota(q.used, 0, now)
 		} else {
 			b, _ := sh.buckets.get(hashes[i], o.Key)
 			cur = o.CheckBucket(b.b, now)
