@@ -20,7 +20,6 @@ import (
 	"github.com/tollgate/tollgate/envoy"
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/policyfile"
-	"github.com/tollgate/tollgate/store/memory"
 )
 
 // Config is what `tollgate serve` is given.
@@ -29,8 +28,18 @@ type Config struct {
 	PolicyFile string
 	// GRPCAddr is the gRPC listen address: "host:port" or "unix:/path".
 	GRPCAddr string
-	// Store is the state store URL; only "memory:" is supported so far.
+	// Store is the state store URL: "file:DIR" (the default,
+	// file:./tollgate-data) or "memory:".
 	Store string
+	// FlushInterval bounds how long counts wait in memory before a file
+	// store writes them (default 1s).
+	FlushInterval time.Duration
+	// AdminAddr is the admin HTTP API's listen address (default
+	// 127.0.0.1:9002); "-" turns the admin API off.
+	AdminAddr string
+	// AdminToken is the bearer token of the /v1 admin calls; empty: the
+	// /v1 calls answer 503.
+	AdminToken string
 	// ShutdownGrace bounds how long a graceful stop waits for calls in
 	// flight (default 10s).
 	ShutdownGrace time.Duration
@@ -46,8 +55,7 @@ type Server struct {
 	log    *slog.Logger
 	now    func() time.Time
 	policy atomic.Pointer[policy.Policy]
-	state  policy.State
-	keys   policy.Keys
+	store  Store
 
 	grpc   *grpc.Server
 	health *health.Server
@@ -74,7 +82,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.policy.Store(p)
-	if s.state, err = openStore(cfg.Store); err != nil {
+	if s.store, err = openStore(cfg.Store, cfg.FlushInterval); err != nil {
 		return nil, err
 	}
 	if s.lis, err = Listen(cfg.GRPCAddr); err != nil {
@@ -93,16 +101,6 @@ func New(cfg Config) (*Server, error) {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	return s, nil
-}
-
-// openStore opens the state store named by url.
-func openStore(url string) (policy.State, error) {
-	switch {
-	case url == "memory:" || url == "memory" || url == "":
-		return memory.New(), nil
-	default:
-		return nil, fmt.Errorf("--store %q: unsupported store (supported: memory:)", url)
-	}
 }
 
 // Listen listens on a tcp "host:port" or a "unix:/path" address. A stale
@@ -160,7 +158,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // time. It is the one place that reads the clock.
 func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision {
 	p := s.policy.Load()
-	d, err := p.Evaluate(s.now(), r, s.state, s.keys)
+	d, err := p.Evaluate(s.now(), r, s.store, s.store)
 	if err != nil {
 		s.log.Error("state unavailable; request allowed", "err", err, "api", d.API, "stage", d.Stage, "route", d.Route)
 		d = policy.Decision{Verdict: policy.Allow, Status: 200, KeyHeader: d.KeyHeader, Headers: d.Headers, Explain: d.Explain}

@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
@@ -30,6 +31,21 @@ type Store struct {
 	seed   maphash.Seed
 	mask   uint64
 	shards []shard
+	// usageRetention is how long a usage-history counter is kept after
+	// its day ends.
+	usageRetention time.Duration
+
+	keys keyring
+}
+
+// DefaultUsageRetention is how long a Store made without
+// WithUsageRetention keeps a day's usage counters after the day ends.
+const DefaultUsageRetention = 31 * 24 * time.Hour
+
+// WithUsageRetention sets how long usage-history counters are kept after
+// their day ends (at least 0: until the day ends).
+func WithUsageRetention(d time.Duration) Option {
+	return func(s *Store) { s.usageRetention = max(d, 0) }
 }
 
 // shard holds the entries whose key hashes to it, behind its own mutex.
@@ -60,11 +76,14 @@ type counter struct {
 	prev   int64
 }
 
-// quota is a quota counter: used requests in the period ending at end (Unix
-// nanoseconds).
+// quota is a quota or usage-history counter: used requests, and granted
+// requests on top of the limit (quota counters), kept until end (Unix
+// nanoseconds): a quota counter's period end, a usage counter's day end plus
+// the usage retention.
 type quota struct {
-	used int64
-	end  int64
+	used    int64
+	granted int64
+	end     int64
 }
 
 // Option configures a Store.
@@ -83,7 +102,8 @@ func WithShards(n int) Option {
 
 // New returns an empty Store.
 func New(opts ...Option) *Store {
-	s := &Store{seed: maphash.MakeSeed()}
+	s := &Store{seed: maphash.MakeSeed(), usageRetention: DefaultUsageRetention}
+	s.keys.init()
 	WithShards(DefaultShards)(s)
 	for _, o := range opts {
 		o(s)
@@ -153,10 +173,28 @@ func (s *Store) Apply(now time.Time, b *policy.Batch) error {
 			return nil
 		}
 	}
+	admitted := true
 	if len(b.Ops) > 0 {
 		b.Taken = s.apply(now, b.Ops)
+		admitted = b.Taken
+	}
+	if admitted && b.Usage.Limit != "" {
+		s.countUsage(b.Usage, n)
 	}
 	return nil
+}
+
+// countUsage adds one to the usage-history counter k at n.
+func (s *Store) countUsage(k policy.Key, n int64) {
+	h := s.hash(k)
+	sh := &s.shards[s.shardOf(h)]
+	sh.mu.Lock()
+	q, _ := sh.quotas.get(h, k)
+	q.used++
+	q.end = time.Unix(k.Period, 0).Add(24*time.Hour + s.usageRetention).UnixNano()
+	sh.quotas.put(h, k, q)
+	sh.grown(n)
+	sh.mu.Unlock()
 }
 
 // apply checks every op and, when all admit, takes one from each, under
@@ -184,7 +222,7 @@ func (s *Store) apply(now time.Time, ops []policy.Op) bool {
 		var cur policy.Bucket
 		if o.Tier == policy.TierQuota {
 			q, _ := sh.quotas.get(hashes[i], o.Key)
-			o.CheckQuota(q.used, 0, now)
+			o.CheckQuota(q.used, q.granted, now)
 		} else {
 			b, _ := sh.buckets.get(hashes[i], o.Key)
 			cur = o.CheckBucket(b.b, now)
@@ -326,13 +364,41 @@ func (s *Store) Len() int {
 	return n
 }
 
-// Used returns the requests counted by the quota counter key (zero when there
-// is none).
+// Used returns the requests counted by the quota or usage counter key (zero
+// when there is none).
 func (s *Store) Used(key policy.Key) int64 {
-	h := s.hash(key)
+	used, _, _ := s.Counter(key)
+	return used
+}
+
+// Counter returns the requests counted by the quota or usage counter k and,
+// for a quota counter, the requests granted on top of its limit. It never
+// fails.
+func (s *Store) Counter(k policy.Key) (used, granted int64, err error) {
+	h := s.hash(k)
 	sh := &s.shards[s.shardOf(h)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	q, _ := sh.quotas.get(h, key)
-	return q.used
+	q, _ := sh.quotas.get(h, k)
+	return q.used, q.granted, nil
 }
+
+// Grant adds n requests to the quota counter k, whose period ends at end:
+// the limit of that period grows by n. It never fails.
+func (s *Store) Grant(k policy.Key, n int64, end time.Time) error {
+	h := s.hash(k)
+	sh := &s.shards[s.shardOf(h)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	q, _ := sh.quotas.get(h, k)
+	q.granted += n
+	q.end = max(q.end, end.UnixNano())
+	sh.quotas.put(h, k, q)
+	return nil
+}
+
+// Ready implements the server's readiness check: memory is always there.
+func (s *Store) Ready(ctx context.Context) error { return nil }
+
+// Close releases nothing: a Store holds only memory.
+func (s *Store) Close() error { return nil }
