@@ -81,3 +81,21 @@ func (p *Policy) LimitName(id string) string { return p.limits[id] }
 func (pl *Plan) UsageKey(customer string, day time.Time) Key {
 	return Key{Limit: pl.usageKey, Subject: customer, Period: utcDay(day)}
 }
+
+// ValidKeyID reports whether s is a valid key id or customer name, as the
+// policy file requires them: 1 to 64 letters, digits, "_", "." and "-".
+func ValidKeyID(s string) bool { return validName(s, 64) }
+
+// CheckKeyPlans checks the plans of a key created at run time by the rules
+// of the policy file's api_keys[].plans: at least one, each a usage plan of
+// p, none twice, no two covering the same stage. Every error is reported,
+// as "body: plans[i]: <message>".
+func (p *Policy) CheckKeyPlans(plans []string) error {
+	c := &compiler{decoder: decoder{file: "body"}, p: p}
+	items := make([]any, len(plans))
+	for i, name := range plans {
+		items[i] = name
+	}
+	c.keyPlans("plans", items)
+	return c.err()
+}

@@ -180,6 +180,9 @@ type APIKey struct {
 	Plans    []string
 	Enabled  bool
 	Expires  time.Time // zero: never
+	// Created is when a run-time key was created; zero for the policy
+	// file's keys.
+	Created time.Time
 	// FromPolicy is set for keys of the policy file (read-only at run time).
 	FromPolicy bool
 }
