@@ -2,12 +2,15 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,7 +22,6 @@ import (
 
 	"github.com/tollgate/tollgate/envoy"
 	"github.com/tollgate/tollgate/policy"
-	"github.com/tollgate/tollgate/policyfile"
 )
 
 // Config is what `tollgate serve` is given.
@@ -34,8 +36,8 @@ type Config struct {
 	// FlushInterval bounds how long counts wait in memory before a file
 	// store writes them (default 1s).
 	FlushInterval time.Duration
-	// AdminAddr is the admin HTTP API's listen address (default
-	// 127.0.0.1:9002); "-" turns the admin API off.
+	// AdminAddr is the admin HTTP API's listen address, "host:port" or
+	// "unix:/path" (default 127.0.0.1:9002); "-" turns the admin API off.
 	AdminAddr string
 	// AdminToken is the bearer token of the /v1 admin calls; empty: the
 	// /v1 calls answer 503.
@@ -49,44 +51,101 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Server is a running tollgate: the decision engine and its gRPC endpoint.
+// DefaultAdminAddr is the admin API's address when Config.AdminAddr is empty.
+const DefaultAdminAddr = "127.0.0.1:9002"
+
+// Server is a running tollgate: the decision engine, its gRPC endpoint, the
+// admin HTTP API and the policy file watcher.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	now    func() time.Time
-	policy atomic.Pointer[policy.Policy]
-	store  Store
+	cfg       Config
+	log       *slog.Logger
+	now       func() time.Time
+	realClock bool // now is time.Now: a decision's instant also starts its latency
+	policy    atomic.Pointer[policy.Policy]
+	store     Store
+	keys      *keyCache
+	metrics   *metrics
+	// degraded is set while the store cannot be reached.
+	degraded atomic.Bool
+
+	// reloadMu serializes policy loads; load is the last one's outcome.
+	reloadMu sync.Mutex
+	lastSum  [sha256.Size]byte // of the file content last loaded or tried
+	load     atomic.Pointer[loadState]
+
+	// adminMu serializes the admin API's changes, so that a check (is
+	// the id taken?) and the change it guards are one step.
+	adminMu sync.Mutex
 
 	grpc   *grpc.Server
 	health *health.Server
 	lis    net.Listener
+
+	admin    *http.Server // nil: the admin API is off
+	adminLis net.Listener
+}
+
+// loadState is the outcome of the last policy load.
+type loadState struct {
+	// err is the last load's error text; empty when it succeeded.
+	err string
+	// at is when the last load was tried, loadedAt when the policy being
+	// served was loaded.
+	at, loadedAt time.Time
 }
 
 var _ envoy.Decider = (*Server)(nil)
 
-// New loads the policy, opens the store and binds the gRPC listener, so
-// that a bad policy or a taken port is reported before anything serves.
-func New(cfg Config) (*Server, error) {
+// New loads the policy, opens the store and binds the gRPC and admin
+// listeners, so that a bad policy or a taken port is reported before
+// anything serves.
+func New(cfg Config) (_ *Server, err error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
 	if s.now == nil {
-		s.now = time.Now
+		s.now, s.realClock = time.Now, true
 	}
 	if s.cfg.ShutdownGrace == 0 {
 		s.cfg.ShutdownGrace = 10 * time.Second
 	}
-	p, err := policyfile.Load(cfg.PolicyFile)
+	if s.cfg.AdminAddr == "" {
+		s.cfg.AdminAddr = DefaultAdminAddr
+	}
+	if _, err := s.reload(false); err != nil {
+		return nil, err
+	}
+	st, err := openStore(cfg.Store, cfg.FlushInterval)
 	if err != nil {
 		return nil, err
 	}
-	s.policy.Store(p)
-	if s.store, err = openStore(cfg.Store, cfg.FlushInterval); err != nil {
-		return nil, err
-	}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	s.store = st
+	s.keys = newKeyCache(s.store, s.now)
+	s.metrics = newMetrics(s.degraded.Load, func() bool { return s.load.Load().err == "" },
+		func() time.Time { return s.load.Load().loadedAt })
 	if s.lis, err = Listen(cfg.GRPCAddr); err != nil {
 		return nil, err
+	}
+	if s.cfg.AdminAddr != "-" {
+		if s.adminLis, err = Listen(s.cfg.AdminAddr); err != nil {
+			s.lis.Close()
+			return nil, fmt.Errorf("admin: %w", err)
+		}
+		s.admin = &http.Server{
+			Handler:           s.adminHandler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		}
 	}
 	s.grpc = grpc.NewServer(
 		// Envoy keeps a few long-lived HTTP/2 connections and sends many
@@ -122,33 +181,98 @@ func Listen(addr string) (net.Listener, error) {
 // Addr returns the gRPC listener's address.
 func (s *Server) Addr() net.Addr { return s.lis.Addr() }
 
+// AdminAddr returns the admin API listener's address, or nil when the admin
+// API is off.
+func (s *Server) AdminAddr() net.Addr {
+	if s.adminLis == nil {
+		return nil
+	}
+	return s.adminLis.Addr()
+}
+
 // Policy returns the policy being served.
 func (s *Server) Policy() *policy.Policy { return s.policy.Load() }
 
-// Serve serves gRPC until ctx is done, then stops gracefully: health turns
-// NOT_SERVING, calls in flight finish (up to ShutdownGrace), and Serve
-// returns nil. A listener failure is returned.
+// Serve serves gRPC and the admin API, and watches the policy file, until
+// ctx is done; then it stops gracefully: health turns NOT_SERVING, calls in
+// flight finish (up to ShutdownGrace), the store is closed (a file store
+// writes what it holds), and Serve returns nil. A listener failure stops
+// everything and is returned.
 func (s *Server) Serve(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- s.grpc.Serve(s.lis) }()
-	s.log.Info("serving", "grpc", s.lis.Addr().String(), "policy", s.cfg.PolicyFile, "store", s.cfg.Store)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var watchers sync.WaitGroup
+	if w, err := s.watchPolicy(); err != nil {
+		s.log.Warn("policy file not watched; reload with SIGHUP", "policy", s.cfg.PolicyFile, "err", err)
+	} else {
+		watchers.Go(func() { s.watchLoop(ctx, w) })
+	}
+
+	errc := make(chan error, 2)
+	servers := 1
+	go func() {
+		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("grpc serve: %w", err)
+			return
+		}
+		errc <- nil
+	}()
+	attrs := []any{"grpc", s.lis.Addr().String(), "policy", s.cfg.PolicyFile, "store", s.cfg.Store}
+	if s.admin != nil {
+		servers++
+		go func() {
+			if err := s.admin.Serve(s.adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin serve: %w", err)
+				return
+			}
+			errc <- nil
+		}()
+		attrs = append(attrs, "admin", s.adminLis.Addr().String())
+	}
+	s.log.Info("serving", attrs...)
+
+	var errs []error
 	select {
 	case err := <-errc:
-		return fmt.Errorf("grpc serve: %w", err)
+		servers--
+		errs = append(errs, err)
 	case <-ctx.Done():
 	}
+	cancel()
+
 	s.health.Shutdown()
-	done := make(chan struct{})
-	go func() { s.grpc.GracefulStop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(s.cfg.ShutdownGrace):
-		s.log.Warn("graceful stop timed out; closing connections")
-		s.grpc.Stop()
-		<-done
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer stopCancel()
+	var stops sync.WaitGroup
+	stops.Go(func() {
+		done := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-stopCtx.Done():
+			s.log.Warn("graceful stop timed out; closing connections")
+			s.grpc.Stop()
+			<-done
+		}
+	})
+	if s.admin != nil {
+		stops.Go(func() {
+			if err := s.admin.Shutdown(stopCtx); err != nil {
+				s.admin.Close()
+			}
+		})
 	}
-	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return fmt.Errorf("grpc serve: %w", err)
+	stops.Wait()
+	for ; servers > 0; servers-- {
+		errs = append(errs, <-errc)
+	}
+	watchers.Wait()
+	if err := s.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close store: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	s.log.Info("stopped")
 	return nil
@@ -157,12 +281,22 @@ func (s *Server) Serve(ctx context.Context) error {
 // Decide evaluates one request against the current policy at the current
 // time. It is the one place that reads the clock.
 func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision {
-	p := s.policy.Load()
-	d, err := p.Evaluate(s.now(), r, s.store, s.store)
-	if err != nil {
-		s.log.Error("state unavailable; request allowed", "err", err, "api", d.API, "stage", d.Stage, "route", d.Route)
-		d = policy.Decision{Verdict: policy.Allow, Status: 200, KeyHeader: d.KeyHeader, Headers: d.Headers, Explain: d.Explain}
+	now := s.now()
+	start := now
+	if !s.realClock {
+		start = time.Now()
 	}
+	p := s.policy.Load()
+	d, err := p.Evaluate(now, r, s.store, s.keys)
+	if err != nil {
+		s.storeFailed("decide", err)
+		s.log.Error("state unavailable; request allowed", "err", err, "api", d.API, "stage", d.Stage, "route", d.Route)
+		d = policy.Decision{Verdict: policy.Allow, Status: 200, KeyHeader: d.KeyHeader, Headers: d.Headers, Explain: d.Explain,
+			API: d.API, Stage: d.Stage, Route: d.Route}
+	} else if s.degraded.Load() && s.degraded.CompareAndSwap(true, false) {
+		s.log.Info("store reachable again")
+	}
+	s.metrics.decision(&d, err != nil, time.Since(start))
 	if d.Verdict == policy.Deny && s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "denied",
 			slog.Int("status", d.Status), slog.String("reason", string(d.Reason)),
@@ -170,4 +304,13 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 			slog.String("key_id", d.KeyID), slog.String("customer", d.Customer))
 	}
 	return d
+}
+
+// storeFailed counts a store error of op ("decide", "admin", "ready") and
+// marks the store degraded.
+func (s *Server) storeFailed(op string, err error) {
+	s.metrics.storeErrors.WithLabelValues(op).Inc()
+	if !s.degraded.Load() && s.degraded.CompareAndSwap(false, true) {
+		s.log.Warn("store unreachable", "op", op, "err", err)
+	}
 }

@@ -25,7 +25,7 @@ const examplePolicy = "../examples/payments/policy.yaml"
 // and a stop function that stops the server and waits for Serve to return.
 func start(t *testing.T, addr string) (*grpc.ClientConn, *Server, func() error) {
 	t.Helper()
-	s, err := New(Config{PolicyFile: examplePolicy, GRPCAddr: addr, Store: "memory:",
+	s, err := New(Config{PolicyFile: examplePolicy, GRPCAddr: addr, Store: "memory:", AdminAddr: "127.0.0.1:0",
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -157,9 +157,10 @@ func TestNewReportsBadInput(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"missing policy", Config{PolicyFile: "nope.yaml", GRPCAddr: "127.0.0.1:0", Store: "memory:"}},
-		{"bad store", Config{PolicyFile: examplePolicy, GRPCAddr: "127.0.0.1:0", Store: "carrier-pigeon:"}},
-		{"bad address", Config{PolicyFile: examplePolicy, GRPCAddr: "127.0.0.1:99999", Store: "memory:"}},
+		{"missing policy", Config{PolicyFile: "nope.yaml", GRPCAddr: "127.0.0.1:0", Store: "memory:", AdminAddr: "-"}},
+		{"bad store", Config{PolicyFile: examplePolicy, GRPCAddr: "127.0.0.1:0", Store: "carrier-pigeon:", AdminAddr: "-"}},
+		{"bad address", Config{PolicyFile: examplePolicy, GRPCAddr: "127.0.0.1:99999", Store: "memory:", AdminAddr: "-"}},
+		{"bad admin address", Config{PolicyFile: examplePolicy, GRPCAddr: "127.0.0.1:0", Store: "memory:", AdminAddr: "127.0.0.1:99999"}},
 	}
 	for _, c := range cases {
 		if _, err := New(c.cfg); err == nil {

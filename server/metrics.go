@@ -1,0 +1,195 @@
+package server
+
+import (
+	"maps"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tollgate/tollgate/policy"
+)
+
+// Reasons the decision metrics use beyond policy's.
+const (
+	// reasonNone labels allowed requests.
+	reasonNone = "none"
+	// reasonStoreError labels requests allowed because the store could
+	// not be reached (fail open).
+	reasonStoreError = "store:error"
+)
+
+// maxLabelSets bounds the cached label sets of each vector. Every label
+// value comes from the policy (api, stage, plan, WAF rule names) or a fixed
+// list (outcome, reason), so the sets are few; the bound only guards
+// against a long run of reloads that keep renaming things.
+const maxLabelSets = 4096
+
+// metrics holds the server's Prometheus collectors, on a registry of its
+// own. No label holds a customer, a key id or a key: their number is not
+// bounded (usage per customer is the admin API's /v1/usage).
+type metrics struct {
+	reg *prometheus.Registry
+
+	decisions *labelCache[decisionLabels]
+	latency   prometheus.Histogram
+	quota     *labelCache[string] // by plan
+	wafCount  *labelCache[string] // by rule
+
+	storeErrors *prometheus.CounterVec
+	reloads     *prometheus.CounterVec
+	admin       *prometheus.CounterVec
+}
+
+// decisionLabels is one label set of tollgate_decisions_total.
+type decisionLabels struct {
+	verdict          policy.Verdict
+	reason           string
+	api, stage, plan string
+}
+
+// newMetrics registers the collectors. degraded, reloadOK and loadedAt are
+// read at scrape time.
+func newMetrics(degraded, reloadOK func() bool, loadedAt func() time.Time) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_decisions_total",
+		Help: "Decisions made, by outcome (allow, deny), reason (none, store:error or the SPEC §4 reason), api, stage and plan.",
+	}, []string{"outcome", "reason", "api", "stage", "plan"})
+	m.decisions = newLabelCache(decisions, func(l decisionLabels) []string {
+		return []string{l.verdict.String(), l.reason, l.api, l.stage, l.plan}
+	})
+	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "tollgate_decision_duration_seconds",
+		Help:    "Time taken to decide a request, store round trip included.",
+		Buckets: prometheus.ExponentialBuckets(5e-6, 2, 15), // 5µs to 82ms
+	})
+	quota := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_quota_requests_total",
+		Help: "Requests counted against a usage plan's quota, by plan.",
+	}, []string{"plan"})
+	m.quota = newLabelCache(quota, func(plan string) []string { return []string{plan} })
+	waf := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_waf_counted_total",
+		Help: "Requests a WAF rule with action count matched (or whose rate it found exceeded), by rule.",
+	}, []string{"rule"})
+	m.wafCount = newLabelCache(waf, func(rule string) []string { return []string{rule} })
+	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_store_errors_total",
+		Help: "Store calls that failed, by operation (decide, admin, ready).",
+	}, []string{"op"})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_policy_reloads_total",
+		Help: "Policy reloads, by result (success, failure).",
+	}, []string{"result"})
+	m.admin = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_admin_requests_total",
+		Help: "Admin API requests, by route pattern and status code.",
+	}, []string{"route", "code"})
+	for _, r := range []string{"success", "failure"} {
+		m.reloads.WithLabelValues(r)
+	}
+	for _, op := range []string{"decide", "admin", "ready"} {
+		m.storeErrors.WithLabelValues(op)
+	}
+	m.reg.MustRegister(decisions, m.latency, quota, waf, m.storeErrors, m.reloads, m.admin,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_store_degraded",
+			Help: "1 while the store cannot be reached (the last decision's store call failed), else 0.",
+		}, func() float64 { return b2f(degraded()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_policy_last_reload_successful",
+			Help: "1 when the last policy load succeeded, 0 when it failed (the previous policy is still served).",
+		}, func() float64 { return b2f(reloadOK()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_policy_loaded_timestamp_seconds",
+			Help: "When the policy being served was loaded, in Unix seconds.",
+		}, func() float64 { return float64(loadedAt().UnixNano()) / 1e9 }),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// decision records one decision that took took; storeErr says the store
+// failed and the request was allowed without it.
+func (m *metrics) decision(d *policy.Decision, storeErr bool, took time.Duration) {
+	l := decisionLabels{verdict: d.Verdict, reason: string(d.Reason), api: d.API, stage: d.Stage, plan: d.Plan}
+	switch {
+	case storeErr:
+		l.reason = reasonStoreError
+	case l.reason == "":
+		l.reason = reasonNone
+	}
+	m.decisions.get(l).Inc()
+	m.latency.Observe(took.Seconds())
+	if d.Verdict == policy.Allow && d.Plan != "" {
+		for _, lim := range d.AppliedLimits() {
+			if lim.Tier == policy.TierQuota {
+				m.quota.get(d.Plan).Inc()
+				break
+			}
+		}
+	}
+	if d.Counted != "" {
+		m.wafCount.get(string(d.Counted[len("waf:"):])).Inc()
+	}
+}
+
+// handler serves the registry.
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// adminRequest counts one admin API answer.
+func (m *metrics) adminRequest(route string, code int) {
+	m.admin.WithLabelValues(route, strconv.Itoa(code)).Inc()
+}
+
+// labelCache finds the counter of a label set without the vector's hashing
+// and locking: the counters already made are in a map that is replaced, not
+// changed, when one is added, so a lookup is one atomic load and one map
+// read.
+type labelCache[K comparable] struct {
+	vec    *prometheus.CounterVec
+	values func(K) []string
+	m      atomic.Pointer[map[K]prometheus.Counter]
+	mu     sync.Mutex // serializes additions
+}
+
+func newLabelCache[K comparable](vec *prometheus.CounterVec, values func(K) []string) *labelCache[K] {
+	c := &labelCache[K]{vec: vec, values: values}
+	c.m.Store(&map[K]prometheus.Counter{})
+	return c
+}
+
+func (c *labelCache[K]) get(k K) prometheus.Counter {
+	if ctr, ok := (*c.m.Load())[k]; ok {
+		return ctr
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.m.Load()
+	if ctr, ok := old[k]; ok {
+		return ctr
+	}
+	ctr := c.vec.WithLabelValues(c.values(k)...)
+	if len(old) < maxLabelSets {
+		m := maps.Clone(old)
+		m[k] = ctr
+		c.m.Store(&m)
+	}
+	return ctr
+}
