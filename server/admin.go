@@ -188,9 +188,9 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any, emptyOK bool) err
 			return errorf(http.StatusBadRequest, "body: malformed JSON at byte %d: %v", syntax.Offset, err)
 		case errors.As(err, &typ):
 			if typ.Field != "" {
-				return errorf(http.StatusBadRequest, "body: %s: %s is not %s", typ.Field, typ.Value, jsonKind(typ.Type.Kind().String()))
+				return errorf(http.StatusBadRequest, "body: %s: got a JSON %s, want %s", typ.Field, typ.Value, jsonKind(typ.Type.Kind().String()))
 			}
-			return errorf(http.StatusBadRequest, "body: %s is not a JSON object", typ.Value)
+			return errorf(http.StatusBadRequest, "body: got a JSON %s, want a JSON object", typ.Value)
 		default:
 			// Unknown fields ("json: unknown field \"x\""), truncated
 			// bodies (io.ErrUnexpectedEOF) and the rest.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -327,6 +328,7 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 	p, now := s.policy.Load(), s.now()
 	value := r.Header.Get(p.KeyHeader())
 	if value == "" {
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(`ApiKey realm="tollgate", header=%q`, p.KeyHeader()))
 		fail(w, http.StatusUnauthorized, "missing API key (header %s)", p.KeyHeader())
 		return
 	}

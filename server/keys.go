@@ -10,10 +10,9 @@ import (
 	"github.com/tollgate/tollgate/policy"
 )
 
-// Sizes of the key cache. Each of keyCacheShards shards holds up to
-// keyCacheSize/keyCacheShards keys found and as many hashes not found, so
-// the cache holds at most 2 × keyCacheSize entries of about 150 bytes
-// (about 5 MB).
+// Sizes of the key cache: it holds at most keyCacheSize entries (of about
+// 150 bytes), half of them keys found and half hashes that are no key,
+// spread over keyCacheShards shards.
 const (
 	keyCacheShards = 16
 	keyCacheSize   = 16 << 10
@@ -36,21 +35,30 @@ const (
 type keyCache struct {
 	store policy.Keys
 	now   func() time.Time
-	// gen counts invalidations; a lookup that raced with one does not
-	// keep what it read (see lookup).
+	// gen counts invalidations. Each answer is cached with the generation
+	// read before the store was asked, and used only while that is still
+	// the generation: an answer read before a change is never used after
+	// it, even when it went into the cache after the invalidation.
 	gen    atomic.Uint64
 	shards [keyCacheShards]keyShard
 }
 
 type keyShard struct {
-	found   *lru.Cache[[sha256.Size]byte, cachedKey]
-	missing *lru.Cache[[sha256.Size]byte, time.Time]
+	found   *lru.Cache[[sha256.Size]byte, cached]
+	missing *lru.Cache[[sha256.Size]byte, cached]
 }
 
-// cachedKey is a key found and when it was read.
-type cachedKey struct {
+// cached is a store's answer (a key, or nil for none), when it was read and
+// the cache's generation then.
+type cached struct {
 	key *policy.APIKey
 	at  time.Time
+	gen uint64
+}
+
+// fresh reports whether e may be used at now in generation gen.
+func (e cached) fresh(now time.Time, gen uint64) bool {
+	return e.gen == gen && !now.Before(e.at) && now.Sub(e.at) < keyCacheTTL
 }
 
 var _ policy.Keys = (*keyCache)(nil)
@@ -59,8 +67,8 @@ func newKeyCache(store policy.Keys, now func() time.Time) *keyCache {
 	c := &keyCache{store: store, now: now}
 	for i := range c.shards {
 		// lru.New fails only for a size ≤ 0.
-		c.shards[i].found, _ = lru.New[[sha256.Size]byte, cachedKey](keyCacheSize / keyCacheShards)
-		c.shards[i].missing, _ = lru.New[[sha256.Size]byte, time.Time](keyCacheSize / keyCacheShards)
+		c.shards[i].found, _ = lru.New[[sha256.Size]byte, cached](keyCacheSize / 2 / keyCacheShards)
+		c.shards[i].missing, _ = lru.New[[sha256.Size]byte, cached](keyCacheSize / 2 / keyCacheShards)
 	}
 	return c
 }
@@ -68,31 +76,24 @@ func newKeyCache(store policy.Keys, now func() time.Time) *keyCache {
 // LookupKey implements policy.Keys.
 func (c *keyCache) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 	sh := &c.shards[hash[0]%keyCacheShards]
-	now := c.now()
-	if e, ok := sh.found.Get(hash); ok && now.Sub(e.at) < keyCacheTTL && !now.Before(e.at) {
+	now, gen := c.now(), c.gen.Load()
+	if e, ok := sh.found.Get(hash); ok && e.fresh(now, gen) {
 		return e.key, nil
 	}
-	if at, ok := sh.missing.Get(hash); ok && now.Sub(at) < keyCacheTTL && !now.Before(at) {
+	if e, ok := sh.missing.Get(hash); ok && e.fresh(now, gen) {
 		return nil, nil
 	}
-	gen := c.gen.Load()
 	k, err := c.store.LookupKey(hash)
 	if err != nil {
 		return nil, err
 	}
+	e := cached{key: k, at: now, gen: gen}
 	if k != nil {
-		sh.found.Add(hash, cachedKey{key: k, at: now})
+		sh.found.Add(hash, e)
 		sh.missing.Remove(hash)
 	} else {
-		sh.missing.Add(hash, now)
+		sh.missing.Add(hash, e)
 		sh.found.Remove(hash)
-	}
-	// An invalidation that ran since the store was read may have purged
-	// the caches before the answer went in: drop it, so that a change is
-	// never hidden by an answer read before it.
-	if c.gen.Load() != gen {
-		sh.found.Remove(hash)
-		sh.missing.Remove(hash)
 	}
 	return k, nil
 }

@@ -1,0 +1,203 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/memory"
+)
+
+// countingStore is a memory store that counts key lookups and fails them,
+// and its other calls, while fail is set.
+type countingStore struct {
+	Store
+	lookups atomic.Int64
+	fail    atomic.Bool
+}
+
+var errDown = errors.New("store down")
+
+func (s *countingStore) LookupKey(h [sha256.Size]byte) (*policy.APIKey, error) {
+	s.lookups.Add(1)
+	if s.fail.Load() {
+		return nil, errDown
+	}
+	return s.Store.LookupKey(h)
+}
+
+func (s *countingStore) Apply(now time.Time, b *policy.Batch) error {
+	if s.fail.Load() {
+		return errDown
+	}
+	return s.Store.Apply(now, b)
+}
+
+func (s *countingStore) Ready(ctx context.Context) error {
+	if s.fail.Load() {
+		return errDown
+	}
+	return s.Store.Ready(ctx)
+}
+
+func hashOf(v string) [sha256.Size]byte { return sha256.Sum256([]byte(v)) }
+
+// TestKeyCacheNegative: a flood of one unknown key costs one store lookup;
+// the negative cache stays bounded under many distinct unknown keys.
+func TestKeyCacheNegative(t *testing.T) {
+	st := &countingStore{Store: memory.New()}
+	clk := &clock{t: t0}
+	c := newKeyCache(st, clk.Now)
+	for i := range 10000 {
+		if k, err := c.LookupKey(hashOf("tg_unknown_00000000000000001")); k != nil || err != nil {
+			t.Fatalf("%d: got %v %v, want no key", i, k, err)
+		}
+	}
+	if got := st.lookups.Load(); got != 1 {
+		t.Fatalf("got %d store lookups for one unknown key, want 1", got)
+	}
+	for i := range 3 * keyCacheSize {
+		c.LookupKey(hashOf(fmt.Sprintf("tg_flood_%020d", i)))
+	}
+	n := 0
+	for i := range c.shards {
+		n += c.shards[i].missing.Len() + c.shards[i].found.Len()
+	}
+	if n > keyCacheSize {
+		t.Fatalf("got %d cached entries, want at most %d", n, keyCacheSize)
+	}
+}
+
+// TestKeyCacheInvalidate: a change followed by invalidate is seen on the
+// next lookup; without it the cached answer stands until the TTL.
+func TestKeyCacheInvalidate(t *testing.T) {
+	st := &countingStore{Store: memory.New()}
+	clk := &clock{t: t0}
+	c := newKeyCache(st, clk.Now)
+	h := hashOf("tg_runtime_key_000000000000001")
+	steps := []struct {
+		name    string
+		change  func()
+		enabled *bool // nil: no key
+	}{
+		{"unknown", nil, nil},
+		{"created", func() {
+			st.SaveKey(&policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}, Enabled: true})
+			c.invalidate()
+		}, ptr(true)},
+		{"disabled", func() {
+			st.SaveKey(&policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}})
+			c.invalidate()
+		}, ptr(false)},
+		{"changed behind the cache", func() {
+			st.SaveKey(&policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}, Enabled: true})
+		}, ptr(false)},
+		{"after the TTL", func() { clk.Advance(keyCacheTTL) }, ptr(true)},
+		{"deleted", func() { st.DeleteKey("k"); c.invalidate() }, nil},
+	}
+	for i, s := range steps {
+		if s.change != nil {
+			s.change()
+		}
+		k, err := c.LookupKey(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case s.enabled == nil && k != nil:
+			t.Fatalf("%d %s: got key %v, want none", i, s.name, k.ID)
+		case s.enabled != nil && (k == nil || k.Enabled != *s.enabled):
+			t.Fatalf("%d %s: got %+v, want enabled %v", i, s.name, k, *s.enabled)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestKeyCacheErrorsNotCached: a failed lookup is retried on the next
+// request.
+func TestKeyCacheErrorsNotCached(t *testing.T) {
+	st := &countingStore{Store: memory.New()}
+	c := newKeyCache(st, (&clock{t: t0}).Now)
+	h := hashOf("tg_runtime_key_000000000000001")
+	st.SaveKey(&policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}, Enabled: true})
+	st.fail.Store(true)
+	if _, err := c.LookupKey(h); !errors.Is(err, errDown) {
+		t.Fatalf("got %v, want %v", err, errDown)
+	}
+	st.fail.Store(false)
+	if k, err := c.LookupKey(h); err != nil || k == nil {
+		t.Fatalf("got %v %v, want the key", k, err)
+	}
+}
+
+// TestKeyCacheRaceWithInvalidate: lookups racing with changes never keep an
+// answer read before the last change (run with -race).
+func TestKeyCacheRaceWithInvalidate(t *testing.T) {
+	st := &countingStore{Store: memory.New()}
+	c := newKeyCache(st, (&clock{t: t0}).Now)
+	h := hashOf("tg_runtime_key_000000000000001")
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				c.LookupKey(h)
+			}
+		})
+	}
+	for i := range 2000 {
+		k := &policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}, Enabled: i%2 == 0}
+		st.SaveKey(k)
+		c.invalidate()
+		got, err := c.LookupKey(h)
+		if err != nil || got == nil || got.Enabled != k.Enabled {
+			cancel()
+			wg.Wait()
+			t.Fatalf("%d: got %+v %v, want enabled %v", i, got, err, k.Enabled)
+		}
+	}
+	cancel()
+	wg.Wait()
+}
+
+// TestStoreDownFailsOpen: while the store cannot be reached, requests are
+// allowed, counted as store:error, the degraded gauge is 1 and /readyz is
+// 503; all of it clears when the store is back.
+func TestStoreDownFailsOpen(t *testing.T) {
+	var st *countingStore
+	h := serveWrapped(t, testPolicy(t), nil, func(s Store) Store { st = &countingStore{Store: s}; return st })
+	st.fail.Store(true)
+	if d := h.check("tg_demo_pro_00000000000000001"); d.status != 200 {
+		t.Fatalf("down: got %d, want 200 (fail open)", d.status)
+	}
+	a := h.callWith("GET", "/readyz", "", nil)
+	if a.status != 503 || !strings.Contains(a.raw, `"error": "store down"`) {
+		t.Fatalf("down: readyz: got %d %s, want 503 with the store error", a.status, a.raw)
+	}
+	for series, want := range map[string]float64{
+		`tollgate_store_degraded`: 1,
+		`tollgate_decisions_total{api="payments",outcome="allow",plan="",reason="store:error",stage="prod"}`: 1,
+		`tollgate_store_errors_total{op="decide"}`:                                                           1,
+		`tollgate_store_errors_total{op="ready"}`:                                                            1,
+	} {
+		if got := h.metric(series); got != want {
+			t.Errorf("down: %s: got %v, want %v", series, got, want)
+		}
+	}
+	st.fail.Store(false)
+	if d := h.check("tg_demo_pro_00000000000000001"); d.status != 200 {
+		t.Fatalf("back: got %d, want 200", d.status)
+	}
+	h.callWith("GET", "/readyz", "", nil).want(t, "back: readyz", 200, "")
+	if got := h.metric(`tollgate_store_degraded`); got != 0 {
+		t.Errorf("back: degraded: got %v, want 0", got)
+	}
+}
