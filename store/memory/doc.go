@@ -24,6 +24,14 @@
 // WAF counters whose current and previous windows have both passed, and quota
 // counters whose period has ended. Nothing else is ever dropped.
 //
+// # Journal
+//
+// With WithJournal, the Store lists the quota and usage counters that change;
+// Changes hands out each changed counter once with its current state, Lookup
+// reads one and Restore sets one. store/file builds on these: it keeps its
+// decisions in a journaled Store and writes what Changes hands out to disk. A
+// changed counter is not swept before Changes has handed it out.
+//
 // # Example
 //
 //	st := memory.New()

@@ -34,6 +34,9 @@ type Store struct {
 	// usageRetention is how long a usage-history counter is kept after
 	// its day ends.
 	usageRetention time.Duration
+	// journal is set by WithJournal: changed counters are listed for
+	// Changes.
+	journal bool
 
 	keys keyring
 }
@@ -56,6 +59,10 @@ type shard struct {
 	quotas   table[quota]
 	// next is the entry count at which Apply sweeps the shard.
 	next int
+	// changed lists the keys of the quota and usage counters changed
+	// since the last Changes (WithJournal only); each is listed once, by
+	// its quota.changed flag.
+	changed []policy.Key
 	// pad keeps two shards' mutexes off one cache line.
 	_ [64]byte
 }
@@ -84,6 +91,8 @@ type quota struct {
 	used    int64
 	granted int64
 	end     int64
+	// changed: the counter is listed in its shard's changed list.
+	changed bool
 }
 
 // Option configures a Store.
@@ -192,6 +201,7 @@ func (s *Store) countUsage(k policy.Key, n int64) {
 	q, _ := sh.quotas.get(h, k)
 	q.used++
 	q.end = time.Unix(k.Period, 0).Add(24*time.Hour + s.usageRetention).UnixNano()
+	s.note(sh, k, &q)
 	sh.quotas.put(h, k, q)
 	sh.grown(n)
 	sh.mu.Unlock()
@@ -238,6 +248,7 @@ func (s *Store) apply(now time.Time, ops []policy.Op) bool {
 				q, _ := sh.quotas.get(hashes[i], o.Key)
 				q.used++
 				q.end = o.End.UnixNano()
+				s.note(sh, o.Key, &q)
 				sh.quotas.put(hashes[i], o.Key, q)
 				o.TakeQuota()
 			} else {
@@ -333,7 +344,8 @@ func (sh *shard) sweep(n int64) {
 	now := time.Unix(0, n)
 	sh.buckets.sweep(func(e bucket) bool { return e.t.Full(e.b, now) })
 	sh.counters.sweep(func(c counter) bool { return floorDiv(n, int64(c.window)) >= c.win+2 })
-	sh.quotas.sweep(func(q quota) bool { return q.end <= n })
+	// A changed counter waits for Changes to hand it out first.
+	sh.quotas.sweep(func(q quota) bool { return q.end <= n && !q.changed })
 }
 
 // Sweep drops, in every shard, the entries that carry no information at now:
@@ -393,6 +405,7 @@ func (s *Store) Grant(k policy.Key, n int64, end time.Time) error {
 	q, _ := sh.quotas.get(h, k)
 	q.granted += n
 	q.end = max(q.end, end.UnixNano())
+	s.note(sh, k, &q)
 	sh.quotas.put(h, k, q)
 	return nil
 }
