@@ -26,9 +26,21 @@ var keyValueShape = regexp.MustCompile(`^tg_[A-Za-z0-9]{40}$`)
 // TestAdminKeyLifecycle follows a run-time key end to end over the admin API
 // and real ext_authz calls: create, spend, usage, disable, enable, quota
 // and grant, plan change, rotation with a grace, delete. Each change is seen
-// by the very next request.
+// by the very next request. It runs on the memory store and on the file
+// store.
 func TestAdminKeyLifecycle(t *testing.T) {
-	h := serve(t, testPolicy(t, smallFreeQuota...), nil)
+	for _, store := range []string{"memory:", "file:"} {
+		t.Run(strings.TrimSuffix(store, ":"), func(t *testing.T) {
+			if store == "file:" {
+				store += t.TempDir()
+			}
+			testAdminKeyLifecycle(t, store)
+		})
+	}
+}
+
+func testAdminKeyLifecycle(t *testing.T, store string) {
+	h := serve(t, testPolicy(t, smallFreeQuota...), func(c *Config) { c.Store = store })
 
 	// 1. Create: 201 with the value, shown this once.
 	a := h.call("POST", "/v1/keys", `{"id":"acme-rt","customer":"acme","name":"Acme batch","plans":["free"]}`).want(t, "1 create", 201, "")

@@ -42,6 +42,9 @@ type metrics struct {
 	wafCount  *labelCache[string] // by rule
 
 	storeErrors *prometheus.CounterVec
+	flushes     *prometheus.CounterVec
+	flushTime   prometheus.Histogram
+	flushed     prometheus.Counter
 	reloads     *prometheus.CounterVec
 	admin       *prometheus.CounterVec
 }
@@ -81,7 +84,7 @@ func newMetrics(degraded, reloadOK func() bool, loadedAt func() time.Time) *metr
 	m.wafCount = newLabelCache(waf, func(rule string) []string { return []string{rule} })
 	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_store_errors_total",
-		Help: "Store calls that failed, by operation (decide, admin, ready).",
+		Help: "Store calls that failed, by operation (decide, admin, ready, flush: a file store's write of counters).",
 	}, []string{"op"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_policy_reloads_total",
@@ -94,10 +97,25 @@ func newMetrics(degraded, reloadOK func() bool, loadedAt func() time.Time) *metr
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r)
 	}
-	for _, op := range []string{"decide", "admin", "ready"} {
+	for _, op := range []string{"decide", "admin", "ready", "flush"} {
 		m.storeErrors.WithLabelValues(op)
 	}
-	m.reg.MustRegister(decisions, m.latency, quota, waf, m.storeErrors, m.reloads, m.admin,
+	m.flushes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_store_flushes_total",
+		Help: "Writes of the file store's changed counters to disk, by result (ok, error).",
+	}, []string{"result"})
+	m.flushes.WithLabelValues("ok")
+	m.flushes.WithLabelValues("error")
+	m.flushTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "tollgate_store_flush_duration_seconds",
+		Help:    "How long a write of the file store's changed counters took.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8), // 0.5ms to 8s
+	})
+	m.flushed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tollgate_store_flushed_counters_total",
+		Help: "Quota and usage counters written to disk by the file store.",
+	})
+	m.reg.MustRegister(decisions, m.latency, quota, waf, m.storeErrors, m.flushes, m.flushTime, m.flushed, m.reloads, m.admin,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_store_degraded",
 			Help: "1 while the store cannot be reached (the last decision's store call failed), else 0.",
@@ -146,6 +164,18 @@ func (m *metrics) decision(d *policy.Decision, storeErr bool, took time.Duration
 	if d.Counted != "" {
 		m.wafCount.get(string(d.Counted[len("waf:"):])).Inc()
 	}
+}
+
+// flush records one write of a file store's counters: n written, or
+// failed with err.
+func (m *metrics) flush(n int, took time.Duration, err error) {
+	if err != nil {
+		m.flushes.WithLabelValues("error").Inc()
+		return
+	}
+	m.flushes.WithLabelValues("ok").Inc()
+	m.flushTime.Observe(took.Seconds())
+	m.flushed.Add(float64(n))
 }
 
 // handler serves the registry.

@@ -113,10 +113,15 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.cfg.AdminAddr == "" {
 		s.cfg.AdminAddr = DefaultAdminAddr
 	}
+	if s.cfg.Store == "" {
+		s.cfg.Store = DefaultStore
+	}
+	s.metrics = newMetrics(s.degraded.Load, func() bool { return s.load.Load().err == "" },
+		func() time.Time { return s.load.Load().loadedAt })
 	if _, err := s.reload(false); err != nil {
 		return nil, err
 	}
-	st, err := openStore(cfg.Store, cfg.FlushInterval)
+	st, err := s.openStore(s.cfg.Store)
 	if err != nil {
 		return nil, err
 	}
@@ -127,8 +132,6 @@ func New(cfg Config) (_ *Server, err error) {
 	}()
 	s.store = st
 	s.keys = newKeyCache(s.store, s.now)
-	s.metrics = newMetrics(s.degraded.Load, func() bool { return s.load.Load().err == "" },
-		func() time.Time { return s.load.Load().loadedAt })
 	if s.lis, err = Listen(cfg.GRPCAddr); err != nil {
 		return nil, err
 	}

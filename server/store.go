@@ -7,13 +7,15 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/file"
 	"github.com/tollgate/tollgate/store/memory"
 )
 
 // Store is what the server needs of a state store: the decision's state
 // (buckets, WAF counters, quota and usage counters) and the keys created at
 // run time, plus what the admin API does with them. store/memory keeps it all
-// in memory; store/file adds an embedded database under it; Redis follows.
+// in memory; store/file keeps what must survive a restart in an embedded
+// database; Redis follows.
 // Implementations are safe for concurrent use.
 type Store interface {
 	policy.State
@@ -42,14 +44,32 @@ type Store interface {
 	Close() error
 }
 
-// openStore opens the state store named by url.
-func openStore(url string, flush time.Duration) (Store, error) {
+// DefaultStore is the state store when Config.Store is empty.
+const DefaultStore = "file:./tollgate-data"
+
+// openStore opens the state store named by url: "memory:" or "file:DIR".
+func (s *Server) openStore(url string) (Store, error) {
 	switch {
-	case url == "memory:" || url == "memory":
+	case url == "memory:":
 		return memory.New(), nil
-	case strings.HasPrefix(url, "file:") || url == "":
-		return nil, fmt.Errorf("--store %q: the file store is not built yet", url)
+	case strings.HasPrefix(url, "file:"):
+		dir := strings.TrimPrefix(url, "file:")
+		if dir == "" {
+			return nil, fmt.Errorf("--store %q: want file:DIR, such as %s", url, DefaultStore)
+		}
+		return file.Open(dir, file.Options{FlushInterval: s.cfg.FlushInterval, Now: s.now, OnFlush: s.flushed})
 	default:
-		return nil, fmt.Errorf("--store %q: unsupported store (supported: memory:, file:DIR)", url)
+		return nil, fmt.Errorf("--store %q: unsupported store (supported: file:DIR, memory:)", url)
+	}
+}
+
+// flushed records one write of a file store's counters.
+func (s *Server) flushed(n int, took time.Duration, err error) {
+	s.metrics.flush(n, took, err)
+	if err != nil {
+		// Not degraded: decisions go on from memory. /readyz shows
+		// the error until a write succeeds.
+		s.metrics.storeErrors.WithLabelValues("flush").Inc()
+		s.log.Error("store: counters not written; they stay in memory for the next flush", "counters", n, "err", err)
 	}
 }
