@@ -45,6 +45,7 @@ type metrics struct {
 	flushes     *prometheus.CounterVec
 	flushTime   prometheus.Histogram
 	flushed     prometheus.Counter
+	lastFlush   prometheus.Gauge
 	reloads     *prometheus.CounterVec
 	admin       *prometheus.CounterVec
 }
@@ -102,20 +103,24 @@ func newMetrics(degraded, reloadOK func() bool, loadedAt func() time.Time) *metr
 	}
 	m.flushes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_store_flushes_total",
-		Help: "Writes of the file store's changed counters to disk, by result (ok, error).",
+		Help: "Flushes of the file store (every --flush-interval, writing the counters that changed), by result (ok, error).",
 	}, []string{"result"})
 	m.flushes.WithLabelValues("ok")
 	m.flushes.WithLabelValues("error")
 	m.flushTime = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "tollgate_store_flush_duration_seconds",
-		Help:    "How long a write of the file store's changed counters took.",
+		Help:    "How long a flush of the file store that wrote counters took.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8), // 0.5ms to 8s
 	})
 	m.flushed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tollgate_store_flushed_counters_total",
 		Help: "Quota and usage counters written to disk by the file store.",
 	})
-	m.reg.MustRegister(decisions, m.latency, quota, waf, m.storeErrors, m.flushes, m.flushTime, m.flushed, m.reloads, m.admin,
+	m.lastFlush = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tollgate_store_last_flush_timestamp_seconds",
+		Help: "When the file store's last successful flush began, in Unix seconds: every count before it is on disk.",
+	})
+	m.reg.MustRegister(decisions, m.latency, quota, waf, m.storeErrors, m.flushes, m.flushTime, m.flushed, m.lastFlush, m.reloads, m.admin,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_store_degraded",
 			Help: "1 while the store cannot be reached (the last decision's store call failed), else 0.",
@@ -174,8 +179,11 @@ func (m *metrics) flush(n int, took time.Duration, err error) {
 		return
 	}
 	m.flushes.WithLabelValues("ok").Inc()
-	m.flushTime.Observe(took.Seconds())
-	m.flushed.Add(float64(n))
+	m.lastFlush.Set(float64(time.Now().Add(-took).UnixNano()) / 1e9)
+	if n > 0 {
+		m.flushTime.Observe(took.Seconds())
+		m.flushed.Add(float64(n))
+	}
 }
 
 // handler serves the registry.

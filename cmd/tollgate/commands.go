@@ -12,7 +12,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tollgate/tollgate/policy"
@@ -48,7 +52,10 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg := server.Config{}
 	fs.StringVar(&cfg.PolicyFile, "policy", "policy.yaml", "policy `file`")
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", ":9001", "gRPC listen `address` (host:port or unix:/path)")
-	fs.StringVar(&cfg.Store, "store", "memory:", "state store `url` (memory:)")
+	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin HTTP API listen `address` (host:port or unix:/path; - for none)")
+	tokenFile := fs.String("admin-token-file", "", "`file` holding the admin API's bearer token (default: $TOLLGATE_ADMIN_TOKEN; neither: the /v1 calls answer 503)")
+	fs.StringVar(&cfg.Store, "store", server.DefaultStore, "state store `url`: file:DIR or memory:")
+	fs.DurationVar(&cfg.FlushInterval, "flush-interval", time.Second, "longest a file store keeps counts in memory before it writes them")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long a graceful stop waits for calls in flight")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
@@ -58,12 +65,63 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("--log-level %q: %w", *level, err)
 	}
+	if cfg.FlushInterval <= 0 {
+		return fmt.Errorf("--flush-interval %v: want a positive duration such as 1s", cfg.FlushInterval)
+	}
+	token, err := adminToken(*tokenFile)
+	if err != nil {
+		return err
+	}
+	cfg.AdminToken = token
 	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	s, err := server.New(cfg)
 	if err != nil {
 		return err
 	}
-	return s.Serve(ctx)
+	if token == "" && cfg.AdminAddr != "-" {
+		cfg.Logger.Warn("no admin token (--admin-token-file or TOLLGATE_ADMIN_TOKEN): the admin API's /v1 calls answer 503")
+	}
+
+	// SIGHUP reloads the policy; the file watcher does too, on change.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	done := make(chan struct{})
+	var reloads sync.WaitGroup
+	reloads.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-hup:
+				// Reload logs and counts the outcome; /readyz shows
+				// a bad file's errors.
+				cfg.Logger.Info("SIGHUP: reloading the policy", "policy", cfg.PolicyFile)
+				s.Reload()
+			}
+		}
+	})
+	err = s.Serve(ctx)
+	close(done)
+	reloads.Wait()
+	return err
+}
+
+// adminToken returns the admin API's token: the file's content without
+// surrounding white space, else $TOLLGATE_ADMIN_TOKEN, else "" (none).
+func adminToken(file string) (string, error) {
+	if file == "" {
+		return strings.TrimSpace(os.Getenv("TOLLGATE_ADMIN_TOKEN")), nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--admin-token-file: %w", err)
+	}
+	token := strings.TrimSpace(string(data))
+	if token == "" {
+		return "", fmt.Errorf("--admin-token-file %s: the file is empty", file)
+	}
+	return token, nil
 }
 
 func runCheck(args []string, stdout, stderr io.Writer) error {

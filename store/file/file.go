@@ -52,8 +52,9 @@ type Options struct {
 	Retention time.Duration
 	// Now is the clock that decides what has ended (default time.Now).
 	Now func() time.Time
-	// OnFlush, when set, is called after every write of counters with
-	// the number written, how long the write took and its error.
+	// OnFlush, when set, is called after every flush with the number of
+	// counters written (0: nothing had changed), how long it took and its
+	// error.
 	OnFlush func(written int, took time.Duration, err error)
 }
 
@@ -221,12 +222,15 @@ func (s *Store) Flush() error {
 	}
 	clear(s.changes) // drop the keys' strings
 	prune := now.Sub(s.lastPrune) >= pruneEvery || now.Before(s.lastPrune)
-	if len(s.pending) == 0 && !prune {
-		s.flushErr.Store(nil)
-		return nil
-	}
 	start := time.Now()
 	n := len(s.pending)
+	if n == 0 && !prune {
+		s.flushErr.Store(nil)
+		if s.opts.OnFlush != nil {
+			s.opts.OnFlush(0, time.Since(start), nil)
+		}
+		return nil
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCounters)
 		for k, c := range s.pending {
