@@ -41,6 +41,8 @@ commands:
   check    validate a policy file and print every error
   key new  print a fresh API key value and its sha256 hash
   decide   print the decision for one request, without a server
+  keys     list, create, change, rotate and delete API keys (admin API)
+  usage    show daily usage per customer, or grant more quota (admin API)
 
 Run 'tollgate <command> -h' for the flags of a command.
 `
@@ -64,6 +66,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runKeyNew(args[2:], stdout, stderr)
 	case "decide":
 		return runDecide(args[1:], stdout, stderr)
+	case "keys":
+		return runKeys(ctx, args[1:], stdout, stderr)
+	case "usage":
+		return runUsage(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"slices"
+	"strconv"
+	"text/tabwriter"
+	"time"
+)
+
+const usageUsage = `usage: tollgate usage --plan P [--customer C] [--start YYYY-MM-DD] [--end YYYY-MM-DD] [flags]
+       tollgate usage grant [flags] CUSTOMER --plan P --requests N
+
+  usage        each customer's requests on plan P per UTC day, and the quota left
+  usage grant  raise CUSTOMER's remaining quota on plan P for the current period
+
+Every command takes --admin-addr, --admin-token-file, --json and --timeout;
+run 'tollgate usage -h' or 'tollgate usage grant -h'.
+`
+
+// usageAnswer is the answer of GET /v1/usage (server/admin_usage.go): per
+// customer, one [used, remaining] pair per day; remaining is null for a plan
+// without a quota.
+type usageAnswer struct {
+	Plan  string                 `json:"plan"`
+	Start string                 `json:"start"`
+	End   string                 `json:"end"`
+	Items map[string][][2]*int64 `json:"items"`
+}
+
+// quotaView is a customer's quota in the current period
+// (server/admin_usage.go).
+type quotaView struct {
+	Customer    string    `json:"customer"`
+	Plan        string    `json:"plan"`
+	Limit       int64     `json:"limit"`
+	Period      string    `json:"period"`
+	Timezone    string    `json:"timezone"`
+	PeriodStart time.Time `json:"period_start"`
+	Reset       time.Time `json:"reset"`
+	Granted     int64     `json:"granted"`
+	Used        int64     `json:"used"`
+	Remaining   int64     `json:"remaining"`
+}
+
+// runUsage runs "tollgate usage ..." and "tollgate usage grant ...".
+func runUsage(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "grant":
+			return report(stderr, usageGrant(ctx, args[1:], stdout, stderr))
+		case "help":
+			fmt.Fprint(stdout, usageUsage)
+			return nil
+		}
+	}
+	return report(stderr, usageReport(ctx, args, stdout, stderr, time.Now()))
+}
+
+// usageReport prints the usage report; the default dates count from now.
+func usageReport(ctx context.Context, args []string, stdout, stderr io.Writer, now time.Time) error {
+	cmd := newCommand("usage", "--plan P [--customer C] [--start YYYY-MM-DD] [--end YYYY-MM-DD] [flags]",
+		"Prints each customer's requests on plan P per UTC day, and the quota left\n"+
+			"at the end of the day (\"-\": the plan has no quota). Without --customer,\n"+
+			"every customer with a key on the plan. The days run from --start to --end,\n"+
+			"both included; --end defaults to today (UTC), --start to 6 days before --end.\n"+
+			"See also 'tollgate usage grant -h'.\n", stderr)
+	plan := cmd.fs.String("plan", "", "usage `plan` (required)")
+	customer := cmd.fs.String("customer", "", "only `customer`")
+	startFlag := cmd.fs.String("start", "", "first UTC `day`, YYYY-MM-DD (default: 6 days before --end)")
+	endFlag := cmd.fs.String("end", "", "last UTC `day`, YYYY-MM-DD (default: today)")
+	if _, err := cmd.parse(args); err != nil {
+		return err
+	}
+	if *plan == "" {
+		return cmd.usageError("missing --plan")
+	}
+	end := now.UTC().Truncate(24 * time.Hour)
+	if *endFlag != "" {
+		t, err := time.Parse(time.DateOnly, *endFlag)
+		if err != nil {
+			return cmd.usageError("--end %q is not a date such as 2026-11-21", *endFlag)
+		}
+		end = t
+	}
+	start := end.AddDate(0, 0, -6)
+	if *startFlag != "" {
+		t, err := time.Parse(time.DateOnly, *startFlag)
+		if err != nil {
+			return cmd.usageError("--start %q is not a date such as 2026-11-15", *startFlag)
+		}
+		start = t
+	}
+	c, err := cmd.admin.client(stderr)
+	if err != nil {
+		return err
+	}
+	q := url.Values{"plan": {*plan}, "start": {start.Format(time.DateOnly)}, "end": {end.Format(time.DateOnly)}}
+	if *customer != "" {
+		q.Set("customer", *customer)
+	}
+	var ans usageAnswer
+	raw, err := c.call(ctx, "GET", "/v1/usage?"+q.Encode(), nil, &ans)
+	if err != nil {
+		return err
+	}
+	if cmd.admin.json {
+		return printJSON(stdout, raw)
+	}
+	first, err := time.Parse(time.DateOnly, ans.Start)
+	if err != nil {
+		return fmt.Errorf("GET /v1/usage: the answer's start %q is not a date", ans.Start)
+	}
+	customers := make([]string, 0, len(ans.Items))
+	days := 0
+	for c, series := range ans.Items {
+		customers = append(customers, c)
+		days = max(days, len(series))
+	}
+	slices.Sort(customers)
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DATE\tCUSTOMER\tUSED\tREMAINING")
+	for i := range days {
+		date := first.AddDate(0, 0, i).Format(time.DateOnly)
+		for _, c := range customers {
+			series := ans.Items[c]
+			if i >= len(series) {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", date, c, countText(series[i][0]), countText(series[i][1]))
+		}
+	}
+	return tw.Flush()
+}
+
+// countText formats a count; "-" for null.
+func countText(n *int64) string {
+	if n == nil {
+		return "-"
+	}
+	return strconv.FormatInt(*n, 10)
+}
+
+func usageGrant(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := newCommand("usage grant", "[flags] CUSTOMER --plan P --requests N",
+		"Raises CUSTOMER's remaining quota on plan P by N requests, for the current\n"+
+			"quota period only, and prints the quota that results.\n", stderr)
+	var body struct {
+		Plan     string `json:"plan"`
+		Requests int64  `json:"requests"`
+	}
+	cmd.fs.StringVar(&body.Plan, "plan", "", "usage `plan` with a quota (required)")
+	cmd.fs.Int64Var(&body.Requests, "requests", 0, "`count` of requests to add (required)")
+	pos, err := cmd.parse(args, "CUSTOMER")
+	if err != nil {
+		return err
+	}
+	switch {
+	case body.Plan == "":
+		return cmd.usageError("missing --plan")
+	case body.Requests == 0:
+		return cmd.usageError("missing --requests")
+	}
+	c, err := cmd.admin.client(stderr)
+	if err != nil {
+		return err
+	}
+	var v quotaView
+	raw, err := c.call(ctx, "POST", "/v1/usage/"+url.PathEscape(pos[0])+"/grant", body, &v)
+	if err != nil {
+		return err
+	}
+	if cmd.admin.json {
+		return printJSON(stdout, raw)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 1, ' ', 0)
+	fmt.Fprintf(tw, "customer:\t%s\n", v.Customer)
+	fmt.Fprintf(tw, "plan:\t%s\n", v.Plan)
+	fmt.Fprintf(tw, "period:\t%s, %s to %s (%s)\n", v.Period, v.PeriodStart.UTC().Format(time.RFC3339),
+		v.Reset.UTC().Format(time.RFC3339), v.Timezone)
+	fmt.Fprintf(tw, "limit:\t%d\n", v.Limit)
+	fmt.Fprintf(tw, "granted:\t%d\n", v.Granted)
+	fmt.Fprintf(tw, "used:\t%d\n", v.Used)
+	fmt.Fprintf(tw, "remaining:\t%d\n", v.Remaining)
+	return tw.Flush()
+}
