@@ -220,12 +220,10 @@ func (p *problems) parseExpires(s string, now time.Time) time.Time {
 // listKeys answers GET /v1/keys: every key, never a value. The query may
 // filter by customer and plan.
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	for name := range q {
-		if name != "customer" && name != "plan" {
-			fail(w, http.StatusBadRequest, "query: unknown parameter %q (want customer, plan)", name)
-			return
-		}
+	q, err := queryParams(r.URL.Query(), "customer", "plan")
+	if err != nil {
+		s.failWith(w, err)
+		return
 	}
 	keys, err := s.allKeys(s.policy.Load())
 	if err != nil {
@@ -234,10 +232,10 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	views := []keyView{}
 	for _, k := range keys {
-		if c := q.Get("customer"); c != "" && k.Customer != c {
+		if c := q["customer"]; c != "" && k.Customer != c {
 			continue
 		}
-		if pl := q.Get("plan"); pl != "" && !slices.Contains(k.Plans, pl) {
+		if pl := q["plan"]; pl != "" && !slices.Contains(k.Plans, pl) {
 			continue
 		}
 		views = append(views, viewOf(k))

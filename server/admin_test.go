@@ -255,6 +255,7 @@ func TestAdminBadInput(t *testing.T) {
 		{"GET", "/v1/usage?plan=free&start=2026-11-01&end=2026-11-01&limit=5", "", nil, 400, `unknown parameter "limit"`},
 		{"GET", "/v1/usage?plan=free&plan=pro&start=2026-11-01&end=2026-11-01", "", nil, 400, "plan: given 2 times"},
 		{"GET", "/v1/keys?owner=acme", "", nil, 400, `unknown parameter "owner"`},
+		{"GET", "/v1/keys?plan=free&plan=pro", "", nil, 400, `plan: given 2 times`},
 		// Duplicates and the policy file's keys.
 		{"POST", "/v1/keys", `{"id":"rt-1","plans":["free"]}`, nil, 409, `key id "rt-1" is taken`},
 		{"POST", "/v1/keys", `{"id":"acme-2026a","plans":["free"]}`, nil, 409, `taken by a key of the policy file`},
