@@ -33,9 +33,9 @@ const defaultGrace = 24 * time.Hour
 // maxGrace bounds a rotation's grace.
 const maxGrace = 366 * 24 * time.Hour
 
-// keyView is a key as the admin API shows it: never its value, except in the
+// KeyView is a key as the admin API shows it: never its value, except in the
 // answer that creates it.
-type keyView struct {
+type KeyView struct {
 	ID       string     `json:"id"`
 	Customer string     `json:"customer"`
 	Name     string     `json:"name"`
@@ -49,8 +49,8 @@ type keyView struct {
 	Value string `json:"value,omitempty"`
 }
 
-func viewOf(k *policy.APIKey) keyView {
-	v := keyView{ID: k.ID, Customer: k.Customer, Name: k.Name, Plans: k.Plans, Enabled: k.Enabled,
+func viewOf(k *policy.APIKey) KeyView {
+	v := KeyView{ID: k.ID, Customer: k.Customer, Name: k.Name, Plans: k.Plans, Enabled: k.Enabled,
 		Source: sourceAPI, Hash: "sha256:" + hex.EncodeToString(k.Hash[:])}
 	if v.Plans == nil {
 		v.Plans = []string{}
@@ -230,7 +230,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 		s.failWith(w, err)
 		return
 	}
-	views := []keyView{}
+	views := []KeyView{}
 	for _, k := range keys {
 		if c := q["customer"]; c != "" && k.Customer != c {
 			continue
@@ -240,7 +240,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 		}
 		views = append(views, viewOf(k))
 	}
-	writeJSON(w, http.StatusOK, map[string][]keyView{"keys": views})
+	writeJSON(w, http.StatusOK, map[string][]KeyView{"keys": views})
 }
 
 // getKey answers GET /v1/keys/{id}.

@@ -202,8 +202,8 @@ type grantBody struct {
 	Requests int64  `json:"requests"`
 }
 
-// quotaView is a customer's quota in the current period.
-type quotaView struct {
+// QuotaView is a customer's quota in the current period.
+type QuotaView struct {
 	Customer    string    `json:"customer,omitempty"`
 	Plan        string    `json:"plan,omitempty"`
 	Limit       int64     `json:"limit"`
@@ -218,7 +218,7 @@ type quotaView struct {
 
 // currentQuota returns customer's quota on pl in the period that holds now;
 // ok is false when pl has no quota.
-func (s *Server) currentQuota(pl *policy.Plan, customer string, now time.Time) (v quotaView, k policy.Key, ok bool, err error) {
+func (s *Server) currentQuota(pl *policy.Plan, customer string, now time.Time) (v QuotaView, k policy.Key, ok bool, err error) {
 	q, ok := pl.Quota()
 	if !ok {
 		return v, k, false, nil
@@ -232,7 +232,7 @@ func (s *Server) currentQuota(pl *policy.Plan, customer string, now time.Time) (
 	if loc == nil {
 		loc = time.UTC
 	}
-	v = quotaView{Limit: q.Limit, Period: q.Period.String(), Timezone: loc.String(),
+	v = QuotaView{Limit: q.Limit, Period: q.Period.String(), Timezone: loc.String(),
 		PeriodStart: time.Unix(k.Period, 0).UTC(), Reset: end.UTC(),
 		Granted: granted, Used: used, Remaining: max(q.Limit+granted-used, 0)}
 	return v, k, true, nil
@@ -312,7 +312,7 @@ type mePlan struct {
 	Plan     string        `json:"plan"`
 	Stages   []string      `json:"stages"`
 	Throttle *throttleView `json:"throttle"` // null: no plan throttle
-	Quota    *quotaView    `json:"quota"`    // null: unlimited
+	Quota    *QuotaView    `json:"quota"`    // null: unlimited
 }
 
 type throttleView struct {

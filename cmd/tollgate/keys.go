@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tollgate/tollgate/server"
 )
 
 const keysUsage = `usage: tollgate keys <command> [flags] [ID]
@@ -26,20 +28,6 @@ Flags may come before or after ID. Every command takes --admin-addr,
 --admin-token-file, --json and --timeout; run 'tollgate keys <command> -h'.
 Keys of the policy file are read-only here (409): change them in the file.
 `
-
-// keyView is a key as the admin API shows it (server/admin_keys.go).
-type keyView struct {
-	ID       string     `json:"id"`
-	Customer string     `json:"customer"`
-	Name     string     `json:"name"`
-	Plans    []string   `json:"plans"`
-	Enabled  bool       `json:"enabled"`
-	Expires  *time.Time `json:"expires"`
-	Created  *time.Time `json:"created"`
-	Source   string     `json:"source"`
-	Hash     string     `json:"hash"`
-	Value    string     `json:"value"`
-}
 
 // runKeys runs "tollgate keys <command>".
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -102,7 +90,7 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		path += "?" + q.Encode()
 	}
 	var ans struct {
-		Keys []keyView `json:"keys"`
+		Keys []server.KeyView `json:"keys"`
 	}
 	raw, err := c.call(ctx, "GET", path, nil, &ans)
 	if err != nil {
@@ -135,7 +123,7 @@ func keyCall(ctx context.Context, cmd *command, method, path string, body any, s
 	if err != nil {
 		return err
 	}
-	var k keyView
+	var k server.KeyView
 	raw, err := c.call(ctx, method, path, body, &k)
 	if err != nil {
 		return err
@@ -174,7 +162,7 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	var k keyView
+	var k server.KeyView
 	raw, err := c.call(ctx, "POST", "/v1/keys", body, &k)
 	if err != nil {
 		return err
@@ -252,7 +240,7 @@ func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	var k keyView
+	var k server.KeyView
 	raw, err := c.call(ctx, "POST", keyPath(pos[0])+"/rotate", body, &k)
 	if err != nil {
 		return err
@@ -266,7 +254,7 @@ func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := printKey(stdout, &k); err != nil {
 		return err
 	}
-	var old keyView
+	var old server.KeyView
 	if _, err := c.call(ctx, "GET", keyPath(pos[0]), nil, &old); err != nil {
 		return fmt.Errorf("the key was rotated, but reading the old key failed: %w", err)
 	}
@@ -276,7 +264,7 @@ func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // printKey prints a key as aligned "field: value" lines; a value, when the
 // key has one, last and marked as shown once.
-func printKey(w io.Writer, k *keyView) error {
+func printKey(w io.Writer, k *server.KeyView) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	fmt.Fprintf(tw, "id:\t%s\n", k.ID)
 	fmt.Fprintf(tw, "customer:\t%s\n", k.Customer)

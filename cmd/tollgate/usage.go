@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tollgate/tollgate/server"
 )
 
 const usageUsage = `usage: tollgate usage --plan P [--customer C] [--start YYYY-MM-DD] [--end YYYY-MM-DD] [flags]
@@ -29,21 +31,6 @@ type usageAnswer struct {
 	Start string                 `json:"start"`
 	End   string                 `json:"end"`
 	Items map[string][][2]*int64 `json:"items"`
-}
-
-// quotaView is a customer's quota in the current period
-// (server/admin_usage.go).
-type quotaView struct {
-	Customer    string    `json:"customer"`
-	Plan        string    `json:"plan"`
-	Limit       int64     `json:"limit"`
-	Period      string    `json:"period"`
-	Timezone    string    `json:"timezone"`
-	PeriodStart time.Time `json:"period_start"`
-	Reset       time.Time `json:"reset"`
-	Granted     int64     `json:"granted"`
-	Used        int64     `json:"used"`
-	Remaining   int64     `json:"remaining"`
 }
 
 // runUsage runs "tollgate usage ..." and "tollgate usage grant ...".
@@ -168,7 +155,7 @@ func usageGrant(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	var v quotaView
+	var v server.QuotaView
 	raw, err := c.call(ctx, "POST", "/v1/usage/"+url.PathEscape(pos[0])+"/grant", body, &v)
 	if err != nil {
 		return err
