@@ -1,6 +1,7 @@
 # tollgate — see README.md. Run `make help` for the targets.
 GO        ?= go
 POLICY    ?= examples/payments/policy.yaml
+STORE     ?= file:./tollgate-data
 BIN       := bin/tollgate
 PKGS      := ./...
 FUZZTIME  ?= 10s
@@ -16,14 +17,14 @@ help: ## list the targets
 build: ## build bin/tollgate
 	$(GO) build -o $(BIN) ./cmd/tollgate
 
-run: build ## serve the payments example on :9001 (memory store)
-	$(BIN) serve --policy $(POLICY) --grpc-addr :9001 --store memory:
+run: build ## serve the payments example: gRPC on :9001, admin API on 127.0.0.1:9002, state in ./tollgate-data
+	$(BIN) serve --policy $(POLICY) --grpc-addr :9001 --store $(STORE)
 
 test: ## run every test with the race detector
 	$(GO) test -race -count=1 $(PKGS)
 
 bench: ## run the benchmarks (never part of make test)
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./policy/ ./store/memory/ ./envoy/
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./policy/ ./store/memory/ ./store/file/ ./envoy/ ./server/
 
 fuzz: ## run each fuzz target briefly
 	$(GO) test -run '^$$' -fuzz '^FuzzNormalizePath$$' -fuzztime $(FUZZTIME) ./policy/
