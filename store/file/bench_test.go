@@ -64,3 +64,35 @@ func BenchmarkApply(b *testing.B) {
 		run(b, s)
 	})
 }
+
+// BenchmarkFlush is one flush after each of 10,000 customers made a request:
+// 20,000 counters (quota and usage) written in one transaction, with fsync.
+func BenchmarkFlush(b *testing.B) {
+	c := &clock{t: t0}
+	s, err := Open(b.TempDir(), Options{FlushInterval: time.Hour, Now: c.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	customers := make([]string, 10000)
+	for i := range customers {
+		customers[i] = fmt.Sprintf("customer-%05d", i)
+	}
+	var bt policy.Batch
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		for _, cu := range customers {
+			benchOps(&bt, cu, dayEnd)
+			if err := s.Apply(t0.Add(time.Duration(i)*time.Microsecond), &bt); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+		b.StartTimer()
+		if err := s.Flush(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

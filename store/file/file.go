@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -233,8 +234,14 @@ func (s *Store) Flush() error {
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCounters)
+		// In key order, bbolt fills its pages one after the other.
+		kvs := make([][2][]byte, 0, len(s.pending))
 		for k, c := range s.pending {
-			if err := b.Put(encodeKey(k), encodeCount(c)); err != nil {
+			kvs = append(kvs, [2][]byte{encodeKey(k), encodeCount(c)})
+		}
+		slices.SortFunc(kvs, func(x, y [2][]byte) int { return bytes.Compare(x[0], y[0]) })
+		for _, kv := range kvs {
+			if err := b.Put(kv[0], kv[1]); err != nil {
 				return err
 			}
 		}
