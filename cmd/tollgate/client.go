@@ -68,7 +68,7 @@ func (a *adminFlags) client(stderr io.Writer) (*adminClient, error) {
 	case strings.HasPrefix(a.addr, "unix:"):
 		path := strings.TrimPrefix(a.addr, "unix:")
 		if path == "" {
-			return nil, fmt.Errorf("--admin-addr %q: no socket path after unix:", a.addr)
+			return nil, fmt.Errorf("--admin-addr %q: want unix:/path, with the socket path after the colon", a.addr)
 		}
 		c.base = "http://localhost"
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {

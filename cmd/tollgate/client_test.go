@@ -494,7 +494,7 @@ func TestAdminUnreachable(t *testing.T) {
 		{"localhost", `tollgate: --admin-addr "localhost` + want},
 		{"ftp://" + addr, `tollgate: --admin-addr "ftp://` + addr + want},
 		{"http://" + addr + "?x=1", `tollgate: --admin-addr "http://` + addr + "?x=1" + want},
-		{"unix:", "tollgate: --admin-addr \"unix:\": no socket path after unix:\n"},
+		{"unix:", "tollgate: --admin-addr \"unix:\": want unix:/path, with the socket path after the colon\n"},
 	}
 	for _, c := range bad {
 		_, errs, status := runArgs(t, "keys", "list", "--admin-addr", c.addr)
