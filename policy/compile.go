@@ -698,7 +698,7 @@ func (c *compiler) key(path, listPath string, i int, v any, ids map[string]int, 
 		good = false
 	} else if s, ok := c.str(path, v); !ok {
 		good = false
-	} else if h, ok := parseHash(s); !ok {
+	} else if h, ok := ParseKeyHash(s); !ok {
 		c.errorf(path, "%q is not \"sha256:\" followed by 64 lower-case hex digits", s)
 		good = false
 	} else if j, dup := hashes[h]; dup {
@@ -802,19 +802,6 @@ func sortedStages(m map[*Stage]bool) []*Stage {
 	}
 	slices.SortFunc(out, func(a, b *Stage) int { return strings.Compare(a.Name, b.Name) })
 	return out
-}
-
-// parseHash parses "sha256:" followed by 64 lower-case hex digits.
-func parseHash(s string) ([sha256.Size]byte, bool) {
-	var h [sha256.Size]byte
-	x, ok := strings.CutPrefix(s, "sha256:")
-	if !ok || len(x) != 2*sha256.Size || strings.ToLower(x) != x {
-		return h, false
-	}
-	if _, err := hex.Decode(h[:], []byte(x)); err != nil {
-		return h, false
-	}
-	return h, true
 }
 
 // timestamp decodes a YAML timestamp (time.Time), an RFC 3339 string or a

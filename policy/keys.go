@@ -1,6 +1,10 @@
 package policy
 
-import "crypto/sha256"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+)
 
 // Keys finds API keys created at run time (the policy file's own keys are
 // looked up first, in the compiled policy). Implementations must be safe
@@ -25,3 +29,20 @@ func validKeyValue(v string) bool {
 	}
 	return true
 }
+
+// ParseKeyHash parses a key hash as the policy file writes it: "sha256:"
+// followed by 64 lower-case hex digits.
+func ParseKeyHash(s string) ([sha256.Size]byte, bool) {
+	var h [sha256.Size]byte
+	x, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(x) != 2*sha256.Size || strings.ToLower(x) != x {
+		return h, false
+	}
+	if _, err := hex.Decode(h[:], []byte(x)); err != nil {
+		return h, false
+	}
+	return h, true
+}
+
+// KeyHashText returns h as ParseKeyHash reads it.
+func KeyHashText(h [sha256.Size]byte) string { return "sha256:" + hex.EncodeToString(h[:]) }

@@ -51,7 +51,7 @@ type KeyView struct {
 
 func viewOf(k *policy.APIKey) KeyView {
 	v := KeyView{ID: k.ID, Customer: k.Customer, Name: k.Name, Plans: k.Plans, Enabled: k.Enabled,
-		Source: sourceAPI, Hash: "sha256:" + hex.EncodeToString(k.Hash[:])}
+		Source: sourceAPI, Hash: policy.KeyHashText(k.Hash)}
 	if v.Plans == nil {
 		v.Plans = []string{}
 	}

@@ -1,13 +1,9 @@
 package file
 
 import (
-	"bytes"
 	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/tollgate/tollgate/policy"
@@ -82,50 +78,4 @@ func firstByte(b []byte) int {
 		return -1
 	}
 	return int(b[0])
-}
-
-// keyRecord is a run-time key on disk: its hash, never its value.
-type keyRecord struct {
-	ID       string     `json:"id"`
-	Customer string     `json:"customer"`
-	Name     string     `json:"name,omitempty"`
-	Hash     string     `json:"hash"` // "sha256:<hex>"
-	Plans    []string   `json:"plans"`
-	Enabled  bool       `json:"enabled"`
-	Expires  *time.Time `json:"expires,omitempty"`
-	Created  time.Time  `json:"created"`
-}
-
-func encodeAPIKey(k *policy.APIKey) ([]byte, error) {
-	r := keyRecord{ID: k.ID, Customer: k.Customer, Name: k.Name, Hash: "sha256:" + hex.EncodeToString(k.Hash[:]),
-		Plans: k.Plans, Enabled: k.Enabled, Created: k.Created.UTC()}
-	if !k.Expires.IsZero() {
-		t := k.Expires.UTC()
-		r.Expires = &t
-	}
-	return json.Marshal(r)
-}
-
-func decodeAPIKey(b []byte) (*policy.APIKey, error) {
-	var r keyRecord
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return nil, err
-	}
-	k := &policy.APIKey{ID: r.ID, Customer: r.Customer, Name: r.Name, Plans: r.Plans, Enabled: r.Enabled, Created: r.Created}
-	hexHash, ok := strings.CutPrefix(r.Hash, "sha256:")
-	if !ok || len(hexHash) != hex.EncodedLen(len(k.Hash)) {
-		return nil, fmt.Errorf("hash %q is not sha256:<64 hex>", r.Hash)
-	}
-	if _, err := hex.Decode(k.Hash[:], []byte(hexHash)); err != nil {
-		return nil, fmt.Errorf("hash %q is not sha256:<64 hex>", r.Hash)
-	}
-	if r.Expires != nil {
-		k.Expires = *r.Expires
-	}
-	if !policy.ValidKeyID(k.ID) || !policy.ValidKeyID(k.Customer) {
-		return nil, fmt.Errorf("id %q or customer %q is not valid", k.ID, k.Customer)
-	}
-	return k, nil
 }

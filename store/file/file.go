@@ -17,6 +17,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/keyjson"
 	"github.com/tollgate/tollgate/store/memory"
 )
 
@@ -164,7 +165,7 @@ func (s *Store) load(now time.Time) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		var errs []error
 		tx.Bucket(bucketKeys).ForEach(func(id, v []byte) error {
-			k, err := decodeAPIKey(v)
+			k, err := keyjson.Decode(v)
 			if err == nil && k.ID != string(id) {
 				err = fmt.Errorf("holds id %q", k.ID)
 			}
@@ -305,7 +306,7 @@ func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 // SaveKey returns; a failed write changes nothing. The Store keeps k: the
 // caller must not change it afterwards.
 func (s *Store) SaveKey(k *policy.APIKey) error {
-	v, err := encodeAPIKey(k)
+	v, err := keyjson.Encode(k)
 	if err != nil {
 		return err
 	}
