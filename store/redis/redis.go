@@ -1,0 +1,549 @@
+package redis
+
+import (
+	"context"
+	"crypto/sha256"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/keyjson"
+)
+
+var _ policy.State = (*Store)(nil)
+var _ policy.Keys = (*Store)(nil)
+
+// Defaults of Options.
+const (
+	// DefaultTimeout is the budget of one decision's Redis call.
+	DefaultTimeout = 5 * time.Millisecond
+	// DefaultAdminTimeout bounds the admin API's calls.
+	DefaultAdminTimeout = 2 * time.Second
+	// DefaultRetention is how long quota and usage counters are kept after
+	// their period or day ends, for usage reports.
+	DefaultRetention = 31 * 24 * time.Hour
+	// DefaultPrefix begins every key. Its hash tag puts all of tollgate's
+	// keys in one Redis Cluster slot (see the package doc).
+	DefaultPrefix = "{tollgate}:"
+)
+
+// Circuit breaker: after breakAfter failures in a row, calls fail at once
+// (ErrUnavailable) while one goroutine pings every probeEvery; the first
+// answer closes the circuit.
+const (
+	breakAfter = 3
+	probeEvery = 50 * time.Millisecond
+)
+
+// ErrUnavailable is returned, without a call to Redis, while the circuit is
+// open: Redis failed breakAfter times in a row and has not answered a ping
+// since.
+var ErrUnavailable = errors.New("redis: unreachable (calls stopped until a ping answers)")
+
+// Options configure a Store.
+type Options struct {
+	// Timeout is the budget of a decision's call: Apply and LookupKey
+	// (default DefaultTimeout).
+	Timeout time.Duration
+	// AdminTimeout bounds the other calls (default DefaultAdminTimeout).
+	AdminTimeout time.Duration
+	// Retention is how long counters are kept after they end (default
+	// DefaultRetention; the URL's retention parameter sets it too).
+	Retention time.Duration
+	// Prefix begins every key (default DefaultPrefix; the URL's prefix
+	// parameter sets it too). Replicas that share limits share a prefix.
+	Prefix string
+	// CallerClock makes Apply use the instant it is given instead of
+	// Redis's own clock; for tests over fixed instants. Replicas must use
+	// Redis's clock, so that they agree on time.
+	CallerClock bool
+}
+
+// Store is the Redis store. The zero Store is not usable; call Open.
+type Store struct {
+	c    goredis.UniversalClient
+	url  string // without credentials, for messages
+	opts Options
+
+	keysKey, byHashKey string
+
+	fails   atomic.Int32
+	open    atomic.Bool
+	probing sync.WaitGroup
+	done    chan struct{}
+	closed  sync.Once
+}
+
+var (
+	//go:embed apply.lua
+	applySrc    string
+	applyScript = goredis.NewScript(applySrc)
+
+	// saveKey replaces the key ARGV[1] (record ARGV[2], hash ARGV[3]) in
+	// the keys hash KEYS[1] and its hash index KEYS[2].
+	saveKeyScript = goredis.NewScript(`
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then redis.call('HDEL', KEYS[2], cjson.decode(old)['hash']) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+return 1`)
+	// deleteKey removes the key ARGV[1]; 1 when there was one.
+	deleteKeyScript = goredis.NewScript(`
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return 0 end
+redis.call('HDEL', KEYS[2], cjson.decode(old)['hash'])
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1`)
+	// lookupKey returns the record of the key whose hash is ARGV[1].
+	lookupKeyScript = goredis.NewScript(`
+local id = redis.call('HGET', KEYS[2], ARGV[1])
+if not id then return false end
+return redis.call('HGET', KEYS[1], id)`)
+	// grant adds ARGV[1] to the grant of counter KEYS[1], kept until
+	// ARGV[2] (Unix milliseconds) at least.
+	grantScript = goredis.NewScript(`
+redis.call('HINCRBY', KEYS[1], 'g', ARGV[1])
+local at = tonumber(ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ttl < 0 or now + ttl < at then redis.call('PEXPIREAT', KEYS[1], at) end
+return 1`)
+)
+
+// Open connects to the Redis of rawURL:
+//   - redis://[user:password@]host:port[/db], rediss://... (TLS), unix:///path;
+//   - redis-sentinel://host:port?master_name=NAME[&addr=host:port...]
+//     (and rediss-sentinel://): a Sentinel-managed primary;
+//   - redis-cluster://host:port[?addr=host:port...] (and rediss-cluster://).
+//
+// go-redis's query parameters (pool_size, dial_timeout, ...) pass through;
+// prefix and retention are the Store's own. Open loads the scripts; a Redis
+// that does not answer yet is not an error (the Store starts with its circuit
+// open and recovers when Redis answers), a bad URL is.
+func Open(rawURL string, o Options) (*Store, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("--store: %w", err)
+	}
+	q := u.Query()
+	if v := q.Get("prefix"); v != "" {
+		o.Prefix = v
+	}
+	if v := q.Get("retention"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("--store %s: retention=%q is not a positive duration such as 744h", u.Redacted(), v)
+		}
+		o.Retention = d
+	}
+	q.Del("prefix")
+	q.Del("retention")
+	u.RawQuery = q.Encode()
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.AdminTimeout <= 0 {
+		o.AdminTimeout = DefaultAdminTimeout
+	}
+	if o.Retention <= 0 {
+		o.Retention = DefaultRetention
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	c, err := newClient(u)
+	if err != nil {
+		return nil, fmt.Errorf("--store %s: %w", u.Redacted(), err)
+	}
+	s := &Store{c: c, url: u.Redacted(), opts: o, done: make(chan struct{}),
+		keysKey: o.Prefix + "keys", byHashKey: o.Prefix + "keys-by-hash"}
+	ctx, cancel := context.WithTimeout(context.Background(), o.AdminTimeout)
+	defer cancel()
+	if err := s.loadScripts(ctx); err != nil {
+		s.fails.Store(breakAfter - 1)
+		s.failed()
+	}
+	return s, nil
+}
+
+// newClient returns the client for u's scheme, with retries off (a decision
+// has one budget) and the context's deadline honoured.
+func newClient(u *url.URL) (goredis.UniversalClient, error) {
+	base, variant, _ := strings.Cut(u.Scheme, "-")
+	if base != "redis" && base != "rediss" && !(base == "unix" && variant == "") {
+		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, unix, redis-sentinel, redis-cluster)", u.Scheme)
+	}
+	v := *u
+	v.Scheme = base
+	switch variant {
+	case "":
+		opt, err := goredis.ParseURL(v.String())
+		if err != nil {
+			return nil, err
+		}
+		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.DisableIdentity = -1, true, true
+		return goredis.NewClient(opt), nil
+	case "sentinel":
+		opt, err := goredis.ParseFailoverURL(v.String())
+		if err != nil {
+			return nil, err
+		}
+		if opt.MasterName == "" {
+			return nil, errors.New("a sentinel URL needs master_name=NAME")
+		}
+		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.DisableIdentity = -1, true, true
+		return goredis.NewFailoverClient(opt), nil
+	case "cluster":
+		opt, err := goredis.ParseClusterURL(v.String())
+		if err != nil {
+			return nil, err
+		}
+		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.DisableIdentity = -1, true, true
+		return goredis.NewClusterClient(opt), nil
+	default:
+		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, unix, redis-sentinel, redis-cluster)", u.Scheme)
+	}
+}
+
+// loadScripts loads every script, so that calls name them by their hash.
+func (s *Store) loadScripts(ctx context.Context) error {
+	for _, sc := range []*goredis.Script{applyScript, saveKeyScript, deleteKeyScript, lookupKeyScript, grantScript} {
+		if err := sc.Load(ctx, s.c).Err(); err != nil {
+			return fmt.Errorf("redis %s: load script: %w", s.url, err)
+		}
+	}
+	return nil
+}
+
+// decisionCall returns the context of a decision's call: the budget, unless
+// the circuit is open.
+func (s *Store) decisionCall() (context.Context, context.CancelFunc, error) {
+	if s.open.Load() {
+		return nil, nil, ErrUnavailable
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
+	return ctx, cancel, nil
+}
+
+// succeeded and failed count a call's outcome for the circuit breaker.
+func (s *Store) succeeded() {
+	if s.fails.Load() != 0 {
+		s.fails.Store(0)
+	}
+}
+
+func (s *Store) failed() {
+	if s.fails.Add(1) < breakAfter || !s.open.CompareAndSwap(false, true) {
+		return
+	}
+	s.probing.Go(s.probe)
+}
+
+// probe pings Redis every probeEvery until it answers, then closes the
+// circuit; it stops when the Store closes.
+func (s *Store) probe() {
+	t := time.NewTicker(probeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(s.opts.Timeout, probeEvery))
+		err := s.c.Ping(ctx).Err()
+		if err == nil {
+			// A restarted Redis has lost the scripts; Run reloads them
+			// on NOSCRIPT, but loading them here keeps the first
+			// decisions within budget.
+			err = s.loadScripts(ctx)
+		}
+		cancel()
+		if err == nil {
+			s.fails.Store(0)
+			s.open.Store(false)
+			return
+		}
+	}
+}
+
+// key returns the Redis key of a state key: the prefix, the kind (w: WAF
+// counter, b: bucket, c: quota or usage counter), the limit, the subject
+// (length first: it may hold any character), the address and the period.
+func (s *Store) key(kind byte, k policy.Key) string {
+	b := make([]byte, 0, len(s.opts.Prefix)+len(k.Limit)+len(k.Subject)+64)
+	b = append(b, s.opts.Prefix...)
+	b = append(b, kind, ':')
+	b = append(b, k.Limit...)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, int64(len(k.Subject)), 10)
+	b = append(b, ':')
+	b = append(b, k.Subject...)
+	b = append(b, ':')
+	if k.Addr.IsValid() {
+		b = k.Addr.AppendTo(b)
+	}
+	b = append(b, ':')
+	b = strconv.AppendInt(b, k.Period, 10)
+	return string(b)
+}
+
+// Apply implements policy.State in one call of the apply script, within the
+// decision budget. KEYS are the hits', the ops' and the usage counter's;
+// ARGV: the instant in µs ("" for Redis's clock), the counts of hits and
+// ops, whether there is a usage counter and its expiry (Unix ms), then per
+// hit its limit and window (µs), per op "b", rate (µreq/s), burst or "q",
+// limit, expiry (Unix ms). The reply: the blocking hit (1-based, 0: none),
+// whether the ops were taken, the instant (µs), each counted hit's count, and
+// per op (when no hit blocked) the bucket refilled (nano-tokens, µs) or the
+// quota's used and granted, before the take.
+func (s *Store) Apply(now time.Time, b *policy.Batch) error {
+	b.Blocked, b.Taken = -1, false
+	usage := b.Usage.Limit != ""
+	if len(b.Hits) == 0 && len(b.Ops) == 0 && !usage {
+		return nil
+	}
+	keys := make([]string, 0, len(b.Hits)+len(b.Ops)+1)
+	args := make([]any, 0, 5+2*len(b.Hits)+3*len(b.Ops))
+	clock := ""
+	if s.opts.CallerClock {
+		clock = strconv.FormatInt(now.UnixMicro(), 10)
+	}
+	var usageAt int64
+	if usage {
+		usageAt = time.Unix(b.Usage.Period, 0).Add(24*time.Hour + s.opts.Retention).UnixMilli()
+	}
+	args = append(args, clock, len(b.Hits), len(b.Ops), b2i(usage), usageAt)
+	for i := range b.Hits {
+		h := &b.Hits[i]
+		if h.Window < time.Microsecond {
+			return fmt.Errorf("redis: hit %d: window %v is under 1µs", i, h.Window)
+		}
+		keys = append(keys, s.key('w', h.Key))
+		args = append(args, h.Limit, h.Window.Microseconds())
+	}
+	for i := range b.Ops {
+		o := &b.Ops[i]
+		if o.Tier == policy.TierQuota {
+			keys = append(keys, s.key('c', o.Key))
+			args = append(args, "q", o.Quota, o.End.Add(s.opts.Retention).UnixMilli())
+		} else {
+			keys = append(keys, s.key('b', o.Key))
+			args = append(args, "b", o.Throttle.RateMicro, o.Throttle.Burst)
+		}
+	}
+	if usage {
+		keys = append(keys, s.key('c', b.Usage))
+	}
+
+	ctx, cancel, err := s.decisionCall()
+	if err != nil {
+		return err
+	}
+	res, err := applyScript.Run(ctx, s.c, keys, args...).Int64Slice()
+	cancel()
+	if err != nil {
+		s.failed()
+		return fmt.Errorf("redis %s: apply: %w", s.url, err)
+	}
+	s.succeeded()
+	return s.read(res, b)
+}
+
+// read fills in b's results from the apply script's reply.
+func (s *Store) read(res []int64, b *policy.Batch) error {
+	bad := func() error { return fmt.Errorf("redis %s: apply: a reply of %d values does not fit the batch", s.url, len(res)) }
+	if len(res) < 3 {
+		return bad()
+	}
+	blocked, taken, at := int(res[0]), res[1] == 1, res[2]
+	counted := len(b.Hits)
+	if blocked > 0 {
+		counted = blocked
+	}
+	if len(res) < 3+counted || blocked > len(b.Hits) {
+		return bad()
+	}
+	for i := range counted {
+		b.Hits[i].Count = res[3+i]
+	}
+	if blocked > 0 {
+		b.Blocked = blocked - 1
+		return nil
+	}
+	ops := res[3+counted:]
+	if len(ops) != 2*len(b.Ops) {
+		return bad()
+	}
+	now := time.UnixMicro(at)
+	for i := range b.Ops {
+		o := &b.Ops[i]
+		x, y := ops[2*i], ops[2*i+1]
+		if o.Tier == policy.TierQuota {
+			o.CheckQuota(x, y, now)
+			if taken {
+				o.TakeQuota()
+			}
+			continue
+		}
+		// The bucket as the script refilled it at its instant.
+		cur := policy.Bucket{Tokens: x, Last: y * int64(time.Microsecond)}
+		cur = o.CheckBucket(cur, time.Unix(0, cur.Last))
+		if taken {
+			o.TakeBucket(cur)
+		}
+	}
+	b.Taken = taken
+	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// adminCall returns the context of a call that is not a decision's.
+func (s *Store) adminCall() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.opts.AdminTimeout)
+}
+
+// LookupKey implements policy.Keys in one call, within the decision budget.
+func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
+	ctx, cancel, err := s.decisionCall()
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	rec, err := lookupKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey}, policy.KeyHashText(hash)).Text()
+	if errors.Is(err, goredis.Nil) {
+		s.succeeded()
+		return nil, nil
+	}
+	if err != nil {
+		s.failed()
+		return nil, fmt.Errorf("redis %s: look up key: %w", s.url, err)
+	}
+	s.succeeded()
+	k, err := keyjson.Decode([]byte(rec))
+	if err != nil {
+		return nil, fmt.Errorf("redis %s: key record: %w", s.url, err)
+	}
+	return k, nil
+}
+
+// SaveKey creates or replaces the run-time key k.ID, in one atomic step.
+func (s *Store) SaveKey(k *policy.APIKey) error {
+	rec, err := keyjson.Encode(k)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.adminCall()
+	defer cancel()
+	if err := saveKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey}, k.ID, rec, policy.KeyHashText(k.Hash)).Err(); err != nil {
+		return fmt.Errorf("redis %s: save key %q: %w", s.url, k.ID, err)
+	}
+	return nil
+}
+
+// DeleteKey removes the run-time key with the id and reports whether there
+// was one.
+func (s *Store) DeleteKey(id string) (bool, error) {
+	ctx, cancel := s.adminCall()
+	defer cancel()
+	n, err := deleteKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey}, id).Int()
+	if err != nil {
+		return false, fmt.Errorf("redis %s: delete key %q: %w", s.url, id, err)
+	}
+	return n == 1, nil
+}
+
+// RuntimeKeys returns every run-time key, by id. A record that does not
+// decode is an error naming it.
+func (s *Store) RuntimeKeys() ([]*policy.APIKey, error) {
+	ctx, cancel := s.adminCall()
+	defer cancel()
+	recs, err := s.c.HGetAll(ctx, s.keysKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis %s: list keys: %w", s.url, err)
+	}
+	keys := make([]*policy.APIKey, 0, len(recs))
+	var errs []error
+	for id, rec := range recs {
+		k, err := keyjson.Decode([]byte(rec))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("redis %s: %s field %s: %w", s.url, s.keysKey, id, err))
+			continue
+		}
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b *policy.APIKey) int { return strings.Compare(a.ID, b.ID) })
+	return keys, errors.Join(errs...)
+}
+
+// Counter returns the state of a quota or usage counter.
+func (s *Store) Counter(k policy.Key) (used, granted int64, err error) {
+	ctx, cancel := s.adminCall()
+	defer cancel()
+	vals, err := s.c.HMGet(ctx, s.key('c', k), "u", "g").Result()
+	if err != nil {
+		return 0, 0, fmt.Errorf("redis %s: read counter: %w", s.url, err)
+	}
+	var n [2]int64
+	for i, v := range vals {
+		if v == nil {
+			continue
+		}
+		str, _ := v.(string)
+		if n[i], err = strconv.ParseInt(str, 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("redis %s: counter %s holds %q", s.url, s.key('c', k), str)
+		}
+	}
+	return n[0], n[1], nil
+}
+
+// Grant adds n to the grant of the quota counter k, whose period ends at
+// end.
+func (s *Store) Grant(k policy.Key, n int64, end time.Time) error {
+	ctx, cancel := s.adminCall()
+	defer cancel()
+	if err := grantScript.Run(ctx, s.c, []string{s.key('c', k)}, n, end.Add(s.opts.Retention).UnixMilli()).Err(); err != nil {
+		return fmt.Errorf("redis %s: grant: %w", s.url, err)
+	}
+	return nil
+}
+
+// Ready pings Redis; while the circuit is open it reports that without a
+// call.
+func (s *Store) Ready(ctx context.Context) error {
+	if s.open.Load() {
+		return fmt.Errorf("redis %s: %w", s.url, ErrUnavailable)
+	}
+	if err := s.c.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis %s: %w", s.url, err)
+	}
+	return nil
+}
+
+// Close stops the prober and closes the client.
+func (s *Store) Close() error {
+	var err error
+	s.closed.Do(func() {
+		close(s.done)
+		s.probing.Wait()
+		err = s.c.Close()
+	})
+	return err
+}

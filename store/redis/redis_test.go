@@ -1,0 +1,385 @@
+package redis
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/memory"
+	"github.com/tollgate/tollgate/store/redis/redistest"
+)
+
+// t0 is a fixed instant on a whole minute.
+var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
+// open starts a Redis and opens a store on it, on the caller's clock unless
+// redisClock.
+func open(t *testing.T, redisClock bool) (*Store, *redistest.Server) {
+	t.Helper()
+	srv := redistest.Start(t)
+	s, err := Open(srv.URL(), Options{CallerClock: !redisClock, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, srv
+}
+
+func bucketOp(limit string, rate float64, burst int64) policy.Op {
+	return policy.Op{Key: policy.Key{Limit: limit}, Tier: policy.TierRoute, Throttle: policy.NewThrottle(rate, burst)}
+}
+
+func quotaOp(limit string, q int64, start, end time.Time) policy.Op {
+	return policy.Op{Key: policy.Key{Limit: limit, Subject: "acme", Period: start.Unix()}, Tier: policy.TierQuota, Quota: q, End: end}
+}
+
+func hit(limit string, max int64, window time.Duration) policy.Hit {
+	return policy.Hit{Key: policy.Key{Limit: limit, Addr: netip.MustParseAddr("198.51.100.7")}, Limit: max, Window: window}
+}
+
+// apply runs one batch at now.
+func apply(t testing.TB, st policy.State, now time.Time, usage policy.Key, hits []policy.Hit, ops ...policy.Op) *policy.Batch {
+	t.Helper()
+	b := new(policy.Batch)
+	b.Reset()
+	b.Hits = append(b.Hits, hits...)
+	b.Ops = append(b.Ops, ops...)
+	b.Usage = usage
+	if err := st.Apply(now, b); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	return b
+}
+
+// TestBucketWorkedChecks: the bucket checks of SPEC §3 through the script,
+// over fixed instants.
+func TestBucketWorkedChecks(t *testing.T) {
+	s, _ := open(t, false)
+	type step struct {
+		at      time.Duration
+		n       int
+		allowed int
+	}
+	for _, c := range []struct {
+		name        string
+		rate        float64
+		burst       int64
+		steps       []step
+		lastWait    time.Duration
+		lastWaitNth int
+	}{
+		{"free 10/20", 10, 20, []step{{0, 30, 20}, {time.Second, 11, 10}}, 0, 0},
+		{"account 10000/5000", 10000, 5000, []step{{0, 5000, 5000}, {100 * time.Millisecond, 5000, 1000}}, 0, 0},
+		{"rate 0.1 burst 1", 0.1, 1, []step{{0, 1, 1}, {5 * time.Second, 1, 0}, {10 * time.Second, 1, 1}}, 0, 0},
+	} {
+		op := bucketOp(c.name, c.rate, c.burst)
+		for i, st := range c.steps {
+			allowed := 0
+			var last *policy.Batch
+			for range st.n {
+				last = apply(t, s, t0.Add(st.at), policy.Key{}, nil, op)
+				if last.Taken {
+					allowed++
+				}
+			}
+			if allowed != st.allowed {
+				t.Errorf("%s step %d: got %d allowed, want %d", c.name, i, allowed, st.allowed)
+			}
+			if c.name == "free 10/20" && i == 0 {
+				if o := last.Ops[0]; o.OK || o.Wait != 100*time.Millisecond || o.Remaining != 0 || o.Reset != 2*time.Second {
+					t.Errorf("%s step %d: last report got ok %v wait %v remaining %d reset %v, want false 100ms 0 2s",
+						c.name, i, o.OK, o.Wait, o.Remaining, o.Reset)
+				}
+			}
+		}
+	}
+}
+
+// TestMatchesMemory: random batches of WAF hits, buckets, quotas and usage
+// counters, over microsecond instants, give the same results on Redis as on
+// store/memory, step by step: the script and the Go arithmetic agree.
+func TestMatchesMemory(t *testing.T) {
+	s, _ := open(t, false)
+	m := memory.New()
+	rng := rand.New(rand.NewPCG(1, 2))
+	hits := []policy.Hit{hit("waf-a", 40, 10*time.Second), hit("waf-b", 25, 3*time.Second)}
+	ops := []policy.Op{
+		bucketOp("plan", 3.123457, 7), bucketOp("route", 0.333333, 2), bucketOp("stage", 120.123456, 30),
+		bucketOp("big", 2_000_000, 8_000_000), bucketOp("off", 0, 0),
+		quotaOp("quota", 400, t0.Add(-time.Hour), t0.Add(time.Hour)),
+	}
+	usage := policy.Key{Limit: "usage", Subject: "acme", Period: t0.Truncate(24 * time.Hour).Unix()}
+	now := t0
+	taken, denied := 0, 0
+	for step := range 3000 {
+		// Bursts of requests microseconds apart, and pauses.
+		gap := rng.IntN(2_000)
+		if rng.IntN(10) == 0 {
+			gap = rng.IntN(2_000_000)
+		}
+		now = now.Add(time.Duration(gap) * time.Microsecond)
+		var hs []policy.Hit
+		for _, h := range hits {
+			if rng.IntN(3) == 0 {
+				hs = append(hs, h)
+			}
+		}
+		var os []policy.Op
+		for _, o := range ops {
+			if rng.IntN(2) == 0 && (o.Key.Limit != "off" || rng.IntN(20) == 0) {
+				os = append(os, o)
+			}
+		}
+		u := policy.Key{}
+		if rng.IntN(2) == 0 {
+			u = usage
+		}
+		got, want := apply(t, s, now, u, hs, os...), apply(t, m, now, u, hs, os...)
+		if len(os) > 0 && got.Blocked < 0 {
+			if got.Taken {
+				taken++
+			} else {
+				denied++
+			}
+		}
+		if g, w := fmt.Sprintf("%+v %v %+v", got.Hits, got.Blocked, got.Taken), fmt.Sprintf("%+v %v %+v", want.Hits, want.Blocked, want.Taken); g != w {
+			t.Fatalf("step %d at %v: hits: got %s, want %s", step, now.Sub(t0), g, w)
+		}
+		for i := range got.Ops {
+			g, w := got.Ops[i], want.Ops[i]
+			if g.OK != w.OK || g.Remaining != w.Remaining || g.Wait != w.Wait || g.Reset != w.Reset || g.Quota != w.Quota {
+				t.Fatalf("step %d at %v: op %s: got ok %v remaining %d wait %v reset %v, want %v %d %v %v",
+					step, now.Sub(t0), g.Key.Limit, g.OK, g.Remaining, g.Wait, g.Reset, w.OK, w.Remaining, w.Wait, w.Reset)
+			}
+		}
+	}
+	if taken < 300 || denied < 300 {
+		t.Errorf("got %d batches taken and %d denied, want both often", taken, denied)
+	}
+	for _, k := range []policy.Key{ops[5].Key, usage} {
+		gu, gg, err := s.Counter(k)
+		wu, wg, _ := m.Counter(k)
+		if err != nil || gu != wu || gg != wg {
+			t.Errorf("counter %s: got %d, %d, %v, want %d, %d", k.Limit, gu, gg, err, wu, wg)
+		}
+	}
+}
+
+// TestQuotaAndGrant: a quota admits its limit plus the grant, and rejected
+// requests use none of it.
+func TestQuotaAndGrant(t *testing.T) {
+	s, _ := open(t, false)
+	q := quotaOp("quota", 5, t0.Add(-time.Hour), t0.Add(time.Hour))
+	usage := policy.Key{Limit: "usage", Subject: "acme", Period: t0.Truncate(24 * time.Hour).Unix()}
+	n := 0
+	for range 8 {
+		if apply(t, s, t0, usage, nil, q, bucketOp("b", 1000, 1000)).Taken {
+			n++
+		}
+	}
+	if n != 5 {
+		t.Fatalf("step 1: got %d allowed, want 5", n)
+	}
+	if err := s.Grant(q.Key, 2, q.End); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		if apply(t, s, t0, usage, nil, q).Taken {
+			n++
+		}
+	}
+	if n != 7 {
+		t.Fatalf("step 2: got %d allowed in all, want 7 (5 + 2 granted)", n)
+	}
+	if used, granted, err := s.Counter(q.Key); used != 7 || granted != 2 || err != nil {
+		t.Fatalf("step 3: quota: got %d used, %d granted, %v; want 7, 2", used, granted, err)
+	}
+	if used, _, _ := s.Counter(usage); used != 7 {
+		t.Fatalf("step 3: usage: got %d, want 7 (denied requests are not counted)", used)
+	}
+	// A denied request (the bucket) takes nothing, not even the quota.
+	apply(t, s, t0, usage, nil, quotaOp("quota2", 5, t0, t0.Add(time.Hour)), bucketOp("stop", 0, 0))
+	if used, _, _ := s.Counter(quotaOp("quota2", 5, t0, t0).Key); used != 0 {
+		t.Fatalf("step 4: got %d used after a denial, want 0", used)
+	}
+}
+
+// TestWAFBlocksAndStops: hits count in order, blocked ones included, and the
+// first over its limit stops the batch before any op.
+func TestWAFBlocksAndStops(t *testing.T) {
+	s, _ := open(t, false)
+	h := hit("waf", 3, time.Minute)
+	for i := range 5 {
+		b := apply(t, s, t0.Add(time.Duration(i)*time.Second), policy.Key{}, []policy.Hit{h, hit("after", 100, time.Minute)}, bucketOp("b", 1, 100))
+		wantBlocked := -1
+		if i >= 3 {
+			wantBlocked = 0
+		}
+		if b.Blocked != wantBlocked || b.Hits[0].Count != int64(i+1) || b.Taken == (wantBlocked == 0) {
+			t.Fatalf("request %d: got blocked %d count %d taken %v, want %d, %d, %v", i, b.Blocked, b.Hits[0].Count, b.Taken, wantBlocked, i+1, wantBlocked < 0)
+		}
+	}
+}
+
+// TestKeys: run-time keys are saved, found by hash, replaced (the old hash
+// no longer finds them) and deleted.
+func TestKeys(t *testing.T) {
+	s, _ := open(t, false)
+	k := &policy.APIKey{ID: "acme-rt", Customer: "acme", Hash: sha256.Sum256([]byte("one")), Plans: []string{"pro"}, Enabled: true, Created: t0}
+	if err := s.SaveKey(k); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.LookupKey(k.Hash); err != nil || got == nil || got.ID != "acme-rt" || !got.Enabled {
+		t.Fatalf("step 1: got %+v, %v", got, err)
+	}
+	k2 := *k
+	k2.Hash, k2.Enabled = sha256.Sum256([]byte("two")), false
+	if err := s.SaveKey(&k2); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.LookupKey(k.Hash); got != nil {
+		t.Fatalf("step 2: the replaced hash still finds %+v", got)
+	}
+	if got, _ := s.LookupKey(k2.Hash); got == nil || got.Enabled {
+		t.Fatalf("step 2: got %+v, want the disabled key", got)
+	}
+	other := &policy.APIKey{ID: "b-key", Customer: "b", Hash: sha256.Sum256([]byte("three")), Plans: []string{"free"}, Created: t0}
+	s.SaveKey(other)
+	keys, err := s.RuntimeKeys()
+	if err != nil || len(keys) != 2 || keys[0].ID != "acme-rt" || keys[1].ID != "b-key" {
+		t.Fatalf("step 3: got %v, %v, want acme-rt and b-key", keys, err)
+	}
+	if ok, err := s.DeleteKey("acme-rt"); !ok || err != nil {
+		t.Fatalf("step 4: got %v, %v", ok, err)
+	}
+	if ok, _ := s.DeleteKey("acme-rt"); ok {
+		t.Fatal("step 4: deleted twice")
+	}
+	if got, _ := s.LookupKey(k2.Hash); got != nil {
+		t.Fatalf("step 4: a deleted key is found: %+v", got)
+	}
+}
+
+// TestConcurrentBurstExact: 200 concurrent requests on a burst-50 bucket that
+// hardly refills, on Redis's clock, take exactly 50.
+func TestConcurrentBurstExact(t *testing.T) {
+	s, _ := open(t, true)
+	var taken atomic.Int64
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			for range 10 {
+				if apply(t, s, time.Now(), policy.Key{}, nil, bucketOp("tight", 0.0001, 50), bucketOp("wide", 1e6, 1e6)).Taken {
+					taken.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := taken.Load(); n != 50 {
+		t.Fatalf("got %d taken, want exactly 50", n)
+	}
+}
+
+// TestKeysExpire: a bucket expires when it would be full, a WAF counter
+// after two windows, a quota counter a retention after its period.
+func TestKeysExpire(t *testing.T) {
+	s, _ := open(t, true)
+	now := time.Now()
+	q := quotaOp("q", 10, now.Add(-time.Hour), now.Add(time.Hour))
+	apply(t, s, now, policy.Key{}, []policy.Hit{hit("w", 10, 10*time.Second)}, bucketOp("b", 2, 10), q)
+	ctx := context.Background()
+	for _, c := range []struct {
+		key      string
+		min, max time.Duration
+	}{
+		{s.key('b', policy.Key{Limit: "b"}), 500 * time.Millisecond, 1600 * time.Millisecond}, // 1 token at 2/s, + 1s
+		{s.key('w', hit("w", 0, 0).Key), 20 * time.Second, 21 * time.Second},
+		{s.key('c', q.Key), time.Hour + DefaultRetention - time.Minute, time.Hour + DefaultRetention},
+	} {
+		ttl, err := s.c.PTTL(ctx, c.key).Result()
+		if err != nil || ttl < c.min || ttl > c.max {
+			t.Errorf("%s: got ttl %v, %v, want between %v and %v", c.key, ttl, err, c.min, c.max)
+		}
+	}
+}
+
+// TestCircuitBreaker: with Redis gone, calls fail within the budget, then at
+// once; when Redis is back, the store recovers on its own.
+func TestCircuitBreaker(t *testing.T) {
+	srv := redistest.Start(t)
+	s, err := Open(srv.URL(), Options{Timeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b := new(policy.Batch)
+	run := func() error {
+		b.Reset()
+		b.Ops = append(b.Ops, bucketOp("b", 1, 1000))
+		return s.Apply(time.Now(), b)
+	}
+	if err := run(); err != nil {
+		t.Fatalf("step 1: %v", err)
+	}
+	srv.Stop()
+	for i := range breakAfter {
+		if err := run(); err == nil || errors.Is(err, ErrUnavailable) {
+			t.Fatalf("step 2.%d: got %v, want a call that failed", i, err)
+		}
+	}
+	if err := run(); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("step 3: got %v, want ErrUnavailable", err)
+	}
+	if err := s.Ready(context.Background()); err == nil {
+		t.Fatal("step 3: ready while Redis is gone")
+	}
+	srv.Restart()
+	deadline := time.Now().Add(10 * time.Second)
+	for run() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("step 4: no recovery within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := s.Ready(context.Background()); err != nil {
+		t.Fatalf("step 4: %v", err)
+	}
+}
+
+// TestOpenURLs: the schemes and tollgate's own parameters.
+func TestOpenURLs(t *testing.T) {
+	for _, c := range []struct{ url, want string }{
+		{"memcached://x:1", `unsupported scheme "memcached"`},
+		{"redis://127.0.0.1:1/0?retention=soon", `retention="soon" is not a positive duration`},
+		{"redis-sentinel://127.0.0.1:1", "needs master_name"},
+		{"redis://127.0.0.1:1/0?frobnicate=1", "frobnicate"},
+		{"redis://user:secret@127.0.0.1:1/0?frobnicate=1", "user:xxxxx@"},
+	} {
+		_, err := Open(c.url, Options{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want it to hold %q", c.url, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("%s: the error shows the password: %v", c.url, err)
+		}
+	}
+	// An unreachable Redis opens, with its circuit open.
+	s, err := Open("redis://127.0.0.1:1/0?prefix=t1:&retention=48h", Options{AdminTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.opts.Prefix != "t1:" || s.opts.Retention != 48*time.Hour || !s.open.Load() {
+		t.Fatalf("got prefix %q retention %v open %v", s.opts.Prefix, s.opts.Retention, s.open.Load())
+	}
+}
