@@ -363,7 +363,9 @@ func (s *Store) Apply(now time.Time, b *policy.Batch) error {
 
 // read fills in b's results from the apply script's reply.
 func (s *Store) read(res []int64, b *policy.Batch) error {
-	bad := func() error { return fmt.Errorf("redis %s: apply: a reply of %d values does not fit the batch", s.url, len(res)) }
+	bad := func() error {
+		return fmt.Errorf("redis %s: apply: a reply of %d values does not fit the batch", s.url, len(res))
+	}
 	if len(res) < 3 {
 		return bad()
 	}
