@@ -153,14 +153,14 @@ func ceilSeconds(d time.Duration) int64 {
 }
 
 // appendDenialHeaders adds the headers of a denial to l: content type,
-// reason (key:* reasons only with explain), Retry-After on 429 and the
-// rate-limit headers.
+// reason (key:* reasons only with explain), Retry-After on 429 and 503 and
+// the rate-limit headers.
 func appendDenialHeaders(l *headerList, buf []byte, d *policy.Decision) []byte {
 	l.add(HeaderContentType, contentTypeJSON)
 	if d.Reason != policy.ReasonNone && (!d.Reason.IsKey() || d.Explain) {
 		l.add(HeaderReason, string(d.Reason))
 	}
-	if denialStatus(d) == 429 {
+	if st := denialStatus(d); st == 429 || st == 503 {
 		lo := len(buf)
 		buf = strconv.AppendInt(buf, max(ceilSeconds(d.RetryAfter), 1), 10)
 		l.addBuilt(HeaderRetryAfter, lo, buf)
@@ -184,6 +184,8 @@ func grpcCode(status int) codes.Code {
 		return codes.InvalidArgument
 	case 429:
 		return codes.ResourceExhausted
+	case 503:
+		return codes.Unavailable
 	default:
 		return codes.PermissionDenied
 	}
@@ -233,10 +235,11 @@ func (r *reply) options(hs []header) []*corev3.HeaderValueOption {
 // headers_to_remove when d.StripKey; the rate-limit headers in
 // response_headers_to_add.
 //
-// A denied request gets INVALID_ARGUMENT (400), RESOURCE_EXHAUSTED (429) or
-// PERMISSION_DENIED (403 and other statuses) and a denied_response with the
-// HTTP status, the body and the headers content-type, x-tollgate-reason
-// (key:* reasons only when d.Explain), retry-after on 429 and the rate-limit
+// A denied request gets INVALID_ARGUMENT (400), RESOURCE_EXHAUSTED (429),
+// UNAVAILABLE (503) or PERMISSION_DENIED (403 and other statuses) and a
+// denied_response with the HTTP status, the body and the headers content-type,
+// x-tollgate-reason (key:* reasons only when d.Explain), retry-after on 429
+// and 503 and the rate-limit
 // headers. Every header overwrites one of the same name.
 func CheckResponse(d *policy.Decision) *authv3.CheckResponse {
 	var arr [512]byte

@@ -122,6 +122,12 @@ func stripped(d policy.Decision) policy.Decision {
 	return d
 }
 
+// unavailable is d after DenyUnavailable.
+func unavailable(d policy.Decision) policy.Decision {
+	d.DenyUnavailable()
+	return d
+}
+
 func TestCheckResponse(t *testing.T) {
 	ietf, legacy, both, none := policy.HeadersIETF, policy.HeadersLegacy, policy.HeadersBoth, policy.HeadersNone
 	forbidden := func(reason string) answer {
@@ -230,6 +236,11 @@ func TestCheckResponse(t *testing.T) {
 		{"concurrency", throttled(policy.ReasonConcurrency, policy.BodyTooManyRequests, time.Second, ietf),
 			answer{code: codes.ResourceExhausted, status: 429, body: policy.BodyTooManyRequests, headers: []string{
 				jsonType, "x-tollgate-reason: concurrency", "retry-after: 1"}}},
+
+		// A store that could not be reached, on the fail-closed path.
+		{"store unavailable", unavailable(keyed(both)),
+			answer{code: codes.Unavailable, status: 503, body: policy.BodyUnavailable, headers: []string{
+				jsonType, "x-tollgate-reason: store:error", "retry-after: 1"}}},
 
 		// Unreadable request.
 		{"request invalid", denied(400, policy.ReasonInvalid, policy.BodyBadRequest, both, false),

@@ -39,6 +39,9 @@ const (
 	ReasonThrottleAccount Reason = "throttle:account"
 	ReasonQuota           Reason = "quota"
 	ReasonConcurrency     Reason = "concurrency"
+	// ReasonStore: the state or key store could not be reached (not in
+	// SPEC §4; see Decision.DenyUnavailable).
+	ReasonStore Reason = "store:error"
 )
 
 // IsKey reports whether r is one of the key:* reasons, which are sent to the
@@ -52,6 +55,7 @@ const (
 	BodyMissingToken    = `{"message":"Missing Authentication Token"}`
 	BodyTooManyRequests = `{"message":"Too Many Requests"}`
 	BodyLimitExceeded   = `{"message":"Limit Exceeded"}`
+	BodyUnavailable     = `{"message":"Service Unavailable"}`
 )
 
 // Tier names the level a limit belongs to; it is also the item name in the
@@ -105,7 +109,7 @@ type Decision struct {
 	// Body is the JSON body of a denial.
 	Body string
 	// RetryAfter is the time until every failing limit would admit the
-	// request; set on 429 answers only.
+	// request; set on 429 and 503 answers only.
 	RetryAfter time.Duration
 
 	// Limits holds the NLimits limits that applied, most constrained first.
@@ -139,6 +143,17 @@ type Decision struct {
 // to come back in an hour. Every other wait is reported as it is, however
 // long (a month quota, a very slow bucket).
 const maxWait = time.Hour
+
+// DenyUnavailable turns d into the answer for a request that could not be
+// decided because a store could not be reached: 503 Service Unavailable with
+// reason store:error, Retry-After 1s and no limits. What d knew of the stage,
+// route and key stays, for logs and metrics.
+func (d *Decision) DenyUnavailable() {
+	d.deny(503, ReasonStore, BodyUnavailable)
+	d.RetryAfter = time.Second
+	d.NLimits = 0
+	d.StripKey = false
+}
 
 // AppliedLimits returns the limits that applied, most constrained first.
 func (d *Decision) AppliedLimits() []Limit { return d.Limits[:d.NLimits] }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -18,7 +19,9 @@ var batches = sync.Pool{New: func() any { return new(Batch) }}
 //
 // A rejected request consumes nothing but WAF rate counts: the buckets and
 // the quota are checked and taken in one st.Apply call. An error means st or
-// keys could not be reached; the decision is then the one made without them
+// keys could not be reached, wrapped in ErrKeys or ErrState. With ErrKeys the
+// decision is DenyUnavailable's; with ErrState it is the one made without the
+// state: a denial found before it (a bad key), or an allow without limits
 // (callers choose to fail open or closed).
 func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decision, error) {
 	d := Decision{Verdict: Allow, Status: 200, KeyHeader: p.keyHeader, Headers: p.Headers, Explain: p.Explain}
@@ -151,8 +154,8 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 			if k == nil && keys != nil {
 				var err error
 				if k, err = keys.LookupKey(keyHash); err != nil {
-					d.deny(403, ReasonKeyUnknown, BodyForbidden)
-					return d, err
+					d.DenyUnavailable()
+					return d, fmt.Errorf("%w: %w", ErrKeys, err)
 				}
 			}
 			switch {
@@ -217,6 +220,7 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 	}
 	if len(b.Hits) > 0 || len(b.Ops) > 0 || b.Usage.Limit != "" {
 		if err := st.Apply(now, b); err != nil {
+			err = fmt.Errorf("%w: %w", ErrState, err)
 			if predeny {
 				return pre, err
 			}

@@ -3,6 +3,7 @@ package policy
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"strings"
 )
 
@@ -29,6 +30,15 @@ func validKeyValue(v string) bool {
 	}
 	return true
 }
+
+// Errors of Evaluate, wrapping the store's own: ErrKeys when a run-time key
+// could not be looked up, ErrState when the limits' state could not be
+// reached. Callers fail open or closed on ErrState; a key that could not be
+// checked is never a key that passed.
+var (
+	ErrKeys  = errors.New("key lookup failed")
+	ErrState = errors.New("state unreachable")
+)
 
 // ParseKeyHash parses a key hash as the policy file writes it: "sha256:"
 // followed by 64 lower-case hex digits.

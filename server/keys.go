@@ -27,7 +27,8 @@ const (
 // in front of the store's run-time keys, one for keys found and one, the
 // negative cache, for hashes that are no key, so that a flood of requests
 // with unknown keys costs a cache lookup each, not a store lookup. Store
-// errors are not cached.
+// errors are not cached; while the store fails, an expired answer (of the
+// current generation) is used rather than none.
 //
 // The caches are sharded by the hash's first byte (the hash is a SHA-256,
 // so shards fill evenly), each shard behind its own lock, so that keyed
@@ -77,14 +78,25 @@ func newKeyCache(store policy.Keys, now func() time.Time) *keyCache {
 func (c *keyCache) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 	sh := &c.shards[hash[0]%keyCacheShards]
 	now, gen := c.now(), c.gen.Load()
-	if e, ok := sh.found.Get(hash); ok && e.fresh(now, gen) {
-		return e.key, nil
+	found, inFound := sh.found.Get(hash)
+	if inFound && found.fresh(now, gen) {
+		return found.key, nil
 	}
-	if e, ok := sh.missing.Get(hash); ok && e.fresh(now, gen) {
+	missing, inMissing := sh.missing.Get(hash)
+	if inMissing && missing.fresh(now, gen) {
 		return nil, nil
 	}
 	k, err := c.store.LookupKey(hash)
 	if err != nil {
+		// Stale if error: an answer of this generation whose TTL ran
+		// out is still the best one there is while the store is away
+		// (no change made through this process's admin API since).
+		switch {
+		case inFound && found.gen == gen:
+			return found.key, nil
+		case inMissing && missing.gen == gen:
+			return nil, nil
+		}
 		return nil, err
 	}
 	e := cached{key: k, at: now, gen: gen}

@@ -138,6 +138,31 @@ func TestKeyCacheErrorsNotCached(t *testing.T) {
 	}
 }
 
+// TestKeyCacheStaleIfError: while the store fails, an answer whose TTL ran
+// out is used (a key found, and a hash that is no key); an answer from
+// before an invalidation is not.
+func TestKeyCacheStaleIfError(t *testing.T) {
+	st := &countingStore{Store: memory.New()}
+	clk := &clock{t: t0}
+	c := newKeyCache(st, clk.Now)
+	known, unknown := hashOf("tg_runtime_key_000000000000001"), hashOf("tg_not_a_key_00000000000000001")
+	st.SaveKey(&policy.APIKey{ID: "k", Customer: "k", Hash: known, Plans: []string{"pro"}, Enabled: true})
+	c.LookupKey(known)
+	c.LookupKey(unknown)
+	clk.Advance(time.Hour)
+	st.fail.Store(true)
+	if k, err := c.LookupKey(known); err != nil || k == nil || k.ID != "k" {
+		t.Fatalf("step 1: got %v, %v, want the stale key", k, err)
+	}
+	if k, err := c.LookupKey(unknown); err != nil || k != nil {
+		t.Fatalf("step 1: got %v, %v, want the stale no-key", k, err)
+	}
+	c.invalidate()
+	if _, err := c.LookupKey(known); !errors.Is(err, errDown) {
+		t.Fatalf("step 2: after an invalidation got %v, want %v", err, errDown)
+	}
+}
+
 // TestKeyCacheRaceWithInvalidate: lookups racing with changes never keep an
 // answer read before the last change (run with -race).
 func TestKeyCacheRaceWithInvalidate(t *testing.T) {
@@ -168,6 +193,42 @@ func TestKeyCacheRaceWithInvalidate(t *testing.T) {
 	wg.Wait()
 }
 
+// TestStoreDownKeysAndFailClosed: while the store cannot be reached, a
+// run-time key that is not cached is 503 whatever the mode (never let
+// through unchecked), a bad policy key is still 403, and with FailClosed a
+// good key is 503 with Retry-After; keys the cache knows keep their answer.
+func TestStoreDownKeysAndFailClosed(t *testing.T) {
+	for _, closed := range []bool{false, true} {
+		var st *countingStore
+		h := serveWrapped(t, testPolicy(t), func(c *Config) { c.FailClosed = closed },
+			func(s Store) Store { st = &countingStore{Store: s}; return st })
+		a := h.call("POST", "/v1/keys", `{"id":"rt","customer":"rt","plans":["pro"]}`).want(t, "create", 201, "")
+		cached, _ := a.json["value"].(string)
+		if h.check(cached).status != 200 {
+			t.Fatal("up: the new key should pass")
+		}
+		st.fail.Store(true)
+		name := fmt.Sprintf("closed=%v", closed)
+		d := h.check("tg_never_seen_before_000000001")
+		if d.status != 503 || d.headers["x-tollgate-reason"] != "store:error" || d.headers["retry-after"] != "1" {
+			t.Errorf("%s: uncached key: got %d %v, want 503 store:error, retry-after 1", name, d.status, d.headers)
+		}
+		if d := h.check("tg_demo_disabled_000000000001"); d.status != 403 {
+			t.Errorf("%s: disabled policy key: got %d, want 403", name, d.status)
+		}
+		want := 200
+		if closed {
+			want = 503
+		}
+		if d := h.check("tg_demo_pro_00000000000000001"); d.status != want {
+			t.Errorf("%s: good policy key: got %d, want %d", name, d.status, want)
+		}
+		if d := h.check(cached); d.status != want {
+			t.Errorf("%s: cached run-time key: got %d, want %d", name, d.status, want)
+		}
+	}
+}
+
 // TestStoreDownFailsOpen: while the store cannot be reached, requests are
 // allowed, counted as store:error, the degraded gauge is 1 and /readyz is
 // 503; all of it clears when the store is back.
@@ -184,9 +245,9 @@ func TestStoreDownFailsOpen(t *testing.T) {
 	}
 	for series, want := range map[string]float64{
 		`tollgate_store_degraded`: 1,
-		`tollgate_decisions_total{api="payments",outcome="allow",plan="",reason="store:error",stage="prod"}`: 1,
-		`tollgate_store_errors_total{op="decide"}`:                                                           1,
-		`tollgate_store_errors_total{op="ready"}`:                                                            1,
+		`tollgate_decisions_total{api="payments",outcome="allow",plan="pro",reason="store:error",stage="prod"}`: 1,
+		`tollgate_store_errors_total{op="decide"}`:                                                              1,
+		`tollgate_store_errors_total{op="ready"}`:                                                               1,
 	} {
 		if got := h.metric(series); got != want {
 			t.Errorf("down: %s: got %v, want %v", series, got, want)

@@ -31,11 +31,20 @@ type Config struct {
 	// GRPCAddr is the gRPC listen address: "host:port" or "unix:/path".
 	GRPCAddr string
 	// Store is the state store URL: "file:DIR" (the default,
-	// file:./tollgate-data) or "memory:".
+	// file:./tollgate-data), "memory:" or a Redis URL (redis://,
+	// rediss://, redis-sentinel://, redis-cluster://).
 	Store string
 	// FlushInterval bounds how long counts wait in memory before a file
 	// store writes them (default 1s).
 	FlushInterval time.Duration
+	// StoreTimeout is the budget of a decision's call to a Redis store
+	// (default 5ms).
+	StoreTimeout time.Duration
+	// FailClosed answers 503 when the state store cannot be reached;
+	// false (the default, as managed gateways do) allows the request
+	// without its limits. A run-time key that cannot be looked up is
+	// never let through either way.
+	FailClosed bool
 	// AdminAddr is the admin HTTP API's listen address, "host:port" or
 	// "unix:/path" (default 127.0.0.1:9002); "-" turns the admin API off.
 	AdminAddr string
@@ -293,18 +302,40 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 	d, err := p.Evaluate(now, r, s.store, s.keys)
 	if err != nil {
 		s.storeFailed("decide", err)
-		s.log.Error("state unavailable; request allowed", "err", err, "api", d.API, "stage", d.Stage, "route", d.Route)
-		d = policy.Decision{Verdict: policy.Allow, Status: 200, KeyHeader: d.KeyHeader, Headers: d.Headers, Explain: d.Explain,
-			API: d.API, Stage: d.Stage, Route: d.Route}
+		d = s.storeDown(ctx, d, err)
 	} else if s.degraded.Load() && s.degraded.CompareAndSwap(true, false) {
 		s.log.Info("store reachable again")
 	}
-	s.metrics.decision(&d, err != nil, time.Since(start))
+	// Allowed without the store: counted as reason store:error.
+	s.metrics.decision(&d, err != nil && d.Verdict == policy.Allow, time.Since(start))
 	if d.Verdict == policy.Deny && s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.LogAttrs(ctx, slog.LevelDebug, "denied",
 			slog.Int("status", d.Status), slog.String("reason", string(d.Reason)),
 			slog.String("api", d.API), slog.String("stage", d.Stage), slog.String("route", d.Route),
 			slog.String("key_id", d.KeyID), slog.String("customer", d.Customer))
+	}
+	return d
+}
+
+// storeDown returns the answer for a request whose decision failed with
+// err: a key that could not be looked up is 503 (policy made d so); a
+// denial found without the store (a bad key) stands; the rest is allowed
+// without its limits, or 503 when FailClosed.
+func (s *Server) storeDown(ctx context.Context, d policy.Decision, err error) policy.Decision {
+	outcome := "allowed without limits"
+	switch {
+	case errors.Is(err, policy.ErrKeys):
+		outcome = "denied (503): the key could not be checked"
+	case d.Verdict == policy.Deny:
+		outcome = "denied: decided without the store"
+	case s.cfg.FailClosed:
+		d.DenyUnavailable()
+		outcome = "denied (503): --on-store-error deny"
+	}
+	// storeFailed logged the outage's start; one line per request would
+	// flood the log.
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("store unavailable; request "+outcome, "err", err, "api", d.API, "stage", d.Stage, "route", d.Route)
 	}
 	return d
 }

@@ -9,13 +9,14 @@ import (
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/store/file"
 	"github.com/tollgate/tollgate/store/memory"
+	"github.com/tollgate/tollgate/store/redis"
 )
 
 // Store is what the server needs of a state store: the decision's state
 // (buckets, WAF counters, quota and usage counters) and the keys created at
 // run time, plus what the admin API does with them. store/memory keeps it all
 // in memory; store/file keeps what must survive a restart in an embedded
-// database; Redis follows.
+// database; store/redis shares it all between replicas.
 // Implementations are safe for concurrent use.
 type Store interface {
 	policy.State
@@ -47,7 +48,8 @@ type Store interface {
 // DefaultStore is the state store when Config.Store is empty.
 const DefaultStore = "file:./tollgate-data"
 
-// openStore opens the state store named by url: "memory:" or "file:DIR".
+// openStore opens the state store named by url: "memory:", "file:DIR" or a
+// Redis URL.
 func (s *Server) openStore(url string) (Store, error) {
 	switch {
 	case url == "memory:":
@@ -58,8 +60,10 @@ func (s *Server) openStore(url string) (Store, error) {
 			return nil, fmt.Errorf("--store %q: want file:DIR, such as %s", url, DefaultStore)
 		}
 		return file.Open(dir, file.Options{FlushInterval: s.cfg.FlushInterval, Now: s.now, OnFlush: s.flushed})
+	case strings.HasPrefix(url, "redis") || strings.HasPrefix(url, "unix:"):
+		return redis.Open(url, redis.Options{Timeout: s.cfg.StoreTimeout})
 	default:
-		return nil, fmt.Errorf("--store %q: unsupported store (supported: file:DIR, memory:)", url)
+		return nil, fmt.Errorf("--store %q: unsupported store (supported: file:DIR, memory:, redis://, rediss://, redis-sentinel://, redis-cluster://)", url)
 	}
 }
 

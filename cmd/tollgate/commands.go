@@ -54,8 +54,10 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", ":9001", "gRPC listen `address` (host:port or unix:/path)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin HTTP API listen `address` (host:port or unix:/path; - for none)")
 	tokenFile := fs.String("admin-token-file", "", "`file` holding the admin API's bearer token (default: $TOLLGATE_ADMIN_TOKEN; neither: the /v1 calls answer 503)")
-	fs.StringVar(&cfg.Store, "store", server.DefaultStore, "state store `url`: file:DIR or memory:")
+	fs.StringVar(&cfg.Store, "store", server.DefaultStore, "state store `url`: file:DIR, memory:, redis://host:port/db (rediss://, redis-sentinel://, redis-cluster://)")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", time.Second, "longest a file store keeps counts in memory before it writes them")
+	fs.DurationVar(&cfg.StoreTimeout, "store-timeout", 5*time.Millisecond, "budget of a decision's call to a Redis store")
+	onStoreError := fs.String("on-store-error", "allow", "when the store cannot be reached: `allow` (without limits) or deny (503)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long a graceful stop waits for calls in flight")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
@@ -64,6 +66,16 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("--log-level %q: %w", *level, err)
+	}
+	switch *onStoreError {
+	case "allow":
+	case "deny":
+		cfg.FailClosed = true
+	default:
+		return fmt.Errorf("--on-store-error %q: want allow or deny", *onStoreError)
+	}
+	if cfg.StoreTimeout <= 0 {
+		return fmt.Errorf("--store-timeout %v: want a positive duration such as 5ms", cfg.StoreTimeout)
 	}
 	if cfg.FlushInterval <= 0 {
 		return fmt.Errorf("--flush-interval %v: want a positive duration such as 1s", cfg.FlushInterval)
