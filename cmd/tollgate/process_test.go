@@ -87,16 +87,16 @@ func (b *lockedBuffer) String() string {
 	return b.b.String()
 }
 
-// startProc starts `tollgate serve` on free loopback ports with the data
-// directory and extra flags, and waits until it serves.
-func startProc(t *testing.T, policyFile, dataDir string, extra ...string) *proc {
+// startProc starts `tollgate serve` on free loopback ports with the store
+// and extra flags, and waits until it serves.
+func startProc(t *testing.T, policyFile, store string, extra ...string) *proc {
 	t.Helper()
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(procToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	args := append([]string{"serve", "--policy", policyFile, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-		"--store", "file:" + dataDir, "--admin-token-file", tokenFile}, extra...)
+		"--store", store, "--admin-token-file", tokenFile}, extra...)
 	p := &proc{t: t, cmd: exec.Command(binary(t), args...), logs: &lockedBuffer{}, exit: make(chan error, 1)}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -157,22 +157,45 @@ func (p *proc) stop(sig syscall.Signal) error {
 	}
 }
 
+// checkRequest is a CheckRequest as Envoy sends it, from ip for method and
+// path, with the API key when not empty.
+func checkRequest(ip, method, path, key string) *authv3.CheckRequest {
+	headers := map[string]string{}
+	if key != "" {
+		headers["x-api-key"] = key
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 40000}}}}},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: method, Path: path, Host: "api.example.com", Headers: headers}},
+	}}
+}
+
+// decide sends req and returns the HTTP status Envoy would answer (200
+// when allowed); safe to call from any goroutine.
+func (p *proc) decide(req *authv3.CheckRequest) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := p.authz.Check(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	if resp.GetStatus().GetCode() == 0 {
+		return 200, nil
+	}
+	return int(resp.GetDeniedResponse().GetStatus().GetCode()), nil
+}
+
 // check sends one request for the keyed route with key and reports whether
 // it was allowed.
 func (p *proc) check(key string) bool {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := p.authz.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-			SocketAddress: &corev3.SocketAddress{Address: "198.51.100.7", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 40000}}}}},
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Method: "POST", Path: "/partners/p-1/transactions", Host: "api.example.com", Headers: map[string]string{"x-api-key": key}}},
-	}})
+	status, err := p.decide(checkRequest("198.51.100.7", "POST", "/partners/p-1/transactions", key))
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	return resp.GetStatus().GetCode() == 0
+	return status == 200
 }
 
 // checks sends n requests and returns how many were allowed.
@@ -264,7 +287,7 @@ func TestRestartAfterSIGTERM(t *testing.T) {
 	// A flush interval far longer than the test: only the graceful
 	// stop's own write can bring the counts to disk.
 	dir := t.TempDir()
-	p := startProc(t, example, dir, "--flush-interval", "1h")
+	p := startProc(t, example, "file:"+dir, "--flush-interval", "1h")
 	const n = 17
 	if got := p.checks(freeKey, n); got != n {
 		t.Fatalf("step 1: got %d allowed, want %d", got, n)
@@ -276,7 +299,7 @@ func TestRestartAfterSIGTERM(t *testing.T) {
 		t.Fatalf("step 1: no stopped line in the logs:\n%s", p.logs.String())
 	}
 
-	p = startProc(t, example, dir, "--flush-interval", "1h")
+	p = startProc(t, example, "file:"+dir, "--flush-interval", "1h")
 	if got := p.used(); got != n {
 		t.Fatalf("step 2: got %d used after the restart, want exactly %d", got, n)
 	}
@@ -289,7 +312,7 @@ func TestRestartAfterSIGTERM(t *testing.T) {
 	if err := p.stop(syscall.SIGINT); err != nil {
 		t.Fatalf("step 4: SIGINT: exit %v, want status 0", err)
 	}
-	p = startProc(t, example, dir, "--flush-interval", "1h")
+	p = startProc(t, example, "file:"+dir, "--flush-interval", "1h")
 	if got := p.used(); got != n+3 {
 		t.Fatalf("step 4: got %d used after SIGINT and a restart, want %d", got, n+3)
 	}
@@ -302,7 +325,7 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 	awayFromMidnight(t)
 	dir := t.TempDir()
 	const interval = 200 * time.Millisecond
-	p := startProc(t, example, dir, "--flush-interval", interval.String())
+	p := startProc(t, example, "file:"+dir, "--flush-interval", interval.String())
 	const n, m = 12, 6
 	if got := p.checks(freeKey, n); got != n {
 		t.Fatalf("step 1: got %d allowed, want %d", got, n)
@@ -324,7 +347,7 @@ func TestRestartAfterSIGKILL(t *testing.T) {
 		t.Fatal("step 2: SIGKILL: got exit status 0")
 	}
 
-	p = startProc(t, example, dir, "--flush-interval", interval.String())
+	p = startProc(t, example, "file:"+dir, "--flush-interval", interval.String())
 	got := p.used()
 	t.Logf("admitted %d, flushed %d, then %d in the last interval; after the kill: %d used", n+m, n, m, got)
 	if got < n || got > n+m {
@@ -344,7 +367,7 @@ func TestSIGHUPReloads(t *testing.T) {
 	if err := os.WriteFile(policyFile, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startProc(t, policyFile, t.TempDir())
+	p := startProc(t, policyFile, "file:"+t.TempDir())
 	reloads := func(result string) float64 {
 		return p.metric(`tollgate_policy_reloads_total{result="` + result + `"}`)
 	}

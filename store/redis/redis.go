@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	_ "embed"
@@ -177,8 +178,13 @@ func Open(rawURL string, o Options) (*Store, error) {
 	return s, nil
 }
 
+// minIdle is the number of connections kept open when the URL does not set
+// min_idle_conns: dialing one takes a good part of a 5ms budget.
+const minIdle = 8
+
 // newClient returns the client for u's scheme, with retries off (a decision
-// has one budget) and the context's deadline honoured.
+// has one budget), the context's deadline honoured and connections kept
+// warm.
 func newClient(u *url.URL) (goredis.UniversalClient, error) {
 	base, variant, _ := strings.Cut(u.Scheme, "-")
 	if base != "redis" && base != "rediss" && !(base == "unix" && variant == "") {
@@ -193,6 +199,7 @@ func newClient(u *url.URL) (goredis.UniversalClient, error) {
 			return nil, err
 		}
 		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.DisableIdentity = -1, true, true
+		opt.MinIdleConns = cmp.Or(opt.MinIdleConns, minIdle)
 		return goredis.NewClient(opt), nil
 	case "sentinel":
 		opt, err := goredis.ParseFailoverURL(v.String())
@@ -203,6 +210,7 @@ func newClient(u *url.URL) (goredis.UniversalClient, error) {
 			return nil, errors.New("a sentinel URL needs master_name=NAME")
 		}
 		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.DisableIdentity = -1, true, true
+		opt.MinIdleConns = cmp.Or(opt.MinIdleConns, minIdle)
 		return goredis.NewFailoverClient(opt), nil
 	case "cluster":
 		opt, err := goredis.ParseClusterURL(v.String())
@@ -210,6 +218,7 @@ func newClient(u *url.URL) (goredis.UniversalClient, error) {
 			return nil, err
 		}
 		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.DisableIdentity = -1, true, true
+		opt.MinIdleConns = cmp.Or(opt.MinIdleConns, minIdle)
 		return goredis.NewClusterClient(opt), nil
 	default:
 		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, unix, redis-sentinel, redis-cluster)", u.Scheme)
