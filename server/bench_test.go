@@ -3,13 +3,24 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/redis/redistest"
 )
 
 // benchRuntimeKey is the value of a key created at run time (in the store,
@@ -68,6 +79,114 @@ func BenchmarkDecide(b *testing.B) {
 			for b.Loop() {
 				s.Decide(ctx, &r)
 			}
+		})
+	}
+}
+
+// BenchmarkDecideStores runs keyed decisions from many goroutines (callers)
+// through Server.Decide on each store, with limits high enough that they are
+// all allowed, and reports decisions per second and latency percentiles (of
+// Decide alone: no gRPC). The Redis store runs against a local redis-server
+// started for the benchmark, on the real clock, with a budget of 1s so that
+// the latency is Redis's, not the budget's; it also reports the round trips
+// per decision (script calls, from INFO commandstats) and the decisions that
+// failed open (none may).
+func BenchmarkDecideStores(b *testing.B) {
+	policyText := testPolicy(b,
+		"throttle: {rate: 10000, burst: 5000}", "throttle: {rate: 10000000, burst: 10000000}",
+		"throttle: {rate: 5000, burst: 10000}", "throttle: {rate: 10000000, burst: 10000000}",
+		"throttle: {rate: 1000, burst: 2000}", "throttle: {rate: 10000000, burst: 10000000}",
+		"enterprise:\n    throttle: {rate: 1000, burst: 2000}", "enterprise:\n    throttle: {rate: 10000000, burst: 10000000}")
+	file := filepath.Join(b.TempDir(), "policy.yaml")
+	if err := os.WriteFile(file, []byte(policyText), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	req := policy.Request{Method: "POST", Path: "/partners/p-17/transactions", Host: "api.example.com", Peer: "198.51.100.7:53124",
+		Headers: map[string]string{"x-api-key": "tg_demo_ent_00000000000000001", "user-agent": "bench/1.0"}}
+	for _, c := range []struct {
+		store       string
+		parallelism int // goroutines per GOMAXPROCS
+	}{{"memory", 25}, {"file", 25}, {"redis", 4}, {"redis", 25}} {
+		store := c.store
+		b.Run(fmt.Sprintf("%s/callers=%d", store, c.parallelism*runtime.GOMAXPROCS(0)), func(b *testing.B) {
+			url := "memory:"
+			var info *goredis.Client
+			switch store {
+			case "file":
+				url = "file:" + b.TempDir()
+			case "redis":
+				srv := redistest.Start(b)
+				url = srv.URL()
+				info = goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+				defer info.Close()
+			}
+			s, err := New(Config{PolicyFile: file, GRPCAddr: "127.0.0.1:0", Store: url, AdminAddr: "-", StoreTimeout: time.Second,
+				Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.lis.Close(); s.store.Close() })
+			// scriptCalls returns the calls of EVALSHA and EVAL: the
+			// round trips of decisions (INFO's command counts also
+			// hold the commands the scripts run).
+			scriptCalls := func() int64 {
+				if info == nil {
+					return 0
+				}
+				text, err := info.Info(context.Background(), "commandstats").Result()
+				if err != nil {
+					b.Fatal(err)
+				}
+				var n int64
+				for _, line := range strings.Split(text, "\r\n") {
+					for _, cmd := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
+						if v, ok := strings.CutPrefix(line, cmd); ok {
+							c, _ := strconv.ParseInt(v[:strings.IndexByte(v, ',')], 10, 64)
+							n += c
+						}
+					}
+				}
+				return n
+			}
+			var mu sync.Mutex
+			var lat []time.Duration
+			var denied, failedOpen atomic.Int64
+			ctx := context.Background()
+			callsBefore := scriptCalls()
+			start := time.Now()
+			b.SetParallelism(c.parallelism)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				r := req
+				mine := make([]time.Duration, 0, 1<<16)
+				for pb.Next() {
+					t := time.Now()
+					if d := s.Decide(ctx, &r); d.Verdict != policy.Allow {
+						denied.Add(1)
+					} else if d.NLimits == 0 {
+						failedOpen.Add(1) // allowed without the store
+					}
+					mine = append(mine, time.Since(t))
+				}
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			})
+			b.StopTimer()
+			elapsed := time.Since(start)
+			if info != nil {
+				b.ReportMetric(float64(scriptCalls()-callsBefore)/float64(len(lat)), "round-trips/op")
+			}
+			b.ReportMetric(float64(failedOpen.Load())/float64(len(lat)), "failed-open/op")
+			if n := denied.Load(); n > 0 {
+				b.Fatalf("%d of %d decisions denied, want all allowed", n, len(lat))
+			}
+			slices.Sort(lat)
+			pct := func(p float64) float64 { return float64(lat[int(float64(len(lat)-1)*p)].Microseconds()) }
+			b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "decisions/s")
+			b.ReportMetric(pct(0.50), "p50-µs")
+			b.ReportMetric(pct(0.90), "p90-µs")
+			b.ReportMetric(pct(0.99), "p99-µs")
 		})
 	}
 }

@@ -3,7 +3,11 @@
 --
 -- Times are microseconds: Redis's own clock (TIME) unless ARGV[1] gives one.
 -- Bucket contents are nano-tokens and rates micro-requests per second, as in
--- policy.Throttle; numbers are Lua doubles, exact below 2^53.
+-- policy.Throttle; numbers are Lua doubles, exact below 2^53, and written with
+-- string.format('%d') (Lua's own number formatting keeps 14 digits only).
+-- A bucket is a string "tokens last"; quota and usage counters are hashes
+-- (u: used, g: granted). Each key costs the fewest commands: a read, and a
+-- write only when it changes.
 
 local now
 if ARGV[1] ~= '' then
@@ -17,15 +21,19 @@ local a = 6 -- next ARGV
 local reply = {0, 0, now}
 
 -- 1. WAF hits, in order, up to the first over its limit: sliding-window
--- counters of two fixed windows (w: index of the current one, c: its count,
--- p: the previous one's count).
+-- counters of two fixed windows, kept as "w c p" (the index of the current
+-- window, its count, the previous one's count).
 for i = 1, nh do
   local k, limit, win = KEYS[i], tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
   local idx = math.floor(now / win)
   local elapsed = now - idx * win
-  local st = redis.call('HMGET', k, 'w', 'c', 'p')
-  local w, c, p = tonumber(st[1]), tonumber(st[2]) or 0, tonumber(st[3]) or 0
+  local w, c, p
+  local st = redis.call('GET', k)
+  if st then
+    w, c, p = string.match(st, '^(%d+) (%d+) (%d+)$')
+    w, c, p = tonumber(w), tonumber(c), tonumber(p)
+  end
   if w == nil then
     w, c, p = idx, 0, 0
   elseif idx == w + 1 then
@@ -36,8 +44,7 @@ for i = 1, nh do
     elapsed = 0 -- the clock went back: count into the current window
   end
   c = c + 1
-  redis.call('HSET', k, 'w', w, 'c', c, 'p', p)
-  redis.call('PEXPIRE', k, math.ceil(2 * win / 1000) + 1000)
+  redis.call('SET', k, string.format('%d %d %d', w, c, p), 'PX', math.ceil(2 * win / 1000) + 1000)
   local count = c + math.floor(p * (win - elapsed) / win)
   reply[#reply + 1] = count
   if count > limit then
@@ -54,8 +61,12 @@ for i = 1, no do
   if kind == 'b' then
     local rate, burst = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
     local full = burst * 1000000000
-    local st = redis.call('HMGET', k, 't', 'l')
-    local tokens, last = tonumber(st[1]), tonumber(st[2])
+    local tokens, last
+    local st = redis.call('GET', k)
+    if st then
+      tokens, last = string.match(st, '^(%d+) (%d+)$')
+      tokens, last = tonumber(tokens), tonumber(last)
+    end
     -- policy.Throttle.At: a new bucket is full; a clock that goes back
     -- refills nothing and never moves last back.
     if last == nil then
@@ -102,17 +113,15 @@ if no > 0 and all then
     local op = ops[i]
     if op.kind == 'b' then
       local left = op.tokens - 1000000000
-      redis.call('HSET', op.k, 't', left, 'l', op.last)
+      local v = string.format('%d %d', left, op.last)
       if op.rate > 0 then
         -- Dropped once full: a full bucket carries no information.
-        local ms = math.ceil((op.full - left) / op.rate) + 1000
-        redis.call('PEXPIRE', op.k, ms)
+        redis.call('SET', op.k, v, 'PX', math.ceil((op.full - left) / op.rate) + 1000)
       else
-        redis.call('PERSIST', op.k)
+        redis.call('SET', op.k, v)
       end
-    else
-      redis.call('HINCRBY', op.k, 'u', 1)
-      redis.call('PEXPIREAT', op.k, op.expireAt)
+    elseif redis.call('HINCRBY', op.k, 'u', 1) == 1 then
+      redis.call('PEXPIREAT', op.k, op.expireAt) -- a new counter
     end
   end
 end
@@ -120,7 +129,8 @@ end
 -- 3. The usage-history counter of an admitted request.
 if usage == 1 and (no == 0 or all) then
   local k = KEYS[nh + no + 1]
-  redis.call('HINCRBY', k, 'u', 1)
-  redis.call('PEXPIREAT', k, tonumber(ARGV[5]))
+  if redis.call('HINCRBY', k, 'u', 1) == 1 then
+    redis.call('PEXPIREAT', k, tonumber(ARGV[5]))
+  end
 end
 return reply
