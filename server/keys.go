@@ -16,10 +16,10 @@ import (
 const (
 	keyCacheShards = 16
 	keyCacheSize   = 16 << 10
-	// keyCacheTTL bounds how long a cached answer is used: a change made
-	// by another replica sharing the store is seen after at most this
-	// long. Changes made through this process's admin API are seen on the
-	// next request.
+	// keyCacheTTL bounds how long a cached answer is used. Changes made
+	// through this process's admin API are seen on the next request, and
+	// so are other replicas' when the store announces them (Redis); a
+	// missed announcement is made up for after at most this long.
 	keyCacheTTL = 10 * time.Second
 )
 

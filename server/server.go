@@ -174,6 +174,12 @@ func New(cfg Config) (_ *Server, err error) {
 	return s, nil
 }
 
+// keyWatcher is a store shared by replicas that announces changes to its
+// run-time keys (store/redis).
+type keyWatcher interface {
+	WatchKeys(ctx context.Context, changed func())
+}
+
 // Listen listens on a tcp "host:port" or a "unix:/path" address. A stale
 // socket file left by a crashed process is removed first.
 func Listen(addr string) (net.Listener, error) {
@@ -215,6 +221,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancel()
 
 	var watchers sync.WaitGroup
+	if kw, ok := s.store.(keyWatcher); ok {
+		// Changes to run-time keys made through another replica's admin
+		// API reach this one's key cache at once, not after its TTL.
+		watchers.Go(func() { kw.WatchKeys(ctx, s.keys.invalidate) })
+	}
 	if w, err := s.watchPolicy(); err != nil {
 		s.log.Warn("policy file not watched; reload with SIGHUP", "policy", s.cfg.PolicyFile, "err", err)
 	} else {

@@ -76,7 +76,9 @@ type Store struct {
 	url  string // without credentials, for messages
 	opts Options
 
-	keysKey, byHashKey string
+	// keysKey and byHashKey are the hashes of the run-time keys, by id and
+	// by hash; changesKey is the channel their changes are announced on.
+	keysKey, byHashKey, changesKey string
 
 	fails   atomic.Int32
 	open    atomic.Bool
@@ -91,19 +93,23 @@ var (
 	applyScript = goredis.NewScript(applySrc)
 
 	// saveKey replaces the key ARGV[1] (record ARGV[2], hash ARGV[3]) in
-	// the keys hash KEYS[1] and its hash index KEYS[2].
+	// the keys hash KEYS[1] and its hash index KEYS[2], and announces the
+	// id on the channel KEYS[3].
 	saveKeyScript = goredis.NewScript(`
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then redis.call('HDEL', KEYS[2], cjson.decode(old)['hash']) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[1])
 return 1`)
-	// deleteKey removes the key ARGV[1]; 1 when there was one.
+	// deleteKey removes the key ARGV[1] (announced as saveKey does); 1
+	// when there was one.
 	deleteKeyScript = goredis.NewScript(`
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old then return 0 end
 redis.call('HDEL', KEYS[2], cjson.decode(old)['hash'])
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[1])
 return 1`)
 	// lookupKey returns the record of the key whose hash is ARGV[1].
 	lookupKeyScript = goredis.NewScript(`
@@ -168,7 +174,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("--store %s: %w", u.Redacted(), err)
 	}
 	s := &Store{c: c, url: u.Redacted(), opts: o, done: make(chan struct{}),
-		keysKey: o.Prefix + "keys", byHashKey: o.Prefix + "keys-by-hash"}
+		keysKey: o.Prefix + "keys", byHashKey: o.Prefix + "keys-by-hash", changesKey: o.Prefix + "keys-changed"}
 	ctx, cancel := context.WithTimeout(context.Background(), o.AdminTimeout)
 	defer cancel()
 	if err := s.loadScripts(ctx); err != nil {
@@ -463,7 +469,7 @@ func (s *Store) SaveKey(k *policy.APIKey) error {
 	}
 	ctx, cancel := s.adminCall()
 	defer cancel()
-	if err := saveKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey}, k.ID, rec, policy.KeyHashText(k.Hash)).Err(); err != nil {
+	if err := saveKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey, s.changesKey}, k.ID, rec, policy.KeyHashText(k.Hash)).Err(); err != nil {
 		return fmt.Errorf("redis %s: save key %q: %w", s.url, k.ID, err)
 	}
 	return nil
@@ -474,7 +480,7 @@ func (s *Store) SaveKey(k *policy.APIKey) error {
 func (s *Store) DeleteKey(id string) (bool, error) {
 	ctx, cancel := s.adminCall()
 	defer cancel()
-	n, err := deleteKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey}, id).Int()
+	n, err := deleteKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey, s.changesKey}, id).Int()
 	if err != nil {
 		return false, fmt.Errorf("redis %s: delete key %q: %w", s.url, id, err)
 	}
@@ -534,6 +540,29 @@ func (s *Store) Grant(k policy.Key, n int64, end time.Time) error {
 		return fmt.Errorf("redis %s: grant: %w", s.url, err)
 	}
 	return nil
+}
+
+// WatchKeys calls changed whenever a replica sharing the store (this one
+// included) changes a run-time key, and when the subscription is made again
+// after a lost connection (changes may have been missed), until ctx is done.
+// It returns when ctx is done.
+func (s *Store) WatchKeys(ctx context.Context, changed func()) {
+	sub := s.c.Subscribe(ctx, s.changesKey)
+	defer sub.Close()
+	// Subscription messages come with every (re)subscription: a change
+	// may have been missed while the connection was down.
+	ch := sub.ChannelWithSubscriptions(goredis.WithChannelHealthCheckInterval(time.Second))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+			changed()
+		}
+	}
 }
 
 // Ready pings Redis; while the circuit is open it reports that without a
