@@ -404,6 +404,36 @@ func (c *compiler) stage(path, apiName, name string, v any) *Stage {
 
 var routeFields = []string{"match", "throttle", "api_key", "waf", "concurrency"}
 
+// concurrency decodes a route's in-flight cap: a number, or {limit, status}
+// where status (429 by default) is 429 or 503.
+func (c *compiler) concurrency(path string, v any, r *Route) {
+	r.concurrencyStatus = 429
+	if _, isMap := v.(map[string]any); !isMap {
+		if _, isMap := v.(map[any]any); !isMap {
+			n, _ := c.integer(path, v, 0, math.MaxInt32)
+			r.Concurrency = int(n)
+			return
+		}
+	}
+	o, ok := c.object(path, v, "limit", "status")
+	if !ok {
+		return
+	}
+	if lpath, lv, ok := o.get("limit"); ok {
+		n, _ := c.integer(lpath, lv, 0, math.MaxInt32)
+		r.Concurrency = int(n)
+	} else {
+		c.errorf(lpath, "required field is missing")
+	}
+	if spath, sv, ok := o.get("status"); ok {
+		if n, ok := c.integer(spath, sv, 0, 999); ok && n != 429 && n != 503 {
+			c.errorf(spath, "%d is not 429 or 503", n)
+		} else if ok {
+			r.concurrencyStatus = int(n)
+		}
+	}
+}
+
 func (c *compiler) route(path string, st *Stage, defaults *Throttle, v any) {
 	o, ok := c.object(path, v, routeFields...)
 	if !ok {
@@ -435,8 +465,11 @@ func (c *compiler) route(path string, st *Stage, defaults *Throttle, v any) {
 		r.wafSkip = s == "skip"
 	}
 	if path, v, ok := o.get("concurrency"); ok {
-		n, _ := c.integer(path, v, 0, math.MaxInt32)
-		r.Concurrency = int(n)
+		c.concurrency(path, v, r)
+		if r.Concurrency > 0 {
+			// Not the cap: a new cap counts the requests in flight.
+			r.concurrencyKey = c.limitID("concurrency|" + st.Name + "|" + r.Match)
+		}
 	}
 	if !matched {
 		return

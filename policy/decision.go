@@ -69,15 +69,19 @@ const (
 	TierStage
 	TierAccount
 	TierQuota
+	// TierConcurrency is a route's in-flight cap (ext_proc only); it is
+	// not a rate and sends no rate-limit header.
+	TierConcurrency
 )
 
-var tierNames = [...]string{"plan", "route", "stage", "account", "quota"}
+var tierNames = [...]string{"plan", "route", "stage", "account", "quota", "concurrency"}
 
 func (t Tier) String() string { return tierNames[t] }
 
 // MaxLimits is the largest number of limits one request can meet: a plan
-// bucket, a route bucket, a stage bucket, the account bucket and a quota.
-const MaxLimits = 5
+// bucket, a route bucket, a stage bucket, the account bucket, a quota and a
+// concurrency cap.
+const MaxLimits = 6
 
 // Limit is the state of one limit as the decision saw it: after the take when
 // the request was allowed, before it (nothing taken) when it was denied.
@@ -122,8 +126,13 @@ type Decision struct {
 	// Customer, KeyID and Plan are set when an API key was used.
 	Customer, KeyID, Plan string
 	// Concurrency is the matched route's in-flight cap (0 = none); it is
-	// enforced by callers that see the end of a request (ext_proc).
+	// enforced for requests with a Lease (ext_proc).
 	Concurrency int
+	// Slot is the concurrency slot the request took (its Limit is empty
+	// when it took none); the caller releases it with State.Release(Slot,
+	// Lease) when the request ends.
+	Slot  Key
+	Lease string
 	// Counted names the first WAF count rule that matched (or whose rate
 	// was exceeded), for logs and metrics; empty when none.
 	Counted Reason

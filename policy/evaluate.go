@@ -214,6 +214,10 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 				End:   end,
 			})
 		}
+		if route != nil && route.Concurrency > 0 && r.Lease != "" {
+			b.Ops = append(b.Ops, Op{Key: Key{Limit: route.concurrencyKey}, Tier: TierConcurrency,
+				Quota: int64(route.Concurrency), Lease: r.Lease})
+		}
 	}
 	if plan != nil && !predeny {
 		b.Usage = Key{Limit: plan.usageKey, Subject: customer, Period: utcDay(now)}
@@ -242,10 +246,15 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 		return pre, nil
 	}
 	d.setLimits(b.Ops, period)
+	if b.Taken {
+		if n := len(b.Ops); n > 0 && b.Ops[n-1].Tier == TierConcurrency {
+			d.Slot, d.Lease = b.Ops[n-1].Key, r.Lease
+		}
+	}
 	if b.Taken || len(b.Ops) == 0 {
 		return d, nil
 	}
-	reason, body := ReasonNone, BodyTooManyRequests
+	status, reason, body := 429, ReasonNone, BodyTooManyRequests
 	var wait time.Duration
 	for i := range b.Ops {
 		o := &b.Ops[i]
@@ -254,13 +263,18 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 		}
 		if reason == ReasonNone {
 			reason = tierReasons[o.Tier]
-			if o.Tier == TierQuota {
+			switch o.Tier {
+			case TierQuota:
 				body = BodyLimitExceeded
+			case TierConcurrency:
+				if status = route.concurrencyStatus; status == 503 {
+					body = BodyUnavailable
+				}
 			}
 		}
 		wait = max(wait, o.Wait)
 	}
-	d.deny(429, reason, body)
+	d.deny(status, reason, body)
 	d.RetryAfter = finite(wait)
 	return d, nil
 }
@@ -271,6 +285,8 @@ var tierReasons = [...]Reason{
 	TierStage:   ReasonThrottleStage,
 	TierAccount: ReasonThrottleAccount,
 	TierQuota:   ReasonQuota,
+
+	TierConcurrency: ReasonConcurrency,
 }
 
 // defaultBlock stands for waf.default_action: block.
@@ -305,6 +321,9 @@ func (d *Decision) setLimits(ops []Op, period time.Duration) {
 	n := 0
 	for i := range ops {
 		o := &ops[i]
+		if o.Tier == TierConcurrency {
+			continue // not a rate: no rate-limit header
+		}
 		l := Limit{Tier: o.Tier, Remaining: o.Remaining, Reset: finite(o.Reset), Wait: finite(o.Wait)}
 		if o.Tier == TierQuota {
 			l.Quota, l.Window = o.Quota, period

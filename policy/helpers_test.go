@@ -36,6 +36,16 @@ func sha(key string) string {
 	return "sha256:" + hex.EncodeToString(s[:])
 }
 
+// exampleText returns the shipped example's text.
+func exampleText(t testing.TB) string {
+	t.Helper()
+	data, err := os.ReadFile(examplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
 // example loads the shipped example, with each edits[i] replaced by
 // edits[i+1] in its text.
 func example(t testing.TB, edits ...string) *policy.Policy {

@@ -107,6 +107,9 @@ type Route struct {
 	wafSkip     bool
 	// Concurrency is the in-flight cap (ext_proc only); 0: none.
 	Concurrency int
+	// concurrencyStatus answers a request over the cap: 429 or 503.
+	concurrencyStatus int
+	concurrencyKey    string
 }
 
 // Plan is a compiled usage plan.

@@ -353,6 +353,8 @@ func (r *batchRecorder) Apply(now time.Time, b *policy.Batch) error {
 	return nil
 }
 
+func (r *batchRecorder) Release(policy.Key, string) error { return nil }
+
 func TestUsageKeyOfKeyedRequests(t *testing.T) {
 	p := example(t)
 	pro := p.Plan("pro")

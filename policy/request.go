@@ -18,4 +18,9 @@ type Request struct {
 	// API and Stage are the stage Envoy named (ext_authz context
 	// extensions); empty when it named none. Stage may also be "api/stage".
 	API, Stage string
+	// Lease is set by callers that see the end of the request (ext_proc):
+	// a unique id under which the request may hold a concurrency slot of
+	// its route (SPEC §3 step 6), released with State.Release. Empty: no
+	// concurrency cap applies (ext_authz).
+	Lease string
 }

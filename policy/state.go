@@ -18,6 +18,9 @@ type State interface {
 	// It fills in the results of b. An error means the state could not be
 	// reached; b's results are then undefined.
 	Apply(now time.Time, b *Batch) error
+	// Release gives back the concurrency slot k that an Apply took for
+	// lease. Callers release each slot exactly once.
+	Release(k Key, lease string) error
 }
 
 // Key identifies one counter or bucket. Limit is the identity of the limit's
@@ -47,9 +50,11 @@ type Op struct {
 	// Throttle is the bucket's limit (tiers other than TierQuota).
 	Throttle Throttle
 	// Quota is the counter's limit, and End the end of its period
-	// (TierQuota).
+	// (TierQuota); for TierConcurrency, Quota is the cap.
 	Quota int64
 	End   time.Time
+	// Lease is the id a TierConcurrency op takes its slot under.
+	Lease string
 
 	// Set by Apply.
 	OK        bool          // the op admits the request
@@ -130,3 +135,23 @@ func (o *Op) CheckQuota(used, granted int64, now time.Time) {
 
 // TakeQuota records the take of one request on a quota CheckQuota admitted.
 func (o *Op) TakeQuota() { o.Remaining-- }
+
+// slotWait is the Wait of a concurrency op that does not admit: slots free
+// up when requests end, which no clock predicts; a client is told to retry
+// in a second.
+const slotWait = time.Second
+
+// CheckSlot checks a concurrency op against the slots held, without taking.
+func (o *Op) CheckSlot(held int64) {
+	o.OK = held < o.Quota
+	o.Remaining = max(o.Quota-held, 0)
+	o.Reset = 0
+	if o.OK {
+		o.Wait = 0
+	} else {
+		o.Wait = slotWait
+	}
+}
+
+// TakeSlot records the take of a slot CheckSlot admitted.
+func (o *Op) TakeSlot() { o.Remaining-- }

@@ -126,6 +126,8 @@ func (s *recorder) Apply(now time.Time, b *policy.Batch) error {
 	return nil
 }
 
+func (s *recorder) Release(policy.Key, string) error { return nil }
+
 func (s *recorder) String() string { return strings.Join(s.batches, "; ") }
 
 var _ policy.State = (*recorder)(nil)

@@ -297,6 +297,10 @@ func pruneCounters(b *bolt.Bucket, now time.Time, retention time.Duration) error
 // on the disk.
 func (s *Store) Apply(now time.Time, b *policy.Batch) error { return s.mem.Apply(now, b) }
 
+// Release implements policy.State: concurrency slots live in memory only
+// (requests in flight end with the process).
+func (s *Store) Release(k policy.Key, lease string) error { return s.mem.Release(k, lease) }
+
 // LookupKey implements policy.Keys, from memory.
 func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 	return s.mem.LookupKey(hash)

@@ -57,6 +57,9 @@ type shard struct {
 	buckets  table[bucket]
 	counters table[counter]
 	quotas   table[quota]
+	// slots counts the concurrency slots held per route; an entry goes
+	// when its count drops to 0.
+	slots table[int64]
 	// next is the entry count at which Apply sweeps the shard.
 	next int
 	// changed lists the keys of the quota and usage counters changed
@@ -122,6 +125,7 @@ func New(opts ...Option) *Store {
 		sh.buckets = newTable[bucket]()
 		sh.counters = newTable[counter]()
 		sh.quotas = newTable[quota]()
+		sh.slots = newTable[int64]()
 		sh.next = sweepMin
 	}
 	return s
@@ -193,6 +197,35 @@ func (s *Store) Apply(now time.Time, b *policy.Batch) error {
 	return nil
 }
 
+// Release implements policy.State: the route's count of slots held drops
+// by one. The memory store counts slots and does not need the lease.
+func (s *Store) Release(k policy.Key, lease string) error {
+	h := s.hash(k)
+	sh := &s.shards[s.shardOf(h)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	held, ok := sh.slots.get(h, k)
+	switch {
+	case !ok || held <= 0:
+		return fmt.Errorf("memory: release of %s/%s: no slot is held", k.Limit, lease)
+	case held == 1:
+		sh.slots.remove(h, k)
+	default:
+		sh.slots.put(h, k, held-1)
+	}
+	return nil
+}
+
+// Slots returns the concurrency slots held under k.
+func (s *Store) Slots(k policy.Key) int64 {
+	h := s.hash(k)
+	sh := &s.shards[s.shardOf(h)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	held, _ := sh.slots.get(h, k)
+	return held
+}
+
 // countUsage adds one to the usage-history counter k at n.
 func (s *Store) countUsage(k policy.Key, n int64) {
 	h := s.hash(k)
@@ -230,10 +263,14 @@ func (s *Store) apply(now time.Time, ops []policy.Op) bool {
 	for i := range ops {
 		o, sh := &ops[i], &s.shards[idx[i]]
 		var cur policy.Bucket
-		if o.Tier == policy.TierQuota {
+		switch o.Tier {
+		case policy.TierQuota:
 			q, _ := sh.quotas.get(hashes[i], o.Key)
 			o.CheckQuota(q.used, q.granted, now)
-		} else {
+		case policy.TierConcurrency:
+			held, _ := sh.slots.get(hashes[i], o.Key)
+			o.CheckSlot(held)
+		default:
 			b, _ := sh.buckets.get(hashes[i], o.Key)
 			cur = o.CheckBucket(b.b, now)
 		}
@@ -244,14 +281,19 @@ func (s *Store) apply(now time.Time, ops []policy.Op) bool {
 		n := now.UnixNano()
 		for i := range ops {
 			o, sh := &ops[i], &s.shards[idx[i]]
-			if o.Tier == policy.TierQuota {
+			switch o.Tier {
+			case policy.TierQuota:
 				q, _ := sh.quotas.get(hashes[i], o.Key)
 				q.used++
 				q.end = o.End.UnixNano()
 				s.note(sh, o.Key, &q)
 				sh.quotas.put(hashes[i], o.Key, q)
 				o.TakeQuota()
-			} else {
+			case policy.TierConcurrency:
+				held, _ := sh.slots.get(hashes[i], o.Key)
+				sh.slots.put(hashes[i], o.Key, held+1)
+				o.TakeSlot()
+			default:
 				sh.buckets.put(hashes[i], o.Key, bucket{b: o.TakeBucket(bkt[i]), t: o.Throttle})
 			}
 		}

@@ -589,3 +589,31 @@ func BenchmarkApplyParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestConcurrencySlots: a cap of 2 admits two requests, the third is denied
+// and takes nothing else; a release frees a slot; releasing a slot not held
+// is an error.
+func TestConcurrencySlots(t *testing.T) {
+	s := New()
+	slot := policy.Op{Key: policy.Key{Limit: "cc"}, Tier: policy.TierConcurrency, Quota: 2, Lease: "l"}
+	q := quotaOp("q", 100, t0.Add(-time.Hour), t0.Add(time.Hour))
+	for i, want := range []bool{true, true, false} {
+		if got := apply(t, s, t0, nil, q, slot).Taken; got != want {
+			t.Fatalf("step 1.%d: got taken %v, want %v", i, got, want)
+		}
+	}
+	if used := s.Used(q.Key); used != 2 || s.Slots(slot.Key) != 2 {
+		t.Fatalf("step 1: got %d quota used and %d slots, want 2 and 2", used, s.Slots(slot.Key))
+	}
+	for range 2 {
+		if err := s.Release(slot.Key, "l"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Release(slot.Key, "l"); err == nil {
+		t.Fatal("step 2: a third release of two slots: got no error")
+	}
+	if s.Slots(slot.Key) != 0 || s.Len() != 1 {
+		t.Fatalf("step 2: got %d slots and %d entries, want 0 and 1 (the quota; none for slots)", s.Slots(slot.Key), s.Len())
+	}
+}

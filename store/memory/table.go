@@ -46,6 +46,15 @@ func (t *table[V]) put(h uint64, k policy.Key, v V) {
 	}
 }
 
+// remove deletes the entry of k, whose hash is h.
+func (t *table[V]) remove(h uint64, k policy.Key) {
+	if e, ok := t.m[h]; ok && e.key == k {
+		delete(t.m, h)
+		return
+	}
+	delete(t.overflow, k)
+}
+
 // len returns the number of entries.
 func (t *table[V]) len() int { return len(t.m) + len(t.overflow) }
 

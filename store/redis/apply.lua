@@ -17,7 +17,8 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local nh, no, usage = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local a = 6 -- next ARGV
+local leaseTTL = tonumber(ARGV[6]) -- µs
+local a = 7 -- next ARGV
 local reply = {0, 0, now}
 
 -- 1. WAF hits, in order, up to the first over its limit: sliding-window
@@ -94,6 +95,16 @@ for i = 1, no do
     all = all and tokens >= 1000000000
     reply[#reply + 1] = tokens
     reply[#reply + 1] = last
+  elseif kind == 'c' then
+    -- A concurrency cap: a sorted set of leases scored by their expiry;
+    -- those of holders that vanished without a release have run out.
+    local cap = tonumber(ARGV[a + 1])
+    op.lease = ARGV[a + 2]
+    redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+    local held = redis.call('ZCARD', k)
+    all = all and held < cap
+    reply[#reply + 1] = held
+    reply[#reply + 1] = 0
   else
     local quota, expireAt = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
     local st = redis.call('HMGET', k, 'u', 'g')
@@ -120,6 +131,9 @@ if no > 0 and all then
       else
         redis.call('SET', op.k, v)
       end
+    elseif op.kind == 'c' then
+      redis.call('ZADD', op.k, now + leaseTTL, op.lease)
+      redis.call('PEXPIRE', op.k, math.ceil(leaseTTL / 1000) + 1000)
     elseif redis.call('HINCRBY', op.k, 'u', 1) == 1 then
       redis.call('PEXPIREAT', op.k, op.expireAt) -- a new counter
     end

@@ -36,6 +36,9 @@ const (
 	// DefaultPrefix begins every key. Its hash tag puts all of tollgate's
 	// keys in one Redis Cluster slot (see the package doc).
 	DefaultPrefix = "{tollgate}:"
+	// DefaultLeaseTTL is the longest a request may hold a concurrency
+	// slot.
+	DefaultLeaseTTL = time.Hour
 )
 
 // Circuit breaker: after breakAfter failures in a row, calls fail at once
@@ -45,6 +48,9 @@ const (
 	breakAfter = 3
 	probeEvery = 50 * time.Millisecond
 )
+
+// releaseTimeout is the least time a Release may take.
+const releaseTimeout = 100 * time.Millisecond
 
 // ErrUnavailable is returned, without a call to Redis, while the circuit is
 // open: Redis failed breakAfter times in a row and has not answered a ping
@@ -64,6 +70,10 @@ type Options struct {
 	// Prefix begins every key (default DefaultPrefix; the URL's prefix
 	// parameter sets it too). Replicas that share limits share a prefix.
 	Prefix string
+	// LeaseTTL bounds how long a concurrency slot is held without a
+	// release: the slot of a replica that died with requests in flight
+	// frees up after it (default DefaultLeaseTTL).
+	LeaseTTL time.Duration
 	// CallerClock makes Apply use the instant it is given instead of
 	// Redis's own clock; for tests over fixed instants. Replicas must use
 	// Redis's clock, so that they agree on time.
@@ -168,6 +178,9 @@ func Open(rawURL string, o Options) (*Store, error) {
 	}
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = DefaultLeaseTTL
 	}
 	c, err := newClient(u)
 	if err != nil {
@@ -294,7 +307,8 @@ func (s *Store) probe() {
 }
 
 // key returns the Redis key of a state key: the prefix, the kind (w: WAF
-// counter, b: bucket, c: quota or usage counter), the limit, the subject
+// counter, b: bucket, c: quota or usage counter, s: concurrency slots), the
+// limit, the subject
 // (length first: it may hold any character), the address and the period.
 func (s *Store) key(kind byte, k policy.Key) string {
 	b := make([]byte, 0, len(s.opts.Prefix)+len(k.Limit)+len(k.Subject)+64)
@@ -317,12 +331,13 @@ func (s *Store) key(kind byte, k policy.Key) string {
 // Apply implements policy.State in one call of the apply script, within the
 // decision budget. KEYS are the hits', the ops' and the usage counter's;
 // ARGV: the instant in µs ("" for Redis's clock), the counts of hits and
-// ops, whether there is a usage counter and its expiry (Unix ms), then per
-// hit its limit and window (µs), per op "b", rate (µreq/s), burst or "q",
-// limit, expiry (Unix ms). The reply: the blocking hit (1-based, 0: none),
-// whether the ops were taken, the instant (µs), each counted hit's count, and
-// per op (when no hit blocked) the bucket refilled (nano-tokens, µs) or the
-// quota's used and granted, before the take.
+// ops, whether there is a usage counter and its expiry (Unix ms), the lease
+// TTL (µs), then per hit its limit and window (µs), per op "b", rate
+// (µreq/s), burst or "q", limit, expiry (Unix ms) or "c", cap, lease. The
+// reply: the blocking hit (1-based, 0: none), whether the ops were taken, the
+// instant (µs), each counted hit's count, and per op (when no hit blocked)
+// the bucket refilled (nano-tokens, µs), the quota's used and granted, or the
+// slots held, before the take.
 func (s *Store) Apply(now time.Time, b *policy.Batch) error {
 	b.Blocked, b.Taken = -1, false
 	usage := b.Usage.Limit != ""
@@ -339,7 +354,7 @@ func (s *Store) Apply(now time.Time, b *policy.Batch) error {
 	if usage {
 		usageAt = time.Unix(b.Usage.Period, 0).Add(24*time.Hour + s.opts.Retention).UnixMilli()
 	}
-	args = append(args, clock, len(b.Hits), len(b.Ops), b2i(usage), usageAt)
+	args = append(args, clock, len(b.Hits), len(b.Ops), b2i(usage), usageAt, s.opts.LeaseTTL.Microseconds())
 	for i := range b.Hits {
 		h := &b.Hits[i]
 		if h.Window < time.Microsecond {
@@ -350,10 +365,14 @@ func (s *Store) Apply(now time.Time, b *policy.Batch) error {
 	}
 	for i := range b.Ops {
 		o := &b.Ops[i]
-		if o.Tier == policy.TierQuota {
+		switch o.Tier {
+		case policy.TierQuota:
 			keys = append(keys, s.key('c', o.Key))
 			args = append(args, "q", o.Quota, o.End.Add(s.opts.Retention).UnixMilli())
-		} else {
+		case policy.TierConcurrency:
+			keys = append(keys, s.key('s', o.Key))
+			args = append(args, "c", o.Quota, o.Lease)
+		default:
 			keys = append(keys, s.key('b', o.Key))
 			args = append(args, "b", o.Throttle.RateMicro, o.Throttle.Burst)
 		}
@@ -407,10 +426,17 @@ func (s *Store) read(res []int64, b *policy.Batch) error {
 	for i := range b.Ops {
 		o := &b.Ops[i]
 		x, y := ops[2*i], ops[2*i+1]
-		if o.Tier == policy.TierQuota {
+		switch o.Tier {
+		case policy.TierQuota:
 			o.CheckQuota(x, y, now)
 			if taken {
 				o.TakeQuota()
+			}
+			continue
+		case policy.TierConcurrency:
+			o.CheckSlot(x)
+			if taken {
+				o.TakeSlot()
 			}
 			continue
 		}
@@ -435,6 +461,21 @@ func b2i(b bool) int {
 // adminCall returns the context of a call that is not a decision's.
 func (s *Store) adminCall() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), s.opts.AdminTimeout)
+}
+
+// Release implements policy.State: the lease leaves the route's set. A
+// lease released twice, or already run out, is not an error.
+//
+// It runs at a request's end, not on the decision path, so it may take
+// longer than a decision's budget, but not an admin call's: a release that
+// fails is made up for by the lease running out (Options.LeaseTTL).
+func (s *Store) Release(k policy.Key, lease string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), max(s.opts.Timeout, releaseTimeout))
+	defer cancel()
+	if err := s.c.ZRem(ctx, s.key('s', k), lease).Err(); err != nil {
+		return fmt.Errorf("redis %s: release slot: %w", s.url, err)
+	}
+	return nil
 }
 
 // LookupKey implements policy.Keys in one call, within the decision budget.

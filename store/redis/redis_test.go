@@ -383,3 +383,39 @@ func TestOpenURLs(t *testing.T) {
 		t.Fatalf("got prefix %q retention %v open %v", s.opts.Prefix, s.opts.Retention, s.open.Load())
 	}
 }
+
+// TestConcurrencySlots: a cap of 2 admits two leases, the third is denied
+// and takes nothing else; a release frees a slot; a lease whose holder never
+// released runs out after the lease TTL.
+func TestConcurrencySlots(t *testing.T) {
+	s, _ := open(t, false)
+	slot := func(lease string) policy.Op {
+		return policy.Op{Key: policy.Key{Limit: "cc"}, Tier: policy.TierConcurrency, Quota: 2, Lease: lease}
+	}
+	q := quotaOp("q", 100, t0.Add(-time.Hour), t0.Add(time.Hour))
+	for i, want := range []bool{true, true, false} {
+		b := apply(t, s, t0, policy.Key{}, nil, q, slot(fmt.Sprint("lease-", i)))
+		if b.Taken != want {
+			t.Fatalf("step 1.%d: got taken %v, want %v", i, b.Taken, want)
+		}
+		if !want && (b.Ops[1].OK || b.Ops[1].Wait != time.Second || b.Ops[1].Remaining != 0) {
+			t.Fatalf("step 1.%d: got %+v, want a denial with wait 1s", i, b.Ops[1])
+		}
+	}
+	if used, _, _ := s.Counter(q.Key); used != 2 {
+		t.Fatalf("step 1: got %d quota used, want 2 (the denied request took none)", used)
+	}
+	if err := s.Release(slot("").Key, "lease-0"); err != nil {
+		t.Fatal(err)
+	}
+	if !apply(t, s, t0, policy.Key{}, nil, slot("lease-3")).Taken {
+		t.Fatal("step 2: no slot after a release")
+	}
+	if apply(t, s, t0, policy.Key{}, nil, slot("lease-4")).Taken {
+		t.Fatal("step 2: a third slot")
+	}
+	// lease-1 and lease-3 are never released: they run out.
+	if !apply(t, s, t0.Add(DefaultLeaseTTL+time.Second), policy.Key{}, nil, slot("lease-5")).Taken {
+		t.Fatal("step 3: the run-out leases still hold their slots")
+	}
+}
