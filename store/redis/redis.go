@@ -47,6 +47,7 @@ const (
 const (
 	breakAfter = 3
 	probeEvery = 50 * time.Millisecond
+	probePings = minIdle + 1
 )
 
 // releaseTimeout is the least time a Release may take.
@@ -290,7 +291,12 @@ func (s *Store) probe() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), max(s.opts.Timeout, probeEvery))
+		// Connections opened before an outage fail once each when
+		// Redis comes back; a few pings in a row get past them.
 		err := s.c.Ping(ctx).Err()
+		for i := 0; err != nil && ctx.Err() == nil && i < probePings; i++ {
+			err = s.c.Ping(ctx).Err()
+		}
 		if err == nil {
 			// A restarted Redis has lost the scripts; Run reloads them
 			// on NOSCRIPT, but loading them here keeps the first
