@@ -40,6 +40,11 @@ var (
 	ErrState = errors.New("state unreachable")
 )
 
+// ErrKeyChanged is returned by a store asked to save a run-time key over a
+// version that is no longer the stored one (another admin call, perhaps on
+// another replica, changed or deleted it, or created the id first).
+var ErrKeyChanged = errors.New("the key was changed by another call")
+
 // ParseKeyHash parses a key hash as the policy file writes it: "sha256:"
 // followed by 64 lower-case hex digits.
 func ParseKeyHash(s string) ([sha256.Size]byte, bool) {

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/tollgate/tollgate/policy"
 )
 
 // maxBody bounds an admin request's body.
@@ -159,6 +161,10 @@ func (s *Server) failWith(w http.ResponseWriter, err error) {
 	var he *httpError
 	if errors.As(err, &he) {
 		fail(w, he.code, "%s", he.msg)
+		return
+	}
+	if errors.Is(err, policy.ErrKeyChanged) {
+		fail(w, http.StatusConflict, "%v while this one ran: read it again and retry", err)
 		return
 	}
 	s.storeFailed("admin", err)

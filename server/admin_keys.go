@@ -304,7 +304,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	}
 	value, hash := newKeyValue()
 	k.Hash = hash
-	if err := s.store.SaveKey(k); err != nil {
+	if err := s.store.SaveKey(k, nil); err != nil {
 		s.failWith(w, err)
 		return
 	}
@@ -376,7 +376,7 @@ func (s *Server) patchKey(w http.ResponseWriter, r *http.Request) {
 		s.failWith(w, err)
 		return
 	}
-	if err := s.store.SaveKey(&k); err != nil {
+	if err := s.store.SaveKey(&k, old); err != nil {
 		s.failWith(w, err)
 		return
 	}
@@ -464,11 +464,11 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 	if end := now.Add(grace); retired.Expires.IsZero() || end.Before(retired.Expires) {
 		retired.Expires = end
 	}
-	if err := s.store.SaveKey(nk); err != nil {
+	if err := s.store.SaveKey(nk, nil); err != nil {
 		s.failWith(w, err)
 		return
 	}
-	if err := s.store.SaveKey(&retired); err != nil {
+	if err := s.store.SaveKey(&retired, old); err != nil {
 		// Undo the new key, so that a failed call changes nothing.
 		if _, derr := s.store.DeleteKey(nk.ID); derr != nil {
 			err = errors.Join(err, derr)

@@ -70,7 +70,7 @@ func BenchmarkDecide(b *testing.B) {
 			}
 			b.Cleanup(func() { s.lis.Close() })
 			if err := s.store.SaveKey(&policy.APIKey{ID: "bench-rt", Customer: "bench", Hash: sha256.Sum256([]byte(benchRuntimeKey)),
-				Plans: []string{"enterprise"}, Enabled: true}); err != nil {
+				Plans: []string{"enterprise"}, Enabled: true}, nil); err != nil {
 				b.Fatal(err)
 			}
 			ctx := context.Background()

@@ -47,6 +47,20 @@ func (s *countingStore) Ready(ctx context.Context) error {
 	return s.Store.Ready(ctx)
 }
 
+// putKey saves k over whatever key has its id.
+func putKey(st Store, k *policy.APIKey) {
+	keys, _ := st.RuntimeKeys()
+	var prev *policy.APIKey
+	for _, old := range keys {
+		if old.ID == k.ID {
+			prev = old
+		}
+	}
+	if err := st.SaveKey(k, prev); err != nil {
+		panic(err)
+	}
+}
+
 func hashOf(v string) [sha256.Size]byte { return sha256.Sum256([]byte(v)) }
 
 // TestKeyCacheNegative: a flood of one unknown key costs one store lookup;
@@ -89,15 +103,15 @@ func TestKeyCacheInvalidate(t *testing.T) {
 	}{
 		{"unknown", nil, nil},
 		{"created", func() {
-			st.SaveKey(&policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}, Enabled: true})
+			putKey(st, &policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}, Enabled: true})
 			c.invalidate()
 		}, ptr(true)},
 		{"disabled", func() {
-			st.SaveKey(&policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}})
+			putKey(st, &policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}})
 			c.invalidate()
 		}, ptr(false)},
 		{"changed behind the cache", func() {
-			st.SaveKey(&policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}, Enabled: true})
+			putKey(st, &policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}, Enabled: true})
 		}, ptr(false)},
 		{"after the TTL", func() { clk.Advance(keyCacheTTL) }, ptr(true)},
 		{"deleted", func() { st.DeleteKey("k"); c.invalidate() }, nil},
@@ -127,7 +141,7 @@ func TestKeyCacheErrorsNotCached(t *testing.T) {
 	st := &countingStore{Store: memory.New()}
 	c := newKeyCache(st, (&clock{t: t0}).Now)
 	h := hashOf("tg_runtime_key_000000000000001")
-	st.SaveKey(&policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}, Enabled: true})
+	putKey(st, &policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}, Enabled: true})
 	st.fail.Store(true)
 	if _, err := c.LookupKey(h); !errors.Is(err, errDown) {
 		t.Fatalf("got %v, want %v", err, errDown)
@@ -146,7 +160,7 @@ func TestKeyCacheStaleIfError(t *testing.T) {
 	clk := &clock{t: t0}
 	c := newKeyCache(st, clk.Now)
 	known, unknown := hashOf("tg_runtime_key_000000000000001"), hashOf("tg_not_a_key_00000000000000001")
-	st.SaveKey(&policy.APIKey{ID: "k", Customer: "k", Hash: known, Plans: []string{"pro"}, Enabled: true})
+	putKey(st, &policy.APIKey{ID: "k", Customer: "k", Hash: known, Plans: []string{"pro"}, Enabled: true})
 	c.LookupKey(known)
 	c.LookupKey(unknown)
 	clk.Advance(time.Hour)
@@ -180,7 +194,7 @@ func TestKeyCacheRaceWithInvalidate(t *testing.T) {
 	}
 	for i := range 2000 {
 		k := &policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}, Enabled: i%2 == 0}
-		st.SaveKey(k)
+		putKey(st, k)
 		c.invalidate()
 		got, err := c.LookupKey(h)
 		if err != nil || got == nil || got.Enabled != k.Enabled {

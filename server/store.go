@@ -23,8 +23,11 @@ type Store interface {
 	policy.Keys
 
 	// SaveKey creates or replaces (by ID) a run-time key; it is durable
-	// when SaveKey returns.
-	SaveKey(k *policy.APIKey) error
+	// when SaveKey returns. prev is the key with that id as the caller read
+	// it (from RuntimeKeys), nil when the id must be free: when the store
+	// holds anything else, nothing changes and the error is
+	// policy.ErrKeyChanged.
+	SaveKey(k, prev *policy.APIKey) error
 	// DeleteKey removes the run-time key with the id and reports whether
 	// there was one.
 	DeleteKey(id string) (bool, error)
@@ -52,7 +55,7 @@ const DefaultStore = "file:./tollgate-data"
 // Redis URL.
 func (s *Server) openStore(url string) (Store, error) {
 	switch {
-	case url == "memory:":
+	case url == "memory:" || url == "memory":
 		return memory.New(), nil
 	case strings.HasPrefix(url, "file:"):
 		dir := strings.TrimPrefix(url, "file:")

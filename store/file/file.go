@@ -69,6 +69,9 @@ type Store struct {
 
 	// mu serializes writes of counters: the flusher's, Grant's, Close's.
 	mu sync.Mutex
+	// keyMu makes a key's check (is it still the one read?) and its write
+	// one step.
+	keyMu sync.Mutex
 	// pending holds the counters handed out by the journal but not yet
 	// written, because a write failed; the next flush retries them.
 	pending   map[policy.Key]memory.Count
@@ -173,7 +176,7 @@ func (s *Store) load(now time.Time) error {
 				errs = append(errs, fmt.Errorf("keys/%s: %w", id, err))
 				return nil
 			}
-			s.mem.SaveKey(k)
+			s.mem.SaveKey(k, nil)
 			return nil
 		})
 		tx.Bucket(bucketCounters).ForEach(func(kb, v []byte) error {
@@ -306,23 +309,31 @@ func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 	return s.mem.LookupKey(hash)
 }
 
-// SaveKey creates or replaces the run-time key k.ID. It is on disk when
-// SaveKey returns; a failed write changes nothing. The Store keeps k: the
-// caller must not change it afterwards.
-func (s *Store) SaveKey(k *policy.APIKey) error {
+// SaveKey creates or replaces the run-time key k.ID when the key held under
+// that id is prev (as memory.Store.SaveKey). It is on disk when SaveKey
+// returns; a failed write changes nothing. The Store keeps k: the caller
+// must not change it afterwards.
+func (s *Store) SaveKey(k, prev *policy.APIKey) error {
 	v, err := keyjson.Encode(k)
 	if err != nil {
 		return err
 	}
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	if cur, _ := s.mem.RuntimeKey(k.ID); cur != prev {
+		return policy.ErrKeyChanged
+	}
 	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketKeys).Put([]byte(k.ID), v) }); err != nil {
 		return fmt.Errorf("file store %s: save key %q: %w", s.path, k.ID, err)
 	}
-	return s.mem.SaveKey(k)
+	return s.mem.SaveKey(k, prev)
 }
 
 // DeleteKey removes the run-time key with the id, from disk first, and
 // reports whether there was one.
 func (s *Store) DeleteKey(id string) (bool, error) {
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
 	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketKeys).Delete([]byte(id)) }); err != nil {
 		return false, fmt.Errorf("file store %s: delete key %q: %w", s.path, id, err)
 	}

@@ -208,7 +208,7 @@ func TestKeysSurviveClose(t *testing.T) {
 		Plans: []string{"pro"}, Enabled: true, Created: t0, Expires: t0.Add(48 * time.Hour)}
 	b := &policy.APIKey{ID: "hooli-rt", Customer: "hooli", Hash: sha256.Sum256([]byte("value-b")), Plans: []string{"free"}, Created: t0}
 	for _, k := range []*policy.APIKey{a, b} {
-		if err := s.SaveKey(k); err != nil {
+		if err := s.SaveKey(k, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -156,5 +157,25 @@ func TestJournalConcurrent(t *testing.T) {
 	}
 	if last != workers*each {
 		t.Fatalf("got a last state of %d used, want %d", last, workers*each)
+	}
+}
+
+// TestSaveKeyComparesPrev: a key is saved only over the version the caller
+// read; a create finds its id free.
+func TestSaveKeyComparesPrev(t *testing.T) {
+	s := New()
+	a := &policy.APIKey{ID: "k", Customer: "k"}
+	if err := s.SaveKey(a, nil); err != nil {
+		t.Fatal(err)
+	}
+	b := &policy.APIKey{ID: "k", Customer: "k", Enabled: true}
+	if err := s.SaveKey(b, nil); !errors.Is(err, policy.ErrKeyChanged) {
+		t.Fatalf("a second create: got %v, want ErrKeyChanged", err)
+	}
+	if err := s.SaveKey(b, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveKey(a, a); !errors.Is(err, policy.ErrKeyChanged) {
+		t.Fatalf("a save over a replaced version: got %v, want ErrKeyChanged", err)
 	}
 }

@@ -30,13 +30,19 @@ func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 	return s.keys.byHash[hash], nil
 }
 
-// SaveKey creates or replaces the run-time key with k.ID. The Store keeps k:
-// the caller must not change it afterwards.
-func (s *Store) SaveKey(k *policy.APIKey) error {
+// SaveKey creates or replaces the run-time key with k.ID, when the key held
+// under that id is prev (the very pointer RuntimeKeys returned; nil: none),
+// else it returns policy.ErrKeyChanged. The Store keeps k: the caller must
+// not change it afterwards.
+func (s *Store) SaveKey(k, prev *policy.APIKey) error {
 	r := &s.keys
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if old := r.byID[k.ID]; old != nil {
+	old := r.byID[k.ID]
+	if old != prev {
+		return policy.ErrKeyChanged
+	}
+	if old != nil {
 		delete(r.byHash, old.Hash)
 	}
 	r.byID[k.ID] = k
@@ -70,4 +76,11 @@ func (s *Store) RuntimeKeys() ([]*policy.APIKey, error) {
 	r.mu.RUnlock()
 	slices.SortFunc(out, func(a, b *policy.APIKey) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
+}
+
+// RuntimeKey returns the run-time key with the id, or nil.
+func (s *Store) RuntimeKey(id string) (*policy.APIKey, error) {
+	s.keys.mu.RLock()
+	defer s.keys.mu.RUnlock()
+	return s.keys.byID[id], nil
 }

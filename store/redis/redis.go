@@ -105,9 +105,11 @@ var (
 
 	// saveKey replaces the key ARGV[1] (record ARGV[2], hash ARGV[3]) in
 	// the keys hash KEYS[1] and its hash index KEYS[2], and announces the
-	// id on the channel KEYS[3].
+	// id on the channel KEYS[3], when the record held is ARGV[4] ("":
+	// none); 0 when it is not.
 	saveKeyScript = goredis.NewScript(`
 local old = redis.call('HGET', KEYS[1], ARGV[1])
+if (old or '') ~= ARGV[4] then return 0 end
 if old then redis.call('HDEL', KEYS[2], cjson.decode(old)['hash']) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
@@ -508,16 +510,29 @@ func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 	return k, nil
 }
 
-// SaveKey creates or replaces the run-time key k.ID, in one atomic step.
-func (s *Store) SaveKey(k *policy.APIKey) error {
+// SaveKey creates or replaces the run-time key k.ID, in one atomic step,
+// when the record held under that id is prev's (as RuntimeKeys decoded it;
+// nil: none), else it returns policy.ErrKeyChanged: two replicas' admin
+// calls on one key cannot both win.
+func (s *Store) SaveKey(k, prev *policy.APIKey) error {
 	rec, err := keyjson.Encode(k)
 	if err != nil {
 		return err
 	}
+	var want []byte
+	if prev != nil {
+		if want, err = keyjson.Encode(prev); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := s.adminCall()
 	defer cancel()
-	if err := saveKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey, s.changesKey}, k.ID, rec, policy.KeyHashText(k.Hash)).Err(); err != nil {
+	n, err := saveKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey, s.changesKey}, k.ID, rec, policy.KeyHashText(k.Hash), want).Int()
+	if err != nil {
 		return fmt.Errorf("redis %s: save key %q: %w", s.url, k.ID, err)
+	}
+	if n == 0 {
+		return policy.ErrKeyChanged
 	}
 	return nil
 }

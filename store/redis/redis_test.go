@@ -235,7 +235,7 @@ func TestWAFBlocksAndStops(t *testing.T) {
 func TestKeys(t *testing.T) {
 	s, _ := open(t, false)
 	k := &policy.APIKey{ID: "acme-rt", Customer: "acme", Hash: sha256.Sum256([]byte("one")), Plans: []string{"pro"}, Enabled: true, Created: t0}
-	if err := s.SaveKey(k); err != nil {
+	if err := s.SaveKey(k, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := s.LookupKey(k.Hash); err != nil || got == nil || got.ID != "acme-rt" || !got.Enabled {
@@ -243,8 +243,15 @@ func TestKeys(t *testing.T) {
 	}
 	k2 := *k
 	k2.Hash, k2.Enabled = sha256.Sum256([]byte("two")), false
-	if err := s.SaveKey(&k2); err != nil {
+	if err := s.SaveKey(&k2, nil); !errors.Is(err, policy.ErrKeyChanged) {
+		t.Fatalf("step 2: a save over a key not read: got %v, want ErrKeyChanged", err)
+	}
+	read, _ := s.RuntimeKeys()
+	if err := s.SaveKey(&k2, read[0]); err != nil {
 		t.Fatal(err)
+	}
+	if err := s.SaveKey(k, read[0]); !errors.Is(err, policy.ErrKeyChanged) {
+		t.Fatalf("step 2: a save over a version replaced since: got %v, want ErrKeyChanged", err)
 	}
 	if got, _ := s.LookupKey(k.Hash); got != nil {
 		t.Fatalf("step 2: the replaced hash still finds %+v", got)
@@ -253,7 +260,7 @@ func TestKeys(t *testing.T) {
 		t.Fatalf("step 2: got %+v, want the disabled key", got)
 	}
 	other := &policy.APIKey{ID: "b-key", Customer: "b", Hash: sha256.Sum256([]byte("three")), Plans: []string{"free"}, Created: t0}
-	s.SaveKey(other)
+	s.SaveKey(other, nil)
 	keys, err := s.RuntimeKeys()
 	if err != nil || len(keys) != 2 || keys[0].ID != "acme-rt" || keys[1].ID != "b-key" {
 		t.Fatalf("step 3: got %v, %v, want acme-rt and b-key", keys, err)
