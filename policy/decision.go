@@ -139,6 +139,9 @@ type Decision struct {
 	// StripKey is set when the API key header (KeyHeader) must be removed
 	// before the request goes upstream.
 	StripKey bool
+	// StateUsed is set when the decision called the state store and it
+	// answered: proof that the store is reachable.
+	StateUsed bool
 
 	// Copied from the policy the decision was made with, so that a
 	// decision can be translated on its own.

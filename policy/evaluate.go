@@ -230,6 +230,7 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 			}
 			return d, err
 		}
+		d.StateUsed = true
 	}
 
 	if b.Blocked >= 0 {
@@ -242,7 +243,7 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 		}
 	}
 	if predeny {
-		pre.Counted = d.Counted
+		pre.Counted, pre.StateUsed = d.Counted, d.StateUsed
 		return pre, nil
 	}
 	d.setLimits(b.Ops, period)

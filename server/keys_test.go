@@ -253,6 +253,16 @@ func TestStoreDownFailsOpen(t *testing.T) {
 	if d := h.check("tg_demo_pro_00000000000000001"); d.status != 200 {
 		t.Fatalf("down: got %d, want 200 (fail open)", d.status)
 	}
+	// A request decided without the store (unreadable: 400) says nothing
+	// of it: the store stays degraded.
+	bad := request("")
+	bad.Attributes.Request.Http.Method = ""
+	if _, err := h.authz.Check(context.Background(), bad); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.metric(`tollgate_store_degraded`); got != 1 {
+		t.Errorf("down: after a 400: degraded: got %v, want 1", got)
+	}
 	a := h.callWith("GET", "/readyz", "", nil)
 	if a.status != 503 || !strings.Contains(a.raw, `"error": "store down"`) {
 		t.Fatalf("down: readyz: got %d %s, want 503 with the store error", a.status, a.raw)

@@ -141,6 +141,12 @@ func New(cfg Config) (_ *Server, err error) {
 	}()
 	s.store = st
 	s.keys = newKeyCache(s.store, s.now)
+	readyCtx, readyCancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := st.Ready(readyCtx); err != nil {
+		// Recovery is automatic (Redis), so this is no reason to stop.
+		s.log.Warn("store not reachable at start; decisions follow --on-store-error until it is", "store", s.cfg.Store, "err", err)
+	}
+	readyCancel()
 	if s.lis, err = Listen(cfg.GRPCAddr); err != nil {
 		return nil, err
 	}
@@ -163,6 +169,9 @@ func New(cfg Config) (_ *Server, err error) {
 		// Envoy keeps a few long-lived HTTP/2 connections and sends many
 		// small unary calls on each.
 		grpc.MaxConcurrentStreams(1<<16),
+		// A stop that ran out of grace still waits for the decisions in
+		// flight, so that none takes from the store after it is closed.
+		grpc.WaitForHandlers(true),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.NumStreamWorkers(0),
 	)
@@ -314,7 +323,7 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 	if err != nil {
 		s.storeFailed("decide", err)
 		d = s.storeDown(ctx, d, err)
-	} else if s.degraded.Load() && s.degraded.CompareAndSwap(true, false) {
+	} else if d.StateUsed && s.degraded.Load() && s.degraded.CompareAndSwap(true, false) {
 		s.log.Info("store reachable again")
 	}
 	// Allowed without the store: counted as reason store:error.

@@ -86,6 +86,12 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg.AdminToken = token
 	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	// SIGHUP reloads the policy (the file watcher does too, on change);
+	// caught from before New, so that one sent while it opens the store
+	// does not kill the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	s, err := server.New(cfg)
 	if err != nil {
 		return err
@@ -93,11 +99,6 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if token == "" && cfg.AdminAddr != "-" {
 		cfg.Logger.Warn("no admin token (--admin-token-file or TOLLGATE_ADMIN_TOKEN): the admin API's /v1 calls answer 503")
 	}
-
-	// SIGHUP reloads the policy; the file watcher does too, on change.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	done := make(chan struct{})
 	var reloads sync.WaitGroup
 	reloads.Go(func() {

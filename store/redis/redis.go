@@ -93,6 +93,8 @@ type Store struct {
 
 	fails   atomic.Int32
 	open    atomic.Bool
+	probeMu sync.Mutex // guards stopped and the start of a prober
+	stopped bool
 	probing sync.WaitGroup
 	done    chan struct{}
 	closed  sync.Once
@@ -194,6 +196,13 @@ func Open(rawURL string, o Options) (*Store, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), o.AdminTimeout)
 	defer cancel()
 	if err := s.loadScripts(ctx); err != nil {
+		var rerr goredis.Error
+		if errors.As(err, &rerr) && !isTransient(rerr) {
+			// Redis answered, and said no: a wrong password, an ACL
+			// without scripts, a bad db. Waiting will not mend it.
+			c.Close()
+			return nil, err
+		}
 		s.fails.Store(breakAfter - 1)
 		s.failed()
 	}
@@ -203,6 +212,18 @@ func Open(rawURL string, o Options) (*Store, error) {
 // minIdle is the number of connections kept open when the URL does not set
 // min_idle_conns: dialing one takes a good part of a 5ms budget.
 const minIdle = 8
+
+// isTransient reports whether an error Redis answered passes on its own
+// (loading, a failover, a busy script), unlike NOAUTH, WRONGPASS, NOPERM or
+// a bad db.
+func isTransient(err goredis.Error) bool {
+	for _, p := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "MOVED", "ASK"} {
+		if strings.HasPrefix(err.Error(), p) {
+			return true
+		}
+	}
+	return false
+}
 
 // newClient returns the client for u's scheme, with retries off (a decision
 // has one budget), the context's deadline honoured and connections kept
@@ -278,7 +299,11 @@ func (s *Store) failed() {
 	if s.fails.Add(1) < breakAfter || !s.open.CompareAndSwap(false, true) {
 		return
 	}
-	s.probing.Go(s.probe)
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	if !s.stopped {
+		s.probing.Go(s.probe)
+	}
 }
 
 // probe pings Redis every probeEvery until it answers, then closes the
@@ -643,6 +668,9 @@ func (s *Store) Ready(ctx context.Context) error {
 func (s *Store) Close() error {
 	var err error
 	s.closed.Do(func() {
+		s.probeMu.Lock()
+		s.stopped = true // no prober starts from here on
+		s.probeMu.Unlock()
 		close(s.done)
 		s.probing.Wait()
 		err = s.c.Close()

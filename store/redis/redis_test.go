@@ -426,3 +426,22 @@ func TestConcurrencySlots(t *testing.T) {
 		t.Fatal("step 3: the run-out leases still hold their slots")
 	}
 }
+
+// TestOpenRefusedByRedis: a Redis that answers and refuses (here: a
+// password is needed) fails Open, rather than starting a store that never
+// works.
+func TestOpenRefusedByRedis(t *testing.T) {
+	s, srv := open(t, false)
+	if err := s.c.ConfigSet(context.Background(), "requirepass", "sekrit").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(srv.URL(), Options{})
+	if err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+		t.Fatalf("got %v, want NOAUTH", err)
+	}
+	ok, err := Open("redis://:sekrit@"+srv.Addr()+"/0", Options{})
+	if err != nil {
+		t.Fatalf("with the password: %v", err)
+	}
+	ok.Close()
+}
