@@ -32,9 +32,10 @@ type engine struct {
 	st   policy.State
 	step time.Duration
 
-	mu   sync.Mutex
-	now  time.Time
-	errs atomic.Int64
+	mu       sync.Mutex
+	now      time.Time
+	errs     atomic.Int64
+	released atomic.Int64 // slots released (ext_proc)
 }
 
 var _ interface {

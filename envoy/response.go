@@ -191,6 +191,32 @@ func grpcCode(status int) codes.Code {
 	}
 }
 
+// allowHeaders adds the headers of an allowed request to l: first the
+// upstream request headers (the key's customer, id and plan), up of them,
+// then the rate-limit headers for the client's response; it resolves l and
+// returns up and the upstream headers to remove, appended to remove.
+func allowHeaders(l *headerList, buf []byte, d *policy.Decision, remove []string) (up int, _ []string) {
+	if d.KeyID != "" {
+		l.add(HeaderCustomer, d.Customer)
+		l.add(HeaderKeyID, d.KeyID)
+		l.add(HeaderPlan, d.Plan)
+	} else {
+		remove = append(remove, HeaderCustomer, HeaderKeyID, HeaderPlan)
+	}
+	if d.StripKey && d.KeyHeader != "" {
+		remove = append(remove, d.KeyHeader)
+	}
+	up = l.n
+	buf = appendRateLimitHeaders(l, buf, d)
+	l.resolve(buf)
+	return up, remove
+}
+
+// denialHeaders adds the headers of a denial to l and resolves it.
+func denialHeaders(l *headerList, buf []byte, d *policy.Decision) {
+	l.resolve(appendDenialHeaders(l, buf, d))
+}
+
 // reply holds every message of one CheckResponse, so that an answer is one
 // allocation plus its header values.
 type reply struct {
@@ -250,20 +276,7 @@ func CheckResponse(d *policy.Decision) *authv3.CheckResponse {
 
 	if d.Verdict == policy.Allow {
 		r.status.Code = int32(codes.OK)
-		remove := r.remove[:0]
-		if d.KeyID != "" {
-			hs.add(HeaderCustomer, d.Customer)
-			hs.add(HeaderKeyID, d.KeyID)
-			hs.add(HeaderPlan, d.Plan)
-		} else {
-			remove = append(remove, HeaderCustomer, HeaderKeyID, HeaderPlan)
-		}
-		if d.StripKey && d.KeyHeader != "" {
-			remove = append(remove, d.KeyHeader)
-		}
-		up := hs.n
-		buf = appendRateLimitHeaders(&hs, buf, d)
-		hs.resolve(buf)
+		up, remove := allowHeaders(&hs, buf, d, r.remove[:0])
 		all := hs.list()
 		r.ok.Headers = r.options(all[:up])
 		r.ok.ResponseHeadersToAdd = r.options(all[up:])
@@ -277,8 +290,7 @@ func CheckResponse(d *policy.Decision) *authv3.CheckResponse {
 
 	status := denialStatus(d)
 	r.status.Code = int32(grpcCode(status))
-	buf = appendDenialHeaders(&hs, buf, d)
-	hs.resolve(buf)
+	denialHeaders(&hs, buf, d)
 	r.http.Code = typev3.StatusCode(status)
 	r.denied.Status = &r.http
 	r.denied.Headers = r.options(hs.list())

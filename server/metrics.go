@@ -46,6 +46,7 @@ type metrics struct {
 	flushTime   prometheus.Histogram
 	flushed     prometheus.Counter
 	lastFlush   prometheus.Gauge
+	inFlight    prometheus.Gauge
 	reloads     *prometheus.CounterVec
 	admin       *prometheus.CounterVec
 }
@@ -85,7 +86,7 @@ func newMetrics(degraded, reloadOK func() bool, loadedAt func() time.Time) *metr
 	m.wafCount = newLabelCache(waf, func(rule string) []string { return []string{rule} })
 	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_store_errors_total",
-		Help: "Store calls that failed, by operation (decide, admin, ready, flush: a file store's write of counters).",
+		Help: "Store calls that failed, by operation (decide, admin, ready, flush: a file store's write of counters, release: of a concurrency slot).",
 	}, []string{"op"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_policy_reloads_total",
@@ -98,7 +99,7 @@ func newMetrics(degraded, reloadOK func() bool, loadedAt func() time.Time) *metr
 	for _, r := range []string{"success", "failure"} {
 		m.reloads.WithLabelValues(r)
 	}
-	for _, op := range []string{"decide", "admin", "ready", "flush"} {
+	for _, op := range []string{"decide", "admin", "ready", "flush", "release"} {
 		m.storeErrors.WithLabelValues(op)
 	}
 	m.flushes = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -120,7 +121,11 @@ func newMetrics(degraded, reloadOK func() bool, loadedAt func() time.Time) *metr
 		Name: "tollgate_store_last_flush_timestamp_seconds",
 		Help: "When the file store's last successful flush began, in Unix seconds: every count before it is on disk.",
 	})
-	m.reg.MustRegister(decisions, m.latency, quota, waf, m.storeErrors, m.flushes, m.flushTime, m.flushed, m.lastFlush, m.reloads, m.admin,
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tollgate_concurrency_slots_held",
+		Help: "Concurrency slots this process holds for ext_proc requests in flight.",
+	})
+	m.reg.MustRegister(decisions, m.latency, quota, waf, m.storeErrors, m.flushes, m.flushTime, m.flushed, m.lastFlush, m.inFlight, m.reloads, m.admin,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_store_degraded",
 			Help: "1 while the store cannot be reached (the last decision's store call failed), else 0.",

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -103,7 +104,10 @@ type loadState struct {
 	at, loadedAt time.Time
 }
 
-var _ envoy.Decider = (*Server)(nil)
+var (
+	_ envoy.Decider  = (*Server)(nil)
+	_ envoy.Releaser = (*Server)(nil)
+)
 
 // New loads the policy, opens the store and binds the gRPC and admin
 // listeners, so that a bad policy or a taken port is reported before
@@ -176,10 +180,12 @@ func New(cfg Config) (_ *Server, err error) {
 		grpc.NumStreamWorkers(0),
 	)
 	authv3.RegisterAuthorizationServer(s.grpc, &envoy.AuthzServer{Decider: s})
+	extprocv3.RegisterExternalProcessorServer(s.grpc, &envoy.ProcessServer{Decider: s, Releaser: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	return s, nil
 }
 
@@ -326,6 +332,9 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 	} else if d.StateUsed && s.degraded.Load() && s.degraded.CompareAndSwap(true, false) {
 		s.log.Info("store reachable again")
 	}
+	if d.Slot.Limit != "" {
+		s.metrics.inFlight.Inc()
+	}
 	// Allowed without the store: counted as reason store:error.
 	s.metrics.decision(&d, err != nil && d.Verdict == policy.Allow, time.Since(start))
 	if d.Verdict == policy.Deny && s.log.Enabled(ctx, slog.LevelDebug) {
@@ -335,6 +344,20 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 			slog.String("key_id", d.KeyID), slog.String("customer", d.Customer))
 	}
 	return d
+}
+
+// Release gives back the concurrency slot d took (ext_proc, at the
+// request's end). A release that fails is logged and counted; in Redis the
+// slot's lease runs out on its own.
+func (s *Server) Release(d *policy.Decision) {
+	if d.Slot.Limit == "" {
+		return
+	}
+	s.metrics.inFlight.Dec()
+	if err := s.store.Release(d.Slot, d.Lease); err != nil {
+		s.metrics.storeErrors.WithLabelValues("release").Inc()
+		s.log.Warn("concurrency slot not released", "route", d.Route, "err", err)
+	}
 }
 
 // storeDown returns the answer for a request whose decision failed with
