@@ -399,7 +399,7 @@ func TestProcessCancelledStreamsReleaseAll(t *testing.T) {
 		t.Fatalf("got %d release errors (a slot released twice, or never taken), want 0", n)
 	}
 	t.Logf("%d streams, %d denied over the cap, %d slots released", streams, denied.Load(), e.released.Load())
-	if denied.Load() == 0 || e.released.Load() < streams/2 {
+	if denied.Load() == 0 || e.released.Load() < streams/4 {
 		t.Errorf("got %d denials and %d releases, want both many", denied.Load(), e.released.Load())
 	}
 }
