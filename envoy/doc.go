@@ -1,8 +1,11 @@
-// Package envoy translates between Envoy's external authorization API and
-// tollgate's decision core: a CheckRequest becomes a policy.Request, a
-// policy.Decision becomes a CheckResponse. It decides nothing itself and
-// reads no clock; AuthzServer hands each request to a Decider (the server)
-// and answers with what it decided.
+// Package envoy translates between Envoy's external authorization and
+// external processing APIs and tollgate's decision core: a CheckRequest or an
+// ext_proc request_headers message becomes a policy.Request, a
+// policy.Decision becomes a CheckResponse or ext_proc answers. It decides
+// nothing itself and reads no clock; AuthzServer and ProcessServer hand each
+// request to a Decider (the server) and answer with what it decided. The
+// Envoy configurations that users copy live beside it (ext_authz.yaml,
+// ext_proc.yaml).
 //
 // # Requests
 //
@@ -42,16 +45,32 @@
 // constrained limit; both sends both; none sends neither. Seconds are
 // rounded up.
 //
+// # ext_proc
+//
+// ProcessServer serves one stream per request. Its request_headers message
+// is translated like a CheckRequest (pseudo-headers :method, :path and
+// :authority; the source.address request attribute; the stage from the
+// stream's gRPC metadata "api" and "stage", the attributes or the metadata
+// context's "tollgate" namespace) with a Lease, so that the route's
+// concurrency cap applies. A denial is an ImmediateResponse with the status,
+// body and headers a denied_response would carry; an allowance is a request
+// header mutation with the upstream headers of an ok_response, and the
+// response_headers message gets the rate-limit headers. Header values are set
+// in raw_value only. The slot a request took is released exactly once, by a
+// Releaser, on response_headers or when the stream ends or is cancelled.
+//
 // # Example
 //
 //	srv := grpc.NewServer()
 //	authv3.RegisterAuthorizationServer(srv, &envoy.AuthzServer{Decider: d})
+//	extprocv3.RegisterExternalProcessorServer(srv, &envoy.ProcessServer{Decider: d, Releaser: d})
 //
 // # Concurrency
 //
-// RequestFromCheck and CheckResponse are pure functions and safe for
-// concurrent use. AuthzServer.Check is safe for concurrent use when its
-// Decider is; it holds no state of its own. A policy.Request filled by
+// RequestFromCheck, RequestFromProcess, CheckResponse and ImmediateResponse
+// are pure functions and safe for concurrent use. AuthzServer and
+// ProcessServer are safe for concurrent use when their Decider and Releaser
+// are; they hold no state of their own beyond one stream's decision. A policy.Request filled by
 // RequestFromCheck shares the CheckRequest's header map and must not
 // outlive it.
 package envoy
