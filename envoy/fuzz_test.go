@@ -2,10 +2,15 @@ package envoy_test
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tollgate/tollgate/envoy"
 	"github.com/tollgate/tollgate/policy"
@@ -85,5 +90,54 @@ func FuzzCheck(f *testing.F) {
 				t.Errorf("step %d: got %v, want a valid CheckResponse", i, err)
 			}
 		}
+	})
+}
+
+// FuzzProcess drives an ext_proc stream (request headers, then response
+// headers) over real gRPC with arbitrary header names and values, source
+// address and metadata, against a policy with a concurrency cap. The stream
+// must never fail, the answer must be a valid ImmediateResponse (400, 403,
+// 429) or a header mutation with raw values only, and no slot may stay held
+// once the stream is done.
+func FuzzProcess(f *testing.F) {
+	// method, path, authority, header name, header value, source, stage
+	f.Add("GET", "/items/7", "shop.example.com", "x-api-key", "tg_test_tiny_000000000000000001", "10.0.0.1:5000", "")
+	f.Add("POST", "/orders", "shop.example.com", "x-api-key", "tg_test_quota_00000000000000001", "[2001:db8::1]:1", "shop/beta")
+	f.Add("", "", "", "", "", "", "")
+	f.Add("GET", "/items/../items/1?q", "\x00", ":path", "/other", "not an address", "shop/prod")
+	f.Add("DELETE", "/", "SHOP.EXAMPLE.COM", "X-API-KEY", "\xff\xfe", "1.2.3.4", "nope")
+	e := capEngine(f, "1")
+	client := serveProc(f, e)
+	f.Fuzz(func(t *testing.T, method, path, authority, name, value, source, stage string) {
+		var hs []*corev3.HeaderValue
+		for _, p := range [][2]string{{":method", method}, {":path", path}, {":authority", authority}, {name, value}} {
+			// Keys are proto strings (valid UTF-8, as Envoy's are); values
+			// are raw bytes.
+			if p[0] != "" && utf8.ValidString(p[0]) {
+				hs = append(hs, &corev3.HeaderValue{Key: p[0], RawValue: []byte(p[1])})
+			}
+		}
+		msg := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
+			RequestHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: hs}}}}
+		if source != "" && utf8.ValidString(source) {
+			msg.Attributes = map[string]*structpb.Struct{"x": {Fields: map[string]*structpb.Value{
+				envoy.AttributeSource: structpb.NewStringValue(source)}}}
+		}
+		md := metadata.MD{}
+		if stage != "" && !strings.ContainsFunc(stage, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+			md.Set("stage", stage) // gRPC carries printable ASCII only
+		}
+		got := procSeen(t, client, msg, md)
+		switch got.status {
+		case 200, 400, 403, 429:
+		default:
+			t.Errorf("got status %d, want 200, 400, 403 or 429", got.status)
+		}
+		for _, h := range append(append(got.upstream, got.response...), got.denial...) {
+			if strings.HasPrefix(h, "value set beside raw_value") {
+				t.Errorf("got %s, want raw_value only", h)
+			}
+		}
+		waitSlots(t, e, 0)
 	})
 }

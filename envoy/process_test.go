@@ -37,7 +37,7 @@ func (e *engine) Release(d *policy.Decision) {
 
 // serveProc starts ProcessServer with e on a loopback listener and returns
 // a client connected to it, both stopped at the end of the test.
-func serveProc(t *testing.T, e *engine) extprocv3.ExternalProcessorClient {
+func serveProc(t testing.TB, e *engine) extprocv3.ExternalProcessorClient {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -267,7 +267,7 @@ func TestProcessStageFromMetadata(t *testing.T) {
 
 // capEngine is the tight policy with a cap of in-flight requests on GET
 // /items/{id}, whose route, stage and account buckets are made large.
-func capEngine(t *testing.T, cap string) *engine {
+func capEngine(t testing.TB, cap string) *engine {
 	return newEngine(t, tightPolicy, `          - match: "GET /items/{id}"
             throttle: {rate: 1, burst: 2}`, `          - match: "GET /items/{id}"
             throttle: {rate: 1000000, burst: 1000000}
@@ -283,7 +283,7 @@ var itemRequest, _ = procFromCheck(&authv3.CheckRequest{Attributes: &authv3.Attr
 		Method: "GET", Path: "/items/7", Host: "shop.example.com"}}}})
 
 // slotsHeld returns the slots the engine's store holds on the item route.
-func slotsHeld(t *testing.T, e *engine) int64 {
+func slotsHeld(t testing.TB, e *engine) int64 {
 	t.Helper()
 	d, err := e.p.Evaluate(t0, &policy.Request{Method: "GET", Path: "/items/7", Host: "shop.example.com", Peer: "198.51.100.7", Lease: "probe"}, memory.New(), nil)
 	if err != nil || d.Slot.Limit == "" {
@@ -331,7 +331,7 @@ func TestProcessConcurrencyCap(t *testing.T) {
 
 // waitSlots waits until the store holds want slots: streams end on the
 // server a moment after the client lets go.
-func waitSlots(t *testing.T, e *engine, want int64) {
+func waitSlots(t testing.TB, e *engine, want int64) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for slotsHeld(t, e) != want {
