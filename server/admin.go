@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -52,6 +53,13 @@ func (s *Server) adminHandler() http.Handler {
 	// /v1/me is authenticated by the caller's own API key, not the admin
 	// token.
 	mux.HandleFunc("GET /v1/me", s.me)
+	if s.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	for _, r := range routes {
 		allow := strings.Join(r.methods, ", ")
 		if r.methods[0] == "GET" {

@@ -55,6 +55,13 @@ type Config struct {
 	// ShutdownGrace bounds how long a graceful stop waits for calls in
 	// flight (default 10s).
 	ShutdownGrace time.Duration
+	// Noop allows every request without looking at it (no policy, no
+	// store): the floor that load tests compare tollgate with, on the same
+	// gRPC stack and translation.
+	Noop bool
+	// Pprof serves net/http/pprof under /debug/pprof/ on the admin
+	// address (no token: keep the admin address private).
+	Pprof bool
 	// Logger receives the server's logs (default: slog.Default()).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now); tests set it.
@@ -319,6 +326,9 @@ func (s *Server) Serve(ctx context.Context) error {
 // Decide evaluates one request against the current policy at the current
 // time. It is the one place that reads the clock.
 func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision {
+	if s.cfg.Noop {
+		return policy.Decision{Verdict: policy.Allow, Status: 200}
+	}
 	now := s.now()
 	start := now
 	if !s.realClock {

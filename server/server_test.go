@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -166,5 +167,22 @@ func TestNewReportsBadInput(t *testing.T) {
 		if _, err := New(c.cfg); err == nil {
 			t.Errorf("%s: got no error", c.name)
 		}
+	}
+}
+
+// TestPprofAndNoop: --pprof serves the profiles on the admin address (and
+// only then); --noop allows what the policy would deny.
+func TestPprofAndNoop(t *testing.T) {
+	off := serve(t, testPolicy(t), nil)
+	off.callWith("GET", "/debug/pprof/", "", nil).want(t, "pprof off", 404, "no such path")
+	on := serve(t, testPolicy(t), func(c *Config) { c.Pprof, c.Noop = true, true })
+	if a := on.callWith("GET", "/debug/pprof/", "", nil); a.status != 200 || !strings.Contains(a.raw, "goroutine") {
+		t.Fatalf("pprof on: got %d %.100s, want the index", a.status, a.raw)
+	}
+	if d := on.check("tg_not_a_key_at_all_00000000"); d.status != 200 {
+		t.Fatalf("noop: got %d for an unknown key, want 200", d.status)
+	}
+	if d := off.check("tg_not_a_key_at_all_00000000"); d.status != 403 {
+		t.Fatalf("not noop: got %d for an unknown key, want 403", d.status)
 	}
 }

@@ -60,6 +60,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	onStoreError := fs.String("on-store-error", "allow", "when the store cannot be reached: `allow` (without limits) or deny (503)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long a graceful stop waits for calls in flight")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the admin address (no token)")
+	fs.BoolVar(&cfg.Noop, "noop", false, "allow every request without policy or store work: the floor for load tests")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
