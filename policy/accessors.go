@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"net/netip"
 	"slices"
 	"time"
 )
@@ -98,4 +99,48 @@ func (p *Policy) CheckKeyPlans(plans []string) error {
 	}
 	c.keyPlans("plans", items)
 	return c.err()
+}
+
+// DefaultStage returns the "api/stage" name of the default stage, or "".
+func (p *Policy) DefaultStage() string {
+	if p.defaultStage == nil {
+		return ""
+	}
+	return p.defaultStage.Name
+}
+
+// Routes returns the routes of the stage named "api/stage" in the order the
+// file writes them; nil when there is no such stage.
+func (p *Policy) Routes(stage string) []*Route {
+	if st := p.stages[stage]; st != nil {
+		return st.routeList
+	}
+	return nil
+}
+
+// KeyMode returns the route's api_key setting.
+func (r *Route) KeyMode() KeyMode { return r.apiKey }
+
+// BlockedPrefixes returns the networks of the WAF's ip_set rules whose
+// action is block, sorted.
+func (p *Policy) BlockedPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, r := range p.waf.rules {
+		if r.action != wafBlock || r.set == nil {
+			continue
+		}
+		for pf := range r.set.v4 {
+			out = append(out, pf)
+		}
+		for pf := range r.set.v6 {
+			out = append(out, pf)
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return out
 }

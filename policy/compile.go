@@ -479,6 +479,7 @@ func (c *compiler) route(path string, st *Stage, defaults *Throttle, v any) {
 		return
 	}
 	c.routes[st][r.Match] = r
+	st.routeList = append(st.routeList, r)
 }
 
 // match parses a route match string.

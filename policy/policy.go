@@ -81,6 +81,7 @@ type Stage struct {
 	throttleKey string    // Key.Limit of the stage bucket
 	unknownDeny bool
 	routes      routeTable
+	routeList   []*Route // in the order written
 }
 
 // KeyMode is a route's api_key setting.

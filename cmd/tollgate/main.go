@@ -43,6 +43,7 @@ commands:
   decide   print the decision for one request, without a server
   keys     list, create, change, rotate and delete API keys (admin API)
   usage    show daily usage per customer, or grant more quota (admin API)
+  load     send ext_authz or ext_proc load to a tollgate and report what it measured
 
 Run 'tollgate <command> -h' for the flags of a command.
 `
@@ -70,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runKeys(ctx, args[1:], stdout, stderr)
 	case "usage":
 		return runUsage(ctx, args[1:], stdout, stderr)
+	case "load":
+		return runLoad(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -48,9 +48,9 @@ func replicaPolicy(t *testing.T) string {
 	return file
 }
 
-// load sends n requests from workers goroutines spread over the processes
+// sendLoad sends n requests from workers goroutines spread over the processes
 // and counts the answers by status.
-func load(t *testing.T, procs []*proc, workers, n int, req *authv3.CheckRequest) map[int]int {
+func sendLoad(t *testing.T, procs []*proc, workers, n int, req *authv3.CheckRequest) map[int]int {
 	t.Helper()
 	var next atomic.Int64
 	var mu sync.Mutex
@@ -104,7 +104,7 @@ func TestReplicasShareLimits(t *testing.T) {
 		{"pro plan: quota 100", checkRequest("198.51.100.8", "POST", "/partners/p-1/transactions", proKey), 300, 100, 429},
 		{"waf: 50 per ip", checkRequest("198.51.100.9", "POST", "/transactions", ""), 300, 50, 403},
 	} {
-		got := load(t, procs, 30, c.n, c.req)
+		got := sendLoad(t, procs, 30, c.n, c.req)
 		if got[200] != c.allowed || got[c.denied] != c.n-c.allowed {
 			t.Errorf("%s: got %v, want exactly %d allowed and %d × %d", c.name, got, c.allowed, c.n-c.allowed, c.denied)
 		}
@@ -132,7 +132,7 @@ func TestRedisOutage(t *testing.T) {
 	req := checkRequest("198.51.100.7", "POST", "/partners/p-1/transactions", freeKey)
 	// 1. Warm up: every worker's connection, and the pools to Redis.
 	warm := checkRequest("198.51.100.7", "GET", "/status", "")
-	load(t, procs, 20, 400, warm)
+	sendLoad(t, procs, 20, 400, warm)
 	goroutines := func(p *proc) float64 { return p.metric("go_goroutines") }
 	before := []float64{goroutines(open), goroutines(closed)}
 
@@ -229,8 +229,8 @@ func TestRedisOutage(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	load(t, procs, 20, 400, warm)
-	got := load(t, []*proc{closed}, 10, 100, req)
+	sendLoad(t, procs, 20, 400, warm)
+	got := sendLoad(t, []*proc{closed}, 10, 100, req)
 	if got[200] > 60 || got[200] < 60-got[503] || got[429] < 100-60-got[503] || got[200]+got[429]+got[503] != 100 {
 		t.Errorf("step 3: got %v, want 60 allowed and 40 × 429 (503s aside)", got)
 	}

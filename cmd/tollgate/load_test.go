@@ -1,0 +1,57 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/tollgate/tollgate/load"
+)
+
+// TestLoadAgainstRealServer seeds a data directory with 200 load keys
+// (tollgate load prepare), serves it with the real binary, and runs
+// tollgate load in both modes: every answer is counted, none fails, and the
+// mix shows in the answers (keyed requests allowed, blocked addresses, IPv6
+// among them, and invalid keys 403).
+func TestLoadAgainstRealServer(t *testing.T) {
+	dir := t.TempDir()
+	out, errOut, status := runArgs(t, "load", "prepare", "--store", "file:"+dir, "--keys", "200", "--plan", "enterprise")
+	if status != 0 {
+		t.Fatalf("prepare: exit %d: %s%s", status, out, errOut)
+	}
+	p := startProc(t, example, "file:"+dir)
+	for _, mode := range []string{"authz", "proc"} {
+		out, errOut, status := runArgs(t, "load", "--target", p.grpc, "--mode", mode, "--policy", example, "--keys", "200",
+			"--workers", "8", "--conns", "2", "--requests", "2000", "--warmup", "100ms", "--json")
+		if status != 0 {
+			t.Fatalf("%s: exit %d: %s", mode, status, errOut)
+		}
+		var r load.Report
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("%s: %v: %s", mode, err, out)
+		}
+		t.Logf("%s: %.0f/s p50 %v p99 %v; 200: %d 403: %d 429: %d other %v", mode, r.PerSecond, r.P50, r.P99, r.Allowed, r.Forbidden, r.TooMany, r.OtherStatuses)
+		if r.Requests != 2000 || r.Errors != 0 || r.Other != 0 {
+			t.Errorf("%s: got %d requests, %d errors, %d other, want 2000, 0, 0 (%s)", mode, r.Requests, r.Errors, r.Other, r.FirstError)
+		}
+		// The partner route's bucket (burst 2,000) is shared by every
+		// key: 429s are the policy's, not the load's.
+		if r.Allowed < 500 || r.Forbidden < 100 || r.P50 <= 0 || r.P99 < r.P50 {
+			t.Errorf("%s: got %+v, want many allowed, the blocked and invalid ones 403, sane percentiles", mode, r)
+		}
+	}
+	// The table form.
+	out, _, status = runArgs(t, "load", "--target", p.grpc, "--policy", example, "--keys", "200", "--workers", "2", "--requests", "50", "--warmup", "0s")
+	if status != 0 || !containsAll(out, "requests", "p99", "200:", "coordinated omission") {
+		t.Errorf("table: exit %d: %s", status, out)
+	}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
