@@ -13,7 +13,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	upstreamsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -126,7 +126,43 @@ func checkBootstrap(data []byte) (*bootstrapv3.Bootstrap, []string) {
 			problems = append(problems, fmt.Sprintf("cluster %q is named at %s but not defined", n, strings.Join(refs[n], ", ")))
 		}
 	}
+	problems = append(problems, perFilterNames(b)...)
 	return b, problems
+}
+
+// perFilterNames checks that every typed_per_filter_config of a route or
+// virtual host names an HTTP filter of its connection manager: a typo would
+// silently drop the stage or the disabling it holds.
+func perFilterNames(b *bootstrapv3.Bootstrap) []string {
+	var problems []string
+	for _, l := range b.GetStaticResources().GetListeners() {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				var hcm hcmv3.HttpConnectionManager
+				if f.GetTypedConfig().UnmarshalTo(&hcm) != nil {
+					continue
+				}
+				names := map[string]bool{}
+				for _, hf := range hcm.GetHttpFilters() {
+					names[hf.GetName()] = true
+				}
+				check := func(where string, cfgs map[string]*anypb.Any) {
+					for name := range cfgs {
+						if !names[name] {
+							problems = append(problems, fmt.Sprintf("%s: typed_per_filter_config %q names no HTTP filter of listener %s", where, name, l.GetName()))
+						}
+					}
+				}
+				for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
+					check("virtual host "+vh.GetName(), vh.GetTypedPerFilterConfig())
+					for i, r := range vh.GetRoutes() {
+						check(fmt.Sprintf("virtual host %s route %d", vh.GetName(), i), r.GetTypedPerFilterConfig())
+					}
+				}
+			}
+		}
+	}
+	return problems
 }
 
 // loadBootstrap is checkBootstrap that fails the test on any problem.
@@ -169,6 +205,7 @@ func TestLoadBootstrapCatches(t *testing.T) {
 		{"nested deeper", "status_on_error: {code: ServiceUnavailable}", "status_on_error: {code: 1}", "ExtAuthz"},
 		{"missing cluster", "route: {cluster: api, timeout: 15s}", "route: {cluster: nowhere, timeout: 15s}", `cluster "nowhere" is named`},
 		{"no http2", "http2_protocol_options: {}", "http_protocol_options: {}", "not HTTP/2"},
+		{"per-filter typo", "                envoy.filters.http.ext_authz:\n                  \"@type\"", "                envoy.filters.http.extauthz:\n                  \"@type\"", `"envoy.filters.http.extauthz" names no HTTP filter`},
 	} {
 		if !strings.Contains(good, c.old) {
 			t.Fatalf("%s: no %q in ext_authz.yaml", c.name, c.old)

@@ -100,15 +100,18 @@ func FuzzCheck(f *testing.F) {
 // 429) or a header mutation with raw values only, and no slot may stay held
 // once the stream is done.
 func FuzzProcess(f *testing.F) {
-	// method, path, authority, header name, header value, source, stage
-	f.Add("GET", "/items/7", "shop.example.com", "x-api-key", "tg_test_tiny_000000000000000001", "10.0.0.1:5000", "")
-	f.Add("POST", "/orders", "shop.example.com", "x-api-key", "tg_test_quota_00000000000000001", "[2001:db8::1]:1", "shop/beta")
-	f.Add("", "", "", "", "", "", "")
-	f.Add("GET", "/items/../items/1?q", "\x00", ":path", "/other", "not an address", "shop/prod")
-	f.Add("DELETE", "/", "SHOP.EXAMPLE.COM", "X-API-KEY", "\xff\xfe", "1.2.3.4", "nope")
+	// method, path, authority, header name, header value, source, stage,
+	// how the stream ends (0: response headers, 1: CloseSend after the
+	// answer, 2: cancelled right after the request)
+	f.Add("GET", "/items/7", "shop.example.com", "x-api-key", "tg_test_tiny_000000000000000001", "10.0.0.1:5000", "", byte(0))
+	f.Add("POST", "/orders", "shop.example.com", "x-api-key", "tg_test_quota_00000000000000001", "[2001:db8::1]:1", "shop/beta", byte(1))
+	f.Add("", "", "", "", "", "", "", byte(2))
+	f.Add("GET", "/items/../items/1?q", "\x00", ":path", "/other", "not an address", "shop/prod", byte(0))
+	f.Add("DELETE", "/", "SHOP.EXAMPLE.COM", "X-API-KEY", "\xff\xfe", "1.2.3.4", "nope", byte(1))
+	f.Add("GET", "/items/7", "shop.example.com", "", "", "10.0.0.1:5000", "", byte(2))
 	e := capEngine(f, "1")
 	client := serveProc(f, e)
-	f.Fuzz(func(t *testing.T, method, path, authority, name, value, source, stage string) {
+	f.Fuzz(func(t *testing.T, method, path, authority, name, value, source, stage string, end byte) {
 		var hs []*corev3.HeaderValue
 		for _, p := range [][2]string{{":method", method}, {":path", path}, {":authority", authority}, {name, value}} {
 			// Keys are proto strings (valid UTF-8, as Envoy's are); values
@@ -126,6 +129,26 @@ func FuzzProcess(f *testing.F) {
 		md := metadata.MD{}
 		if stage != "" && !strings.ContainsFunc(stage, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
 			md.Set("stage", stage) // gRPC carries printable ASCII only
+		}
+		if end%3 != 0 {
+			s := open(t, client, md)
+			if err := s.c.Send(msg); err != nil {
+				t.Fatal(err)
+			}
+			if end%3 == 1 {
+				resp, err := s.c.Recv()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := resp.ValidateAll(); err != nil {
+					t.Errorf("got an invalid answer: %v", err)
+				}
+				s.c.CloseSend()
+				s.c.Recv()
+			}
+			s.cancel()
+			waitSlots(t, e, 0)
+			return
 		}
 		got := procSeen(t, client, msg, md)
 		switch got.status {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -32,6 +33,9 @@ type Releaser interface {
 type ProcessServer struct {
 	Decider  Decider
 	Releaser Releaser
+
+	drain                chan struct{} // closed by Drain
+	drainOnce, drainInit sync.Once
 }
 
 var _ extprocv3.ExternalProcessorServer = (*ProcessServer)(nil)
@@ -66,7 +70,11 @@ var leases = func() func() string {
 // releases the slot and gets the rate-limit headers added to the client's
 // response. The slot is released exactly once: on response_headers, or when
 // the stream ends or is cancelled, whichever comes first. Body and trailer
-// messages (a filter configured to send them) are answered unchanged.
+// messages (body modes NONE, STREAMED or BUFFERED) are answered unchanged.
+// In observability mode Envoy reads no answers: none are sent, and no slot
+// is taken (a cap is not enforced on requests that are not held up). After
+// Drain, a stream releases its slot and ends cleanly, so that Envoy goes on
+// without ext_proc rather than failing the request.
 func (s *ProcessServer) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 	ctx := stream.Context()
 	var d policy.Decision
@@ -78,14 +86,37 @@ func (s *ProcessServer) Process(stream extprocv3.ExternalProcessor_ProcessServer
 		}
 	}
 	defer release()
+	msgs := make(chan *extprocv3.ProcessingRequest)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case msgs <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	for {
-		req, err := stream.Recv()
-		if err != nil {
+		var req *extprocv3.ProcessingRequest
+		select {
+		case req = <-msgs:
+		case err := <-errc:
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled || ctx.Err() != nil {
 				return nil
 			}
 			return err
+		case <-ctx.Done(): // cancelled: the reader may be gone without a word
+			return nil
+		case <-s.drained():
+			return nil
 		}
+		observe := req.GetObservabilityMode()
 		var resp *extprocv3.ProcessingResponse
 		switch m := req.GetRequest().(type) {
 		case *extprocv3.ProcessingRequest_RequestHeaders:
@@ -94,23 +125,23 @@ func (s *ProcessServer) Process(stream extprocv3.ExternalProcessor_ProcessServer
 			}
 			var r policy.Request
 			RequestFromProcess(ctx, req, &r)
-			r.Lease = leases()
+			if !observe {
+				r.Lease = leases()
+			}
 			d = s.Decider.Decide(ctx, &r)
 			decided, held = true, d.Slot.Limit != ""
 			if d.Verdict == policy.Deny {
-				if err := stream.Send(ImmediateResponse(&d)); err != nil {
-					return err
+				if observe {
+					continue
 				}
-				return nil
+				return stream.Send(ImmediateResponse(&d))
 			}
 			resp = requestHeadersResponse(&d)
 		case *extprocv3.ProcessingRequest_ResponseHeaders:
-			resp = responseHeadersResponse(&d, decided)
-			if err := stream.Send(resp); err != nil {
-				return err
-			}
+			// Released before the reply: once Envoy has it, the next
+			// request may come, and it must find the slot free.
 			release()
-			continue
+			resp = responseHeadersResponse(&d, decided)
 		case *extprocv3.ProcessingRequest_RequestBody:
 			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
 		case *extprocv3.ProcessingRequest_ResponseBody:
@@ -122,10 +153,28 @@ func (s *ProcessServer) Process(stream extprocv3.ExternalProcessor_ProcessServer
 		default:
 			return status.Errorf(codes.InvalidArgument, "ext_proc: unknown message %T", m)
 		}
+		if observe {
+			continue
+		}
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
 	}
+}
+
+// Drain makes every stream, now and from now on, release its slot and end
+// cleanly; the server calls it when a stop runs out of grace, just before
+// it closes the connections.
+func (s *ProcessServer) Drain() {
+	s.drainOnce.Do(func() { close(s.drainCh()) })
+}
+
+// drained returns the channel that Drain closes.
+func (s *ProcessServer) drained() <-chan struct{} { return s.drainCh() }
+
+func (s *ProcessServer) drainCh() chan struct{} {
+	s.drainInit.Do(func() { s.drain = make(chan struct{}) })
+	return s.drain
 }
 
 // RequestFromProcess fills out from an ext_proc stream's request_headers

@@ -2,7 +2,9 @@ package envoy_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tollgate/tollgate/envoy"
@@ -39,12 +42,20 @@ func (e *engine) Release(d *policy.Decision) {
 // a client connected to it, both stopped at the end of the test.
 func serveProc(t testing.TB, e *engine) extprocv3.ExternalProcessorClient {
 	t.Helper()
+	c, _ := serveProcServer(t, e)
+	return c
+}
+
+// serveProcServer is serveProc that also returns the ProcessServer.
+func serveProcServer(t testing.TB, e *engine) (extprocv3.ExternalProcessorClient, *envoy.ProcessServer) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	extprocv3.RegisterExternalProcessorServer(srv, &envoy.ProcessServer{Decider: e, Releaser: e})
+	ps := &envoy.ProcessServer{Decider: e, Releaser: e}
+	extprocv3.RegisterExternalProcessorServer(srv, ps)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(lis) }()
 	t.Cleanup(func() {
@@ -58,7 +69,7 @@ func serveProc(t testing.TB, e *engine) extprocv3.ExternalProcessorClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return extprocv3.NewExternalProcessorClient(conn)
+	return extprocv3.NewExternalProcessorClient(conn), ps
 }
 
 // procFromCheck is the ext_proc request_headers message Envoy would send for
@@ -187,12 +198,18 @@ func procSeen(t *testing.T, client extprocv3.ExternalProcessorClient, msg *extpr
 	s := open(t, client, md)
 	defer s.cancel()
 	resp := s.send(msg)
+	if err := resp.ValidateAll(); err != nil {
+		t.Errorf("request headers: got an invalid answer: %v", err)
+	}
 	if im := resp.GetImmediateResponse(); im != nil {
 		return seen{status: int(im.GetStatus().GetCode()), body: string(im.GetBody()), denial: headerStrings(im.GetHeaders().GetSetHeaders(), true)}
 	}
 	mut := resp.GetRequestHeaders().GetResponse().GetHeaderMutation()
 	a := seen{status: 200, upstream: headerStrings(mut.GetSetHeaders(), true), remove: sorted(mut.GetRemoveHeaders())}
 	resp = s.send(responseHeaders)
+	if err := resp.ValidateAll(); err != nil {
+		t.Errorf("response headers: got an invalid answer: %v", err)
+	}
 	a.response = headerStrings(resp.GetResponseHeaders().GetResponse().GetHeaderMutation().GetSetHeaders(), true)
 	return a
 }
@@ -401,5 +418,49 @@ func TestProcessCancelledStreamsReleaseAll(t *testing.T) {
 	t.Logf("%d streams, %d denied over the cap, %d slots released", streams, denied.Load(), e.released.Load())
 	if denied.Load() == 0 || e.released.Load() < streams/4 {
 		t.Errorf("got %d denials and %d releases, want both many", denied.Load(), e.released.Load())
+	}
+}
+
+// TestProcessDrain: after Drain, a stream holding a slot releases it and
+// ends cleanly (OK), so that Envoy goes on without ext_proc; new streams end
+// at once too.
+func TestProcessDrain(t *testing.T) {
+	e := capEngine(t, "2")
+	client, ps := serveProcServer(t, e)
+	s := open(t, client, nil)
+	if resp := s.send(itemRequest); resp.GetImmediateResponse() != nil {
+		t.Fatalf("got %v, want allowed", resp)
+	}
+	ps.Drain()
+	if _, err := s.c.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after Drain: got %v, want the stream ended cleanly (EOF)", err)
+	}
+	waitSlots(t, e, 0)
+}
+
+// TestProcessObservabilityMode: in observability mode nothing is answered
+// and no slot is taken.
+func TestProcessObservabilityMode(t *testing.T) {
+	e := capEngine(t, "1")
+	client := serveProc(t, e)
+	msg := proto.Clone(itemRequest).(*extprocv3.ProcessingRequest)
+	msg.ObservabilityMode = true
+	respMsg := proto.Clone(responseHeaders).(*extprocv3.ProcessingRequest)
+	respMsg.ObservabilityMode = true // Envoy marks every message
+	for range 3 {
+		s := open(t, client, nil)
+		if err := s.c.Send(msg); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.c.Send(respMsg); err != nil {
+			t.Fatal(err)
+		}
+		s.c.CloseSend()
+		if resp, err := s.c.Recv(); !errors.Is(err, io.EOF) {
+			t.Fatalf("got %v, %v, want no answer and the end of the stream", resp, err)
+		}
+	}
+	if n := slotsHeld(t, e); n != 0 {
+		t.Fatalf("got %d slots held, want 0", n)
 	}
 }

@@ -124,6 +124,7 @@ func parseAnswer(t *testing.T, block string) *walkAnswer {
 // returns "ext_authz" or "ext_proc", and the gRPC metadata ext_proc sends.
 func filterFor(t *testing.T, vh *routev3.VirtualHost, method, path string) (string, metadata.MD) {
 	t.Helper()
+	path, _, _ = strings.Cut(path, "?") // Envoy matches path and prefix without the query
 	for _, r := range vh.GetRoutes() {
 		m := r.GetMatch()
 		switch {

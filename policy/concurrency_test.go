@@ -1,8 +1,10 @@
 package policy_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/policyfile"
@@ -88,5 +90,33 @@ func TestConcurrencyStatus(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v, want it to hold %q", err, want)
 		}
+	}
+}
+
+// takeThenFail is a state whose Apply takes and then reports an error, as
+// a Redis call that ran but whose answer came too late does.
+type takeThenFail struct{ *memory.Store }
+
+func (s takeThenFail) Apply(now time.Time, b *policy.Batch) error {
+	s.Store.Apply(now, b)
+	return errors.New("timeout")
+}
+
+// TestConcurrencySlotOfFailedApply: when Apply fails on a batch with a
+// concurrency slot, the decision still names the slot, so that the caller
+// releases it: a slot taken by a call that timed out is not lost.
+func TestConcurrencySlotOfFailedApply(t *testing.T) {
+	p := example(t, "concurrency: 500", "concurrency: 1")
+	mem := memory.New()
+	r := policy.Request{Method: "POST", Path: "/transactions", Host: "api.example.com", Peer: "198.51.100.7", Lease: "a"}
+	d, err := p.Evaluate(t0, &r, takeThenFail{mem}, nil)
+	if !errors.Is(err, policy.ErrState) || d.Slot.Limit == "" || d.Lease != "a" {
+		t.Fatalf("got %+v, %v, want ErrState and the slot named", d.Slot, err)
+	}
+	if n := mem.Slots(d.Slot); n != 1 {
+		t.Fatalf("got %d slots held, want the 1 the failed call took", n)
+	}
+	if err := mem.Release(d.Slot, d.Lease); err != nil || mem.Slots(d.Slot) != 0 {
+		t.Fatalf("release: %v, %d held, want none", err, mem.Slots(d.Slot))
 	}
 }

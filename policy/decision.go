@@ -129,8 +129,9 @@ type Decision struct {
 	// enforced for requests with a Lease (ext_proc).
 	Concurrency int
 	// Slot is the concurrency slot the request took (its Limit is empty
-	// when it took none); the caller releases it with State.Release(Slot,
-	// Lease) when the request ends.
+	// when it took none), or may have taken when Evaluate failed with
+	// ErrState; the caller releases it with State.Release(Slot, Lease) when
+	// the request ends.
 	Slot  Key
 	Lease string
 	// Counted names the first WAF count rule that matched (or whose rate

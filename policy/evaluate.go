@@ -228,6 +228,12 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 			if predeny {
 				return pre, err
 			}
+			if n := len(b.Ops); n > 0 && b.Ops[n-1].Tier == TierConcurrency {
+				// The store may have taken the slot before the error
+				// (a timeout): the caller releases it like a taken one,
+				// and a release of a slot never taken is harmless.
+				d.Slot, d.Lease = b.Ops[n-1].Key, r.Lease
+			}
 			return d, err
 		}
 		d.StateUsed = true

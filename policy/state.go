@@ -19,7 +19,10 @@ type State interface {
 	// reached; b's results are then undefined.
 	Apply(now time.Time, b *Batch) error
 	// Release gives back the concurrency slot k that an Apply took for
-	// lease. Callers release each slot exactly once.
+	// lease. Callers release each slot exactly once, and also release the
+	// slot of an Apply that failed (it may have been taken); a store where
+	// Apply can fail after taking must accept the release of a slot it
+	// never took.
 	Release(k Key, lease string) error
 }
 

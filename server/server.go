@@ -68,6 +68,10 @@ type Config struct {
 	Now func() time.Time
 }
 
+// drainWait is how long a stop that ran out of grace waits for ext_proc
+// streams to end cleanly before it closes the connections.
+const drainWait = time.Second
+
 // DefaultAdminAddr is the admin API's address when Config.AdminAddr is empty.
 const DefaultAdminAddr = "127.0.0.1:9002"
 
@@ -82,8 +86,10 @@ type Server struct {
 	store     Store
 	keys      *keyCache
 	metrics   *metrics
-	// degraded is set while the store cannot be reached.
-	degraded atomic.Bool
+	// degraded is set while the store cannot be reached; flaps and
+	// recoveries keep its log lines to one per flapEvery.
+	degraded          atomic.Bool
+	flaps, recoveries flapLog
 
 	// reloadMu serializes policy loads; load is the last one's outcome.
 	reloadMu sync.Mutex
@@ -94,7 +100,11 @@ type Server struct {
 	// the id taken?) and the change it guards are one step.
 	adminMu sync.Mutex
 
+	// retries takes the concurrency releases that failed (release.go).
+	retries chan slotRelease
+
 	grpc   *grpc.Server
+	proc   *envoy.ProcessServer
 	health *health.Server
 	lis    net.Listener
 
@@ -120,7 +130,7 @@ var (
 // listeners, so that a bad policy or a taken port is reported before
 // anything serves.
 func New(cfg Config) (_ *Server, err error) {
-	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, retries: make(chan slotRelease, releaseBacklog)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -187,7 +197,8 @@ func New(cfg Config) (_ *Server, err error) {
 		grpc.NumStreamWorkers(0),
 	)
 	authv3.RegisterAuthorizationServer(s.grpc, &envoy.AuthzServer{Decider: s})
-	extprocv3.RegisterExternalProcessorServer(s.grpc, &envoy.ProcessServer{Decider: s, Releaser: s})
+	s.proc = &envoy.ProcessServer{Decider: s, Releaser: s}
+	extprocv3.RegisterExternalProcessorServer(s.grpc, s.proc)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -203,7 +214,8 @@ type keyWatcher interface {
 }
 
 // Listen listens on a tcp "host:port" or a "unix:/path" address. A stale
-// socket file left by a crashed process is removed first.
+// socket file left by a crashed process is removed first; a new socket is
+// made readable and writable by its owner and group (0660).
 func Listen(addr string) (net.Listener, error) {
 	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 		if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
@@ -213,7 +225,17 @@ func Listen(addr string) (net.Listener, error) {
 			}
 			os.Remove(path)
 		}
-		return net.Listen("unix", path)
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, err
+		}
+		// Owner and group may connect: a sidecar Envoy running as
+		// another user of the pod's fsGroup can.
+		if err := os.Chmod(path, 0o660); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("listen %s: %w", addr, err)
+		}
+		return l, nil
 	}
 	return net.Listen("tcp", addr)
 }
@@ -243,6 +265,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancel()
 
 	var watchers sync.WaitGroup
+	watchers.Go(func() { s.retryReleases(ctx) })
 	if kw, ok := s.store.(keyWatcher); ok {
 		// Changes to run-time keys made through another replica's admin
 		// API reach this one's key cache at once, not after its TTL.
@@ -296,9 +319,17 @@ func (s *Server) Serve(ctx context.Context) error {
 		select {
 		case <-done:
 		case <-stopCtx.Done():
-			s.log.Warn("graceful stop timed out; closing connections")
-			s.grpc.Stop()
-			<-done
+			// ext_proc streams end cleanly first (Envoy goes on without
+			// them instead of failing requests the upstream may have
+			// served), then the connections close.
+			s.log.Warn("graceful stop timed out; ending ext_proc streams and closing connections")
+			s.proc.Drain()
+			select {
+			case <-done:
+			case <-time.After(drainWait):
+				s.grpc.Stop()
+				<-done
+			}
 		}
 	})
 	if s.admin != nil {
@@ -340,7 +371,9 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 		s.storeFailed("decide", err)
 		d = s.storeDown(ctx, d, err)
 	} else if d.StateUsed && s.degraded.Load() && s.degraded.CompareAndSwap(true, false) {
-		s.log.Info("store reachable again")
+		if _, ok := s.recoveries.allow(time.Now()); ok {
+			s.log.Info("store reachable again")
+		}
 	}
 	if d.Slot.Limit != "" {
 		s.metrics.inFlight.Inc()
@@ -354,20 +387,6 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 			slog.String("key_id", d.KeyID), slog.String("customer", d.Customer))
 	}
 	return d
-}
-
-// Release gives back the concurrency slot d took (ext_proc, at the
-// request's end). A release that fails is logged and counted; in Redis the
-// slot's lease runs out on its own.
-func (s *Server) Release(d *policy.Decision) {
-	if d.Slot.Limit == "" {
-		return
-	}
-	s.metrics.inFlight.Dec()
-	if err := s.store.Release(d.Slot, d.Lease); err != nil {
-		s.metrics.storeErrors.WithLabelValues("release").Inc()
-		s.log.Warn("concurrency slot not released", "route", d.Route, "err", err)
-	}
 }
 
 // storeDown returns the answer for a request whose decision failed with
@@ -398,6 +417,33 @@ func (s *Server) storeDown(ctx context.Context, d policy.Decision, err error) po
 func (s *Server) storeFailed(op string, err error) {
 	s.metrics.storeErrors.WithLabelValues(op).Inc()
 	if !s.degraded.Load() && s.degraded.CompareAndSwap(false, true) {
-		s.log.Warn("store unreachable", "op", op, "err", err)
+		if n, ok := s.flaps.allow(time.Now()); ok {
+			s.log.Warn("store unreachable", "op", op, "err", err, "flaps_not_logged", n)
+		}
 	}
+}
+
+// flapLog lets one line through per flapEvery for a state that flaps (the
+// store unreachable, reachable again, unreachable... under a load that
+// misses the budget now and then), and counts the lines it held back.
+type flapLog struct {
+	mu   sync.Mutex
+	last time.Time
+	held int
+}
+
+const flapEvery = 10 * time.Second
+
+// allow reports whether a line may be logged at now, and how many were held
+// back since the last one.
+func (f *flapLog) allow(now time.Time) (int, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.last.IsZero() && now.Sub(f.last) < flapEvery {
+		f.held++
+		return 0, false
+	}
+	n := f.held
+	f.last, f.held = now, 0
+	return n, true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -109,6 +110,10 @@ func TestServeOverUnixSocket(t *testing.T) {
 	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, check("GET", "/status", "198.51.100.7", nil))
 	if err != nil || resp.GetStatus().GetCode() != 0 {
 		t.Fatalf("got %v %v, want OK", resp, err)
+	}
+	// A sidecar Envoy of the pod's group may connect.
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket mode: got %v, %v, want 0660", fi.Mode(), err)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)

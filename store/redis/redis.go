@@ -37,8 +37,10 @@ const (
 	// keys in one Redis Cluster slot (see the package doc).
 	DefaultPrefix = "{tollgate}:"
 	// DefaultLeaseTTL is the longest a request may hold a concurrency
-	// slot.
-	DefaultLeaseTTL = time.Hour
+	// slot without a release: longer than routes' timeouts, short enough
+	// that a slot lost to a failed release comes back soon (the URL's
+	// lease_ttl parameter sets it).
+	DefaultLeaseTTL = 5 * time.Minute
 )
 
 // Circuit breaker: after breakAfter failures in a row, calls fail at once
@@ -161,7 +163,7 @@ return 1`)
 //   - redis-cluster://host:port[?addr=host:port...] (and rediss-cluster://).
 //
 // go-redis's query parameters (pool_size, dial_timeout, ...) pass through;
-// prefix and retention are the Store's own. Open loads the scripts; a Redis
+// prefix, retention and lease_ttl are the Store's own. Open loads the scripts; a Redis
 // that does not answer yet is not an error (the Store starts with its circuit
 // open and recovers when Redis answers), a bad URL is.
 func Open(rawURL string, o Options) (*Store, error) {
@@ -180,8 +182,16 @@ func Open(rawURL string, o Options) (*Store, error) {
 		}
 		o.Retention = d
 	}
+	if v := q.Get("lease_ttl"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second {
+			return nil, fmt.Errorf("--store %s: lease_ttl=%q is not a duration of 1s or more, such as 5m", u.Redacted(), v)
+		}
+		o.LeaseTTL = d
+	}
 	q.Del("prefix")
 	q.Del("retention")
+	q.Del("lease_ttl")
 	u.RawQuery = q.Encode()
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout

@@ -1,0 +1,417 @@
+// Command bench-e2e measures tollgate end to end the way an operator would
+// before a rollout (make bench-e2e): it runs the real binary as a server,
+// sends it load with the real binary's `tollgate load` (both on this
+// machine's cores), first against the floor (`serve --noop`), then against
+// each scenario, and appends one row per scenario to BENCHMARKS.md: machine,
+// commit, concurrency, decisions per second and their ratio to the floor
+// measured in the same run, latency percentiles, and the server's CPU.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tollgate/tollgate/load"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-e2e:", err)
+		os.Exit(1)
+	}
+}
+
+// scenario is one row of the report.
+type scenario struct {
+	name  string
+	store string // "file", "redis" or "noop"
+	keys  int    // load keys seeded and used
+	mode  load.Mode
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench-e2e", flag.ContinueOnError)
+	bin := fs.String("bin", "bin/tollgate", "the tollgate `binary`")
+	policyFile := fs.String("policy", "examples/payments/policy.yaml", "the policy `file` served")
+	plan := fs.String("plan", "enterprise", "the usage `plan` of the seeded keys")
+	out := fs.String("out", "BENCHMARKS.md", "the `file` the rows are appended to")
+	workers := fs.Int("workers", 50, "load `workers`")
+	duration := fs.Duration("duration", 10*time.Second, "measured `time` per scenario")
+	million := fs.Int("million", 1_000_000, "`customers` of the large scenario")
+	only := fs.String("only", "", "run only the scenarios whose names hold this `text` (the floor always runs)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "tollgate-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	scenarios := []scenario{
+		{"embedded store, 1,000 customers", "file", 1000, load.Authz},
+		{fmt.Sprintf("embedded store, %d customers", *million), "file", *million, load.Authz},
+		{"Redis store, 1,000 customers", "redis", 1000, load.Authz},
+		{"ext_proc, embedded store, 1,000 customers", "file", 1000, load.Process},
+	}
+	var rows []string
+	floor, err := measure(ctx, *bin, *policyFile, *plan, work, scenario{"floor (serve --noop)", "noop", 1000, load.Authz}, *workers, *duration, nil)
+	if err != nil {
+		return fmt.Errorf("floor: %w", err)
+	}
+	rows = append(rows, floor.row(floor))
+	floorProc, haveFloorProc := floor, false
+	for _, sc := range scenarios {
+		if *only != "" && !strings.Contains(sc.name, *only) {
+			continue
+		}
+		if sc.mode == load.Process && !haveFloorProc {
+			haveFloorProc = true
+			// ext_proc is compared with a floor that speaks ext_proc.
+			if floorProc, err = measure(ctx, *bin, *policyFile, *plan, work, scenario{"floor (serve --noop), ext_proc", "noop", 1000, load.Process}, *workers, *duration, nil); err != nil {
+				return fmt.Errorf("ext_proc floor: %w", err)
+			}
+			rows = append(rows, floorProc.row(floorProc))
+		}
+		var redisSrv *redisProc
+		if sc.store == "redis" {
+			if redisSrv, err = startRedis(work); err != nil {
+				return err
+			}
+		}
+		m, err := measure(ctx, *bin, *policyFile, *plan, work, sc, *workers, *duration, redisSrv)
+		if redisSrv != nil {
+			redisSrv.stop()
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", sc.name, err)
+		}
+		base := floor
+		if sc.mode == load.Process {
+			base = floorProc
+		}
+		rows = append(rows, m.row(base))
+		fmt.Fprintln(os.Stderr, m.row(base))
+	}
+	return appendRows(*out, rows, *workers)
+}
+
+// result is one scenario's measurement.
+type result struct {
+	sc          scenario
+	r           load.Report
+	cpu         float64 // server cores busy during the measured window
+	bytesPerCus float64 // heap per customer the load touched (0: not measured)
+	failedOpen  float64 // decisions allowed because the store missed its budget
+}
+
+func (m result) row(floor result) string {
+	ratio := m.r.PerSecond / floor.r.PerSecond
+	mem := ""
+	if m.bytesPerCus > 0 {
+		mem = fmt.Sprintf("%.0f B of heap per active customer", m.bytesPerCus)
+	}
+	if m.failedOpen > 0 {
+		mem += fmt.Sprintf("%.1f%% failed open (store budget missed)", 100*m.failedOpen)
+	}
+	return fmt.Sprintf("| %s | %s | %s | %d | %.0f | %.2f | %s | %s | %s | %s | %.2f | %s |",
+		time.Now().UTC().Format(time.DateOnly), commit(), m.sc.name, m.r.Workers, m.r.PerSecond, ratio,
+		m.r.P50, m.r.P90, m.r.P99, m.r.P999, m.cpu, mem)
+}
+
+// measure seeds the store, starts the server, runs the load and reads the
+// server's CPU and heap.
+func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenario, workers int, duration time.Duration, rs *redisProc) (result, error) {
+	res := result{sc: sc}
+	store := "file:" + filepath.Join(work, strings.NewReplacer(" ", "-", ",", "").Replace(sc.name))
+	if rs != nil {
+		store = rs.url
+	}
+	serveArgs := []string{"serve", "--policy", policyFile, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+		"--store", store, "--pprof"}
+	if sc.store == "noop" {
+		serveArgs = append(serveArgs, "--noop")
+	} else {
+		fmt.Fprintf(os.Stderr, "%s: seeding %d keys\n", sc.name, sc.keys)
+		if out, err := exec.CommandContext(ctx, bin, "load", "prepare", "--store", store, "--keys", strconv.Itoa(sc.keys), "--plan", plan).CombinedOutput(); err != nil {
+			return res, fmt.Errorf("prepare: %v: %s", err, out)
+		}
+	}
+	srv, err := startServer(ctx, bin, serveArgs)
+	if err != nil {
+		return res, err
+	}
+	defer srv.stop()
+	heapBefore, _ := srv.heap()
+	cpuBefore, err := cpuTime(srv.cmd.Process.Pid)
+	if err != nil {
+		return res, err
+	}
+	started := time.Now()
+	cmd := exec.CommandContext(ctx, bin, "load", "--target", srv.grpc, "--mode", string(sc.mode), "--policy", policyFile,
+		"--keys", strconv.Itoa(sc.keys), "--workers", strconv.Itoa(workers), "--conns", "4",
+		"--duration", duration.String(), "--warmup", "2s", "--mix", "anonymous=20,keyed=70,blocked=5,invalid=5", "--json")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return res, fmt.Errorf("load: %w", err)
+	}
+	wall := time.Since(started)
+	cpuAfter, err := cpuTime(srv.cmd.Process.Pid)
+	if err != nil {
+		return res, err
+	}
+	if err := json.Unmarshal(out, &res.r); err != nil {
+		return res, fmt.Errorf("load report: %w", err)
+	}
+	// The warm-up's CPU is in the window too: spread over the whole run.
+	res.cpu = (cpuAfter - cpuBefore).Seconds() / wall.Seconds()
+	if n, err := srv.metricSum(`reason="store:error"`); err == nil && res.r.Requests > 0 {
+		res.failedOpen = n / float64(res.r.Requests)
+	}
+	if heapAfter, err := srv.heap(); err == nil && heapBefore > 0 && sc.store == "file" {
+		touched := activeCustomers(sc.keys, res.r)
+		if touched > 0 {
+			res.bytesPerCus = float64(heapAfter-heapBefore) / touched
+		}
+	}
+	if res.r.Errors > 0 {
+		return res, fmt.Errorf("%d calls failed: %s", res.r.Errors, res.r.FirstError)
+	}
+	return res, nil
+}
+
+// activeCustomers estimates how many of keys customers the measured keyed
+// requests (70% of the mix) touched, drawn uniformly: keys × (1 − (1 −
+// 1/keys)^n). The warm-up's are left out, so this is a lower bound and the
+// bytes per customer an upper one.
+func activeCustomers(keys int, r load.Report) float64 {
+	if keys == 0 {
+		return 0
+	}
+	n, k := float64(r.Requests)*0.7, float64(keys)
+	return k * (1 - math.Pow(1-1/k, n))
+}
+
+// server is a running `tollgate serve`.
+type server struct {
+	cmd         *exec.Cmd
+	grpc, admin string
+	exit        chan error
+}
+
+func startServer(ctx context.Context, bin string, args []string) (*server, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "TOLLGATE_ADMIN_TOKEN=bench")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &server{cmd: cmd, exit: make(chan error, 1)}
+	serving := make(chan map[string]any, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "serving" {
+				serving <- rec
+				continue
+			}
+			if rec["level"] != "INFO" {
+				fmt.Fprintln(os.Stderr, sc.Text())
+			}
+		}
+		s.exit <- cmd.Wait()
+	}()
+	select {
+	case rec := <-serving:
+		s.grpc, _ = rec["grpc"].(string)
+		s.admin, _ = rec["admin"].(string)
+		return s, nil
+	case err := <-s.exit:
+		return nil, fmt.Errorf("tollgate serve exited: %v", err)
+	case <-time.After(5 * time.Minute):
+		cmd.Process.Kill()
+		return nil, errors.New("tollgate serve did not start within 5 minutes")
+	}
+}
+
+func (s *server) stop() {
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exit:
+	case <-time.After(time.Minute):
+		s.cmd.Process.Kill()
+		<-s.exit
+	}
+}
+
+// heap returns the server's live heap after a collection: the pprof heap
+// endpoint collects first (gc=1), then go_memstats_heap_alloc_bytes is read.
+func (s *server) heap() (int64, error) {
+	c := &http.Client{Timeout: time.Minute}
+	resp, err := c.Get("http://" + s.admin + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	resp, err = c.Get("http://" + s.admin + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_heap_alloc_bytes "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return int64(f), err
+		}
+	}
+	return 0, errors.New("no go_memstats_heap_alloc_bytes")
+}
+
+// metricSum returns the sum of the tollgate_decisions_total series whose
+// labels hold match.
+func (s *server) metricSum(match string) (float64, error) {
+	resp, err := http.Get("http://" + s.admin + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, "tollgate_decisions_total{") || !strings.Contains(l, match) {
+			continue
+		}
+		f, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+		if err != nil {
+			return 0, err
+		}
+		sum += f
+	}
+	return sum, nil
+}
+
+// cpuTime returns the user and system CPU time of a process (Linux).
+func cpuTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command (in parentheses): state is 3rd, utime 14th,
+	// stime 15th.
+	rest := string(data[strings.LastIndexByte(string(data), ')')+2:])
+	f := strings.Fields(rest)
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / ticks, nil
+}
+
+// redisProc is a redis-server started for the Redis scenario.
+type redisProc struct {
+	cmd *exec.Cmd
+	url string
+}
+
+func startRedis(dir string) (*redisProc, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, errors.New("redis-server not found: install it (apt-get install -y redis-server) for the Redis scenario")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	for range 100 {
+		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			c.Close()
+			return &redisProc{cmd: cmd, url: fmt.Sprintf("redis://127.0.0.1:%d/0", port)}, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	return nil, errors.New("redis-server did not start")
+}
+
+func (r *redisProc) stop() {
+	r.cmd.Process.Kill()
+	r.cmd.Wait()
+}
+
+// commit returns the short hash of HEAD, with "+" when the tree has
+// changes.
+func commit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+		c += "+"
+	}
+	return c
+}
+
+// machine describes the CPU and cores.
+func machine() string {
+	model := runtime.GOARCH
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%s, %d cores, %s", model, runtime.NumCPU(), runtime.Version())
+}
+
+// appendRows adds a section with the rows to out, creating its header when
+// the file is new.
+func appendRows(out string, rows []string, workers int) error {
+	f, err := os.OpenFile(out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "\n### %s — %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine())
+	fmt.Fprintf(f, "`make bench-e2e`: `tollgate load --workers %d --conns 4 --duration 10s --warmup 2s`, mix anonymous 20, keyed 70, blocked 5, invalid keys 5; load generator and server share the cores. Ratio: decisions/s over the floor's in this run; server CPU: cores busy, warm-up included.\n\n", workers)
+	fmt.Fprintln(f, "| date | commit | scenario | workers | decisions/s | ratio to floor | p50 | p90 | p99 | p99.9 | server CPU (cores) | memory |")
+	fmt.Fprintln(f, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	for _, r := range rows {
+		fmt.Fprintln(f, r)
+	}
+	return nil
+}
