@@ -9,10 +9,10 @@ STATICCHECK_VERSION ?= v0.8.2
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test bench fuzz lint fmt tidy ci clean
+.PHONY: help build run test bench bench-e2e fuzz lint fmt tidy ci clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/tollgate
 	$(GO) build -o $(BIN) ./cmd/tollgate
@@ -25,6 +25,9 @@ test: ## run every test with the race detector
 
 bench: ## run the benchmarks (never part of make test)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./policy/ ./store/memory/ ./store/file/ ./envoy/ ./server/
+
+bench-e2e: build ## the floor and each scenario under the same load, rows appended to BENCHMARKS.md (minutes)
+	$(GO) run ./cmd/bench-e2e --bin $(BIN) --out BENCHMARKS.md
 
 fuzz: ## run each fuzz target briefly
 	$(GO) test -run '^$$' -fuzz '^FuzzNormalizePath$$' -fuzztime $(FUZZTIME) ./policy/

@@ -46,6 +46,8 @@ type scenario struct {
 	store string // "file", "redis" or "noop"
 	keys  int    // load keys seeded and used
 	mode  load.Mode
+	// storeTimeout, when set, is serve's --store-timeout.
+	storeTimeout time.Duration
 }
 
 func run(ctx context.Context, args []string) error {
@@ -68,13 +70,14 @@ func run(ctx context.Context, args []string) error {
 	defer os.RemoveAll(work)
 
 	scenarios := []scenario{
-		{"embedded store, 1,000 customers", "file", 1000, load.Authz},
-		{fmt.Sprintf("embedded store, %d customers", *million), "file", *million, load.Authz},
-		{"Redis store, 1,000 customers", "redis", 1000, load.Authz},
-		{"ext_proc, embedded store, 1,000 customers", "file", 1000, load.Process},
+		{"embedded store, 1,000 customers", "file", 1000, load.Authz, 0},
+		{fmt.Sprintf("embedded store, %d customers", *million), "file", *million, load.Authz, 0},
+		{"Redis store, 1,000 customers", "redis", 1000, load.Authz, 0},
+		{"Redis store, 1,000 customers, --store-timeout 100ms", "redis", 1000, load.Authz, 100 * time.Millisecond},
+		{"ext_proc, embedded store, 1,000 customers", "file", 1000, load.Process, 0},
 	}
 	var rows []string
-	floor, err := measure(ctx, *bin, *policyFile, *plan, work, scenario{"floor (serve --noop)", "noop", 1000, load.Authz}, *workers, *duration, nil)
+	floor, err := measure(ctx, *bin, *policyFile, *plan, work, scenario{"floor (serve --noop)", "noop", 1000, load.Authz, 0}, *workers, *duration, nil)
 	if err != nil {
 		return fmt.Errorf("floor: %w", err)
 	}
@@ -87,7 +90,7 @@ func run(ctx context.Context, args []string) error {
 		if sc.mode == load.Process && !haveFloorProc {
 			haveFloorProc = true
 			// ext_proc is compared with a floor that speaks ext_proc.
-			if floorProc, err = measure(ctx, *bin, *policyFile, *plan, work, scenario{"floor (serve --noop), ext_proc", "noop", 1000, load.Process}, *workers, *duration, nil); err != nil {
+			if floorProc, err = measure(ctx, *bin, *policyFile, *plan, work, scenario{"floor (serve --noop), ext_proc", "noop", 1000, load.Process, 0}, *workers, *duration, nil); err != nil {
 				return fmt.Errorf("ext_proc floor: %w", err)
 			}
 			rows = append(rows, floorProc.row(floorProc))
@@ -148,6 +151,9 @@ func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenari
 	}
 	serveArgs := []string{"serve", "--policy", policyFile, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
 		"--store", store, "--pprof"}
+	if sc.storeTimeout > 0 {
+		serveArgs = append(serveArgs, "--store-timeout", sc.storeTimeout.String())
+	}
 	if sc.store == "noop" {
 		serveArgs = append(serveArgs, "--noop")
 	} else {
@@ -185,12 +191,14 @@ func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenari
 	}
 	// The warm-up's CPU is in the window too: spread over the whole run.
 	res.cpu = (cpuAfter - cpuBefore).Seconds() / wall.Seconds()
-	if n, err := srv.metricSum(`reason="store:error"`); err == nil && res.r.Requests > 0 {
-		res.failedOpen = n / float64(res.r.Requests)
+	failed, err1 := srv.metricSum(`reason="store:error"`)
+	all, err2 := srv.metricSum("")
+	if err1 == nil && err2 == nil && all > 0 {
+		res.failedOpen = failed / all // warm-up included on both sides
 	}
+	// Per customer only where customers, not buffers, fill the heap.
 	if heapAfter, err := srv.heap(); err == nil && heapBefore > 0 && sc.store == "file" {
-		touched := activeCustomers(sc.keys, res.r)
-		if touched > 0 {
+		if touched := activeCustomers(sc.keys, res.r); touched >= 10000 {
 			res.bytesPerCus = float64(heapAfter-heapBefore) / touched
 		}
 	}
