@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -69,6 +70,9 @@ var goldenCases = map[string]goldenCase{
 }
 
 const goldenDir = "testdata/check"
+
+// goldenNames returns the names of goldenCases, sorted.
+func goldenNames() []string { return slices.Sorted(maps.Keys(goldenCases)) }
 
 // readCheckRequest reads a CheckRequest in protojson; unknown fields are
 // an error, so that a typo in a golden request cannot go unnoticed.
@@ -148,12 +152,7 @@ func TestGoldenCasesListed(t *testing.T) {
 // Run with -update to rewrite the responses, then review each by hand
 // against SPEC §4.
 func TestCheckGolden(t *testing.T) {
-	names := make([]string, 0, len(goldenCases))
-	for name := range goldenCases {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range goldenNames() {
 		t.Run(name, func(t *testing.T) {
 			c := goldenCases[name]
 			e := newEngine(t, c.policy, c.edits...)

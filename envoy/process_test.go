@@ -215,17 +215,12 @@ func procSeen(t *testing.T, client extprocv3.ExternalProcessorClient, msg *extpr
 }
 
 // TestProcessMatchesCheck: every golden request, sent as an ext_proc stream
-// (the same warm-up first), gets the seen its golden CheckResponse gives:
+// (the same warm-up first), gets the answer its golden CheckResponse gives:
 // a denial's status, body and headers in an ImmediateResponse, an
 // allowance's upstream headers as a request header mutation and its
 // rate-limit headers as a response header mutation, all in raw_value.
 func TestProcessMatchesCheck(t *testing.T) {
-	names := make([]string, 0, len(goldenCases))
-	for name := range goldenCases {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range goldenNames() {
 		t.Run(name, func(t *testing.T) {
 			c := goldenCases[name]
 			e := newEngine(t, c.policy, c.edits...)
