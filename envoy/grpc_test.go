@@ -21,12 +21,22 @@ import (
 // client connected to it, both stopped at the end of the test.
 func serve(t *testing.T, d envoy.Decider) authv3.AuthorizationClient {
 	t.Helper()
+	return authv3.NewAuthorizationClient(serveGRPC(t, func(srv *grpc.Server) {
+		authv3.RegisterAuthorizationServer(srv, &envoy.AuthzServer{Decider: d})
+	}))
+}
+
+// serveGRPC starts a gRPC server with what register adds on a loopback
+// listener and returns a connection to it, both stopped at the end of the
+// test.
+func serveGRPC(t testing.TB, register func(*grpc.Server)) *grpc.ClientConn {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(srv, &envoy.AuthzServer{Decider: d})
+	register(srv)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(lis) }()
 	t.Cleanup(func() {
@@ -40,7 +50,7 @@ func serve(t *testing.T, d envoy.Decider) authv3.AuthorizationClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return authv3.NewAuthorizationClient(conn)
+	return conn
 }
 
 // outcome is what a client sees of an answer: the HTTP status, the reason

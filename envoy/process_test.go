@@ -19,7 +19,6 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -49,26 +48,8 @@ func serveProc(t testing.TB, e *engine) extprocv3.ExternalProcessorClient {
 // serveProcServer is serveProc that also returns the ProcessServer.
 func serveProcServer(t testing.TB, e *engine) (extprocv3.ExternalProcessorClient, *envoy.ProcessServer) {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
 	ps := &envoy.ProcessServer{Decider: e, Releaser: e}
-	extprocv3.RegisterExternalProcessorServer(srv, ps)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		srv.Stop()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := serveGRPC(t, func(srv *grpc.Server) { extprocv3.RegisterExternalProcessorServer(srv, ps) })
 	return extprocv3.NewExternalProcessorClient(conn), ps
 }
 
