@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,6 +28,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/load"
+	"github.com/tollgate/tollgate/store/redis/redistest"
 )
 
 func main() {
@@ -95,15 +95,15 @@ func run(ctx context.Context, args []string) error {
 			}
 			rows = append(rows, floorProc.row(floorProc))
 		}
-		var redisSrv *redisProc
+		var redisSrv *redistest.Server
 		if sc.store == "redis" {
-			if redisSrv, err = startRedis(work); err != nil {
+			if redisSrv, err = redistest.Launch(work); err != nil {
 				return err
 			}
 		}
 		m, err := measure(ctx, *bin, *policyFile, *plan, work, sc, *workers, *duration, redisSrv)
 		if redisSrv != nil {
-			redisSrv.stop()
+			redisSrv.Stop()
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", sc.name, err)
@@ -143,11 +143,11 @@ func (m result) row(floor result) string {
 
 // measure seeds the store, starts the server, runs the load and reads the
 // server's CPU and heap.
-func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenario, workers int, duration time.Duration, rs *redisProc) (result, error) {
+func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenario, workers int, duration time.Duration, rs *redistest.Server) (result, error) {
 	res := result{sc: sc}
 	store := "file:" + filepath.Join(work, strings.NewReplacer(" ", "-", ",", "").Replace(sc.name))
 	if rs != nil {
-		store = rs.url
+		store = rs.URL()
 	}
 	serveArgs := []string{"serve", "--policy", policyFile, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
 		"--store", store, "--pprof"}
@@ -339,43 +339,6 @@ func cpuTime(pid int) (time.Duration, error) {
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	const ticks = 100 // USER_HZ on Linux
 	return time.Duration(ut+st) * time.Second / ticks, nil
-}
-
-// redisProc is a redis-server started for the Redis scenario.
-type redisProc struct {
-	cmd *exec.Cmd
-	url string
-}
-
-func startRedis(dir string) (*redisProc, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return nil, errors.New("redis-server not found: install it (apt-get install -y redis-server) for the Redis scenario")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	for range 100 {
-		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
-			c.Close()
-			return &redisProc{cmd: cmd, url: fmt.Sprintf("redis://127.0.0.1:%d/0", port)}, nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cmd.Process.Kill()
-	return nil, errors.New("redis-server did not start")
-}
-
-func (r *redisProc) stop() {
-	r.cmd.Process.Kill()
-	r.cmd.Wait()
 }
 
 // commit returns the short hash of HEAD, with "+" when the tree has

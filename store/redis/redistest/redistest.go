@@ -13,6 +13,7 @@ package redistest
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -25,7 +26,7 @@ import (
 
 // Server is a redis-server process on 127.0.0.1.
 type Server struct {
-	t    testing.TB
+	t    testing.TB // nil outside tests
 	bin  string
 	dir  string
 	port int
@@ -38,20 +39,33 @@ type Server struct {
 // ends. It skips the test when redis-server is not installed.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
+	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("redis-server not found in PATH: install it (apt-get install -y redis-server; .ci/run does) to run the Redis tests")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := Launch(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), port: port}
-	s.Restart()
+	s.t = t
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// Launch starts a redis-server on a free port with dir as its directory,
+// outside tests (make bench-e2e); the caller stops it.
+func Launch(dir string) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, errors.New("redis-server not found in PATH: install it (apt-get install -y redis-server)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	s := &Server{bin: bin, dir: dir, port: port}
+	return s, s.start()
 }
 
 // Addr returns the server's host:port.
@@ -63,24 +77,38 @@ func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 // Restart starts the server again (on the same port, empty) when it is
 // stopped, and waits until it answers.
 func (s *Server) Restart() {
-	s.t.Helper()
+	if s.t != nil {
+		s.t.Helper()
+	}
+	if err := s.start(); err != nil {
+		if s.t == nil {
+			panic(err)
+		}
+		s.t.Fatal(err)
+	}
+}
+
+// start starts the process unless it runs, and waits until it answers.
+func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd != nil {
-		return
+		return nil
 	}
 	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--daemonize", "no", "--loglevel", "warning")
 	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start redis-server: %v", err)
+		return fmt.Errorf("start redis-server: %w", err)
 	}
 	s.cmd = cmd
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if err := ping(s.Addr()); err == nil {
-			return
-		} else if time.Now().After(deadline) {
-			s.t.Fatalf("redis-server on %s does not answer: %v", s.Addr(), err)
+		err := ping(s.Addr())
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redis-server on %s does not answer: %w", s.Addr(), err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
