@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/file"
 	"github.com/tollgate/tollgate/store/memory"
 )
 
@@ -284,5 +285,42 @@ func TestStoreDownFailsOpen(t *testing.T) {
 	h.callWith("GET", "/readyz", "", nil).want(t, "back: readyz", 200, "")
 	if got := h.metric(`tollgate_store_degraded`); got != 0 {
 		t.Errorf("back: degraded: got %v, want 0", got)
+	}
+}
+
+// TestKeyCacheDirect: the memory and file stores are asked on every lookup
+// (nothing cached, a change seen at once); a store over the network is not.
+func TestKeyCacheDirect(t *testing.T) {
+	fs, err := file.Open(t.TempDir(), file.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	if !keysInMemory(memory.New()) || !keysInMemory(fs) {
+		t.Fatal("the memory and file stores should be looked up directly")
+	}
+	if keysInMemory(struct{ policy.Keys }{memory.New()}) {
+		t.Fatal("a store without KeysInMemory should be cached")
+	}
+	st := &countingStore{Store: memory.New()}
+	c := newKeyCache(st, (&clock{t: t0}).Now)
+	c.direct = true
+	h := hashOf("tg_runtime_key_000000000000001")
+	for range 3 {
+		if k, _ := c.LookupKey(h); k != nil {
+			t.Fatal("found a key before it was saved")
+		}
+	}
+	putKey(st, &policy.APIKey{ID: "direct", Customer: "direct", Hash: h, Plans: []string{"free"}, Enabled: true})
+	if k, _ := c.LookupKey(h); k == nil || k.ID != "direct" {
+		t.Fatalf("got %v right after the save, want the key (no invalidation needed)", k)
+	}
+	if got := st.lookups.Load(); got != 4 {
+		t.Errorf("%d store lookups for 4 lookups", got)
+	}
+	for i := range c.shards {
+		if n := c.shards[i].found.Len() + c.shards[i].missing.Len(); n != 0 {
+			t.Fatalf("shard %d holds %d entries", i, n)
+		}
 	}
 }

@@ -166,6 +166,7 @@ func New(cfg Config) (_ *Server, err error) {
 	}()
 	s.store = st
 	s.keys = newKeyCache(s.store, s.now)
+	s.keys.direct = keysInMemory(s.store)
 	readyCtx, readyCancel := context.WithTimeout(context.Background(), 2*time.Second)
 	if err := st.Ready(readyCtx); err != nil {
 		// Recovery is automatic (Redis), so this is no reason to stop.

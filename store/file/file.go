@@ -176,7 +176,7 @@ func (s *Store) load(now time.Time) error {
 				errs = append(errs, fmt.Errorf("keys/%s: %w", id, err))
 				return nil
 			}
-			s.mem.SaveKey(k, nil)
+			s.mem.PutKey(k)
 			return nil
 		})
 		tx.Bucket(bucketCounters).ForEach(func(kb, v []byte) error {
@@ -304,6 +304,9 @@ func (s *Store) Apply(now time.Time, b *policy.Batch) error { return s.mem.Apply
 // (requests in flight end with the process).
 func (s *Store) Release(k policy.Key, lease string) error { return s.mem.Release(k, lease) }
 
+// KeysInMemory reports that key lookups are answered from memory.
+func (s *Store) KeysInMemory() bool { return true }
+
 // LookupKey implements policy.Keys, from memory.
 func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 	return s.mem.LookupKey(hash)
@@ -311,8 +314,7 @@ func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 
 // SaveKey creates or replaces the run-time key k.ID when the key held under
 // that id is prev (as memory.Store.SaveKey). It is on disk when SaveKey
-// returns; a failed write changes nothing. The Store keeps k: the caller
-// must not change it afterwards.
+// returns; a failed write changes nothing.
 func (s *Store) SaveKey(k, prev *policy.APIKey) error {
 	v, err := keyjson.Encode(k)
 	if err != nil {
@@ -320,7 +322,7 @@ func (s *Store) SaveKey(k, prev *policy.APIKey) error {
 	}
 	s.keyMu.Lock()
 	defer s.keyMu.Unlock()
-	if cur, _ := s.mem.RuntimeKey(k.ID); cur != prev {
+	if !s.mem.HoldsKey(k.ID, prev) {
 		return policy.ErrKeyChanged
 	}
 	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketKeys).Put([]byte(k.ID), v) }); err != nil {
@@ -355,10 +357,7 @@ func (s *Store) ImportKeys(keys []*policy.APIKey) error {
 		return fmt.Errorf("file store %s: import %d keys: %w", s.path, len(keys), err)
 	}
 	for _, k := range keys {
-		prev, _ := s.mem.RuntimeKey(k.ID)
-		if err := s.mem.SaveKey(k, prev); err != nil {
-			return err
-		}
+		s.mem.PutKey(k)
 	}
 	return nil
 }

@@ -2,52 +2,273 @@ package memory
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tollgate/tollgate/policy"
 )
 
-// keyring holds the API keys created at run time, by id and by hash. Keys
-// are replaced whole, never changed in place, so a *policy.APIKey handed out
-// stays valid and unchanging.
+// keyring holds the API keys created at run time, by id and by hash, in a
+// form the garbage collector need not walk: pointer-free records in one
+// slice, their text in one byte slice, and maps whose keys and values hold no
+// pointers. A million keys are then a handful of objects instead of millions
+// of *policy.APIKey with their strings (marking those took a third of the
+// CPU under load). A key is decoded into a new *policy.APIKey on each lookup;
+// the server's key cache keeps the ones in use.
 type keyring struct {
-	mu     sync.RWMutex
-	byID   map[string]*policy.APIKey
-	byHash map[[sha256.Size]byte]*policy.APIKey
+	mu sync.RWMutex
+	// hashID hashes an id for byID (tests make ids collide).
+	hashID func(string) uint64
+	byHash map[[sha256.Size]byte]uint32
+	// byID maps the hash of an id to its record; an id whose hash another
+	// id holds there is in idOverflow.
+	byID       map[uint64]uint32
+	idOverflow map[string]uint32
+	recs       []keyRecord
+	free       []uint32 // indexes of unused records
+	// text holds each record's id, customer and name, one after the
+	// other; garbage counts the bytes no record uses any more.
+	text    []byte
+	garbage int
+	// plans holds each distinct plan list once; planIndex finds it by
+	// planCode.
+	plans     [][]string
+	planIndex map[string]uint32
 }
 
-func (r *keyring) init() {
-	r.byID = make(map[string]*policy.APIKey)
-	r.byHash = make(map[[sha256.Size]byte]*policy.APIKey)
+// keyRecord is a stored key. Times are UTC, kept as seconds and
+// nanoseconds (the zero time when set is false).
+type keyRecord struct {
+	hash                     [sha256.Size]byte
+	text                     uint32 // offset of the id in keyring.text
+	idLen, customerLen, nameLen uint32
+	plans                    uint32
+	expSec, createdSec       int64
+	expNsec, createdNsec     int32
+	hasExp, hasCreated       bool
+	enabled, used            bool
 }
+
+// compactMin is the garbage, in bytes, below which the text is not
+// compacted.
+const compactMin = 1 << 16
+
+func (r *keyring) init() {
+	seed := maphash.MakeSeed()
+	r.hashID = func(id string) uint64 { return maphash.String(seed, id) }
+	r.byHash = make(map[[sha256.Size]byte]uint32)
+	r.byID = make(map[uint64]uint32)
+	r.idOverflow = make(map[string]uint32)
+	r.planIndex = make(map[string]uint32)
+}
+
+// find returns the index of the record of the id.
+func (r *keyring) find(id string) (uint32, bool) {
+	if i, ok := r.byID[r.hashID(id)]; ok {
+		rec := &r.recs[i]
+		if string(r.text[rec.text:rec.text+rec.idLen]) == id { // compared without a copy
+			return i, true
+		}
+	}
+	i, ok := r.idOverflow[id]
+	return i, ok
+}
+
+// id returns the id of record i.
+func (r *keyring) id(i uint32) string {
+	rec := &r.recs[i]
+	return string(r.text[rec.text : rec.text+rec.idLen])
+}
+
+// key decodes record i.
+func (r *keyring) key(i uint32) *policy.APIKey {
+	rec := &r.recs[i]
+	n := rec.idLen + rec.customerLen + rec.nameLen
+	s := string(r.text[rec.text : rec.text+n]) // one string; the fields share it
+	k := &policy.APIKey{
+		ID:       s[:rec.idLen],
+		Customer: s[rec.idLen : rec.idLen+rec.customerLen],
+		Name:     s[rec.idLen+rec.customerLen:],
+		Hash:     rec.hash,
+		Plans:    r.plans[rec.plans],
+		Enabled:  rec.enabled,
+	}
+	if rec.hasExp {
+		k.Expires = time.Unix(rec.expSec, int64(rec.expNsec)).UTC()
+	}
+	if rec.hasCreated {
+		k.Created = time.Unix(rec.createdSec, int64(rec.createdNsec)).UTC()
+	}
+	return k
+}
+
+// planCode is the plan list's key in planIndex: nil and empty differ, and
+// names may hold any byte.
+func planCode(plans []string) string {
+	if plans == nil {
+		return ""
+	}
+	b := []byte{'l'}
+	for _, p := range plans {
+		b = binary.AppendUvarint(b, uint64(len(p)))
+		b = append(b, p...)
+	}
+	return string(b)
+}
+
+// put stores k, replacing the key with its id.
+func (r *keyring) put(k *policy.APIKey) {
+	if i, ok := r.find(k.ID); ok {
+		r.remove(i)
+	}
+	code := planCode(k.Plans)
+	pi, ok := r.planIndex[code]
+	if !ok {
+		pi = uint32(len(r.plans))
+		var list []string
+		if k.Plans != nil {
+			list = slices.Clip(slices.Clone(k.Plans)) // append copies: shared by every key on it
+		}
+		r.plans = append(r.plans, list)
+		r.planIndex[code] = pi
+	}
+	rec := keyRecord{
+		hash: k.Hash, text: uint32(len(r.text)), plans: pi, enabled: k.Enabled, used: true,
+		idLen: uint32(len(k.ID)), customerLen: uint32(len(k.Customer)), nameLen: uint32(len(k.Name)),
+	}
+	r.text = append(append(append(r.text, k.ID...), k.Customer...), k.Name...)
+	if !k.Expires.IsZero() {
+		rec.hasExp, rec.expSec, rec.expNsec = true, k.Expires.Unix(), int32(k.Expires.Nanosecond())
+	}
+	if !k.Created.IsZero() {
+		rec.hasCreated, rec.createdSec, rec.createdNsec = true, k.Created.Unix(), int32(k.Created.Nanosecond())
+	}
+	var i uint32
+	if n := len(r.free); n > 0 {
+		i, r.free = r.free[n-1], r.free[:n-1]
+		r.recs[i] = rec
+	} else {
+		i = uint32(len(r.recs))
+		r.recs = append(r.recs, rec)
+	}
+	h := r.hashID(k.ID)
+	if _, taken := r.byID[h]; taken {
+		r.idOverflow[k.ID] = i
+	} else {
+		r.byID[h] = i
+	}
+	r.byHash[k.Hash] = i
+}
+
+// remove deletes record i.
+func (r *keyring) remove(i uint32) {
+	rec := &r.recs[i]
+	id := r.id(i)
+	if _, ok := r.idOverflow[id]; ok {
+		delete(r.idOverflow, id)
+	} else {
+		h := r.hashID(id)
+		delete(r.byID, h)
+		// An overflowing id with this hash moves up.
+		for o, j := range r.idOverflow {
+			if r.hashID(o) == h {
+				r.byID[h] = j
+				delete(r.idOverflow, o)
+				break
+			}
+		}
+	}
+	if j, ok := r.byHash[rec.hash]; ok && j == i {
+		delete(r.byHash, rec.hash)
+	}
+	r.garbage += int(rec.idLen + rec.customerLen + rec.nameLen)
+	*rec = keyRecord{}
+	r.free = append(r.free, i)
+	if r.garbage >= compactMin && r.garbage > len(r.text)/2 {
+		r.compact()
+	}
+}
+
+// compact rewrites the text without its garbage.
+func (r *keyring) compact() {
+	text := make([]byte, 0, len(r.text)-r.garbage)
+	for i := range r.recs {
+		rec := &r.recs[i]
+		if !rec.used {
+			continue
+		}
+		n := rec.idLen + rec.customerLen + rec.nameLen
+		off := uint32(len(text))
+		text = append(text, r.text[rec.text:rec.text+n]...)
+		rec.text = off
+	}
+	r.text, r.garbage = text, 0
+}
+
+// sameKey reports whether two keys hold the same values.
+func sameKey(a, b *policy.APIKey) bool {
+	return a.ID == b.ID && a.Customer == b.Customer && a.Name == b.Name && a.Hash == b.Hash &&
+		slices.Equal(a.Plans, b.Plans) && a.Enabled == b.Enabled &&
+		a.Expires.Equal(b.Expires) && a.Created.Equal(b.Created) && a.FromPolicy == b.FromPolicy
+}
+
+// KeysInMemory reports that key lookups are answered from memory, at no
+// cost worth caching.
+func (s *Store) KeysInMemory() bool { return true }
 
 // LookupKey implements policy.Keys.
 func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
-	s.keys.mu.RLock()
-	defer s.keys.mu.RUnlock()
-	return s.keys.byHash[hash], nil
+	r := &s.keys
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if i, ok := r.byHash[hash]; ok {
+		return r.key(i), nil
+	}
+	return nil, nil
 }
 
 // SaveKey creates or replaces the run-time key with k.ID, when the key held
-// under that id is prev (the very pointer RuntimeKeys returned; nil: none),
-// else it returns policy.ErrKeyChanged. The Store keeps k: the caller must
-// not change it afterwards.
+// under that id is prev (equal in every field, as RuntimeKey or
+// RuntimeKeys returned it; nil: none), else it returns policy.ErrKeyChanged.
+// The Store keeps a copy of k.
 func (s *Store) SaveKey(k, prev *policy.APIKey) error {
 	r := &s.keys
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	old := r.byID[k.ID]
-	if old != prev {
+	if !r.holds(k.ID, prev) {
 		return policy.ErrKeyChanged
 	}
-	if old != nil {
-		delete(r.byHash, old.Hash)
-	}
-	r.byID[k.ID] = k
-	r.byHash[k.Hash] = k
+	r.put(k)
 	return nil
+}
+
+// holds reports whether the key with the id is prev (nil: there is none).
+func (r *keyring) holds(id string, prev *policy.APIKey) bool {
+	i, ok := r.find(id)
+	if !ok || prev == nil {
+		return ok == (prev != nil)
+	}
+	return sameKey(r.key(i), prev)
+}
+
+// HoldsKey reports whether the run-time key with the id is prev (nil: there
+// is none), as SaveKey compares them.
+func (s *Store) HoldsKey(id string, prev *policy.APIKey) bool {
+	s.keys.mu.RLock()
+	defer s.keys.mu.RUnlock()
+	return s.keys.holds(id, prev)
+}
+
+// PutKey creates or replaces the run-time key with k.ID, whatever it
+// replaces.
+func (s *Store) PutKey(k *policy.APIKey) {
+	s.keys.mu.Lock()
+	s.keys.put(k)
+	s.keys.mu.Unlock()
 }
 
 // DeleteKey removes the run-time key with the id and reports whether there
@@ -56,22 +277,22 @@ func (s *Store) DeleteKey(id string) (bool, error) {
 	r := &s.keys
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	k := r.byID[id]
-	if k == nil {
-		return false, nil
+	i, ok := r.find(id)
+	if ok {
+		r.remove(i)
 	}
-	delete(r.byID, id)
-	delete(r.byHash, k.Hash)
-	return true, nil
+	return ok, nil
 }
 
 // RuntimeKeys returns the run-time keys, by id.
 func (s *Store) RuntimeKeys() ([]*policy.APIKey, error) {
 	r := &s.keys
 	r.mu.RLock()
-	out := make([]*policy.APIKey, 0, len(r.byID))
-	for _, k := range r.byID {
-		out = append(out, k)
+	out := make([]*policy.APIKey, 0, len(r.recs)-len(r.free))
+	for i := range r.recs {
+		if r.recs[i].used {
+			out = append(out, r.key(uint32(i)))
+		}
 	}
 	r.mu.RUnlock()
 	slices.SortFunc(out, func(a, b *policy.APIKey) int { return strings.Compare(a.ID, b.ID) })
@@ -80,7 +301,11 @@ func (s *Store) RuntimeKeys() ([]*policy.APIKey, error) {
 
 // RuntimeKey returns the run-time key with the id, or nil.
 func (s *Store) RuntimeKey(id string) (*policy.APIKey, error) {
-	s.keys.mu.RLock()
-	defer s.keys.mu.RUnlock()
-	return s.keys.byID[id], nil
+	r := &s.keys
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if i, ok := r.find(id); ok {
+		return r.key(i), nil
+	}
+	return nil, nil
 }
