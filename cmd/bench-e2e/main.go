@@ -9,6 +9,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -59,6 +61,7 @@ func run(ctx context.Context, args []string) error {
 	workers := fs.Int("workers", 50, "load `workers`")
 	duration := fs.Duration("duration", 10*time.Second, "measured `time` per scenario")
 	million := fs.Int("million", 1_000_000, "`customers` of the large scenario")
+	rounds := fs.Int("rounds", 3, "`rounds` of the floor and every scenario; each row is the round of the median ratio")
 	only := fs.String("only", "", "run only the scenarios whose names hold this `text` (the floor always runs)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -76,46 +79,121 @@ func run(ctx context.Context, args []string) error {
 		{"Redis store, 1,000 customers, --store-timeout 100ms", "redis", 1000, load.Authz, 100 * time.Millisecond},
 		{"ext_proc, embedded store, 1,000 customers", "file", 1000, load.Process, 0},
 	}
-	var rows []string
-	floor, err := measure(ctx, *bin, *policyFile, *plan, work, scenario{"floor (serve --noop)", "noop", 1000, load.Authz, 0}, *workers, *duration, nil)
-	if err != nil {
-		return fmt.Errorf("floor: %w", err)
-	}
-	rows = append(rows, floor.row(floor))
-	floorProc, haveFloorProc := floor, false
+	floorSc := scenario{"floor (serve --noop)", "noop", 1000, load.Authz, 0}
+	floorProcSc := scenario{"floor (serve --noop), ext_proc", "noop", 1000, load.Process, 0}
+	var selected []scenario
 	for _, sc := range scenarios {
-		if *only != "" && !strings.Contains(sc.name, *only) {
+		if *only == "" || strings.Contains(sc.name, *only) {
+			selected = append(selected, sc)
+		}
+	}
+	// Each round measures the floors, then every scenario, and compares each
+	// with the floor of its own round: neighbours in time see the same
+	// machine. The report gives the round of the median ratio.
+	runs := map[string][]trial{}
+	seeded := map[string]bool{}
+	for round := range max(*rounds, 1) {
+		floor, err := measure(ctx, *bin, *policyFile, *plan, work, floorSc, *workers, *duration, nil, false)
+		if err != nil {
+			return fmt.Errorf("floor: %w", err)
+		}
+		runs[floorSc.name] = append(runs[floorSc.name], trial{floor, floor})
+		var floorProc *result
+		for _, sc := range selected {
+			base := floor
+			if sc.mode == load.Process {
+				if floorProc == nil {
+					// ext_proc is compared with a floor that speaks ext_proc.
+					fp, err := measure(ctx, *bin, *policyFile, *plan, work, floorProcSc, *workers, *duration, nil, false)
+					if err != nil {
+						return fmt.Errorf("ext_proc floor: %w", err)
+					}
+					floorProc = &fp
+					runs[floorProcSc.name] = append(runs[floorProcSc.name], trial{fp, fp})
+				}
+				base = *floorProc
+			}
+			var redisSrv *redistest.Server
+			if sc.store == "redis" {
+				if redisSrv, err = redistest.Launch(work); err != nil {
+					return err
+				}
+			}
+			// A fresh Redis each time; the file store's keys stay seeded.
+			seed := sc.store == "redis" || !seeded[sc.name]
+			seeded[sc.name] = true
+			m, err := measure(ctx, *bin, *policyFile, *plan, work, sc, *workers, *duration, redisSrv, seed)
+			if redisSrv != nil {
+				redisSrv.Stop()
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", sc.name, err)
+			}
+			runs[sc.name] = append(runs[sc.name], trial{m, base})
+			fmt.Fprintf(os.Stderr, "round %d: %s\n", round+1, m.row(base, nil))
+		}
+	}
+	var rows []string
+	for _, sc := range append([]scenario{floorSc, floorProcSc}, selected...) {
+		rs := runs[sc.name]
+		if len(rs) == 0 {
 			continue
 		}
-		if sc.mode == load.Process && !haveFloorProc {
-			haveFloorProc = true
-			// ext_proc is compared with a floor that speaks ext_proc.
-			if floorProc, err = measure(ctx, *bin, *policyFile, *plan, work, scenario{"floor (serve --noop), ext_proc", "noop", 1000, load.Process, 0}, *workers, *duration, nil); err != nil {
-				return fmt.Errorf("ext_proc floor: %w", err)
-			}
-			rows = append(rows, floorProc.row(floorProc))
+		if sc.store == "noop" {
+			rows = append(rows, median(rs, func(r trial) float64 { return r.m.r.PerSecond }))
+			continue
 		}
-		var redisSrv *redistest.Server
-		if sc.store == "redis" {
-			if redisSrv, err = redistest.Launch(work); err != nil {
-				return err
-			}
-		}
-		m, err := measure(ctx, *bin, *policyFile, *plan, work, sc, *workers, *duration, redisSrv)
-		if redisSrv != nil {
-			redisSrv.Stop()
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", sc.name, err)
-		}
-		base := floor
-		if sc.mode == load.Process {
-			base = floorProc
-		}
-		rows = append(rows, m.row(base))
-		fmt.Fprintln(os.Stderr, m.row(base))
+		rows = append(rows, median(rs, trial.ratio))
 	}
-	return appendRows(*out, rows, *workers)
+	// The targets that compare two scenarios, round by round.
+	var notes []string
+	small, large := runs[scenarios[0].name], runs[scenarios[1].name]
+	compare := func(what string, a, b []trial) {
+		if len(a) == 0 || len(a) != len(b) {
+			return
+		}
+		var rs []float64
+		for i := range a {
+			rs = append(rs, a[i].m.r.PerSecond/b[i].m.r.PerSecond)
+		}
+		notes = append(notes, fmt.Sprintf("%s: %s", what, ratios(rs)))
+	}
+	compare(fmt.Sprintf("%d customers over 1,000 customers (decisions/s, same round)", *million), large, small)
+	compare("Redis store over the embedded store, 1,000 customers (decisions/s, same round)", runs[scenarios[2].name], small)
+	compare("Redis store with a 100 ms budget over the embedded store (decisions/s, same round)", runs[scenarios[3].name], small)
+	return appendRows(*out, rows, notes, *workers, *rounds)
+}
+
+// trial is one round's measurement of a scenario and the floor it is compared
+// with.
+type trial struct{ m, base result }
+
+func (r trial) ratio() float64 { return r.m.r.PerSecond / r.base.r.PerSecond }
+
+// median returns the row of the round whose by is the median (the lower
+// one of an even count), with every round's ratio to its floor.
+func median(rs []trial, by func(trial) float64) string {
+	idx := make([]int, len(rs))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(by(rs[a]), by(rs[b])) })
+	var all []float64
+	for _, r := range rs {
+		all = append(all, r.ratio())
+	}
+	m := rs[idx[(len(idx)-1)/2]]
+	return m.m.row(m.base, all)
+}
+
+// ratios formats the median of rs and then each of them, in round order.
+func ratios(rs []float64) string {
+	sorted := slices.Sorted(slices.Values(rs))
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprintf("%.2f", r)
+	}
+	return fmt.Sprintf("median %.2f (rounds: %s)", sorted[(len(sorted)-1)/2], strings.Join(parts, ", "))
 }
 
 // result is one scenario's measurement.
@@ -127,7 +205,9 @@ type result struct {
 	failedOpen  float64 // decisions allowed because the store missed its budget
 }
 
-func (m result) row(floor result) string {
+// row formats m as a table row, with its ratio to floor and, when there
+// were several rounds, every round's ratio.
+func (m result) row(floor result, rounds []float64) string {
 	ratio := m.r.PerSecond / floor.r.PerSecond
 	mem := ""
 	if m.bytesPerCus > 0 {
@@ -136,14 +216,18 @@ func (m result) row(floor result) string {
 	if m.failedOpen > 0 {
 		mem += fmt.Sprintf("%.1f%% failed open (store budget missed)", 100*m.failedOpen)
 	}
-	return fmt.Sprintf("| %s | %s | %s | %d | %.0f | %.2f | %s | %s | %s | %s | %.2f | %s |",
+	each := make([]string, len(rounds))
+	for i, r := range rounds {
+		each[i] = fmt.Sprintf("%.2f", r)
+	}
+	return fmt.Sprintf("| %s | %s | %s | %d | %.0f | %.2f | %s | %s | %s | %s | %s | %.2f | %s |",
 		time.Now().UTC().Format(time.DateOnly), commit(), m.sc.name, m.r.Workers, m.r.PerSecond, ratio,
-		m.r.P50, m.r.P90, m.r.P99, m.r.P999, m.cpu, mem)
+		strings.Join(each, " "), m.r.P50, m.r.P90, m.r.P99, m.r.P999, m.cpu, mem)
 }
 
 // measure seeds the store, starts the server, runs the load and reads the
 // server's CPU and heap.
-func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenario, workers int, duration time.Duration, rs *redistest.Server) (result, error) {
+func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenario, workers int, duration time.Duration, rs *redistest.Server, seed bool) (result, error) {
 	res := result{sc: sc}
 	store := "file:" + filepath.Join(work, strings.NewReplacer(" ", "-", ",", "").Replace(sc.name))
 	if rs != nil {
@@ -156,7 +240,7 @@ func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenari
 	}
 	if sc.store == "noop" {
 		serveArgs = append(serveArgs, "--noop")
-	} else {
+	} else if seed {
 		fmt.Fprintf(os.Stderr, "%s: seeding %d keys\n", sc.name, sc.keys)
 		if out, err := exec.CommandContext(ctx, bin, "load", "prepare", "--store", store, "--keys", strconv.Itoa(sc.keys), "--plan", plan).CombinedOutput(); err != nil {
 			return res, fmt.Errorf("prepare: %v: %s", err, out)
@@ -371,18 +455,24 @@ func machine() string {
 
 // appendRows adds a section with the rows to out, creating its header when
 // the file is new.
-func appendRows(out string, rows []string, workers int) error {
+func appendRows(out string, rows, notes []string, workers, rounds int) error {
 	f, err := os.OpenFile(out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	fmt.Fprintf(f, "\n### %s — %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine())
-	fmt.Fprintf(f, "`make bench-e2e`: `tollgate load --workers %d --conns 4 --duration 10s --warmup 2s`, mix anonymous 20, keyed 70, blocked 5, invalid keys 5; load generator and server share the cores. Ratio: decisions/s over the floor's in this run; server CPU: cores busy, warm-up included.\n\n", workers)
-	fmt.Fprintln(f, "| date | commit | scenario | workers | decisions/s | ratio to floor | p50 | p90 | p99 | p99.9 | server CPU (cores) | memory |")
-	fmt.Fprintln(f, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	fmt.Fprintf(f, "`make bench-e2e`: `tollgate load --workers %d --conns 4 --duration 10s --warmup 2s`, mix anonymous 20, keyed 70, blocked 5, invalid keys 5; load generator and server share the cores. %d rounds, each measuring the floor and then every scenario; ratio: decisions/s over the floor's of the same round, the row being the round of the median ratio (the floor's: of the median decisions/s); server CPU: cores busy, warm-up included.\n\n", workers, rounds)
+	fmt.Fprintln(f, "| date | commit | scenario | workers | decisions/s | ratio to floor | ratio per round | p50 | p90 | p99 | p99.9 | server CPU (cores) | memory |")
+	fmt.Fprintln(f, "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|")
 	for _, r := range rows {
 		fmt.Fprintln(f, r)
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(f)
+	}
+	for _, n := range notes {
+		fmt.Fprintf(f, "- %s\n", n)
 	}
 	return nil
 }
