@@ -21,7 +21,7 @@ const benchCustomers = 1000
 // buckets are huge and refill slowly, so that they are never full again
 // once used: the store keeps every entry, as under real load, instead of
 // dropping and re-creating them.
-func benchPolicy(b *testing.B) (*policy.Policy, []*policy.Request) {
+func benchPolicy(b testing.TB) (*policy.Policy, []*policy.Request) {
 	b.Helper()
 	var keys strings.Builder
 	reqs := make([]*policy.Request, benchCustomers)
@@ -106,4 +106,27 @@ func BenchmarkEvaluateParallel(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// TestEvaluateDoesNotAllocate: a keyed decision through every tier, the
+// per-key WAF counter included, allocates nothing once its counters exist.
+func TestEvaluateDoesNotAllocate(t *testing.T) {
+	p, reqs := benchPolicy(t)
+	st := memory.New()
+	now := t0
+	for _, r := range reqs { // make every counter and bucket
+		p.Evaluate(now, r, st, nil)
+	}
+	i := 0
+	got := testing.AllocsPerRun(1000, func() {
+		now = now.Add(time.Microsecond)
+		d, err := p.Evaluate(now, reqs[i%len(reqs)], st, nil)
+		if err != nil || d.Verdict != policy.Allow || d.NLimits != 5 {
+			t.Fatalf("got %s %s (%d limits) %v, want allowed with 5 limits", d.Verdict, d.Reason, d.NLimits, err)
+		}
+		i++
+	})
+	if got != 0 {
+		t.Errorf("got %v allocations per decision, want 0", got)
+	}
 }

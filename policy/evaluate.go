@@ -94,7 +94,10 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 						continue
 					}
 					hashKey()
-					h.Key.Subject = string(keyHash[:]) // the hash, never the value
+					// The hash, never the value: its first 128 bits, held
+					// as an address so that no string is made for it (2^64
+					// keys before two are likely to share a counter).
+					h.Key.Addr = netip.AddrFrom16([16]byte(keyHash[:16]))
 				}
 				if w.action == wafCount {
 					h.Limit = 1<<63 - 1 // counted, never blocks

@@ -31,7 +31,9 @@ type State interface {
 type Key struct {
 	Limit   string
 	Subject string
-	Addr    netip.Addr
+	// Addr is the client's address, or for a WAF counter per API key the
+	// first 128 bits of the key's SHA-256.
+	Addr netip.Addr
 	// Period is the start of a quota period in Unix seconds.
 	Period int64
 }
