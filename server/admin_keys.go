@@ -86,7 +86,7 @@ func (s *Server) allKeys(p *policy.Policy) ([]*policy.APIKey, error) {
 // findKey returns the key with the id: the run-time key if there is one,
 // else the policy file's, else a 404 error.
 func (s *Server) findKey(p *policy.Policy, id string) (*policy.APIKey, error) {
-	rt, err := s.runtimeKey(id)
+	rt, err := s.store.RuntimeKey(id)
 	if err != nil || rt != nil {
 		return rt, err
 	}
@@ -96,19 +96,6 @@ func (s *Server) findKey(p *policy.Policy, id string) (*policy.APIKey, error) {
 	return nil, errorf(http.StatusNotFound, "no key with id %q", id)
 }
 
-// runtimeKey returns the run-time key with the id, or nil.
-func (s *Server) runtimeKey(id string) (*policy.APIKey, error) {
-	keys, err := s.store.RuntimeKeys()
-	if err != nil {
-		return nil, err
-	}
-	for _, k := range keys {
-		if k.ID == id {
-			return k, nil
-		}
-	}
-	return nil, nil
-}
 
 // writableKey returns the run-time key with the id for a change: 404 when
 // there is no key, 409 when it is the policy file's.
@@ -128,7 +115,7 @@ func (s *Server) idTaken(p *policy.Policy, id string) error {
 	if p.KeyByID(id) != nil {
 		return errorf(http.StatusConflict, "key id %q is taken by a key of the policy file", id)
 	}
-	rt, err := s.runtimeKey(id)
+	rt, err := s.store.RuntimeKey(id)
 	if err != nil {
 		return err
 	}

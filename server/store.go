@@ -33,6 +33,8 @@ type Store interface {
 	DeleteKey(id string) (bool, error)
 	// RuntimeKeys returns every run-time key.
 	RuntimeKeys() ([]*policy.APIKey, error)
+	// RuntimeKey returns the run-time key with the id, or nil.
+	RuntimeKey(id string) (*policy.APIKey, error)
 
 	// Counter returns the state of a quota or usage-history counter:
 	// the requests counted, and the requests granted on top of the limit

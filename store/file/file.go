@@ -373,6 +373,9 @@ func (s *Store) DeleteKey(id string) (bool, error) {
 	return s.mem.DeleteKey(id)
 }
 
+// RuntimeKey returns the run-time key with the id, or nil.
+func (s *Store) RuntimeKey(id string) (*policy.APIKey, error) { return s.mem.RuntimeKey(id) }
+
 // RuntimeKeys returns the run-time keys, by id.
 func (s *Store) RuntimeKeys() ([]*policy.APIKey, error) { return s.mem.RuntimeKeys() }
 

@@ -639,6 +639,24 @@ func (s *Store) RuntimeKeys() ([]*policy.APIKey, error) {
 	return keys, errors.Join(errs...)
 }
 
+// RuntimeKey returns the run-time key with the id, or nil.
+func (s *Store) RuntimeKey(id string) (*policy.APIKey, error) {
+	ctx, cancel := s.adminCall()
+	defer cancel()
+	rec, err := s.c.HGet(ctx, s.keysKey, id).Result()
+	if errors.Is(err, goredis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redis %s: get key %q: %w", s.url, id, err)
+	}
+	k, err := keyjson.Decode([]byte(rec))
+	if err != nil {
+		return nil, fmt.Errorf("redis %s: %s field %s: %w", s.url, s.keysKey, id, err)
+	}
+	return k, nil
+}
+
 // Counter returns the state of a quota or usage counter.
 func (s *Store) Counter(k policy.Key) (used, granted int64, err error) {
 	ctx, cancel := s.adminCall()
