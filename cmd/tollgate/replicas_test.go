@@ -184,9 +184,10 @@ func TestRedisOutage(t *testing.T) {
 	if len(samples) < 100 {
 		t.Fatalf("step 2: got %d answers during the outage, want many", len(samples))
 	}
-	// The gRPC round trip on a shared 2-core machine, not the store, is
-	// the margin.
-	const margin = 100 * time.Millisecond
+	// What is checked is that no decision waits on the dead Redis (go-redis
+	// would wait seconds to dial or read): the margin is for a shared 2-core
+	// machine under load, where one gRPC round trip has taken 130 ms.
+	const margin = time.Second
 	var took []time.Duration
 	for _, s := range samples {
 		took = append(took, s.took)
