@@ -203,6 +203,9 @@ type result struct {
 	cpu         float64 // server cores busy during the measured window
 	bytesPerCus float64 // heap per customer the load touched (0: not measured)
 	failedOpen  float64 // decisions allowed because the store missed its budget
+	// callsPerDecision is Redis script calls (EVALSHA, EVAL) over decisions:
+	// the round trips of decisions and key lookups (0: not Redis).
+	callsPerDecision float64
 }
 
 // row formats m as a table row, with its ratio to floor and, when there
@@ -212,6 +215,9 @@ func (m result) row(floor result, rounds []float64) string {
 	mem := ""
 	if m.bytesPerCus > 0 {
 		mem = fmt.Sprintf("%.0f B of heap per active customer", m.bytesPerCus)
+	}
+	if m.callsPerDecision > 0 {
+		mem += fmt.Sprintf("%.2f Redis script calls per decision; ", m.callsPerDecision)
 	}
 	if m.failedOpen > 0 {
 		mem += fmt.Sprintf("%.1f%% failed open (store budget missed)", 100*m.failedOpen)
@@ -252,6 +258,12 @@ func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenari
 	}
 	defer srv.stop()
 	heapBefore, _ := srv.heap()
+	var callsBefore int64
+	if rs != nil {
+		if callsBefore, err = rs.ScriptCalls(); err != nil {
+			return res, err
+		}
+	}
 	cpuBefore, err := cpuTime(srv.cmd.Process.Pid)
 	if err != nil {
 		return res, err
@@ -279,6 +291,13 @@ func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenari
 	all, err2 := srv.metricSum("")
 	if err1 == nil && err2 == nil && all > 0 {
 		res.failedOpen = failed / all // warm-up included on both sides
+	}
+	if rs != nil && err2 == nil && all > 0 {
+		calls, err := rs.ScriptCalls()
+		if err != nil {
+			return res, err
+		}
+		res.callsPerDecision = float64(calls-callsBefore) / all
 	}
 	// Per customer only where customers, not buffers, fill the heap.
 	if heapAfter, err := srv.heap(); err == nil && heapBefore > 0 && sc.store == "file" {

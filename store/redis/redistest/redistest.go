@@ -15,6 +15,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"strconv"
@@ -145,4 +146,49 @@ func ping(addr string) error {
 		return fmt.Errorf("got %q, want +PONG", line)
 	}
 	return nil
+}
+
+// ScriptCalls returns how many EVALSHA and EVAL calls the server has run:
+// the round trips of the store's decisions (INFO's command counts also hold
+// the commands the scripts run, so only these two are added up).
+func (s *Server) ScriptCalls() (int64, error) {
+	c, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprint(c, "INFO commandstats\r\n"); err != nil {
+		return 0, err
+	}
+	r := bufio.NewReader(c)
+	head, err := r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	size, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+	if !strings.HasPrefix(head, "$") || err != nil {
+		return 0, fmt.Errorf("INFO: got %q, want a bulk string", head)
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, line := range strings.Split(string(body), "\r\n") {
+		for _, cmd := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
+			if v, ok := strings.CutPrefix(line, cmd); ok {
+				end := strings.IndexByte(v, ',')
+				if end < 0 {
+					return 0, fmt.Errorf("INFO: bad line %q", line)
+				}
+				calls, err := strconv.ParseInt(v[:end], 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("INFO: bad line %q", line)
+				}
+				n += calls
+			}
+		}
+	}
+	return n, nil
 }
