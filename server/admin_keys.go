@@ -96,7 +96,6 @@ func (s *Server) findKey(p *policy.Policy, id string) (*policy.APIKey, error) {
 	return nil, errorf(http.StatusNotFound, "no key with id %q", id)
 }
 
-
 // writableKey returns the run-time key with the id for a change: 404 when
 // there is no key, 409 when it is the policy file's.
 func (s *Server) writableKey(p *policy.Policy, id string) (*policy.APIKey, error) {

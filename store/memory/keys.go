@@ -43,14 +43,14 @@ type keyring struct {
 // keyRecord is a stored key. Times are UTC, kept as seconds and
 // nanoseconds (the zero time when set is false).
 type keyRecord struct {
-	hash                     [sha256.Size]byte
-	text                     uint32 // offset of the id in keyring.text
+	hash                        [sha256.Size]byte
+	text                        uint32 // offset of the id in keyring.text
 	idLen, customerLen, nameLen uint32
-	plans                    uint32
-	expSec, createdSec       int64
-	expNsec, createdNsec     int32
-	hasExp, hasCreated       bool
-	enabled, used            bool
+	plans                       uint32
+	expSec, createdSec          int64
+	expNsec, createdNsec        int32
+	hasExp, hasCreated          bool
+	enabled, used               bool
 }
 
 // compactMin is the garbage, in bytes, below which the text is not

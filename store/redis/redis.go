@@ -62,7 +62,8 @@ var ErrUnavailable = errors.New("redis: unreachable (calls stopped until a ping 
 
 // Options configure a Store.
 type Options struct {
-	// Timeout is the budget of a decision's call: Apply and LookupKey
+	// Timeout is the budget of a decision's call: Apply (from the call to
+	// Apply, a wait on the queue for a shared call included) and LookupKey
 	// (default DefaultTimeout).
 	Timeout time.Duration
 	// AdminTimeout bounds the other calls (default DefaultAdminTimeout).
@@ -100,12 +101,23 @@ type Store struct {
 	probing sync.WaitGroup
 	done    chan struct{}
 	closed  sync.Once
+
+	// queue holds the decisions waiting for a sender (batch.go).
+	queue    chan *request
+	taking   sync.Mutex // held by the sender that waits for the queue
+	sending  sync.WaitGroup
+	calls    atomic.Int64 // calls of the apply script made, for tests
+	inflight atomic.Int32 // calls being made
+	// errTimeout and errClosed are the errors of a decision whose budget
+	// ran out before its reply came, and of one the Store closed under.
+	errTimeout, errClosed error
 }
 
 var (
 	//go:embed apply.lua
 	applySrc    string
 	applyScript = goredis.NewScript(applySrc)
+	applySHA    = applyScript.Hash()
 
 	// saveKey replaces the key ARGV[1] (record ARGV[2], hash ARGV[3]) in
 	// the keys hash KEYS[1] and its hash index KEYS[2], and announces the
@@ -212,8 +224,12 @@ func Open(rawURL string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--store %s: %w", u.Redacted(), err)
 	}
-	s := &Store{c: c, url: u.Redacted(), opts: o, done: make(chan struct{}),
+	s := &Store{c: c, url: u.Redacted(), opts: o, done: make(chan struct{}), queue: make(chan *request, queueLen),
 		keysKey: o.Prefix + "keys", byHashKey: o.Prefix + "keys-by-hash", changesKey: o.Prefix + "keys-changed"}
+	// A decision whose budget ends first gets what go-redis answers a call
+	// whose context ran out before it was sent.
+	s.errTimeout = fmt.Errorf("redis %s: apply: %w", s.url, context.DeadlineExceeded)
+	s.errClosed = fmt.Errorf("redis %s: apply: %w", s.url, ErrClosed)
 	ctx, cancel := context.WithTimeout(context.Background(), o.AdminTimeout)
 	defer cancel()
 	if err := s.loadScripts(ctx); err != nil {
@@ -226,6 +242,9 @@ func Open(rawURL string, o Options) (*Store, error) {
 		}
 		s.fails.Store(breakAfter - 1)
 		s.failed()
+	}
+	for range senders {
+		s.sending.Go(s.send)
 	}
 	return s, nil
 }
@@ -365,7 +384,11 @@ func (s *Store) probe() {
 // limit, the subject
 // (length first: it may hold any character), the address and the period.
 func (s *Store) key(kind byte, k policy.Key) string {
-	b := make([]byte, 0, len(s.opts.Prefix)+len(k.Limit)+len(k.Subject)+64)
+	return string(s.appendKey(make([]byte, 0, len(s.opts.Prefix)+len(k.Limit)+len(k.Subject)+64), kind, k))
+}
+
+// appendKey appends the Redis key of a state key to b.
+func (s *Store) appendKey(b []byte, kind byte, k policy.Key) []byte {
 	b = append(b, s.opts.Prefix...)
 	b = append(b, kind, ':')
 	b = append(b, k.Limit...)
@@ -378,19 +401,24 @@ func (s *Store) key(kind byte, k policy.Key) string {
 		b = k.Addr.AppendTo(b)
 	}
 	b = append(b, ':')
-	b = strconv.AppendInt(b, k.Period, 10)
-	return string(b)
+	return strconv.AppendInt(b, k.Period, 10)
 }
 
-// Apply implements policy.State in one call of the apply script, within the
-// decision budget. KEYS are the hits', the ops' and the usage counter's;
+// Apply implements policy.State: the batch is one decision of the apply
+// script, within the decision budget. Decisions that arrive while calls are
+// in flight wait and go together in the next call (batch.go); each is one
+// atomic step and costs its caller one round trip either way.
+//
+// A decision's KEYS are the hits', the ops' and the usage counter's; its
 // ARGV: the instant in µs ("" for Redis's clock), the counts of hits and
 // ops, whether there is a usage counter and its expiry (Unix ms), the lease
 // TTL (µs), then per hit its limit and window (µs), per op "b", rate
-// (µreq/s), burst or "q", limit, expiry (Unix ms) or "c", cap, lease. The
-// reply: the blocking hit (1-based, 0: none), whether the ops were taken, the
-// instant (µs), each counted hit's count, and per op (when no hit blocked)
-// the bucket refilled (nano-tokens, µs), the quota's used and granted, or the
+// (µreq/s), burst or "q", limit, expiry (Unix ms) or "c", cap, lease. A
+// call's KEYS are its decisions' KEYS one after another, and its ARGV their
+// ARGV. The reply holds, per decision, the length of its part, then: the
+// blocking hit (1-based, 0: none), whether the ops were taken, the instant
+// (µs), each counted hit's count, and per op (when no hit blocked) the
+// bucket refilled (nano-tokens, µs), the quota's used and granted, or the
 // slots held, before the take.
 func (s *Store) Apply(now time.Time, b *policy.Batch) error {
 	b.Blocked, b.Taken = -1, false
@@ -398,54 +426,68 @@ func (s *Store) Apply(now time.Time, b *policy.Batch) error {
 	if len(b.Hits) == 0 && len(b.Ops) == 0 && !usage {
 		return nil
 	}
-	keys := make([]string, 0, len(b.Hits)+len(b.Ops)+1)
-	args := make([]any, 0, 5+2*len(b.Hits)+3*len(b.Ops))
-	clock := ""
+	for i := range b.Hits {
+		if w := b.Hits[i].Window; w < time.Microsecond {
+			return fmt.Errorf("redis: hit %d: window %v is under 1µs", i, w)
+		}
+	}
+	select {
+	case <-s.done:
+		return s.errClosed
+	default:
+	}
+	if s.open.Load() {
+		return ErrUnavailable
+	}
+	r := newRequest(len(b.Hits), len(b.Ops))
 	if s.opts.CallerClock {
-		clock = strconv.FormatInt(now.UnixMicro(), 10)
+		r.num(now.UnixMicro())
+	} else {
+		r.str("")
 	}
 	var usageAt int64
 	if usage {
 		usageAt = time.Unix(b.Usage.Period, 0).Add(24*time.Hour + s.opts.Retention).UnixMilli()
 	}
-	args = append(args, clock, len(b.Hits), len(b.Ops), b2i(usage), usageAt, s.opts.LeaseTTL.Microseconds())
+	r.num(int64(len(b.Hits)))
+	r.num(int64(len(b.Ops)))
+	r.num(int64(b2i(usage)))
+	r.num(usageAt)
+	r.num(s.opts.LeaseTTL.Microseconds())
 	for i := range b.Hits {
 		h := &b.Hits[i]
-		if h.Window < time.Microsecond {
-			return fmt.Errorf("redis: hit %d: window %v is under 1µs", i, h.Window)
-		}
-		keys = append(keys, s.key('w', h.Key))
-		args = append(args, h.Limit, h.Window.Microseconds())
+		r.key(s, 'w', h.Key)
+		r.num(h.Limit)
+		r.num(h.Window.Microseconds())
 	}
 	for i := range b.Ops {
 		o := &b.Ops[i]
 		switch o.Tier {
 		case policy.TierQuota:
-			keys = append(keys, s.key('c', o.Key))
-			args = append(args, "q", o.Quota, o.End.Add(s.opts.Retention).UnixMilli())
+			r.key(s, 'c', o.Key)
+			r.str("q")
+			r.num(o.Quota)
+			r.num(o.End.Add(s.opts.Retention).UnixMilli())
 		case policy.TierConcurrency:
-			keys = append(keys, s.key('s', o.Key))
-			args = append(args, "c", o.Quota, o.Lease)
+			r.key(s, 's', o.Key)
+			r.str("c")
+			r.num(o.Quota)
+			r.str(o.Lease)
 		default:
-			keys = append(keys, s.key('b', o.Key))
-			args = append(args, "b", o.Throttle.RateMicro, o.Throttle.Burst)
+			r.key(s, 'b', o.Key)
+			r.str("b")
+			r.num(int64(o.Throttle.RateMicro)) // under 2^53: see the package doc
+			r.num(o.Throttle.Burst)
 		}
 	}
 	if usage {
-		keys = append(keys, s.key('c', b.Usage))
+		r.key(s, 'c', b.Usage)
 	}
-
-	ctx, cancel, err := s.decisionCall()
+	r.sealKeys()
+	res, err := s.decide(r)
 	if err != nil {
 		return err
 	}
-	res, err := applyScript.Run(ctx, s.c, keys, args...).Int64Slice()
-	cancel()
-	if err != nil {
-		s.failed()
-		return fmt.Errorf("redis %s: apply: %w", s.url, err)
-	}
-	s.succeeded()
 	return s.read(res, b)
 }
 
@@ -724,7 +766,9 @@ func (s *Store) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the prober and closes the client.
+// Close stops the senders and the prober and closes the client. Decisions
+// waiting to be sent fail with ErrClosed; those in a call fail as the client
+// closes under it.
 func (s *Store) Close() error {
 	var err error
 	s.closed.Do(func() {
@@ -732,8 +776,9 @@ func (s *Store) Close() error {
 		s.stopped = true // no prober starts from here on
 		s.probeMu.Unlock()
 		close(s.done)
-		s.probing.Wait()
 		err = s.c.Close()
+		s.sending.Wait()
+		s.probing.Wait()
 	})
 	return err
 }

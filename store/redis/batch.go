@@ -1,0 +1,375 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/policy"
+)
+
+// Decisions that arrive together share one call of the apply script.
+//
+// A decision that finds no call in flight makes its call at once, from its
+// caller's goroutine, as every decision did before calls were shared. Else it
+// is a request put on the queue, which a few sender goroutines take off: an
+// idle sender takes it at once; while every sender's call is in flight,
+// requests wait on the queue, and the next sender free takes all of them (up
+// to maxBatch) into one EVALSHA, in the order they came. The script runs them
+// one after another, each as one atomic step (the call is one), and each
+// caller still waits for one round trip: its call's.
+//
+// Each caller waits at most its own budget, counted from its Apply: it keeps
+// a timer. A request's state says who owns it once it is queued: the caller
+// that gave up leaves it to the sender (which drops it unsent when it is
+// still queued), and the sender leaves a delivered reply to the caller.
+const (
+	// senders is the number of sender goroutines: with the caller that
+	// found no call in flight, at most senders+1 calls are in flight. Two
+	// keep Redis busy while a sender reads a reply and gathers the next
+	// batch; more only split the waiting decisions into smaller batches,
+	// each a call for Redis (measured on the 2-core machine of the
+	// README: see the package doc).
+	senders = 2
+	// maxBatch bounds the decisions of one call: a call of 64 is at most
+	// ~64 × (6 + 2 × 16 + 3 × 6) arguments, well inside Redis's limits, and
+	// holds Redis for a few hundred µs at most.
+	maxBatch = 64
+	// queueLen bounds the decisions waiting; an Apply that finds the queue
+	// full waits for room within its budget.
+	queueLen = 4096
+)
+
+// ErrClosed is returned by the decisions of a closed Store, and by those
+// that were waiting to be sent when it closed.
+var ErrClosed = errors.New("redis: store closed")
+
+// A request's states.
+const (
+	queued    int32 = iota // on the queue; its caller waits
+	sent                   // in a sender's call; its caller waits
+	delivered              // the reply is, or is being, handed to the caller
+	abandoned              // its caller gave up: the sender owns it
+)
+
+// request is one decision on its way to Redis. Its slices are reused:
+// args points into nums and strs (and the sender's call into keys), whose
+// room is reserved before they are filled, so that the pointers hold.
+type request struct {
+	state    atomic.Int32
+	deadline time.Time // the caller's budget
+	// callEnd is the deadline of the call the request is sent in, set
+	// before its state becomes sent.
+	callEnd time.Time
+
+	keys []string // substrings of one string built in kbuf
+	kbuf []byte
+	ends []int   // where each key ends in kbuf
+	args []any   // the ARGV: *int64 into nums, *string into strs
+	nums []int64 // the numbers of args
+	strs []string
+
+	reply []int64 // the decision's part of the call's reply
+	err   error
+	done  chan struct{} // the sender delivered (capacity 1)
+	timer *time.Timer   // the budget
+
+	// own and buf are for a call the caller makes itself.
+	own [1]*request
+	buf callBuf
+}
+
+// callBuf holds a call's arguments, reused from call to call.
+type callBuf struct {
+	args  []any
+	nkeys int64
+}
+
+var requests = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &request{done: make(chan struct{}, 1), timer: t}
+}}
+
+// newRequest returns an empty request with room for nh hits and no ops.
+func newRequest(nh, no int) *request {
+	r := requests.Get().(*request)
+	if n := 6 + 2*nh + 3*no; cap(r.nums) < n {
+		r.nums = make([]int64, 0, n)
+	}
+	if n := 1 + 2*no; cap(r.strs) < n {
+		r.strs = make([]string, 0, n)
+	}
+	return r
+}
+
+// free puts r back for reuse; only its owner may.
+func (r *request) free() {
+	r.keys, r.kbuf, r.ends, r.args, r.nums, r.strs = r.keys[:0], r.kbuf[:0], r.ends[:0], r.args[:0], r.nums[:0], r.strs[:0]
+	r.reply, r.err, r.own[0] = nil, nil, nil
+	requests.Put(r)
+}
+
+// num and str append an argument.
+func (r *request) num(v int64) {
+	r.nums = append(r.nums, v)
+	r.args = append(r.args, &r.nums[len(r.nums)-1])
+}
+
+func (r *request) str(v string) {
+	r.strs = append(r.strs, v)
+	r.args = append(r.args, &r.strs[len(r.strs)-1])
+}
+
+// key appends a key of the kind.
+func (r *request) key(s *Store, kind byte, k policy.Key) {
+	r.kbuf = s.appendKey(r.kbuf, kind, k)
+	r.ends = append(r.ends, len(r.kbuf))
+}
+
+// sealKeys makes the keys: one string for all of them.
+func (r *request) sealKeys() {
+	all, start := string(r.kbuf), 0
+	for _, end := range r.ends {
+		r.keys = append(r.keys, all[start:end])
+		start = end
+	}
+}
+
+// decide makes r's call, or queues r, and waits for its reply within the
+// budget. It frees r, or leaves it to the sender.
+func (s *Store) decide(r *request) ([]int64, error) {
+	r.deadline = time.Now().Add(s.opts.Timeout)
+	r.state.Store(queued)
+	if s.inflight.Load() == 0 && len(s.queue) == 0 && s.inflight.CompareAndSwap(0, 1) {
+		// No call in flight: this one goes at once, without the hop
+		// to a sender and back (a call of its own, whose context
+		// holds the budget).
+		r.own[0] = r
+		s.run(r.own[:], &r.buf)
+		s.inflight.Add(-1)
+		<-r.done
+		reply, err := r.reply, r.err
+		r.free()
+		return reply, err
+	}
+	r.timer.Reset(s.opts.Timeout)
+	select {
+	case s.queue <- r:
+	default:
+		select {
+		case s.queue <- r:
+		case <-r.timer.C:
+			r.free()
+			return nil, s.errTimeout
+		case <-s.done:
+			r.timer.Stop()
+			r.free()
+			return nil, s.errClosed
+		}
+	}
+	closing := s.done
+	for {
+		select {
+		case <-r.done:
+			r.timer.Stop()
+			reply, err := r.reply, r.err
+			r.free()
+			return reply, err
+		case <-r.timer.C:
+			if r.state.CompareAndSwap(queued, abandoned) {
+				return nil, s.errTimeout // the sender owns r now, and drops it
+			}
+			if r.state.Load() == sent && !r.callEnd.After(r.deadline) {
+				// The call ends with this budget, as a call of its
+				// own did: its outcome comes at once, and has been
+				// counted by the circuit breaker when it comes.
+				closing = nil
+				continue
+			}
+			if r.state.CompareAndSwap(sent, abandoned) {
+				return nil, s.errTimeout // the sender owns r now
+			}
+			closing = nil // delivered: the reply is on its way
+		case <-closing:
+			closing = nil
+			// The timer first: once abandoned, r may be reused.
+			r.timer.Stop()
+			if r.state.CompareAndSwap(queued, abandoned) {
+				return nil, s.errClosed
+			}
+			// Sent: Close fails the call soon; the budget still holds.
+			r.timer.Reset(time.Until(r.deadline))
+		}
+	}
+}
+
+// send is a sender: it takes the waiting requests, up to maxBatch, into one
+// call, until the Store closes.
+func (s *Store) send() {
+	var (
+		batch []*request
+		buf   callBuf
+	)
+	for {
+		select {
+		case <-s.done:
+			return // the callers of those queued answer themselves
+		default:
+		}
+		// One sender at a time waits for the queue and takes what is
+		// on it: a batch is the requests that came one after another,
+		// all of those that waited.
+		s.taking.Lock()
+		select {
+		case <-s.done:
+			s.taking.Unlock()
+			return
+		case r := <-s.queue:
+			batch = append(batch[:0], r)
+		}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-s.queue:
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		s.taking.Unlock()
+		s.inflight.Add(1)
+		s.run(batch, &buf)
+		s.inflight.Add(-1)
+		clear(batch)
+	}
+}
+
+// run makes the call of a batch and delivers each request its part of the
+// reply (or the call's error).
+func (s *Store) run(batch []*request, buf *callBuf) {
+	// The call's deadline is the latest budget: the callers of the others
+	// give up on their own.
+	var deadline time.Time
+	for _, r := range batch {
+		if r.deadline.After(deadline) {
+			deadline = r.deadline
+		}
+	}
+	now := time.Now()
+	live := batch[:0]
+	for _, r := range batch {
+		r.callEnd = deadline
+		if !r.state.CompareAndSwap(queued, sent) {
+			r.free() // its caller gave up: not sent
+			continue
+		}
+		if !now.Before(r.deadline) {
+			s.deliver(r, nil, s.errTimeout)
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	// Closed (a sender may take requests after Close), or the circuit is
+	// open: no call.
+	var stop error
+	select {
+	case <-s.done:
+		stop = s.errClosed
+	default:
+		if s.open.Load() {
+			stop = ErrUnavailable
+		}
+	}
+	if stop != nil {
+		for _, r := range live {
+			s.deliver(r, nil, stop)
+		}
+		return
+	}
+	buf.nkeys = 0
+	args := append(buf.args[:0], "evalsha", &applySHA, &buf.nkeys)
+	for _, r := range live {
+		for i := range r.keys {
+			args = append(args, &r.keys[i])
+		}
+		buf.nkeys += int64(len(r.keys))
+	}
+	for _, r := range live {
+		args = append(args, r.args...)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	s.calls.Add(1)
+	res, err := s.call(ctx, args)
+	cancel()
+	clear(args)
+	buf.args = args
+	if err != nil {
+		s.failed()
+		err = fmt.Errorf("redis %s: apply: %w", s.url, err)
+		for _, r := range live {
+			s.deliver(r, nil, err)
+		}
+		return
+	}
+	s.succeeded()
+	// Each decision's reply is its length, then its values.
+	n, rest := 0, res
+	for len(rest) > 0 && n < len(live) {
+		l := rest[0]
+		if l < 0 || l > int64(len(rest)-1) {
+			break
+		}
+		rest = rest[1+l:]
+		n++
+	}
+	if n != len(live) || len(rest) != 0 {
+		err := fmt.Errorf("redis %s: apply: a reply of %d values does not fit %d decisions", s.url, len(res), len(live))
+		for _, r := range live {
+			s.deliver(r, nil, err)
+		}
+		return
+	}
+	for _, r := range live {
+		l := res[0]
+		s.deliver(r, res[1:1+l:1+l], nil)
+		res = res[1+l:]
+	}
+}
+
+// call runs the apply script over args (EVALSHA, its hash, the number of
+// keys, the keys and the ARGV), and again by its source when Redis lost it.
+func (s *Store) call(ctx context.Context, args []any) ([]int64, error) {
+	cmd := goredis.NewIntSliceCmd(ctx, args...)
+	cmd.SetFirstKeyPos(3)
+	err := s.c.Process(ctx, cmd)
+	if err != nil && (errors.Is(err, goredis.ErrNoScript) || goredis.HasErrorPrefix(err, "NOSCRIPT")) {
+		// A restarted Redis lost the script: EVAL loads it again.
+		args[0], args[1] = "eval", &applySrc
+		cmd = goredis.NewIntSliceCmd(ctx, args...)
+		cmd.SetFirstKeyPos(3)
+		err = s.c.Process(ctx, cmd)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cmd.Val(), nil
+}
+
+// deliver hands r its reply, unless its caller gave up: then it frees r.
+func (s *Store) deliver(r *request, reply []int64, err error) {
+	r.reply, r.err = reply, err
+	if r.state.CompareAndSwap(sent, delivered) {
+		r.done <- struct{}{}
+		return
+	}
+	r.free()
+}
