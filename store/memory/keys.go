@@ -17,8 +17,8 @@ import (
 // slice, their text in one byte slice, and maps whose keys and values hold no
 // pointers. A million keys are then a handful of objects instead of millions
 // of *policy.APIKey with their strings (marking those took a third of the
-// CPU under load). A key is decoded into a new *policy.APIKey on each lookup;
-// the server's key cache keeps the ones in use.
+// CPU under load). A key is decoded into a new *policy.APIKey on each lookup
+// (two small allocations: the struct and one string its text fields share).
 type keyring struct {
 	mu sync.RWMutex
 	// hashID hashes an id for byID (tests make ids collide).
@@ -209,11 +209,12 @@ func (r *keyring) compact() {
 	r.text, r.garbage = text, 0
 }
 
-// sameKey reports whether two keys hold the same values.
+// sameKey reports whether two run-time keys hold the same values (nil and
+// empty plans differ, as in their JSON records).
 func sameKey(a, b *policy.APIKey) bool {
 	return a.ID == b.ID && a.Customer == b.Customer && a.Name == b.Name && a.Hash == b.Hash &&
-		slices.Equal(a.Plans, b.Plans) && a.Enabled == b.Enabled &&
-		a.Expires.Equal(b.Expires) && a.Created.Equal(b.Created) && a.FromPolicy == b.FromPolicy
+		(a.Plans == nil) == (b.Plans == nil) && slices.Equal(a.Plans, b.Plans) && a.Enabled == b.Enabled &&
+		a.Expires.Equal(b.Expires) && a.Created.Equal(b.Created)
 }
 
 // KeysInMemory reports that key lookups are answered from memory, at no

@@ -253,15 +253,12 @@ func (s *Store) send() {
 // run makes the call of a batch and delivers each request its part of the
 // reply (or the call's error).
 func (s *Store) run(batch []*request, buf *callBuf) {
-	// The call's deadline is the latest budget: the callers of the others
-	// give up on their own.
-	var deadline time.Time
-	for _, r := range batch {
-		if r.deadline.After(deadline) {
-			deadline = r.deadline
-		}
-	}
+	// The call has a whole budget from now, as a call of its own has: a
+	// call cut short by its decisions' time on the queue would time out,
+	// and count against the circuit, while Redis is merely busy. The callers
+	// give up on their own budgets.
 	now := time.Now()
+	deadline := now.Add(s.opts.Timeout)
 	live := batch[:0]
 	for _, r := range batch {
 		r.callEnd = deadline
@@ -313,7 +310,14 @@ func (s *Store) run(batch []*request, buf *callBuf) {
 	clear(args)
 	buf.args = args
 	if err != nil {
-		s.failed()
+		// A Redis error reply (a key of the wrong type, say) is the
+		// data's, not Redis's health: it fails the call's decisions, not
+		// the circuit, which a client with a bad key would otherwise open
+		// for everyone.
+		var rerr goredis.Error
+		if !errors.As(err, &rerr) || isTransient(rerr) {
+			s.failed()
+		}
 		err = fmt.Errorf("redis %s: apply: %w", s.url, err)
 		for _, r := range live {
 			s.deliver(r, nil, err)

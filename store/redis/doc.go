@@ -41,10 +41,15 @@
 // Each caller keeps its own budget, counted from its Apply: one whose budget
 // ends while it waits on the queue gets the timeout error at once and is not
 // sent; one whose call outlives its budget gets it too, and its decision may
-// still be applied, as a call of its own could be. The circuit breaker counts
-// failed calls, not decisions. A call that fails fails every decision in it;
-// a script error (a key of the wrong type, say) fails its call's decisions
-// too.
+// still be applied, as a call of its own could be. A call has a whole budget
+// from when it is sent, so that time its decisions spent on the queue never
+// makes a busy Redis look down. The circuit breaker counts failed calls, not
+// decisions, and only failures of Redis itself (no answer in time, a network
+// error, a transient reply such as LOADING): a call that fails fails every
+// decision in it, and a script error (a key of the wrong type, say) fails its
+// call's decisions too, but leaves the circuit closed for the others. A
+// script error after a concurrency slot was taken in the call leaves that
+// lease to its TTL.
 //
 // On the 2-core machine of the README, with Redis and the callers sharing the
 // cores (BenchmarkDecideStores, 2026-12-01), 50 callers put about 16.6

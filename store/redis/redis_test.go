@@ -679,8 +679,10 @@ func TestQueuedBudget(t *testing.T) {
 }
 
 // TestBatchFailureCountsOnce: a call that fails fails each of its
-// decisions, and counts once for the circuit breaker: ten decisions failed
-// in one call leave the circuit closed, and the next decision runs.
+// decisions, and counts at most once for the circuit breaker (an error
+// reply, as here, not at all: TestScriptErrorsKeepCircuitClosed): ten
+// decisions failed in one call leave the circuit closed, and the next
+// decision runs.
 func TestBatchFailureCountsOnce(t *testing.T) {
 	s, srv := open(t, false)
 	// A WAF counter key holding a hash: the script's GET fails, and with it
@@ -777,10 +779,8 @@ func TestCloseWithWaiters(t *testing.T) {
 	waitFor(t, "the goroutines to end", func() bool { return runtime.NumGoroutine() <= goroutines })
 }
 
-// TestTimedOutCallCounted: a decision sent by a sender whose call runs out of
-// the decision's budget returns once the failed call has been counted by the
-// circuit breaker, as when each decision made its own call: decisions one
-// after another that time out open the circuit at the third.
+// TestTimedOutCallCounted: a call that a sender makes for a decision and
+// that runs out of its budget is counted once by the circuit breaker.
 func TestTimedOutCallCounted(t *testing.T) {
 	s, srv := open(t, false)
 	resume := pauseScripts(t, srv)
@@ -806,8 +806,12 @@ func TestTimedOutCallCounted(t *testing.T) {
 		if err := s.Apply(t0, b); err == nil {
 			t.Fatalf("decision %d: no error while Redis holds the call", i)
 		}
+		// The call has a whole budget from when it was sent, so it ends
+		// just after its decision gave up, and is counted then.
+		waitFor(t, fmt.Sprintf("decision %d's call counted", i), func() bool { return s.fails.Load() == 1 })
+		time.Sleep(5 * time.Millisecond)
 		if f := s.fails.Load(); f != 1 {
-			t.Fatalf("decision %d: got %d failures counted when it returned, want 1 (its call's)", i, f)
+			t.Fatalf("decision %d: got %d failures counted, want 1 (its call's)", i, f)
 		}
 	}
 }
@@ -960,5 +964,30 @@ func TestBatchMatchesOneByOne(t *testing.T) {
 		if _, ok := want[k]; !ok {
 			t.Errorf("key %s: in one call %+v, one by one none", k, g)
 		}
+	}
+}
+
+// TestScriptErrorsKeepCircuitClosed: error replies (a key of the wrong type)
+// fail their decisions but are no sign that Redis is down: however many in a
+// row, the circuit stays closed for the other decisions.
+func TestScriptErrorsKeepCircuitClosed(t *testing.T) {
+	s, _ := open(t, false)
+	h := hit("poisoned", 100, time.Minute)
+	if err := s.c.HSet(context.Background(), s.key('w', h.Key), "x", 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 * breakAfter {
+		b := new(policy.Batch)
+		b.Reset()
+		b.Hits = append(b.Hits, h)
+		if err := s.Apply(t0, b); err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
+			t.Fatalf("decision %d: got %v, want WRONGTYPE", i, err)
+		}
+	}
+	if f, open := s.fails.Load(), s.open.Load(); f != 0 || open {
+		t.Fatalf("got %d failures counted (circuit open: %v), want none", f, open)
+	}
+	if !apply(t, s, t0, policy.Key{}, nil, bucketOp("fine", 1, 100)).Taken {
+		t.Fatal("a decision without the bad key was not taken")
 	}
 }
