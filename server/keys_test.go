@@ -50,12 +50,9 @@ func (s *countingStore) Ready(ctx context.Context) error {
 
 // putKey saves k over whatever key has its id.
 func putKey(st Store, k *policy.APIKey) {
-	keys, _ := st.RuntimeKeys()
-	var prev *policy.APIKey
-	for _, old := range keys {
-		if old.ID == k.ID {
-			prev = old
-		}
+	prev, err := st.RuntimeKey(k.ID)
+	if err != nil {
+		panic(err)
 	}
 	if err := st.SaveKey(k, prev); err != nil {
 		panic(err)

@@ -328,7 +328,8 @@ func (s *Store) SaveKey(k, prev *policy.APIKey) error {
 	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketKeys).Put([]byte(k.ID), v) }); err != nil {
 		return fmt.Errorf("file store %s: save key %q: %w", s.path, k.ID, err)
 	}
-	return s.mem.SaveKey(k, prev)
+	s.mem.PutKey(k) // compared above, under keyMu
+	return nil
 }
 
 // ImportKeys creates or replaces many run-time keys in one transaction,

@@ -678,6 +678,17 @@ func TestQueuedBudget(t *testing.T) {
 	}
 }
 
+// poisonedHit returns a WAF hit whose counter key holds a hash: the script's
+// GET of it fails (WRONGTYPE), and with it the call.
+func poisonedHit(t *testing.T, s *Store) policy.Hit {
+	t.Helper()
+	h := hit("poisoned", 100, time.Minute)
+	if err := s.c.HSet(context.Background(), s.key('w', h.Key), "x", 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 // TestBatchFailureCountsOnce: a call that fails fails each of its
 // decisions, and counts at most once for the circuit breaker (an error
 // reply, as here, not at all: TestScriptErrorsKeepCircuitClosed): ten
@@ -685,12 +696,7 @@ func TestQueuedBudget(t *testing.T) {
 // decision runs.
 func TestBatchFailureCountsOnce(t *testing.T) {
 	s, srv := open(t, false)
-	// A WAF counter key holding a hash: the script's GET fails, and with it
-	// the call.
-	h := hit("poisoned", 100, time.Minute)
-	if err := s.c.HSet(context.Background(), s.key('w', h.Key), "x", 1).Err(); err != nil {
-		t.Fatal(err)
-	}
+	h := poisonedHit(t, s)
 	resume := pauseScripts(t, srv)
 	wait := occupySenders(t, s)
 	const n = 10
@@ -972,10 +978,7 @@ func TestBatchMatchesOneByOne(t *testing.T) {
 // row, the circuit stays closed for the other decisions.
 func TestScriptErrorsKeepCircuitClosed(t *testing.T) {
 	s, _ := open(t, false)
-	h := hit("poisoned", 100, time.Minute)
-	if err := s.c.HSet(context.Background(), s.key('w', h.Key), "x", 1).Err(); err != nil {
-		t.Fatal(err)
-	}
+	h := poisonedHit(t, s)
 	for i := range 2 * breakAfter {
 		b := new(policy.Batch)
 		b.Reset()
