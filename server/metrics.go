@@ -47,6 +47,8 @@ type metrics struct {
 	flushed     prometheus.Counter
 	lastFlush   prometheus.Gauge
 	inFlight    prometheus.Gauge
+	storeWait   prometheus.Histogram
+	storeTrip   prometheus.Histogram
 	reloads     *prometheus.CounterVec
 	admin       *prometheus.CounterVec
 }
@@ -125,7 +127,19 @@ func newMetrics(degraded, reloadOK func() bool, loadedAt func() time.Time) *metr
 		Name: "tollgate_concurrency_slots_held",
 		Help: "Concurrency slots this process holds for ext_proc requests in flight.",
 	})
-	m.reg.MustRegister(decisions, m.latency, quota, waf, m.storeErrors, m.flushes, m.flushTime, m.flushed, m.lastFlush, m.inFlight, m.reloads, m.admin,
+	// A decision's budget is spent waiting for its call (Redis: calls are
+	// shared) and on the call's round trip.
+	m.storeWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "tollgate_store_wait_seconds",
+		Help:    "Time a decision waited for its Redis call to be sent (0 when it was sent at once).",
+		Buckets: prometheus.ExponentialBuckets(25e-6, 2, 15), // 25µs to 410ms
+	})
+	m.storeTrip = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "tollgate_store_round_trip_seconds",
+		Help:    "Round trip of the Redis call that carried a decision, from sent to answered.",
+		Buckets: prometheus.ExponentialBuckets(25e-6, 2, 15),
+	})
+	m.reg.MustRegister(decisions, m.latency, m.storeWait, m.storeTrip, quota, waf, m.storeErrors, m.flushes, m.flushTime, m.flushed, m.lastFlush, m.inFlight, m.reloads, m.admin,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_store_degraded",
 			Help: "1 while the store cannot be reached (the last decision's store call failed), else 0.",
@@ -173,6 +187,15 @@ func (m *metrics) decision(d *policy.Decision, storeErr bool, took time.Duration
 	}
 	if d.Counted != "" {
 		m.wafCount.get(string(d.Counted[len("waf:"):])).Inc()
+	}
+}
+
+// Decision records a decision's wait for its Redis call and the call's
+// round trip (0: it failed), for store/redis.
+func (m *metrics) Decision(wait, roundTrip time.Duration) {
+	m.storeWait.Observe(wait.Seconds())
+	if roundTrip > 0 {
+		m.storeTrip.Observe(roundTrip.Seconds())
 	}
 }
 

@@ -66,7 +66,7 @@ func (s *Server) openStore(url string) (Store, error) {
 		}
 		return file.Open(dir, file.Options{FlushInterval: s.cfg.FlushInterval, Now: s.now, OnFlush: s.flushed})
 	case strings.HasPrefix(url, "redis") || strings.HasPrefix(url, "unix:"):
-		return redis.Open(url, redis.Options{Timeout: s.cfg.StoreTimeout})
+		return redis.Open(url, redis.Options{Timeout: s.cfg.StoreTimeout, Observer: s.metrics})
 	default:
 		return nil, fmt.Errorf("--store %q: unsupported store (supported: file:DIR, memory:, redis://, rediss://, redis-sentinel://, redis-cluster://)", url)
 	}

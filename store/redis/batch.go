@@ -62,7 +62,9 @@ const (
 // room is reserved before they are filled, so that the pointers hold.
 type request struct {
 	state    atomic.Int32
+	start    time.Time // when its caller asked (Apply)
 	deadline time.Time // the caller's budget
+	sentAt   time.Time // when its call was sent, set before its state becomes sent
 	// callEnd is the deadline of the call the request is sent in, set
 	// before its state becomes sent.
 	callEnd time.Time
@@ -144,7 +146,8 @@ func (r *request) sealKeys() {
 // decide makes r's call, or queues r, and waits for its reply within the
 // budget. It frees r, or leaves it to the sender.
 func (s *Store) decide(r *request) ([]int64, error) {
-	r.deadline = time.Now().Add(s.opts.Timeout)
+	r.start = time.Now()
+	r.deadline = r.start.Add(s.opts.Timeout)
 	r.state.Store(queued)
 	if s.inflight.Load() == 0 && len(s.queue) == 0 && s.inflight.CompareAndSwap(0, 1) {
 		// No call in flight: this one goes at once, without the hop
@@ -261,7 +264,7 @@ func (s *Store) run(batch []*request, buf *callBuf) {
 	deadline := now.Add(s.opts.Timeout)
 	live := batch[:0]
 	for _, r := range batch {
-		r.callEnd = deadline
+		r.callEnd, r.sentAt = deadline, now
 		if !r.state.CompareAndSwap(queued, sent) {
 			r.free() // its caller gave up: not sent
 			continue
@@ -371,6 +374,13 @@ func (s *Store) call(ctx context.Context, args []any) ([]int64, error) {
 // deliver hands r its reply, unless its caller gave up: then it frees r.
 func (s *Store) deliver(r *request, reply []int64, err error) {
 	r.reply, r.err = reply, err
+	if o := s.opts.Observer; o != nil {
+		rt := time.Duration(0)
+		if err == nil {
+			rt = time.Since(r.sentAt)
+		}
+		o.Decision(r.sentAt.Sub(r.start), rt)
+	}
 	if r.state.CompareAndSwap(sent, delivered) {
 		r.done <- struct{}{}
 		return

@@ -78,10 +78,20 @@ type Options struct {
 	// release: the slot of a replica that died with requests in flight
 	// frees up after it (default DefaultLeaseTTL).
 	LeaseTTL time.Duration
+	// Observer, when set, receives the Store's measurements.
+	Observer Observer
 	// CallerClock makes Apply use the instant it is given instead of
 	// Redis's own clock; for tests over fixed instants. Replicas must use
 	// Redis's clock, so that they agree on time.
 	CallerClock bool
+}
+
+// Observer receives what a Store measures (server/metrics.go exports it).
+// Its methods must be quick and safe for concurrent use.
+type Observer interface {
+	// Decision reports a decision's wait for its call to be sent (0 for
+	// a call made at once) and the call's round trip (0 when it failed).
+	Decision(wait, roundTrip time.Duration)
 }
 
 // Store is the Redis store. The zero Store is not usable; call Open.
