@@ -1,0 +1,204 @@
+package redis
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/keyjson"
+)
+
+var (
+	// saveKey replaces the key ARGV[1] (record ARGV[2], hash ARGV[3]) in
+	// the keys hash KEYS[1] and its hash index KEYS[2], and announces the
+	// id on the channel KEYS[3], when the record held is ARGV[4] ("":
+	// none); 0 when it is not.
+	saveKeyScript = goredis.NewScript(`
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if (old or '') ~= ARGV[4] then return 0 end
+if old then redis.call('HDEL', KEYS[2], cjson.decode(old)['hash']) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[1])
+return 1`)
+	// deleteKey removes the key ARGV[1] (announced as saveKey does); 1
+	// when there was one.
+	deleteKeyScript = goredis.NewScript(`
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return 0 end
+redis.call('HDEL', KEYS[2], cjson.decode(old)['hash'])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[1])
+return 1`)
+	// lookupKey returns the record of the key whose hash is ARGV[1]; the
+	// record must hold that hash (an index entry can never lend another
+	// key's record).
+	lookupKeyScript = goredis.NewScript(`
+local id = redis.call('HGET', KEYS[2], ARGV[1])
+if not id then return false end
+local rec = redis.call('HGET', KEYS[1], id)
+if not rec or cjson.decode(rec)['hash'] ~= ARGV[1] then return false end
+return rec`)
+	// importKey is saveKey without the check of what it replaces.
+	importKeyScript = goredis.NewScript(`
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then redis.call('HDEL', KEYS[2], cjson.decode(old)['hash']) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+return 1`)
+)
+
+// LookupKey implements policy.Keys in one call, within the decision budget.
+func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
+	ctx, cancel, err := s.decisionCall()
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	rec, err := lookupKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey}, policy.KeyHashText(hash)).Text()
+	if errors.Is(err, goredis.Nil) {
+		s.succeeded()
+		return nil, nil
+	}
+	if err != nil {
+		s.failed()
+		return nil, fmt.Errorf("redis %s: look up key: %w", s.url, err)
+	}
+	s.succeeded()
+	k, err := keyjson.Decode([]byte(rec))
+	if err != nil {
+		return nil, fmt.Errorf("redis %s: key record: %w", s.url, err)
+	}
+	return k, nil
+}
+
+// SaveKey creates or replaces the run-time key k.ID, in one atomic step,
+// when the record held under that id is prev's (as RuntimeKeys decoded it;
+// nil: none), else it returns policy.ErrKeyChanged: two replicas' admin
+// calls on one key cannot both win.
+func (s *Store) SaveKey(k, prev *policy.APIKey) error {
+	rec, err := keyjson.Encode(k)
+	if err != nil {
+		return err
+	}
+	var want []byte
+	if prev != nil {
+		if want, err = keyjson.Encode(prev); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := s.adminCall()
+	defer cancel()
+	n, err := saveKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey, s.changesKey}, k.ID, rec, policy.KeyHashText(k.Hash), want).Int()
+	if err != nil {
+		return fmt.Errorf("redis %s: save key %q: %w", s.url, k.ID, err)
+	}
+	if n == 0 {
+		return policy.ErrKeyChanged
+	}
+	return nil
+}
+
+// ImportKeys creates or replaces many run-time keys, whatever they
+// replace, in one pipelined round trip (tollgate load prepare). Other
+// replicas are told once, at the end.
+func (s *Store) ImportKeys(keys []*policy.APIKey) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.AdminTimeout+time.Duration(len(keys))*time.Millisecond)
+	defer cancel()
+	pipe := s.c.Pipeline()
+	for _, k := range keys {
+		rec, err := keyjson.Encode(k)
+		if err != nil {
+			return err
+		}
+		importKeyScript.EvalSha(ctx, pipe, []string{s.keysKey, s.byHashKey}, k.ID, rec, policy.KeyHashText(k.Hash))
+	}
+	pipe.Publish(ctx, s.changesKey, "import")
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("redis %s: import %d keys: %w", s.url, len(keys), err)
+	}
+	return nil
+}
+
+// DeleteKey removes the run-time key with the id and reports whether there
+// was one.
+func (s *Store) DeleteKey(id string) (bool, error) {
+	ctx, cancel := s.adminCall()
+	defer cancel()
+	n, err := deleteKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey, s.changesKey}, id).Int()
+	if err != nil {
+		return false, fmt.Errorf("redis %s: delete key %q: %w", s.url, id, err)
+	}
+	return n == 1, nil
+}
+
+// RuntimeKeys returns every run-time key, by id. A record that does not
+// decode is an error naming it.
+func (s *Store) RuntimeKeys() ([]*policy.APIKey, error) {
+	ctx, cancel := s.adminCall()
+	defer cancel()
+	recs, err := s.c.HGetAll(ctx, s.keysKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis %s: list keys: %w", s.url, err)
+	}
+	keys := make([]*policy.APIKey, 0, len(recs))
+	var errs []error
+	for id, rec := range recs {
+		k, err := keyjson.Decode([]byte(rec))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("redis %s: %s field %s: %w", s.url, s.keysKey, id, err))
+			continue
+		}
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b *policy.APIKey) int { return strings.Compare(a.ID, b.ID) })
+	return keys, errors.Join(errs...)
+}
+
+// RuntimeKey returns the run-time key with the id, or nil.
+func (s *Store) RuntimeKey(id string) (*policy.APIKey, error) {
+	ctx, cancel := s.adminCall()
+	defer cancel()
+	rec, err := s.c.HGet(ctx, s.keysKey, id).Result()
+	if errors.Is(err, goredis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redis %s: get key %q: %w", s.url, id, err)
+	}
+	k, err := keyjson.Decode([]byte(rec))
+	if err != nil {
+		return nil, fmt.Errorf("redis %s: %s field %s: %w", s.url, s.keysKey, id, err)
+	}
+	return k, nil
+}
+
+// WatchKeys calls changed whenever a replica sharing the store (this one
+// included) changes a run-time key, and when the subscription is made again
+// after a lost connection (changes may have been missed), until ctx is done.
+// It returns when ctx is done.
+func (s *Store) WatchKeys(ctx context.Context, changed func()) {
+	sub := s.c.Subscribe(ctx, s.changesKey)
+	defer sub.Close()
+	// Subscription messages come with every (re)subscription: a change
+	// may have been missed while the connection was down.
+	ch := sub.ChannelWithSubscriptions(goredis.WithChannelHealthCheckInterval(time.Second))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+			changed()
+		}
+	}
+}
