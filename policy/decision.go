@@ -143,6 +143,11 @@ type Decision struct {
 	// StateUsed is set when the decision called the state store and it
 	// answered: proof that the store is reachable.
 	StateUsed bool
+	// Local is set when the state store decided on this replica's own
+	// state, with its share of each limit, because the state it shares
+	// with other replicas could not be reached in time (SPEC §5,
+	// --on-store-error local).
+	Local bool
 
 	// Copied from the policy the decision was made with, so that a
 	// decision can be translated on its own.

@@ -239,7 +239,7 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 			}
 			return d, err
 		}
-		d.StateUsed = true
+		d.StateUsed, d.Local = true, b.Local
 	}
 
 	if b.Blocked >= 0 {
@@ -252,7 +252,7 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 		}
 	}
 	if predeny {
-		pre.Counted, pre.StateUsed = d.Counted, d.StateUsed
+		pre.Counted, pre.StateUsed, pre.Local = d.Counted, d.StateUsed, d.Local
 		return pre, nil
 	}
 	d.setLimits(b.Ops, period)

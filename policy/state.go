@@ -76,6 +76,10 @@ type Batch struct {
 	Ops     []Op
 	Blocked int  // index into Hits of the blocking hit, or -1
 	Taken   bool // every op admitted and one was taken from each
+	// Local is set by a store shared by replicas that could not reach
+	// what it shares and carried out the batch on this replica's own
+	// state, with its share of each limit (store/redis).
+	Local bool
 
 	// Usage, when its Limit is set, is the usage-history counter of the
 	// key's customer and plan for the current UTC day (Period). Apply adds
@@ -97,6 +101,7 @@ func (b *Batch) Reset() {
 	b.Ops = b.ops[:0]
 	b.Blocked = -1
 	b.Taken = false
+	b.Local = false
 	b.Usage = Key{}
 }
 

@@ -256,6 +256,10 @@ type readyState struct {
 		Status   string `json:"status"` // "ok" or "unreachable"
 		Error    string `json:"error,omitempty"`
 		Degraded bool   `json:"degraded"`
+		// With Redis: what a decision does while it cannot be reached,
+		// and the live replicas that share it (as last seen).
+		OnStoreError OnStoreError `json:"on_store_error,omitempty"`
+		Replicas     int          `json:"replicas,omitempty"`
 	} `json:"store"`
 }
 
@@ -271,6 +275,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	st.Policy.LastReloadError = ls.err
 	st.Store.Status = "ok"
 	st.Store.Degraded = s.degraded.Load()
+	if s.replicas != nil {
+		st.Store.OnStoreError, st.Store.Replicas = s.cfg.OnStoreError, s.replicas()
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	code := http.StatusOK

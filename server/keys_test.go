@@ -205,14 +205,16 @@ func TestKeyCacheRaceWithInvalidate(t *testing.T) {
 	wg.Wait()
 }
 
-// TestStoreDownKeysAndFailClosed: while the store cannot be reached, a
-// run-time key that is not cached is 503 whatever the mode (never let
-// through unchecked), a bad policy key is still 403, and with FailClosed a
-// good key is 503 with Retry-After; keys the cache knows keep their answer.
-func TestStoreDownKeysAndFailClosed(t *testing.T) {
-	for _, closed := range []bool{false, true} {
+// TestStoreDownModes: while a store fails in a way it cannot decide on its
+// own (a Redis store with --on-store-error local decides locally and fails
+// only while it closes), a run-time key that is not cached is 503 whatever
+// the mode (never let through unchecked), a bad policy key is still 403, a
+// good key is allowed without limits with allow and 503 with Retry-After
+// with deny and local; keys the cache knows keep their answer.
+func TestStoreDownModes(t *testing.T) {
+	for _, mode := range []OnStoreError{OnErrorAllow, OnErrorDeny, OnErrorLocal} {
 		var st *countingStore
-		h := serveWrapped(t, testPolicy(t), func(c *Config) { c.FailClosed = closed },
+		h := serveWrapped(t, testPolicy(t), func(c *Config) { c.OnStoreError = mode },
 			func(s Store) Store { st = &countingStore{Store: s}; return st })
 		a := h.call("POST", "/v1/keys", `{"id":"rt","customer":"rt","plans":["pro"]}`).want(t, "create", 201, "")
 		cached, _ := a.json["value"].(string)
@@ -220,53 +222,50 @@ func TestStoreDownKeysAndFailClosed(t *testing.T) {
 			t.Fatal("up: the new key should pass")
 		}
 		st.fail.Store(true)
-		name := fmt.Sprintf("closed=%v", closed)
 		d := h.check("tg_never_seen_before_000000001")
 		if d.status != 503 || d.headers["x-tollgate-reason"] != "store:error" || d.headers["retry-after"] != "1" {
-			t.Errorf("%s: uncached key: got %d %v, want 503 store:error, retry-after 1", name, d.status, d.headers)
+			t.Errorf("%s: uncached key: got %d %v, want 503 store:error, retry-after 1", mode, d.status, d.headers)
 		}
 		if d := h.check("tg_demo_disabled_000000000001"); d.status != 403 {
-			t.Errorf("%s: disabled policy key: got %d, want 403", name, d.status)
+			t.Errorf("%s: disabled policy key: got %d, want 403", mode, d.status)
 		}
-		want := 200
-		if closed {
-			want = 503
+		want := 503
+		if mode == OnErrorAllow {
+			want = 200
 		}
 		if d := h.check("tg_demo_pro_00000000000000001"); d.status != want {
-			t.Errorf("%s: good policy key: got %d, want %d", name, d.status, want)
+			t.Errorf("%s: good policy key: got %d, want %d", mode, d.status, want)
 		}
 		if d := h.check(cached); d.status != want {
-			t.Errorf("%s: cached run-time key: got %d, want %d", name, d.status, want)
+			t.Errorf("%s: cached run-time key: got %d, want %d", mode, d.status, want)
 		}
 	}
 }
 
-// TestStoreDownFailsOpen: while the store cannot be reached, requests are
-// allowed, counted as store:error, the degraded gauge is 1 and /readyz is
-// 503; all of it clears when the store is back.
+// TestStoreDownFailsOpen: with --on-store-error allow, while the store
+// fails, requests are allowed, counted as store:error, and /readyz is 503;
+// all of it clears when the store is back. (The degraded gauge follows a
+// Redis store's circuit: TestRedisOutageVisible.)
 func TestStoreDownFailsOpen(t *testing.T) {
 	var st *countingStore
-	h := serveWrapped(t, testPolicy(t), nil, func(s Store) Store { st = &countingStore{Store: s}; return st })
+	h := serveWrapped(t, testPolicy(t), func(c *Config) { c.OnStoreError = OnErrorAllow },
+		func(s Store) Store { st = &countingStore{Store: s}; return st })
 	st.fail.Store(true)
 	if d := h.check("tg_demo_pro_00000000000000001"); d.status != 200 {
 		t.Fatalf("down: got %d, want 200 (fail open)", d.status)
 	}
-	// A request decided without the store (unreadable: 400) says nothing
-	// of it: the store stays degraded.
+	// A request decided without the store (unreadable: 400) is no
+	// store error.
 	bad := request("")
 	bad.Attributes.Request.Http.Method = ""
 	if _, err := h.authz.Check(context.Background(), bad); err != nil {
 		t.Fatal(err)
-	}
-	if got := h.metric(`tollgate_store_degraded`); got != 1 {
-		t.Errorf("down: after a 400: degraded: got %v, want 1", got)
 	}
 	a := h.callWith("GET", "/readyz", "", nil)
 	if a.status != 503 || !strings.Contains(a.raw, `"error": "store down"`) {
 		t.Fatalf("down: readyz: got %d %s, want 503 with the store error", a.status, a.raw)
 	}
 	for series, want := range map[string]float64{
-		`tollgate_store_degraded`: 1,
 		`tollgate_decisions_total{api="payments",outcome="allow",plan="pro",reason="store:error",stage="prod"}`: 1,
 		`tollgate_store_errors_total{op="decide"}`:                                                              1,
 		`tollgate_store_errors_total{op="ready"}`:                                                               1,
@@ -280,9 +279,6 @@ func TestStoreDownFailsOpen(t *testing.T) {
 		t.Fatalf("back: got %d, want 200", d.status)
 	}
 	h.callWith("GET", "/readyz", "", nil).want(t, "back: readyz", 200, "")
-	if got := h.metric(`tollgate_store_degraded`); got != 0 {
-		t.Errorf("back: degraded: got %v, want 0", got)
-	}
 }
 
 // TestKeyCacheDirect: the memory and file stores are asked on every lookup

@@ -49,6 +49,7 @@ type metrics struct {
 	inFlight    prometheus.Gauge
 	storeWait   prometheus.Histogram
 	storeTrip   prometheus.Histogram
+	local       prometheus.Counter
 	reloads     *prometheus.CounterVec
 	admin       *prometheus.CounterVec
 }
@@ -139,10 +140,14 @@ func newMetrics(degraded, reloadOK func() bool, loadedAt func() time.Time) *metr
 		Help:    "Round trip of the Redis call that carried a decision, from sent to answered.",
 		Buckets: prometheus.ExponentialBuckets(25e-6, 2, 15),
 	})
-	m.reg.MustRegister(decisions, m.latency, m.storeWait, m.storeTrip, quota, waf, m.storeErrors, m.flushes, m.flushTime, m.flushed, m.lastFlush, m.inFlight, m.reloads, m.admin,
+	m.local = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tollgate_store_local_decisions_total",
+		Help: "Decisions made on this replica's own state with its share of each limit, because Redis could not answer in time (--on-store-error local).",
+	})
+	m.reg.MustRegister(decisions, m.latency, m.storeWait, m.storeTrip, m.local, quota, waf, m.storeErrors, m.flushes, m.flushTime, m.flushed, m.lastFlush, m.inFlight, m.reloads, m.admin,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_store_degraded",
-			Help: "1 while the store cannot be reached (the last decision's store call failed), else 0.",
+			Help: "1 while the store cannot be reached (Redis: the circuit is open, decisions follow --on-store-error), else 0.",
 		}, func() float64 { return b2f(degraded()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_policy_last_reload_successful",
@@ -190,13 +195,22 @@ func (m *metrics) decision(d *policy.Decision, storeErr bool, took time.Duration
 	}
 }
 
-// Decision records a decision's wait for its Redis call and the call's
-// round trip (0: it failed), for store/redis.
-func (m *metrics) Decision(wait, roundTrip time.Duration) {
+// storeCall records a decision's wait for its Redis call and the call's
+// round trip (0: it failed).
+func (m *metrics) storeCall(wait, roundTrip time.Duration) {
 	m.storeWait.Observe(wait.Seconds())
 	if roundTrip > 0 {
 		m.storeTrip.Observe(roundTrip.Seconds())
 	}
+}
+
+// replicas exports the live replicas' count that a store shared by
+// replicas sees.
+func (m *metrics) replicas(count func() int) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tollgate_replicas",
+		Help: "Live replicas sharing the Redis store, as last seen (their heartbeats); during an outage each takes this share of every limit.",
+	}, func() float64 { return float64(count()) }))
 }
 
 // flush records one write of a file store's counters: n written, or

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ import (
 func TestRedisReplicasShareKeys(t *testing.T) {
 	srv := redistest.Start(t)
 	// The real clock: Redis expires keys on its own.
-	onRedis := func(c *Config) { c.Store, c.StoreTimeout, c.Now = srv.URL(), time.Second, nil }
+	onRedis := func(c *Config) { c.Store, c.Now = srv.URL(), nil }
 	a := serve(t, testPolicy(t), onRedis)
 	b := serve(t, testPolicy(t), onRedis)
 
@@ -62,5 +63,79 @@ func soon(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("waited %v for %s", keyCacheTTL/3, what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRedisOutageVisible: with the default --on-store-error local, when
+// Redis goes away requests are still decided, locally with this replica's
+// share of each limit (a free key's burst of 20 holds: one replica, the
+// whole burst), counted in tollgate_store_local_decisions_total; the
+// degraded gauge is 1, /readyz is 503 and says how decisions are made and
+// by how many replicas, and one log line says so, not one per decision.
+// When Redis is back, all of it clears on its own, with one line.
+func TestRedisOutageVisible(t *testing.T) {
+	srv := redistest.Start(t)
+	h := serve(t, testPolicy(t), func(c *Config) { c.Store, c.Now = srv.URL(), nil })
+	const free = "tg_demo_free_0000000000000001"
+	if n := h.checks(free, 5); n != 5 {
+		t.Fatalf("up: got %d allowed, want 5", n)
+	}
+	srv.Stop()
+	// The free plan bursts 20: locally, with one live replica, a fresh
+	// bucket admits 20 and no more.
+	if n := h.checks(free, 30); n != 20 {
+		t.Errorf("down: got %d of 30 allowed, want the local bucket's 20", n)
+	}
+	var ready struct {
+		Status string
+		Store  struct {
+			Degraded     bool
+			OnStoreError string `json:"on_store_error"`
+			Replicas     int
+		}
+	}
+	a := h.callWith("GET", "/readyz", "", nil)
+	if err := json.Unmarshal([]byte(a.raw), &ready); err != nil || a.status != 503 || !ready.Store.Degraded ||
+		ready.Store.OnStoreError != "local" || ready.Store.Replicas != 1 {
+		t.Errorf("down: readyz: got %d %s, want 503, degraded, local, 1 replica", a.status, a.raw)
+	}
+	for series, want := range map[string]float64{
+		"tollgate_store_degraded":                  1,
+		"tollgate_replicas":                        1,
+		"tollgate_store_local_decisions_total":     30,
+		`tollgate_store_errors_total{op="decide"}`: 0,
+	} {
+		if got := h.metric(series); got != want {
+			t.Errorf("down: %s: got %v, want %v", series, got, want)
+		}
+	}
+	if n := strings.Count(h.logs.String(), "store unreachable"); n != 1 {
+		t.Errorf("down: %d lines say the store is unreachable, want 1:\n%s", n, h.logs.String())
+	}
+
+	srv.Restart()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.metric("tollgate_store_degraded") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("back: still degraded 10s after Redis returned")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.callWith("GET", "/readyz", "", nil).want(t, "back: readyz", 200, "")
+	local := h.metric("tollgate_store_local_decisions_total")
+	// Redis came back empty (it keeps nothing on disk): the bucket is full.
+	// The quota counted locally was added to Redis before the first
+	// decision made on it: Redis came back empty, and holds the 20.
+	if d := h.check(free); d.status != 200 || !strings.Contains(d.headers["ratelimit"], `"quota";r=979;`) {
+		t.Errorf("back: got %d %v, want 200 with 1000-20-1 = 979 of the quota left", d.status, d.headers["ratelimit"])
+	}
+	if n := h.checks(free, 24); n != 19 {
+		t.Errorf("back: got %d of 24 more allowed, want the rest of the shared bucket's 20, 19", n)
+	}
+	if got := h.metric("tollgate_store_local_decisions_total"); got != local {
+		t.Errorf("back: %v decisions made locally after the recovery, want none", got-local)
+	}
+	if n := strings.Count(h.logs.String(), "store reachable again"); n != 1 {
+		t.Errorf("back: %d lines say the store is back, want 1", n)
 	}
 }

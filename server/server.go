@@ -39,13 +39,12 @@ type Config struct {
 	// store writes them (default 1s).
 	FlushInterval time.Duration
 	// StoreTimeout is the budget of a decision's call to a Redis store
-	// (default 5ms).
+	// (default redis.DefaultTimeout).
 	StoreTimeout time.Duration
-	// FailClosed answers 503 when the state store cannot be reached;
-	// false (the default, as managed gateways do) allows the request
-	// without its limits. A run-time key that cannot be looked up is
-	// never let through either way.
-	FailClosed bool
+	// OnStoreError says how a decision is made when a Redis store cannot
+	// answer it in time (default OnErrorLocal). A run-time key that cannot
+	// be looked up is never let through, whatever the mode.
+	OnStoreError OnStoreError
 	// AdminAddr is the admin HTTP API's listen address, "host:port" or
 	// "unix:/path" (default 127.0.0.1:9002); "-" turns the admin API off.
 	AdminAddr string
@@ -66,6 +65,26 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now); tests set it.
 	Now func() time.Time
+}
+
+// OnStoreError is what a decision does when Redis cannot answer it in
+// time (--on-store-error).
+type OnStoreError string
+
+const (
+	// OnErrorLocal decides on this replica's own state with its share of
+	// each limit (the live replicas' count last seen in Redis), and adds
+	// the quota and usage counted meanwhile to Redis when it answers again.
+	OnErrorLocal OnStoreError = "local"
+	// OnErrorAllow lets the request through without its limits.
+	OnErrorAllow OnStoreError = "allow"
+	// OnErrorDeny answers 503 Service Unavailable.
+	OnErrorDeny OnStoreError = "deny"
+)
+
+// Valid reports whether m is one of the modes.
+func (m OnStoreError) Valid() bool {
+	return m == OnErrorLocal || m == OnErrorAllow || m == OnErrorDeny
 }
 
 // streamWorkers is the number of gRPC worker goroutines: enough for the
@@ -90,10 +109,12 @@ type Server struct {
 	store     Store
 	keys      *keyCache
 	metrics   *metrics
-	// degraded is set while the store cannot be reached; flaps and
-	// recoveries keep its log lines to one per flapEvery.
-	degraded          atomic.Bool
-	flaps, recoveries flapLog
+	// degraded is set while the store's circuit is open (Redis cannot be
+	// reached); the store reports each change (storeEvents).
+	degraded atomic.Bool
+	// replicas returns the live replicas sharing the store (Redis); nil
+	// for a store of one process.
+	replicas func() int
 
 	// reloadMu serializes policy loads; load is the last one's outcome.
 	reloadMu sync.Mutex
@@ -149,6 +170,12 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	if s.cfg.Store == "" {
 		s.cfg.Store = DefaultStore
+	}
+	if s.cfg.OnStoreError == "" {
+		s.cfg.OnStoreError = OnErrorLocal
+	}
+	if !s.cfg.OnStoreError.Valid() {
+		return nil, fmt.Errorf("on-store-error %q: want local, allow or deny", s.cfg.OnStoreError)
 	}
 	s.metrics = newMetrics(s.degraded.Load, func() bool { return s.load.Load().err == "" },
 		func() time.Time { return s.load.Load().loadedAt })
@@ -377,10 +404,9 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 	if err != nil {
 		s.storeFailed("decide", err)
 		d = s.storeDown(ctx, d, err)
-	} else if d.StateUsed && s.degraded.Load() && s.degraded.CompareAndSwap(true, false) {
-		if _, ok := s.recoveries.allow(time.Now()); ok {
-			s.log.Info("store reachable again")
-		}
+	}
+	if d.Local {
+		s.metrics.local.Inc()
 	}
 	if d.Slot.Limit != "" {
 		s.metrics.inFlight.Inc()
@@ -399,7 +425,9 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 // storeDown returns the answer for a request whose decision failed with
 // err: a key that could not be looked up is 503 (policy made d so); a
 // denial found without the store (a bad key) stands; the rest is allowed
-// without its limits, or 503 when FailClosed.
+// without its limits with --on-store-error allow, else 503 (with local, the
+// Redis store decides locally and fails only when it cannot: while it
+// closes).
 func (s *Server) storeDown(ctx context.Context, d policy.Decision, err error) policy.Decision {
 	outcome := "allowed without limits"
 	switch {
@@ -407,50 +435,19 @@ func (s *Server) storeDown(ctx context.Context, d policy.Decision, err error) po
 		outcome = "denied (503): the key could not be checked"
 	case d.Verdict == policy.Deny:
 		outcome = "denied: decided without the store"
-	case s.cfg.FailClosed:
+	case s.cfg.OnStoreError != OnErrorAllow:
 		d.DenyUnavailable()
-		outcome = "denied (503): --on-store-error deny"
+		outcome = "denied (503): --on-store-error " + string(s.cfg.OnStoreError)
 	}
-	// storeFailed logged the outage's start; one line per request would
-	// flood the log.
+	// The store's circuit logs an outage's start and end; one line per
+	// request would flood the log.
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.Debug("store unavailable; request "+outcome, "err", err, "api", d.API, "stage", d.Stage, "route", d.Route)
 	}
 	return d
 }
 
-// storeFailed counts a store error of op ("decide", "admin", "ready") and
-// marks the store degraded.
+// storeFailed counts a store error of op ("decide", "admin", "ready").
 func (s *Server) storeFailed(op string, err error) {
 	s.metrics.storeErrors.WithLabelValues(op).Inc()
-	if !s.degraded.Load() && s.degraded.CompareAndSwap(false, true) {
-		if n, ok := s.flaps.allow(time.Now()); ok {
-			s.log.Warn("store unreachable", "op", op, "err", err, "flaps_not_logged", n)
-		}
-	}
-}
-
-// flapLog lets one line through per flapEvery for a state that flaps (the
-// store unreachable, reachable again, unreachable... under a load that
-// misses the budget now and then), and counts the lines it held back.
-type flapLog struct {
-	mu   sync.Mutex
-	last time.Time
-	held int
-}
-
-const flapEvery = 10 * time.Second
-
-// allow reports whether a line may be logged at now, and how many were held
-// back since the last one.
-func (f *flapLog) allow(now time.Time) (int, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.last.IsZero() && now.Sub(f.last) < flapEvery {
-		f.held++
-		return 0, false
-	}
-	n := f.held
-	f.last, f.held = now, 0
-	return n, true
 }

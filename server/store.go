@@ -66,7 +66,15 @@ func (s *Server) openStore(url string) (Store, error) {
 		}
 		return file.Open(dir, file.Options{FlushInterval: s.cfg.FlushInterval, Now: s.now, OnFlush: s.flushed})
 	case strings.HasPrefix(url, "redis") || strings.HasPrefix(url, "unix:"):
-		return redis.Open(url, redis.Options{Timeout: s.cfg.StoreTimeout, Observer: s.metrics})
+		redis.SetLogger(s.log)
+		st, err := redis.Open(url, redis.Options{Timeout: s.cfg.StoreTimeout, Local: s.cfg.OnStoreError == OnErrorLocal,
+			Observer: storeEvents{s}})
+		if err != nil {
+			return nil, err
+		}
+		s.metrics.replicas(st.Replicas)
+		s.replicas = st.Replicas
+		return st, nil
 	default:
 		return nil, fmt.Errorf("--store %q: unsupported store (supported: file:DIR, memory:, redis://, rediss://, redis-sentinel://, redis-cluster://)", url)
 	}
@@ -81,4 +89,27 @@ func (s *Server) flushed(n int, took time.Duration, err error) {
 		s.metrics.storeErrors.WithLabelValues("flush").Inc()
 		s.log.Error("store: counters not written; they stay in memory for the next flush", "counters", n, "err", err)
 	}
+}
+
+// storeEvents takes what a Redis store reports: its measurements go to the
+// metrics, the changes of its circuit to the degraded state and the log (a
+// line per change, not per decision).
+type storeEvents struct{ s *Server }
+
+func (e storeEvents) Decision(wait, roundTrip time.Duration) { e.s.metrics.storeCall(wait, roundTrip) }
+
+func (e storeEvents) Circuit(open bool, cause error) {
+	s := e.s
+	s.degraded.Store(open)
+	if !open {
+		s.log.Info("store reachable again; decisions are shared", "store", s.cfg.Store)
+		return
+	}
+	how := map[OnStoreError]string{
+		OnErrorLocal: "decided locally with this replica's share of each limit",
+		OnErrorAllow: "allowed without limits",
+		OnErrorDeny:  "denied (503)",
+	}[s.cfg.OnStoreError]
+	s.log.Warn("store unreachable; requests are "+how+" until it answers", "store", s.cfg.Store, "err", cause,
+		"on_store_error", string(s.cfg.OnStoreError))
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/policyfile"
 	"github.com/tollgate/tollgate/server"
+	"github.com/tollgate/tollgate/store/redis"
 	"github.com/tollgate/tollgate/store/memory"
 )
 
@@ -56,8 +57,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	tokenFile := fs.String("admin-token-file", "", "`file` holding the admin API's bearer token (default: $TOLLGATE_ADMIN_TOKEN; neither: the /v1 calls answer 503)")
 	fs.StringVar(&cfg.Store, "store", server.DefaultStore, "state store `url`: file:DIR, memory:, redis://host:port/db (rediss://, redis-sentinel://, redis-cluster://)")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", time.Second, "longest a file store keeps counts in memory before it writes them")
-	fs.DurationVar(&cfg.StoreTimeout, "store-timeout", 5*time.Millisecond, "budget of a decision's call to a Redis store")
-	onStoreError := fs.String("on-store-error", "allow", "when the store cannot be reached: `allow` (without limits) or deny (503)")
+	// The budget: what a healthy Redis meets on a loaded host, well inside
+	// Envoy's 200ms ext_authz timeout (the reasoning is beside
+	// redis.DefaultTimeout).
+	fs.DurationVar(&cfg.StoreTimeout, "store-timeout", redis.DefaultTimeout, "budget of a decision's call to a Redis store")
+	onStoreError := fs.String("on-store-error", string(server.OnErrorLocal), "when Redis cannot answer in time: `local` (this replica decides with its share of each limit), allow (without limits) or deny (503)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long a graceful stop waits for calls in flight")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the admin address (no token)")
@@ -69,15 +73,12 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("--log-level %q: %w", *level, err)
 	}
-	switch *onStoreError {
-	case "allow":
-	case "deny":
-		cfg.FailClosed = true
-	default:
-		return fmt.Errorf("--on-store-error %q: want allow or deny", *onStoreError)
+	cfg.OnStoreError = server.OnStoreError(*onStoreError)
+	if !cfg.OnStoreError.Valid() {
+		return fmt.Errorf("--on-store-error %q: want local, allow or deny", *onStoreError)
 	}
 	if cfg.StoreTimeout <= 0 {
-		return fmt.Errorf("--store-timeout %v: want a positive duration such as 5ms", cfg.StoreTimeout)
+		return fmt.Errorf("--store-timeout %v: want a positive duration such as 100ms", cfg.StoreTimeout)
 	}
 	if cfg.FlushInterval <= 0 {
 		return fmt.Errorf("--flush-interval %v: want a positive duration such as 1s", cfg.FlushInterval)

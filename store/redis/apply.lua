@@ -15,6 +15,15 @@
 
 local clock -- Redis's clock, once read
 
+-- redisNow returns Redis's clock in µs, read once per call.
+local function redisNow()
+  if not clock then
+    local t = redis.call('TIME')
+    clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return clock
+end
+
 -- The cache of the call's strings and counters: each key is read at most
 -- once, and written at most once, at the end (flush), with the value the last
 -- decision left. The call is one atomic step: no one sees the states between
@@ -98,18 +107,23 @@ local function decide(k, a)
   if ARGV[a] ~= '' then
     now = tonumber(ARGV[a])
   else
-    if not clock then
-      local t = redis.call('TIME')
-      clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    end
-    now = clock
+    now = redisNow()
   end
-  local nh, no, usage = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local usageAt = tonumber(ARGV[a + 4]) -- Unix ms
-  local leaseTTL = tonumber(ARGV[a + 5]) -- µs
-  local nextK, nextA = k + nh + no + usage, a + 6 + 2 * nh + 3 * no
-  a = a + 6 -- next ARGV
+  local deadline = tonumber(ARGV[a + 1]) -- µs on Redis's clock, 0: none
+  local nh, no, usage = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local usageAt = tonumber(ARGV[a + 5]) -- Unix ms
+  local leaseTTL = tonumber(ARGV[a + 6]) -- µs
+  local nextK, nextA = k + nh + no + usage, a + 7 + 2 * nh + 3 * no
+  a = a + 7 -- next ARGV
   local reply = {0, 0, now}
+
+  -- 0. A decision that reaches Redis after its caller gave up on it takes
+  -- nothing: its caller answered without it (and may have decided it
+  -- locally).
+  if deadline > 0 and redisNow() > deadline then
+    reply[1] = -1
+    return reply, nextK, nextA
+  end
 
   -- 1. WAF hits, in order, up to the first over its limit: sliding-window
   -- counters of two fixed windows, kept as "w c p" (the index of the current

@@ -76,6 +76,10 @@ type request struct {
 	nums []int64 // the numbers of args
 	strs []string
 
+	// late is what settling a reply that came after the caller gave up
+	// needs (Options.Local).
+	late lateInfo
+
 	reply []int64 // the decision's part of the call's reply
 	err   error
 	done  chan struct{} // the sender delivered (capacity 1)
@@ -101,7 +105,7 @@ var requests = sync.Pool{New: func() any {
 // newRequest returns an empty request with room for nh hits and no ops.
 func newRequest(nh, no int) *request {
 	r := requests.Get().(*request)
-	if n := 6 + 2*nh + 3*no; cap(r.nums) < n {
+	if n := 7 + 2*nh + 3*no; cap(r.nums) < n {
 		r.nums = make([]int64, 0, n)
 	}
 	if n := 1 + 2*no; cap(r.strs) < n {
@@ -113,7 +117,7 @@ func newRequest(nh, no int) *request {
 // free puts r back for reuse; only its owner may.
 func (r *request) free() {
 	r.keys, r.kbuf, r.ends, r.args, r.nums, r.strs = r.keys[:0], r.kbuf[:0], r.ends[:0], r.args[:0], r.nums[:0], r.strs[:0]
-	r.reply, r.err, r.own[0] = nil, nil, nil
+	r.reply, r.err, r.own[0], r.late = nil, nil, nil, lateInfo{}
 	requests.Put(r)
 }
 
@@ -143,11 +147,9 @@ func (r *request) sealKeys() {
 	}
 }
 
-// decide makes r's call, or queues r, and waits for its reply within the
-// budget. It frees r, or leaves it to the sender.
+// decide makes r's call, or queues r, and waits for its reply until
+// r.deadline. It frees r, or leaves it to the sender.
 func (s *Store) decide(r *request) ([]int64, error) {
-	r.start = time.Now()
-	r.deadline = r.start.Add(s.opts.Timeout)
 	r.state.Store(queued)
 	if s.inflight.Load() == 0 && len(s.queue) == 0 && s.inflight.CompareAndSwap(0, 1) {
 		// No call in flight: this one goes at once, without the hop
@@ -161,7 +163,7 @@ func (s *Store) decide(r *request) ([]int64, error) {
 		r.free()
 		return reply, err
 	}
-	r.timer.Reset(s.opts.Timeout)
+	r.timer.Reset(time.Until(r.deadline))
 	select {
 	case s.queue <- r:
 	default:
@@ -312,22 +314,17 @@ func (s *Store) run(batch []*request, buf *callBuf) {
 	cancel()
 	clear(args)
 	buf.args = args
+	// A Redis error reply (a key of the wrong type, say) is the data's,
+	// not Redis's health: it fails the call's decisions, not the circuit,
+	// which a client with a bad key would otherwise open for everyone.
+	s.called(err)
 	if err != nil {
-		// A Redis error reply (a key of the wrong type, say) is the
-		// data's, not Redis's health: it fails the call's decisions, not
-		// the circuit, which a client with a bad key would otherwise open
-		// for everyone.
-		var rerr goredis.Error
-		if !errors.As(err, &rerr) || isTransient(rerr) {
-			s.failed()
-		}
 		err = fmt.Errorf("redis %s: apply: %w", s.url, err)
 		for _, r := range live {
 			s.deliver(r, nil, err)
 		}
 		return
 	}
-	s.succeeded()
 	// Each decision's reply is its length, then its values.
 	n, rest := 0, res
 	for len(rest) > 0 && n < len(live) {
@@ -371,7 +368,8 @@ func (s *Store) call(ctx context.Context, args []any) ([]int64, error) {
 	return cmd.Val(), nil
 }
 
-// deliver hands r its reply, unless its caller gave up: then it frees r.
+// deliver hands r its reply, unless its caller gave up: then it settles
+// what Redis took for it (local.go) and frees r.
 func (s *Store) deliver(r *request, reply []int64, err error) {
 	r.reply, r.err = reply, err
 	if o := s.opts.Observer; o != nil {
@@ -384,6 +382,9 @@ func (s *Store) deliver(r *request, reply []int64, err error) {
 	if r.state.CompareAndSwap(sent, delivered) {
 		r.done <- struct{}{}
 		return
+	}
+	if err == nil {
+		s.settleLate(r, reply)
 	}
 	r.free()
 }

@@ -2,8 +2,138 @@ package redis
 
 import (
 	"context"
+	"errors"
+	"io"
+	"sync/atomic"
+	"syscall"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 )
+
+// The circuit breaker opens on evidence that Redis is down, never on a few
+// slow calls:
+//   - a connection error (refused, reset, closed by Redis) opens it at once;
+//   - else it opens when, over the last breakWindow, at least breakMin calls
+//     failed (no answer within their budget, a network error) and they were
+//     most of the calls made.
+//
+// A call's budget counts from when it is sent, so time spent waiting in this
+// process (a busy host, the queue for a shared call) never counts against
+// Redis. An error reply (a key of the wrong type) is the data's fault, not
+// Redis's: it counts for neither side.
+//
+// While the circuit is open, calls fail at once with ErrUnavailable and one
+// goroutine pings Redis every probeEvery. When Redis answers, the scripts are
+// loaded again (a restarted Redis lost them) and, with Options.Local, what was
+// counted locally meanwhile is added to Redis (reconcile.go); then the circuit
+// closes.
+const (
+	breakWindow = time.Second
+	breakSlots  = 10 // the window is kept in slots of breakWindow/breakSlots
+	breakMin    = 5
+	probeEvery  = 50 * time.Millisecond
+	probePings  = minIdle + 1
+)
+
+// window counts the calls that succeeded and failed in the last breakWindow,
+// in slots that are reused as time goes by. Counts are atomic: a slot's
+// reset may lose a count or two made at the same moment, which a majority
+// vote does not mind.
+type window struct {
+	slots [breakSlots]struct {
+		epoch      atomic.Int64 // the slot's index since the Unix epoch
+		ok, failed atomic.Int64
+	}
+}
+
+const slotLen = int64(breakWindow / breakSlots)
+
+// add counts a call at now and returns the failures and calls in the window.
+func (w *window) add(now time.Time, ok bool) (failed, total int64) {
+	e := now.UnixNano() / slotLen
+	sl := &w.slots[e%breakSlots]
+	if old := sl.epoch.Load(); old != e && sl.epoch.CompareAndSwap(old, e) {
+		sl.ok.Store(0)
+		sl.failed.Store(0)
+	}
+	if ok {
+		sl.ok.Add(1)
+		return 0, 0 // a success never opens the circuit: no need to sum
+	}
+	sl.failed.Add(1)
+	return w.counts(now)
+}
+
+// counts returns the failures and calls in the window that ends at now.
+func (w *window) counts(now time.Time) (failed, total int64) {
+	e := now.UnixNano() / slotLen
+	for i := range w.slots {
+		sl := &w.slots[i]
+		if e-sl.epoch.Load() < breakSlots {
+			f := sl.failed.Load()
+			failed += f
+			total += f + sl.ok.Load()
+		}
+	}
+	return failed, total
+}
+
+// reset forgets every count.
+func (w *window) reset() {
+	for i := range w.slots {
+		w.slots[i].epoch.Store(0)
+		w.slots[i].ok.Store(0)
+		w.slots[i].failed.Store(0)
+	}
+}
+
+// isConnError reports whether err says the connection to Redis is gone or
+// was refused: evidence enough that Redis is down.
+func isConnError(err error) bool {
+	for _, e := range []error{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EPIPE, io.EOF, io.ErrUnexpectedEOF} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// called counts the outcome of a call for the circuit breaker: err nil, an
+// error reply of the data's (not counted), a connection error (the circuit
+// opens) or another failure (counted in the window).
+func (s *Store) called(err error) {
+	if err == nil {
+		s.window.add(time.Now(), true)
+		return
+	}
+	var rerr goredis.Error
+	if errors.As(err, &rerr) && !isTransient(rerr) {
+		return
+	}
+	if isConnError(err) {
+		s.trip(err)
+		return
+	}
+	if failed, total := s.window.add(time.Now(), false); failed >= breakMin && 2*failed > total {
+		s.trip(err)
+	}
+}
+
+// trip opens the circuit, unless it is open, and starts the prober.
+func (s *Store) trip(cause error) {
+	if !s.open.CompareAndSwap(false, true) {
+		return
+	}
+	if o := s.opts.Observer; o != nil {
+		o.Circuit(true, cause)
+	}
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	if !s.stopped {
+		s.probing.Go(s.probe)
+	}
+}
 
 // decisionCall returns the context of a decision's call: the budget, unless
 // the circuit is open.
@@ -15,26 +145,8 @@ func (s *Store) decisionCall() (context.Context, context.CancelFunc, error) {
 	return ctx, cancel, nil
 }
 
-// succeeded and failed count a call's outcome for the circuit breaker.
-func (s *Store) succeeded() {
-	if s.fails.Load() != 0 {
-		s.fails.Store(0)
-	}
-}
-
-func (s *Store) failed() {
-	if s.fails.Add(1) < breakAfter || !s.open.CompareAndSwap(false, true) {
-		return
-	}
-	s.probeMu.Lock()
-	defer s.probeMu.Unlock()
-	if !s.stopped {
-		s.probing.Go(s.probe)
-	}
-}
-
-// probe pings Redis every probeEvery until it answers, then closes the
-// circuit; it stops when the Store closes.
+// probe pings Redis every probeEvery until it answers, reconciles, then
+// closes the circuit; it stops when the Store closes.
 func (s *Store) probe() {
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
@@ -44,24 +156,42 @@ func (s *Store) probe() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), max(s.opts.Timeout, probeEvery))
-		// Connections opened before an outage fail once each when
-		// Redis comes back; a few pings in a row get past them.
-		err := s.c.Ping(ctx).Err()
-		for i := 0; err != nil && ctx.Err() == nil && i < probePings; i++ {
-			err = s.c.Ping(ctx).Err()
+		if err := s.recover(); err != nil {
+			continue
 		}
-		if err == nil {
-			// A restarted Redis has lost the scripts; Run reloads them
-			// on NOSCRIPT, but loading them here keeps the first
-			// decisions within budget.
-			err = s.loadScripts(ctx)
+		s.window.reset()
+		s.open.Store(false)
+		if o := s.opts.Observer; o != nil {
+			o.Circuit(false, nil)
 		}
-		cancel()
-		if err == nil {
-			s.fails.Store(0)
-			s.open.Store(false)
-			return
-		}
+		return
 	}
+}
+
+// recover makes one attempt to bring the store back: a ping, the scripts,
+// and what was counted locally while Redis was away.
+func (s *Store) recover() error {
+	ctx, cancel := context.WithTimeout(context.Background(), max(s.opts.Timeout, probeEvery))
+	defer cancel()
+	// Connections opened before an outage fail once each when Redis comes
+	// back; a few pings in a row get past them.
+	err := s.c.Ping(ctx).Err()
+	for i := 0; err != nil && ctx.Err() == nil && i < probePings; i++ {
+		err = s.c.Ping(ctx).Err()
+	}
+	if err != nil {
+		return err
+	}
+	// A restarted Redis has lost the scripts; a call reloads them on
+	// NOSCRIPT, but loading them here keeps the first decisions within
+	// budget.
+	if err := s.loadScripts(ctx); err != nil {
+		return err
+	}
+	if s.local != nil {
+		// Before the circuit closes: decisions made on Redis from then on
+		// must see what was taken locally.
+		return s.reconcile()
+	}
+	return nil
 }

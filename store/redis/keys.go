@@ -64,14 +64,13 @@ func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 	defer cancel()
 	rec, err := lookupKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey}, policy.KeyHashText(hash)).Text()
 	if errors.Is(err, goredis.Nil) {
-		s.succeeded()
+		s.called(nil)
 		return nil, nil
 	}
+	s.called(err)
 	if err != nil {
-		s.failed()
 		return nil, fmt.Errorf("redis %s: look up key: %w", s.url, err)
 	}
-	s.succeeded()
 	k, err := keyjson.Decode([]byte(rec))
 	if err != nil {
 		return nil, fmt.Errorf("redis %s: key record: %w", s.url, err)

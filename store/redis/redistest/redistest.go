@@ -7,6 +7,8 @@
 //	st, err := redis.Open(srv.URL(), redis.Options{})
 //	srv.Stop()    // Redis goes away under the store
 //	srv.Restart() // and comes back on the same port
+//	srv.Pause()   // Redis hangs (SIGSTOP)
+//	srv.Resume()  // and goes on (SIGCONT)
 //
 // A Server's methods are safe for concurrent use.
 package redistest
@@ -21,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -122,9 +125,29 @@ func (s *Server) Stop() {
 	if s.cmd == nil {
 		return
 	}
-	s.cmd.Process.Kill()
+	s.cmd.Process.Kill() // SIGKILL ends a paused process too
 	s.cmd.Wait()
 	s.cmd = nil
+}
+
+// Pause stops the server with SIGSTOP: it keeps its connections and its
+// data, and answers nothing (connections still open, as for a host that
+// hangs) until Resume.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server go on (SIGCONT): it then runs what it was
+// sent meanwhile.
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil && s.t != nil {
+		s.t.Fatal(err)
+	}
 }
 
 // ping sends PING in the inline protocol and wants +PONG.

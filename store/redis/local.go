@@ -1,0 +1,161 @@
+package redis
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/memory"
+)
+
+// Local decisions (Options.Local; tollgate's --on-store-error local): a
+// decision whose call fails, misses its budget or finds the circuit open is
+// made on this replica's own store, with every shared limit divided among the
+// live replicas (replicas.go): each takes its share of a bucket's rate and
+// burst, of a WAF rule's limit, of a concurrency cap, and of what was left of
+// a quota when Redis last answered (views.go). The shares of the replicas add
+// up to the limit, so the fleet admits about one limit in total.
+//
+// The local store keeps what the local decisions took. Its buckets, WAF
+// counters and slots stand alone (a bucket refills, a window slides); its
+// quota and usage counters are added to Redis when it answers again
+// (reconcile.go).
+type fallback struct {
+	mem   *memory.Store
+	views *views
+	// leases holds the leases of the slots taken locally, which are
+	// released locally.
+	leases sync.Map
+}
+
+// localUsageRetention is how long the local store keeps a day's usage
+// counter after the day ends: long enough for an outage to end and the count
+// to reach Redis.
+const localUsageRetention = 48 * time.Hour
+
+func newFallback() *fallback {
+	return &fallback{
+		mem:   memory.New(memory.WithJournal(), memory.WithUsageRetention(localUsageRetention)),
+		views: newViews(),
+	}
+}
+
+// share returns the share of x that falls to the replica at place i of n:
+// ⌊(x+i)/n⌋, so that the n shares add up to x (Hermite's identity), without
+// overflow.
+func share(x int64, i, n int) int64 {
+	q, r := x/int64(n), x%int64(n)
+	if int64(i) >= int64(n)-r {
+		q++
+	}
+	return q
+}
+
+// shareThrottle returns a throttle's share: of its rate and of its burst.
+func shareThrottle(t policy.Throttle, i, n int) policy.Throttle {
+	rate := t.RateMicro / uint64(n)
+	if uint64(i) >= uint64(n)-t.RateMicro%uint64(n) {
+		rate++
+	}
+	return policy.Throttle{RateMicro: rate, Burst: share(t.Burst, i, n)}
+}
+
+// decideLocally carries out b on the local store, with this replica's
+// share of every limit, and marks it Local.
+func (s *Store) decideLocally(now time.Time, b *policy.Batch) {
+	n, i := s.replicas.share()
+	for j := range b.Hits {
+		b.Hits[j].Limit = share(b.Hits[j].Limit, i, n)
+	}
+	// What each quota op looked like to Redis when it last answered.
+	var quotas [policy.MaxLimits]struct{ limit, used, granted, share int64 }
+	for j := range b.Ops {
+		o := &b.Ops[j]
+		switch o.Tier {
+		case policy.TierQuota:
+			q := &quotas[j]
+			q.limit = o.Quota
+			q.used, q.granted, _ = s.local.views.get(o.Key)
+			q.share = share(max(o.Quota+q.granted-q.used, 0), i, n)
+			o.Quota = q.share
+		case policy.TierConcurrency:
+			o.Quota = share(o.Quota, i, n)
+		default:
+			o.Throttle = shareThrottle(o.Throttle, i, n)
+		}
+	}
+	s.local.mem.Apply(now, b) // memory never fails
+	for j := range b.Ops {
+		o := &b.Ops[j]
+		switch o.Tier {
+		case policy.TierQuota:
+			// The quota as a whole: its limit with grants, and what is
+			// left of it as this replica knows, but no more than this
+			// replica may still give.
+			q := &quotas[j]
+			taken := q.share - o.Remaining // by this replica since Redis last answered
+			o.Quota = q.limit + q.granted
+			o.Remaining = max(min(o.Quota-q.used-taken, o.Remaining), 0)
+		case policy.TierConcurrency:
+			if b.Taken {
+				s.local.leases.Store(o.Lease, struct{}{})
+			}
+		}
+	}
+	b.Local = true
+	s.localDecisions.Add(1)
+}
+
+// lateInfo is what a decision's reply that comes after its caller gave up
+// (and decided locally) needs to settle: the counters Redis may have taken
+// from.
+type lateInfo struct {
+	nops               int
+	quota, usage, slot policy.Key
+	quotaEnd, usageEnd time.Time
+	lease              string
+}
+
+// note records in r what settling a late reply for b needs.
+func (r *request) note(b *policy.Batch) {
+	r.late = lateInfo{nops: len(b.Ops)}
+	for j := range b.Ops {
+		switch o := &b.Ops[j]; o.Tier {
+		case policy.TierQuota:
+			r.late.quota, r.late.quotaEnd = o.Key, o.End
+		case policy.TierConcurrency:
+			r.late.slot, r.late.lease = o.Key, o.Lease
+		}
+	}
+	if b.Usage.Limit != "" {
+		r.late.usage = b.Usage
+		r.late.usageEnd = time.Unix(b.Usage.Period, 0).Add(24*time.Hour + localUsageRetention)
+	}
+}
+
+// settleLate takes account of the reply of a decision whose caller gave up
+// on it and decided locally: what Redis took for it is marked in the local
+// store as held by Redis (so that the push does not add it again, and takes
+// it back when the local decision did not take it), and a slot Redis took
+// is given back.
+func (s *Store) settleLate(r *request, reply []int64) {
+	if s.local == nil || len(reply) < 3 || reply[0] < 0 {
+		return // past its deadline: Redis took nothing
+	}
+	blocked, taken := reply[0] > 0, reply[1] == 1
+	if taken && r.late.quota.Limit != "" {
+		s.local.mem.Grant(r.late.quota, 1, r.late.quotaEnd)
+	}
+	if !blocked && (r.late.nops == 0 || taken) && r.late.usage.Limit != "" {
+		s.local.mem.Grant(r.late.usage, 1, r.late.usageEnd)
+	}
+	if taken && r.late.slot.Limit != "" {
+		key, lease := s.key('s', r.late.slot), r.late.lease
+		s.background.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), max(s.opts.Timeout, releaseTimeout))
+			defer cancel()
+			s.c.ZRem(ctx, key, lease) // else the lease runs out
+		})
+	}
+}
