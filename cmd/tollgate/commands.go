@@ -22,8 +22,8 @@ import (
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/policyfile"
 	"github.com/tollgate/tollgate/server"
-	"github.com/tollgate/tollgate/store/redis"
 	"github.com/tollgate/tollgate/store/memory"
+	"github.com/tollgate/tollgate/store/redis"
 )
 
 // newFlags returns a flag set that reports to stderr and does not exit.

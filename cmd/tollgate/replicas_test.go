@@ -1,6 +1,10 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,35 +16,40 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/tollgate/tollgate/internal/busyhost"
+	"github.com/tollgate/tollgate/store/redis"
 	"github.com/tollgate/tollgate/store/redis/redistest"
 )
 
-// These tests run three real tollgate processes on one real Redis.
+// These tests run three real tollgate processes on one real Redis, at the
+// default flags: limits must hold as shipped.
 
 // proKey is the payments example's pro key (customer acme).
 const proKey = "tg_demo_pro_00000000000000001"
 
-// replicaPolicy writes the payments example with limits small enough to
-// exhaust in a test: the free plan bursts 60 and hardly refills, the pro
-// plan has a quota of 100 a day, and the per-IP WAF rule on POST
-// /transactions allows 50 an hour.
-func replicaPolicy(t *testing.T) string {
+// testKey is an API key a test adds to the policy, with the plan it holds.
+type testKey struct{ id, plan, value string }
+
+// replicaPolicy writes the payments example with the replacements (each
+// old text must be there) and the keys added.
+func replicaPolicy(t *testing.T, edits [][2]string, keys ...testKey) string {
 	t.Helper()
 	data, err := os.ReadFile(example)
 	if err != nil {
 		t.Fatal(err)
 	}
 	text := string(data)
-	for _, r := range [][2]string{
-		{"  free:\n    throttle: {rate: 10, burst: 20}", "  free:\n    throttle: {rate: 0.001, burst: 60}"},
-		{"quota: {limit: 100000, period: day}", "quota: {limit: 100, period: day}"},
-		{"rate_based: {limit: 1000, window: 5m, key: ip}", "rate_based: {limit: 50, window: 1h, key: ip}"},
-	} {
+	for _, r := range edits {
 		if !strings.Contains(text, r[0]) {
 			t.Fatalf("%s: no %q", example, r[0])
 		}
 		text = strings.Replace(text, r[0], r[1], 1)
 	}
+	var add strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&add, "  - id: %s\n    hash: \"sha256:%x\"\n    plans: [%s]\n", k.id, sha256.Sum256([]byte(k.value)), k.plan)
+	}
+	text = strings.Replace(text, "\nwaf:\n", "\n"+add.String()+"\nwaf:\n", 1)
 	file := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -48,9 +57,69 @@ func replicaPolicy(t *testing.T) string {
 	return file
 }
 
+// Replacements of the payments example with limits small enough to reach
+// in a test: the free plan bursts 12 and hardly refills, the pro plan has a
+// quota, the per-IP WAF rule on POST /transactions allows 6 a minute.
+var (
+	burst12 = [2]string{"  free:\n    throttle: {rate: 10, burst: 20}", "  free:\n    throttle: {rate: 0.001, burst: 12}"}
+	waf6    = [2]string{"rate_based: {limit: 1000, window: 5m, key: ip}", "rate_based: {limit: 6, window: 1m, key: ip}"}
+)
+
+func proQuota(n int) [2]string {
+	return [2]string{"quota: {limit: 100000, period: day}", fmt.Sprintf("quota: {limit: %d, period: day}", n)}
+}
+
+// startReplicas starts n processes on the store with the flags, and waits
+// until each counts n live replicas.
+func startReplicas(t *testing.T, n int, policyFile, store string, flags ...string) []*proc {
+	t.Helper()
+	var procs []*proc
+	for range n {
+		procs = append(procs, startProc(t, policyFile, store, flags...))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, p := range procs {
+		for p.metric("tollgate_replicas") != float64(n) {
+			if time.Now().After(deadline) {
+				t.Fatalf("a replica counts %v replicas 10s after the start, want %d", p.metric("tollgate_replicas"), n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return procs
+}
+
+// createKey creates a run-time key on plan through p's admin API and
+// returns its value.
+func (p *proc) createKey(plan string) string {
+	p.t.Helper()
+	body := fmt.Sprintf(`{"plans":[%q]}`, plan)
+	req, err := http.NewRequest("POST", p.admin+"/v1/keys", strings.NewReader(body))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+procToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var k struct{ Value string }
+	if err := json.NewDecoder(resp.Body).Decode(&k); err != nil || resp.StatusCode != 201 || k.Value == "" {
+		p.t.Fatalf("POST /v1/keys: %d, %v", resp.StatusCode, err)
+	}
+	return k.Value
+}
+
 // sendLoad sends n requests from workers goroutines spread over the processes
 // and counts the answers by status.
 func sendLoad(t *testing.T, procs []*proc, workers, n int, req *authv3.CheckRequest) map[int]int {
+	t.Helper()
+	return sendLoadWith(t, procs, workers, n, func(p *proc) (int, error) { return p.decide(req) })
+}
+
+// sendLoadWith is sendLoad with the request made by decide.
+func sendLoadWith(t *testing.T, procs []*proc, workers, n int, decide func(*proc) (int, error)) map[int]int {
 	t.Helper()
 	var next atomic.Int64
 	var mu sync.Mutex
@@ -61,7 +130,7 @@ func sendLoad(t *testing.T, procs []*proc, workers, n int, req *authv3.CheckRequ
 		p := procs[w%len(procs)]
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
-				status, err := p.decide(req)
+				status, err := decide(p)
 				mu.Lock()
 				if err != nil {
 					errs = append(errs, err)
@@ -79,55 +148,61 @@ func sendLoad(t *testing.T, procs []*proc, workers, n int, req *authv3.CheckRequ
 	return counts
 }
 
-// TestReplicasShareLimits: three processes sharing one Redis, under
-// concurrent load spread over all three, enforce each limit exactly once
-// in total: a burst, a quota and a WAF rate rule.
-func TestReplicasShareLimits(t *testing.T) {
+// TestReplicasExactAtDefaults: three processes at the default flags on one
+// Redis, with both cores kept busy during each burst, enforce each limit
+// exactly once in total, ten times over: 60 concurrent Checks on a key with
+// a burst of 12 admit 12, 30 on a quota of 9 admit 9, 12 from one address
+// against a WAF rule of 6 a minute let 6 through. No decision is made
+// locally: a busy host is not an outage.
+func TestReplicasExactAtDefaults(t *testing.T) {
 	awayFromMidnight(t)
-	if now := time.Now(); now.Add(10*time.Second).Truncate(time.Hour) != now.Truncate(time.Hour) {
-		time.Sleep(15 * time.Second) // the WAF rule's hour window must not turn during the test
-	}
 	srv := redistest.Start(t)
-	policyFile := replicaPolicy(t)
-	var procs []*proc
-	for range 3 {
-		procs = append(procs, startProc(t, policyFile, srv.URL(), "--store-timeout", "1s"))
-	}
-	for _, c := range []struct {
-		name    string
-		req     *authv3.CheckRequest
-		n       int
-		allowed int
-		denied  int // status of the denials
-	}{
-		{"free plan: burst 60, rate 0.001", checkRequest("198.51.100.7", "POST", "/partners/p-1/transactions", freeKey), 300, 60, 429},
-		{"pro plan: quota 100", checkRequest("198.51.100.8", "POST", "/partners/p-1/transactions", proKey), 300, 100, 429},
-		{"waf: 50 per ip", checkRequest("198.51.100.9", "POST", "/transactions", ""), 300, 50, 403},
-	} {
-		got := sendLoad(t, procs, 30, c.n, c.req)
-		if got[200] != c.allowed || got[c.denied] != c.n-c.allowed {
-			t.Errorf("%s: got %v, want exactly %d allowed and %d × %d", c.name, got, c.allowed, c.n-c.allowed, c.denied)
+	procs := startReplicas(t, 3, replicaPolicy(t, [][2]string{burst12, proQuota(9), waf6}), srv.URL())
+	for rep := range 10 {
+		// Fresh keys (a run-time key is its own customer) and a fresh
+		// address: fresh limits.
+		free, pro := procs[rep%3].createKey("free"), procs[(rep+1)%3].createKey("pro")
+		ip := fmt.Sprintf("198.51.100.%d", 20+rep)
+		stop := busyhost.Spin(t, time.Minute)
+		for _, c := range []struct {
+			name            string
+			req             *authv3.CheckRequest
+			n, want, denied int
+		}{
+			{"burst 12", checkRequest(ip, "POST", "/partners/p-1/transactions", free), 60, 12, 429},
+			{"quota 9", checkRequest(ip, "POST", "/partners/p-1/transactions", pro), 30, 9, 429},
+			{"waf 6 a minute", checkRequest(ip, "POST", "/transactions", ""), 12, 6, 403},
+		} {
+			got := sendLoad(t, procs, c.n, c.n, c.req)
+			if got[200] != c.want || got[c.denied] != c.n-c.want {
+				t.Errorf("repetition %d, %s: got %v, want exactly %d allowed and %d × %d", rep, c.name, got, c.want, c.n-c.want, c.denied)
+			}
 		}
+		stop()
 	}
-	// Each replica answered some of them.
 	for i, p := range procs {
+		local, errs := p.metric("tollgate_store_local_decisions_total"), p.metric(`tollgate_store_errors_total{op="decide"}`)
+		if local != 0 || errs != 0 {
+			t.Errorf("replica %d: %v decisions made locally and %v store errors, want none", i, local, errs)
+		}
 		if n := p.metric(`tollgate_decisions_total{api="payments",outcome="allow",plan="free",reason="none",stage="prod"}`); n <= 0 {
 			t.Errorf("replica %d allowed %v free requests, want some", i, n)
 		}
 	}
 }
 
-// TestRedisOutage: with Redis stopped under load, every Check answers within
-// the store's budget plus a small margin, as allow or 503 per
-// --on-store-error, and the processes' goroutines do not pile up; /readyz
-// and the degraded gauge show it. With Redis back, enforcement resumes
-// without a restart.
-func TestRedisOutage(t *testing.T) {
+// TestRedisOutageAllowDeny: with --on-store-error allow or deny, at the
+// default budget, with Redis killed under load, every Check answers within
+// the budget plus a margin, as allow or 503, and the processes' goroutines
+// do not pile up; /readyz and the degraded gauge show it. With Redis back,
+// enforcement resumes without a restart. (local, the default:
+// TestReplicasOutageLocal.)
+func TestRedisOutageAllowDeny(t *testing.T) {
 	srv := redistest.Start(t)
-	policyFile := replicaPolicy(t)
-	const budget = 5 * time.Millisecond
-	open := startProc(t, policyFile, srv.URL(), "--store-timeout", budget.String(), "--on-store-error", "allow")
-	closed := startProc(t, policyFile, srv.URL(), "--store-timeout", budget.String(), "--on-store-error", "deny")
+	policyFile := replicaPolicy(t, [][2]string{burst12})
+	const budget = redis.DefaultTimeout
+	open := startProc(t, policyFile, srv.URL(), "--on-store-error", "allow")
+	closed := startProc(t, policyFile, srv.URL(), "--on-store-error", "deny")
 	procs := []*proc{open, closed}
 	req := checkRequest("198.51.100.7", "POST", "/partners/p-1/transactions", freeKey)
 	// 1. Warm up: every worker's connection, and the pools to Redis.
@@ -215,7 +290,7 @@ func TestRedisOutage(t *testing.T) {
 		t.Errorf("step 2: got readyz %d %+v and degraded %v, want 503, not ready, degraded", readyCode, ready, degraded)
 	}
 
-	// 3. Redis is back (empty): the burst of 60 is enforced again. The
+	// 3. Redis is back (empty): the burst of 12 is enforced again. The
 	// fail-closed replica shows it: a call that missed its budget while
 	// the pool redials answers 503, and may or may not have taken.
 	srv.Restart()
@@ -232,8 +307,8 @@ func TestRedisOutage(t *testing.T) {
 	}
 	sendLoad(t, procs, 20, 400, warm)
 	got := sendLoad(t, []*proc{closed}, 10, 100, req)
-	if got[200] > 60 || got[200] < 60-got[503] || got[429] < 100-60-got[503] || got[200]+got[429]+got[503] != 100 {
-		t.Errorf("step 3: got %v, want 60 allowed and 40 × 429 (503s aside)", got)
+	if got[200] > 12 || got[200] < 12-got[503] || got[429] < 100-12-got[503] || got[200]+got[429]+got[503] != 100 {
+		t.Errorf("step 3: got %v, want 12 allowed and 88 × 429 (503s aside)", got)
 	}
 	// The fail-open replica recovers on its own too (its answers were
 	// 200 all along, so only readiness tells).
@@ -248,6 +323,152 @@ func TestRedisOutage(t *testing.T) {
 		p.decide(warm) // a decision that reaches the store clears degraded
 		if d := p.metric("tollgate_store_degraded"); d != 0 {
 			t.Errorf("step 3: degraded: got %v, want 0", d)
+		}
+	}
+}
+
+// timedLoad is sendLoad that also returns the slowest answer.
+func timedLoad(t *testing.T, procs []*proc, workers, n int, req *authv3.CheckRequest) (map[int]int, time.Duration) {
+	t.Helper()
+	var slowest atomic.Int64
+	counts := sendLoadWith(t, procs, workers, n, func(p *proc) (int, error) {
+		start := time.Now()
+		status, err := p.decide(req)
+		took := int64(time.Since(start))
+		for old := slowest.Load(); took > old && !slowest.CompareAndSwap(old, took); old = slowest.Load() {
+		}
+		return status, err
+	})
+	return counts, time.Duration(slowest.Load())
+}
+
+// allowedBy returns how many requests of plan each process allowed.
+func allowedBy(procs []*proc, plan string) []float64 {
+	var n []float64
+	for _, p := range procs {
+		n = append(n, max(p.metric(`tollgate_decisions_total{api="payments",outcome="allow",plan="`+plan+`",reason="none",stage="prod"}`), 0))
+	}
+	return n
+}
+
+// waitAll polls until cond holds for every process, for up to 15s.
+func waitAll(t *testing.T, procs []*proc, what string, cond func(p *proc) bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for _, p := range procs {
+		for !cond(p) {
+			if time.Now().After(deadline) {
+				t.Fatalf("waited 15s for %s", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// TestReplicasOutageLocal: three processes at the default flags
+// (--on-store-error local) on one Redis that hangs (SIGSTOP), then dies
+// (SIGKILL). While it is away, each replica decides on its own with a third
+// of every limit: a fresh key with a burst of 12, sprayed over the three,
+// gets exactly 4 through each, 12 in all; a quota of 30 of which 9 were used
+// (the replicas taking turns) gives out exactly the 21 left; an unlimited
+// route answers 200; every answer comes within the budget (plus a margin
+// for a loaded machine); /readyz is 503 and the degraded gauge 1. When Redis
+// answers again, what was counted locally is added to it before the
+// decisions are shared again: the quota's use is everything admitted
+// before, during and after, never over 30, and a key used only during the
+// outage shows its use.
+func TestReplicasOutageLocal(t *testing.T) {
+	awayFromMidnight(t)
+	srv := redistest.Start(t)
+	const free2 = "tg_test_free_outage_kill_000001"
+	procs := startReplicas(t, 3, replicaPolicy(t, [][2]string{burst12, proQuota(30)}, testKey{"kill-free", "free", free2}), srv.URL())
+	const budget, margin = redis.DefaultTimeout, time.Second
+	pro := checkRequest("198.51.100.7", "POST", "/partners/p-1/transactions", proKey)
+	status := checkRequest("198.51.100.7", "GET", "/status", "")
+
+	// 1. Before: 9 of the quota, the replicas taking turns.
+	for i := range 9 {
+		if got, err := procs[i%3].decide(pro); got != 200 || err != nil {
+			t.Fatalf("step 1: request %d: got %d, %v, want 200", i, got, err)
+		}
+	}
+
+	// 2. Redis hangs.
+	srv.Pause()
+	burst, slow1 := timedLoad(t, procs, 30, 60, checkRequest("198.51.100.7", "POST", "/partners/p-1/transactions", freeKey))
+	if each := allowedBy(procs, "free"); burst[200] != 12 || each[0] != 4 || each[1] != 4 || each[2] != 4 {
+		t.Errorf("step 2: a fresh burst of 12: got %v, allowed by each replica %v, want 12: 4 each", burst, each)
+	}
+	during, slow2 := timedLoad(t, procs, 30, 60, pro)
+	if during[200] != 21 {
+		t.Errorf("step 2: the quota's 21 left: got %v, want 21 allowed", during)
+	}
+	st, slow3 := timedLoad(t, procs, 10, 30, status)
+	if st[200] != 30 {
+		t.Errorf("step 2: GET /status: got %v, want 30 × 200", st)
+	}
+	if slowest := max(slow1, slow2, slow3); slowest > budget+margin {
+		t.Errorf("step 2: the slowest answer took %v, want at most the budget %v + %v", slowest, budget, margin)
+	}
+	for i, p := range procs {
+		var ready struct{ Store struct{ Degraded bool } }
+		if code := p.get("/readyz", nil, &ready); code != 503 || !ready.Store.Degraded || p.metric("tollgate_store_degraded") != 1 {
+			t.Errorf("step 2: replica %d: readyz %d %+v, degraded %v, want 503, degraded", i, code, ready, p.metric("tollgate_store_degraded"))
+		}
+	}
+
+	// 3. Redis goes on: what it was sent meanwhile came past its
+	// deadlines and takes nothing; the local counts are added to it.
+	srv.Resume()
+	waitAll(t, procs, "the replicas to share decisions again", func(p *proc) bool { return p.metric("tollgate_store_degraded") == 0 })
+	after := sendLoad(t, procs, 10, 10, pro)
+	if after[200] != 0 {
+		t.Errorf("step 3: got %v, want no more of the quota (9 + 21 = 30 used)", after)
+	}
+	var me struct {
+		Plans []struct {
+			Quota struct{ Used, Remaining int64 }
+		}
+	}
+	if code := procs[1].get("/v1/me", map[string]string{"x-api-key": proKey}, &me); code != 200 || len(me.Plans) != 1 ||
+		me.Plans[0].Quota.Used != int64(9+during[200]+after[200]) || me.Plans[0].Quota.Used > 30 {
+		t.Errorf("step 3: /v1/me: got %d %+v, want used = %d admitted, at most 30", code, me, 9+during[200]+after[200])
+	}
+
+	// 4. Redis dies: the same with a key of its own.
+	srv.Stop()
+	before := allowedBy(procs, "free")
+	burst, slowest := timedLoad(t, procs, 30, 60, checkRequest("198.51.100.8", "POST", "/partners/p-1/transactions", free2))
+	each := allowedBy(procs, "free")
+	if burst[200] != 12 || each[0]-before[0] != 4 || each[1]-before[1] != 4 || each[2]-before[2] != 4 {
+		t.Errorf("step 4: a fresh burst of 12: got %v, allowed by each replica %v then %v, want 12: 4 each", burst, before, each)
+	}
+	if st := sendLoad(t, procs, 10, 30, status); st[200] != 30 {
+		t.Errorf("step 4: GET /status: got %v, want 30 × 200", st)
+	}
+	if slowest > budget+margin {
+		t.Errorf("step 4: the slowest answer took %v, want at most %v + %v", slowest, budget, margin)
+	}
+	if code := procs[0].get("/readyz", nil, nil); code != 503 {
+		t.Errorf("step 4: readyz %d, want 503", code)
+	}
+
+	// 5. A new, empty Redis: the key used only during the outage shows
+	// its 12 (its quota, and its usage history).
+	srv.Restart()
+	waitAll(t, procs, "the replicas to share decisions again", func(p *proc) bool { return p.metric("tollgate_store_degraded") == 0 })
+	if code := procs[2].get("/v1/me", map[string]string{"x-api-key": free2}, &me); code != 200 || len(me.Plans) != 1 || me.Plans[0].Quota.Used != 12 {
+		t.Errorf("step 5: /v1/me: got %d %+v, want 12 used", code, me)
+	}
+	var usage struct{ Items map[string][][2]int64 }
+	day := time.Now().UTC().Format(time.DateOnly)
+	if code := procs[0].get("/v1/usage?plan=free&customer=kill-free&start="+day+"&end="+day, nil, &usage); code != 200 ||
+		len(usage.Items["kill-free"]) != 1 || usage.Items["kill-free"][0][0] != 12 {
+		t.Errorf("step 5: /v1/usage: got %d %+v, want 12 used today", code, usage)
+	}
+	for i, p := range procs {
+		if n := strings.Count(p.logs.String(), "store unreachable"); n != 2 {
+			t.Errorf("replica %d: %d lines say the store is unreachable, want 2 (one per outage)", i, n)
 		}
 	}
 }

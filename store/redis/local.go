@@ -13,9 +13,16 @@ import (
 // decision whose call fails, misses its budget or finds the circuit open is
 // made on this replica's own store, with every shared limit divided among the
 // live replicas (replicas.go): each takes its share of a bucket's rate and
-// burst, of a WAF rule's limit, of a concurrency cap, and of what was left of
-// a quota when Redis last answered (views.go). The shares of the replicas add
-// up to the limit, so the fleet admits about one limit in total.
+// burst, of a WAF rule's limit and of a concurrency cap, the shares adding up
+// to the limit (share), so the fleet admits one limit in total; and of a
+// quota, ⌊left/n⌋ of what was left of it when Redis last answered this
+// replica (views.go), which never hands out more than was left when the
+// replicas' last answers were the same. A replica that saw its last answer
+// before other replicas' uses counts those uses as left: the fleet may then
+// exceed the quota by at most the uses each replica had not seen, divided by
+// n (none when the replicas took turns: each sees n−1 fewer uses than the
+// next one, and ⌊(x)/n⌋+...+⌊(x+n−1)/n⌋ = x). A quota this replica never saw
+// counts as unused.
 //
 // The local store keeps what the local decisions took. Its buckets, WAF
 // counters and slots stand alone (a bucket refills, a window slides); its
@@ -77,7 +84,7 @@ func (s *Store) decideLocally(now time.Time, b *policy.Batch) {
 			q := &quotas[j]
 			q.limit = o.Quota
 			q.used, q.granted, _ = s.local.views.get(o.Key)
-			q.share = share(max(o.Quota+q.granted-q.used, 0), i, n)
+			q.share = max(o.Quota+q.granted-q.used, 0) / int64(n)
 			o.Quota = q.share
 		case policy.TierConcurrency:
 			o.Quota = share(o.Quota, i, n)

@@ -133,7 +133,9 @@ func (s *Store) beat() {
 	}
 	sec, err1 := strconv.ParseInt(res[0], 10, 64)
 	usec, err2 := strconv.ParseInt(res[1], 10, 64)
-	if err1 == nil && err2 == nil && back.Sub(sent) < maxOffsetRTT {
+	// The first reading is taken whatever its round trip (the estimate is
+	// off by at most half of it); later ones only when they are close.
+	if rtt := back.Sub(sent); err1 == nil && err2 == nil && (rtt < maxOffsetRTT || !s.replicas.valid.Load()) {
 		mid := sent.Add(back.Sub(sent) / 2)
 		s.replicas.offset.Store(sec*1e6 + usec - mid.UnixMicro())
 		s.replicas.valid.Store(true)
