@@ -105,6 +105,14 @@ func isConnError(err error) bool {
 func (s *Store) called(err error) {
 	if err == nil {
 		s.window.add(time.Now(), true)
+		if s.owed.Load() && s.owed.CompareAndSwap(true, false) {
+			// Redis answers again after decisions made locally: their
+			// counts go to it now, not at the next beat.
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+		}
 		return
 	}
 	var rerr goredis.Error

@@ -111,7 +111,9 @@ func (s *Store) decideLocally(now time.Time, b *policy.Batch) {
 		}
 	}
 	b.Local = true
-	s.localDecisions.Add(1)
+	if counted := b.Taken || b.Blocked < 0 && len(b.Ops) == 0 && b.Usage.Limit != ""; counted {
+		s.owed.Store(true) // quota or usage that Redis must be given
+	}
 }
 
 // lateInfo is what a decision's reply that comes after its caller gave up

@@ -126,9 +126,11 @@ type Store struct {
 	calls    atomic.Int64 // calls of the apply script made, for tests
 	inflight atomic.Int32 // calls being made
 	// local is the store of local decisions (nil without Options.Local);
-	// localDecisions counts them.
-	local          *fallback
-	localDecisions atomic.Uint64
+	// owed is set when one counted what Redis must be given, and kick
+	// then wakes the heartbeat to push it when Redis answers again.
+	local *fallback
+	owed  atomic.Bool
+	kick  chan struct{}
 	// pushMu guards pending, the pushes of local counts still to make,
 	// and changes, reused (reconcile.go).
 	pushMu  sync.Mutex
@@ -211,7 +213,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 	}
 	s := &Store{c: c, url: u.Redacted(), opts: o, done: make(chan struct{}), queue: make(chan *request, queueLen),
 		keysKey: o.Prefix + "keys", byHashKey: o.Prefix + "keys-by-hash", changesKey: o.Prefix + "keys-changed",
-		replicasKey: o.Prefix + "replicas"}
+		replicasKey: o.Prefix + "replicas", kick: make(chan struct{}, 1)}
 	s.replicas.id = newReplicaID()
 	if o.Local {
 		s.local = newFallback()

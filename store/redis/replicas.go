@@ -82,21 +82,23 @@ func (s *Store) Replicas() int {
 
 // heartbeat announces this replica every heartbeatEvery until the Store
 // closes, then withdraws it. With Options.Local it also adds to Redis what
-// was counted locally while the circuit was closed (a decision that missed
-// its budget).
+// was counted locally while the circuit was closed (decisions that missed
+// their budget): as soon as a call succeeds after them (kick), and on every
+// beat (a push that failed is tried again).
 func (s *Store) heartbeat() {
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
 	for {
-		s.beat()
 		select {
 		case <-s.done:
 			s.withdraw()
 			return
+		case <-s.kick:
 		case <-t.C:
+			s.beat()
 		}
 		if s.local != nil && !s.open.Load() {
-			s.reconcile() // an error is tried again on the next beat
+			s.reconcile()
 		}
 	}
 }

@@ -1,0 +1,236 @@
+package redis
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/redis/redistest"
+)
+
+// TestShareAddsUp: the replicas' shares of a limit add up to it, for every
+// count of replicas, the largest limit included.
+func TestShareAddsUp(t *testing.T) {
+	for n := 1; n <= 7; n++ {
+		for _, x := range []int64{0, 1, 2, 5, 6, 12, 13, 1000, 4000, math.MaxInt64} {
+			var sum int64
+			var rate uint64
+			th := policy.Throttle{RateMicro: uint64(x), Burst: x}
+			for i := range n {
+				sum += share(x, i, n)
+				st := shareThrottle(th, i, n)
+				rate += st.RateMicro
+				if st.Burst != share(x, i, n) {
+					t.Fatalf("n=%d x=%d: the throttle's burst share %d is not the share %d", n, x, st.Burst, share(x, i, n))
+				}
+			}
+			if sum != x || rate != uint64(x) {
+				t.Errorf("n=%d x=%d: shares add up to %d (rates to %d), want %d", n, x, sum, rate, x)
+			}
+		}
+	}
+	if got := []int64{share(12, 0, 3), share(12, 1, 3), share(12, 2, 3), share(13, 0, 3), share(13, 2, 3)}; got[0] != 4 || got[1] != 4 || got[2] != 4 || got[3] != 4 || got[4] != 5 {
+		t.Errorf("got %v, want 12 = 4+4+4 and 13 = 4+4+5", got)
+	}
+}
+
+// localStores opens n stores with Options.Local on one Redis, on the
+// caller's clock, and waits until each counts n replicas.
+func localStores(t *testing.T, n int) ([]*Store, *redistest.Server) {
+	t.Helper()
+	srv := redistest.Start(t)
+	var stores []*Store
+	for range n {
+		s, err := Open(srv.URL(), Options{Local: true, CallerClock: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores = append(stores, s)
+	}
+	for _, s := range stores {
+		s.beat() // the first beats saw fewer
+		if got := s.Replicas(); got != n {
+			t.Fatalf("a store counts %d replicas, want %d", got, n)
+		}
+	}
+	return stores, srv
+}
+
+// TestLocalShares: three replicas with Redis gone each decide locally with
+// a third of every limit, the thirds adding up to the limit: a burst of 12
+// (4 each), a WAF rule of 7 an hour (2, 2 and 3), a concurrency cap of 5
+// (1, 2 and 2). The decisions say they were made locally.
+func TestLocalShares(t *testing.T) {
+	stores, srv := localStores(t, 3)
+	srv.Stop()
+	var bursts, hits, slots int
+	for _, s := range stores {
+		for i := range 10 {
+			b := apply(t, s, t0, policy.Key{}, nil, bucketOp("burst", 0.001, 12))
+			if !b.Local {
+				t.Fatalf("decision %d: not marked local", i)
+			}
+			if b.Taken {
+				bursts++
+			}
+			if b := apply(t, s, t0, policy.Key{}, []policy.Hit{hit("waf", 7, time.Hour)}); b.Blocked < 0 {
+				hits++
+			}
+			slot := policy.Op{Key: policy.Key{Limit: "cap"}, Tier: policy.TierConcurrency, Quota: 5, Lease: "l" + string(rune('a'+i))}
+			if apply(t, s, t0, policy.Key{}, nil, slot).Taken {
+				slots++
+			}
+		}
+	}
+	if bursts != 12 || hits != 7 || slots != 5 {
+		t.Errorf("got %d of the burst, %d past the WAF rule and %d slots in all, want 12, 7 and 5", bursts, hits, slots)
+	}
+	// A slot taken locally is released locally.
+	if err := stores[0].Release(policy.Key{Limit: "cap"}, "la"); err != nil {
+		t.Errorf("releasing a local slot: %v", err)
+	}
+}
+
+// TestLocalQuotaAddedBack: with Redis hanging, a replica gives out its
+// share of what was left of a quota when Redis last answered it (here,
+// alone: all of it), and no more; when Redis goes on, the local use is
+// added to the quota and usage counters, and calls that reached Redis past
+// their deadline took nothing.
+func TestLocalQuotaAddedBack(t *testing.T) {
+	stores, srv := localStores(t, 1)
+	s := stores[0]
+	now := time.Now()
+	q := quotaOp("q", 10, now.Add(-time.Hour), now.Add(time.Hour))
+	usage := policy.Key{Limit: "usage", Subject: "acme", Period: now.UTC().Truncate(24 * time.Hour).Unix()}
+	for range 7 {
+		if b := apply(t, s, now, usage, nil, q); !b.Taken || b.Local {
+			t.Fatalf("before: got taken %v local %v, want taken on Redis", b.Taken, b.Local)
+		}
+	}
+	srv.Pause()
+	defer srv.Resume()
+	taken := 0
+	for i := range 6 {
+		b := apply(t, s, now, usage, nil, q)
+		if !b.Local {
+			t.Fatalf("during, decision %d: not local", i)
+		}
+		if b.Taken {
+			taken++
+			if o := b.Ops[0]; o.Quota != 10 || o.Remaining != int64(3-taken) {
+				t.Errorf("during, decision %d: reported quota %d, %d left, want 10, %d", i, o.Quota, o.Remaining, 3-taken)
+			}
+		}
+	}
+	if taken != 3 {
+		t.Fatalf("during: got %d taken, want the 3 left", taken)
+	}
+	srv.Resume()
+	// The calls missed their budgets (the circuit may have stayed closed:
+	// a few slow calls after many good ones): the local counts go to Redis
+	// once a call succeeds.
+	decideOnce(s)
+	waitFor(t, "the local counts to reach Redis", func() bool {
+		used, _, _ := s.Counter(q.Key)
+		return used == 10
+	})
+	if used, _, err := s.Counter(usage); used != 10 || err != nil {
+		t.Errorf("usage after: got %d, %v, want 10", used, err)
+	}
+	if b := apply(t, s, now, usage, nil, q); b.Taken || b.Local {
+		t.Errorf("after: got taken %v local %v, want denied on Redis: the quota is used up", b.Taken, b.Local)
+	}
+}
+
+// TestLateDecisionTakesNothing: a decision whose call Redis holds past its
+// budget is decided locally; when Redis runs the call, after the deadline,
+// the decision takes nothing there.
+func TestLateDecisionTakesNothing(t *testing.T) {
+	stores, srv := localStores(t, 1)
+	s := stores[0]
+	resume := pauseScripts(t, srv)
+	b := apply(t, s, t0, policy.Key{}, nil, bucketOp("late", 1, 10))
+	if !b.Local || !b.Taken {
+		t.Fatalf("got local %v taken %v, want a local decision", b.Local, b.Taken)
+	}
+	calls := scriptCalls(t, s)
+	resume()
+	waitFor(t, "Redis to run the held call", func() bool { return scriptCalls(t, s) > calls })
+	if n, err := s.c.Exists(context.Background(), s.key('b', policy.Key{Limit: "late"})).Result(); n != 0 || err != nil {
+		t.Errorf("the late decision's bucket exists (%d, %v): Redis applied it", n, err)
+	}
+}
+
+// TestLateReplySettled: a reply that shows Redis took for a decision whose
+// caller had given up and decided locally marks that take as held by Redis:
+// a local take of the same request is not added again, and a take Redis
+// made for a request answered locally as a denial is taken back.
+func TestLateReplySettled(t *testing.T) {
+	stores, _ := localStores(t, 1)
+	s := stores[0]
+	now := time.Now()
+	end := now.Add(time.Hour)
+	q := quotaOp("q", 100, now.Add(-time.Hour), end)
+	usage := policy.Key{Limit: "usage", Subject: "acme", Period: now.UTC().Truncate(24 * time.Hour).Unix()}
+	for range 5 {
+		apply(t, s, now, usage, nil, q) // on Redis: 5 used
+	}
+	// Two requests whose callers gave up: Redis took for both; the first
+	// was admitted locally too, the second denied locally.
+	b := new(policy.Batch)
+	b.Reset()
+	b.Ops = append(b.Ops, q)
+	b.Usage = usage
+	s.local.mem.Apply(now, b) // the first's local take
+	for range 2 {
+		r := newRequest(0, 1)
+		r.note(b)
+		s.settleLate(r, []int64{0, 1, now.UnixMicro(), 5, 0}) // not blocked, taken
+		r.free()
+	}
+	if err := s.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[policy.Key]int64{q.Key: 5 - 1, usage: 5 - 1} {
+		if used, _, _ := s.Counter(k); used != want {
+			t.Errorf("%s: got %d, want %d: the take of the request denied locally is taken back", k.Limit, used, want)
+		}
+	}
+}
+
+// TestPushAppliesOnce: a push made again with its token (its reply was
+// lost) adds nothing the second time.
+func TestPushAppliesOnce(t *testing.T) {
+	stores, _ := localStores(t, 1)
+	s := stores[0]
+	q := quotaOp("q", 100, t0, t0.Add(time.Hour))
+	s.local.mem.Apply(t0, &policy.Batch{Ops: []policy.Op{q}, Blocked: -1})
+	s.local.mem.Apply(t0, &policy.Batch{Ops: []policy.Op{q}, Blocked: -1})
+	changes := s.local.mem.Changes(nil)
+	if len(changes) != 1 || changes[0].Count.Used != 2 {
+		t.Fatalf("got the changes %+v, want one counter at 2", changes)
+	}
+	p := &push{token: newToken(), items: changes}
+	for range 2 {
+		if err := s.sendPush(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if used, _, _ := s.Counter(q.Key); used != 2 {
+		t.Errorf("got %d, want 2 (a push applies once)", used)
+	}
+}
+
+// TestReplicasCount: replicas count each other through their heartbeats;
+// one that closes withdraws at once.
+func TestReplicasCount(t *testing.T) {
+	stores, _ := localStores(t, 3)
+	stores[2].Close()
+	stores[0].beat()
+	if got := stores[0].Replicas(); got != 2 {
+		t.Errorf("after one closed: got %d replicas, want 2", got)
+	}
+}
