@@ -259,6 +259,12 @@ func TestIstioManifests(t *testing.T) {
 		t.Errorf("the policy: %v", err)
 	}
 	m.checkSecrets(t, tg)
+	grpcAddr, _ := flagValue(tg.Args, "grpc-addr")
+	// Readiness must not follow Redis: during an outage every replica still
+	// decides (locally), and unready replicas would leave Envoy none.
+	if p := tg.ReadinessProbe; p == nil || p.GRPC == nil || uint32(p.GRPC.Port) != portOf(t, grpcAddr) {
+		t.Errorf("tollgate: the readiness probe %+v is not the gRPC health check on --grpc-addr's port", p)
+	}
 
 	mesh := new(meshv1alpha1.MeshConfig)
 	js, err := yaml.YAMLToJSON([]byte(m.configMaps["istio"].Data["mesh"]))
@@ -278,7 +284,6 @@ func TestIstioManifests(t *testing.T) {
 		t.Fatal("mesh-config.yaml: no envoyExtAuthzGrpc provider")
 	}
 	svc := m.services["tollgate"]
-	grpcAddr, _ := flagValue(tg.Args, "grpc-addr")
 	ext := provider.GetEnvoyExtAuthzGrpc()
 	if want := svc.Name + "." + svc.Namespace + ".svc.cluster.local"; ext.GetService() != want {
 		t.Errorf("provider %s: service %q, want %q", provider.GetName(), ext.GetService(), want)

@@ -244,7 +244,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 }
 
 // minIdle is the number of connections kept open when the URL does not set
-// min_idle_conns: dialing one takes a good part of a 5ms budget.
+// min_idle_conns: a decision should not wait for a dial.
 const minIdle = 8
 
 // isTransient reports whether an error Redis answered passes on its own
