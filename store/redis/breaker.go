@@ -168,10 +168,12 @@ func (s *Store) probe() {
 			continue
 		}
 		s.window.reset()
-		s.open.Store(false)
+		// Reported before it closes: a trip can only follow, so the
+		// reports come in the order of the changes.
 		if o := s.opts.Observer; o != nil {
 			o.Circuit(false, nil)
 		}
+		s.open.Store(false)
 		return
 	}
 }

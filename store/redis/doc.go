@@ -40,16 +40,16 @@
 //
 // Each caller keeps its own budget, counted from its Apply: one whose budget
 // ends while it waits on the queue gets the timeout error at once and is not
-// sent; one whose call outlives its budget gets it too, and its decision may
-// still be applied, as a call of its own could be. A call has a whole budget
-// from when it is sent, so that time its decisions spent on the queue never
-// makes a busy Redis look down. The circuit breaker counts failed calls, not
-// decisions, and only failures of Redis itself (no answer in time, a network
-// error, a transient reply such as LOADING): a call that fails fails every
-// decision in it, and a script error (a key of the wrong type, say) fails its
-// call's decisions too, but leaves the circuit closed for the others. A
-// script error after a concurrency slot was taken in the call leaves that
-// lease to its TTL.
+// sent; one whose call outlives its budget gets it too. Each decision carries
+// its deadline on Redis's clock (the offset is measured by the heartbeats), and
+// the script takes nothing for a decision it runs after it: a call held by a
+// Redis that hung, run when it goes on, changes nothing. A call has a whole
+// budget from when it is sent, so that time its decisions spent on the queue
+// never makes a busy Redis look down. The circuit breaker counts calls, not
+// decisions (breaker.go): a call that fails fails every decision in it, and a
+// script error (a key of the wrong type, say) fails its call's decisions too,
+// but counts for neither side. A script error after a concurrency slot was
+// taken in the call leaves that lease to its TTL.
 //
 // On the 2-core machine of the README, with Redis and the callers sharing the
 // cores (BenchmarkDecideStores, 2026-12-01), 50 callers put about 16.6
@@ -76,17 +76,29 @@
 //
 // # Failure
 //
-// A decision's call has a budget (Options.Timeout, 5ms by default): go-redis
-// retries nothing and honours the context's deadline. After three failed calls
-// in a row the circuit opens: calls fail at once with ErrUnavailable, so that
+// A decision's call has a budget (Options.Timeout, DefaultTimeout: 100ms, the
+// reasoning beside it): go-redis retries nothing, not even a dial, and honours
+// the context's deadline. The circuit (breaker.go) opens on a connection error,
+// or when most calls of the last second failed (at least five); never on a few
+// slow calls. While it is open, calls fail at once with ErrUnavailable, so that
 // nothing piles up while Redis is away, and one goroutine pings every 50ms;
-// the first answer closes the circuit (and reloads the scripts a restarted
-// Redis lost). The server decides what a failed call means (--on-store-error).
+// when Redis answers, the scripts are loaded again (a restarted Redis lost
+// them), what was counted locally is added, and the circuit closes.
+//
+// Without Options.Local, Apply returns the error and the server decides what
+// it means (--on-store-error allow or deny). With it (the server's default),
+// the decision is made on this replica's own store with its share of each
+// limit (local.go): the live replicas' count comes from heartbeats in Redis
+// (replicas.go), what was left of each quota from Redis's last answers
+// (views.go), and the quota and usage counted locally go back to Redis when it
+// answers again, once (reconcile.go).
 //
 // # Concurrency
 //
-// A Store is safe for concurrent use. Its goroutines are the two senders,
-// from Open to Close, and the prober, which runs only while the circuit is
-// open. Close stops them all: it closes the client, so that calls in flight
-// fail at once, and answers the decisions still queued with ErrClosed.
+// A Store is safe for concurrent use. Its goroutines are the two senders and
+// the heartbeat, from Open to Close, and the prober, which runs only while
+// the circuit is open. Close stops them all: the heartbeat first (it adds the
+// last local counts to Redis and withdraws the replica, when Redis answers),
+// then it closes the client, so that calls in flight fail at once, and
+// answers the decisions still queued with ErrClosed.
 package redis
