@@ -50,6 +50,7 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 	b := batches.Get().(*Batch)
 	defer batches.Put(b)
 	b.Reset()
+	b.Deadline = r.Deadline
 
 	keyValue, keyPresent := r.Headers[p.keyHeader]
 	keyPresent = keyPresent && keyValue != ""

@@ -1,5 +1,7 @@
 package policy
 
+import "time"
+
 // Request is what the decision needs to know of one HTTP request. The
 // translators in envoy/ fill it from Envoy's messages without copying.
 type Request struct {
@@ -23,4 +25,9 @@ type Request struct {
 	// its route (SPEC §3 step 6), released with State.Release. Empty: no
 	// concurrency cap applies (ext_authz).
 	Lease string
+	// Deadline is when the answers of a store shared with other replicas
+	// (Redis) are due: the decision's budget, which its key lookup and its
+	// state step share. Zero: each call has the store's own budget. Stores
+	// that keep their state in this process ignore it.
+	Deadline time.Time
 }

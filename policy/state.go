@@ -76,6 +76,9 @@ type Batch struct {
 	Ops     []Op
 	Blocked int  // index into Hits of the blocking hit, or -1
 	Taken   bool // every op admitted and one was taken from each
+	// Deadline is the request's (Request.Deadline): when the answer of a
+	// store shared by replicas is due.
+	Deadline time.Time
 	// Local is set by a store shared by replicas that could not reach
 	// what it shares and carried out the batch on this replica's own
 	// state, with its share of each limit (store/redis).
@@ -102,6 +105,7 @@ func (b *Batch) Reset() {
 	b.Blocked = -1
 	b.Taken = false
 	b.Local = false
+	b.Deadline = time.Time{}
 	b.Usage = Key{}
 }
 

@@ -75,7 +75,7 @@ func newMetrics(degraded, reloadOK func() bool, loadedAt func() time.Time) *metr
 	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "tollgate_decision_duration_seconds",
 		Help:    "Time taken to decide a request, store round trip included.",
-		Buckets: prometheus.ExponentialBuckets(5e-6, 2, 15), // 5µs to 82ms
+		Buckets: prometheus.ExponentialBuckets(5e-6, 2, 18), // 5µs to 655ms: past the Redis budget
 	})
 	quota := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_quota_requests_total",

@@ -113,8 +113,10 @@ type Server struct {
 	// reached); the store reports each change (storeEvents).
 	degraded atomic.Bool
 	// replicas returns the live replicas sharing the store (Redis); nil
-	// for a store of one process.
+	// for a store of one process. budget is a decision's Redis budget,
+	// which its key lookup and its state step share (0: not Redis).
 	replicas func() int
+	budget   time.Duration
 
 	// reloadMu serializes policy loads; load is the last one's outcome.
 	reloadMu sync.Mutex
@@ -389,7 +391,8 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // Decide evaluates one request against the current policy at the current
-// time. It is the one place that reads the clock.
+// time. It is the one place that reads the clock. With a Redis store it sets
+// r.Deadline: the decision's budget.
 func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision {
 	if s.cfg.Noop {
 		return policy.Decision{Verdict: policy.Allow, Status: 200}
@@ -400,6 +403,9 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 		start = time.Now()
 	}
 	p := s.policy.Load()
+	if s.budget > 0 {
+		r.Deadline = start.Add(s.budget)
+	}
 	d, err := p.Evaluate(now, r, s.store, s.keys)
 	if err != nil {
 		s.storeFailed("decide", err)

@@ -73,7 +73,7 @@ func (s *Server) openStore(url string) (Store, error) {
 			return nil, err
 		}
 		s.metrics.replicas(st.Replicas)
-		s.replicas = st.Replicas
+		s.replicas, s.budget = st.Replicas, st.Budget()
 		return st, nil
 	default:
 		return nil, fmt.Errorf("--store %q: unsupported store (supported: file:DIR, memory:, redis://, rediss://, redis-sentinel://, redis-cluster://)", url)

@@ -17,7 +17,6 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/tollgate/tollgate/internal/busyhost"
-	"github.com/tollgate/tollgate/store/redis"
 	"github.com/tollgate/tollgate/store/redis/redistest"
 )
 
@@ -198,15 +197,14 @@ func TestReplicasExactAtDefaults(t *testing.T) {
 }
 
 // TestRedisOutageAllowDeny: with --on-store-error allow or deny, at the
-// default budget, with Redis killed under load, every Check answers within
-// the budget plus a margin, as allow or 503, and the processes' goroutines
+// default budget, with Redis killed under load, every decision takes at most
+// the budget (checkDecided, checkAnswers), as allow or 503, and the processes' goroutines
 // do not pile up; /readyz and the degraded gauge show it. With Redis back,
 // enforcement resumes without a restart. (local, the default:
 // TestReplicasOutageLocal.)
 func TestRedisOutageAllowDeny(t *testing.T) {
 	srv := redistest.Start(t)
 	policyFile := replicaPolicy(t, [][2]string{burst12})
-	const budget = redis.DefaultTimeout
 	open := startProc(t, policyFile, srv.URL(), "--on-store-error", "allow")
 	closed := startProc(t, policyFile, srv.URL(), "--on-store-error", "deny")
 	procs := []*proc{open, closed}
@@ -265,10 +263,6 @@ func TestRedisOutageAllowDeny(t *testing.T) {
 	if len(samples) < 100 {
 		t.Fatalf("step 2: got %d answers during the outage, want many", len(samples))
 	}
-	// What is checked is that no decision waits on the dead Redis (go-redis
-	// would wait seconds to dial or read): the margin is for a shared 2-core
-	// machine under load, where one gRPC round trip has taken 130 ms.
-	const margin = time.Second
 	var took []time.Duration
 	for _, s := range samples {
 		took = append(took, s.took)
@@ -282,11 +276,8 @@ func TestRedisOutageAllowDeny(t *testing.T) {
 		}
 	}
 	slices.Sort(took)
-	p50, p99, worst := took[len(took)/2], took[len(took)*99/100], took[len(took)-1]
-	t.Logf("outage: %d answers, p50 %v, p99 %v, max %v", len(took), p50, p99, worst)
-	if worst > budget+margin {
-		t.Errorf("step 2: the slowest answer took %v, want at most %v + %v", worst, budget, margin)
-	}
+	checkAnswers(t, "step 2", took)
+	checkDecided(t, "step 2", procs)
 	for i := range procs {
 		if during[i] > before[i]+10 {
 			t.Errorf("step 2: replica %d: %v goroutines during the outage, %v before: they pile up", i, during[i], before[i])
@@ -326,26 +317,64 @@ func TestRedisOutageAllowDeny(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		p.decide(warm) // a decision that reaches the store clears degraded
-		if d := p.metric("tollgate_store_degraded"); d != 0 {
+		if d := p.metric("tollgate_store_degraded"); d != 0 { // it follows the circuit
 			t.Errorf("step 3: degraded: got %v, want 0", d)
 		}
 	}
 }
 
-// timedLoad is sendLoad that also returns the slowest answer.
-func timedLoad(t *testing.T, procs []*proc, workers, n int, req *authv3.CheckRequest) (map[int]int, time.Duration) {
+// timedLoad is sendLoad that also returns every answer's time, sorted.
+func timedLoad(t *testing.T, procs []*proc, workers, n int, req *authv3.CheckRequest) (map[int]int, []time.Duration) {
 	t.Helper()
-	var slowest atomic.Int64
+	var mu sync.Mutex
+	var took []time.Duration
 	counts := sendLoadWith(t, procs, workers, n, func(p *proc) (int, error) {
 		start := time.Now()
 		status, err := p.decide(req)
-		took := int64(time.Since(start))
-		for old := slowest.Load(); took > old && !slowest.CompareAndSwap(old, took); old = slowest.Load() {
-		}
+		d := time.Since(start)
+		mu.Lock()
+		took = append(took, d)
+		mu.Unlock()
 		return status, err
 	})
-	return counts, time.Duration(slowest.Load())
+	slices.Sort(took)
+	return counts, took
+}
+
+// Answers during an outage: tollgate decides within its budget (each
+// replica's own histogram says so), and a client on this shared 2-core
+// machine sees 99% of the answers within Envoy's default timeout (200ms: the
+// budget and room for gRPC), the slowest within a second (what is checked
+// there is that nothing waits on the dead Redis, as a dial or a read would,
+// for seconds).
+const (
+	envoyTimeout = 200 * time.Millisecond
+	slowestOK    = time.Second
+	// budgetBucket is the least bucket of tollgate_decision_duration_seconds
+	// above the budget (100ms): 5µs × 2^15.
+	budgetBucket = "0.16384"
+)
+
+// checkAnswers checks the answers' times (sorted) of a step.
+func checkAnswers(t *testing.T, step string, took []time.Duration) {
+	t.Helper()
+	p99, worst := took[len(took)*99/100], took[len(took)-1]
+	t.Logf("%s: %d answers, p50 %v, p99 %v, max %v", step, len(took), took[len(took)/2], p99, worst)
+	if p99 > envoyTimeout || worst > slowestOK {
+		t.Errorf("%s: p99 %v, slowest %v, want at most %v and %v", step, p99, worst, envoyTimeout, slowestOK)
+	}
+}
+
+// checkDecided checks that every decision of each process took at most the
+// budget, with the histogram's resolution (the next bucket up).
+func checkDecided(t *testing.T, step string, procs []*proc) {
+	t.Helper()
+	for i, p := range procs {
+		all, within := p.metric("tollgate_decision_duration_seconds_count"), p.metric(`tollgate_decision_duration_seconds_bucket{le="`+budgetBucket+`"}`)
+		if all <= 0 || within != all {
+			t.Errorf("%s: replica %d decided %v of %v within %ss, want all", step, i, within, all, budgetBucket)
+		}
+	}
 }
 
 // allowedBy returns how many requests of plan each process allowed.
@@ -377,8 +406,8 @@ func waitAll(t *testing.T, procs []*proc, what string, cond func(p *proc) bool) 
 // of every limit: a fresh key with a burst of 12, sprayed over the three,
 // gets exactly 4 through each, 12 in all; a quota of 30 of which 9 were used
 // (the replicas taking turns) gives out exactly the 21 left; an unlimited
-// route answers 200; every answer comes within the budget (plus a margin
-// for a loaded machine); /readyz is 503 and the degraded gauge 1. When Redis
+// route answers 200; every decision takes at most the budget (checkDecided,
+// checkAnswers); /readyz is 503 and the degraded gauge 1. When Redis
 // answers again, what was counted locally is added to it before the
 // decisions are shared again: the quota's use is everything admitted
 // before, during and after, never over 30, and a key used only during the
@@ -388,7 +417,6 @@ func TestReplicasOutageLocal(t *testing.T) {
 	srv := redistest.Start(t)
 	const free2 = "tg_test_free_outage_kill_000001"
 	procs := startReplicas(t, 3, replicaPolicy(t, [][2]string{burst12, proQuota(30)}, testKey{"kill-free", "free", free2}), srv.URL())
-	const budget, margin = redis.DefaultTimeout, time.Second
 	pro := checkRequest("198.51.100.7", "POST", "/partners/p-1/transactions", proKey)
 	status := checkRequest("198.51.100.7", "GET", "/status", "")
 
@@ -401,22 +429,22 @@ func TestReplicasOutageLocal(t *testing.T) {
 
 	// 2. Redis hangs.
 	srv.Pause()
-	burst, slow1 := timedLoad(t, procs, 30, 60, checkRequest("198.51.100.7", "POST", "/partners/p-1/transactions", freeKey))
+	burst, took1 := timedLoad(t, procs, 30, 60, checkRequest("198.51.100.7", "POST", "/partners/p-1/transactions", freeKey))
 	if each := allowedBy(procs, "free"); burst[200] != 12 || each[0] != 4 || each[1] != 4 || each[2] != 4 {
 		t.Errorf("step 2: a fresh burst of 12: got %v, allowed by each replica %v, want 12: 4 each", burst, each)
 	}
-	during, slow2 := timedLoad(t, procs, 30, 60, pro)
+	during, took2 := timedLoad(t, procs, 30, 60, pro)
 	if during[200] != 21 {
 		t.Errorf("step 2: the quota's 21 left: got %v, want 21 allowed", during)
 	}
-	st, slow3 := timedLoad(t, procs, 10, 30, status)
+	st, took3 := timedLoad(t, procs, 10, 30, status)
 	if st[200] != 30 {
 		t.Errorf("step 2: GET /status: got %v, want 30 × 200", st)
 	}
-	t.Logf("Redis hanging: the slowest answers took %v (a fresh burst), %v (the quota), %v (GET /status)", slow1, slow2, slow3)
-	if slowest := max(slow1, slow2, slow3); slowest > budget+margin {
-		t.Errorf("step 2: the slowest answer took %v, want at most the budget %v + %v", slowest, budget, margin)
-	}
+	checkAnswers(t, "step 2, a fresh burst", took1)
+	checkAnswers(t, "step 2, the quota", took2)
+	checkAnswers(t, "step 2, GET /status", took3)
+	checkDecided(t, "step 2", procs)
 	for i, p := range procs {
 		var ready struct{ Store struct{ Degraded bool } }
 		if code := p.get("/readyz", nil, &ready); code != 503 || !ready.Store.Degraded || p.metric("tollgate_store_degraded") != 1 {
@@ -445,7 +473,7 @@ func TestReplicasOutageLocal(t *testing.T) {
 	// 4. Redis dies: the same with a key of its own.
 	srv.Stop()
 	before := allowedBy(procs, "free")
-	burst, slowest := timedLoad(t, procs, 30, 60, checkRequest("198.51.100.8", "POST", "/partners/p-1/transactions", free2))
+	burst, took := timedLoad(t, procs, 30, 60, checkRequest("198.51.100.8", "POST", "/partners/p-1/transactions", free2))
 	each := allowedBy(procs, "free")
 	if burst[200] != 12 || each[0]-before[0] != 4 || each[1]-before[1] != 4 || each[2]-before[2] != 4 {
 		t.Errorf("step 4: a fresh burst of 12: got %v, allowed by each replica %v then %v, want 12: 4 each", burst, before, each)
@@ -453,10 +481,8 @@ func TestReplicasOutageLocal(t *testing.T) {
 	if st := sendLoad(t, procs, 10, 30, status); st[200] != 30 {
 		t.Errorf("step 4: GET /status: got %v, want 30 × 200", st)
 	}
-	t.Logf("Redis killed: the slowest answer took %v", slowest)
-	if slowest > budget+margin {
-		t.Errorf("step 4: the slowest answer took %v, want at most %v + %v", slowest, budget, margin)
-	}
+	checkAnswers(t, "step 4", took)
+	checkDecided(t, "step 4", procs)
 	if code := procs[0].get("/readyz", nil, nil); code != 503 {
 		t.Errorf("step 4: readyz %d, want 503", code)
 	}

@@ -51,16 +51,26 @@ func (s *Store) Apply(now time.Time, b *policy.Batch) error {
 		}
 	}
 	err := s.applyShared(now, b)
-	if err == nil || s.local == nil || errors.Is(err, ErrClosed) {
-		return err
+	if err == nil || s.local == nil || errors.Is(err, ErrClosed) || isDataError(err) {
+		return err // a fault of the data is no outage: the server counts it
+	}
+	if !errors.Is(err, ErrUnavailable) {
+		// The call may have reached Redis and taken a slot: it goes back
+		// when Redis answers again.
+		if n := len(b.Ops); n > 0 && b.Ops[n-1].Tier == policy.TierConcurrency {
+			s.stray(b.Ops[n-1].Key, b.Ops[n-1].Lease)
+		}
 	}
 	s.decideLocally(now, b)
 	return nil
 }
 
 // errLate is the error of a decision Redis ran after its deadline, taking
-// nothing.
-var errLate = errors.New("redis: apply: reached Redis after its budget ended")
+// nothing; errBadReply, of a reply that does not fit the call.
+var (
+	errLate     = errors.New("redis: apply: reached Redis after its budget ended")
+	errBadReply = errors.New("the reply does not fit")
+)
 
 // applyShared makes the decision on Redis.
 func (s *Store) applyShared(now time.Time, b *policy.Batch) error {
@@ -75,7 +85,15 @@ func (s *Store) applyShared(now time.Time, b *policy.Batch) error {
 	}
 	r := newRequest(len(b.Hits), len(b.Ops))
 	r.start = time.Now()
-	r.deadline = r.start.Add(s.opts.Timeout)
+	// The decision's budget, which a key lookup before may have spent in
+	// part; else a whole one.
+	r.deadline = b.Deadline
+	if r.deadline.IsZero() {
+		r.deadline = r.start.Add(s.opts.Timeout)
+	} else if !r.start.Before(r.deadline) {
+		r.free()
+		return s.errTimeout
+	}
 	if s.local != nil {
 		r.note(b)
 	}
@@ -84,7 +102,7 @@ func (s *Store) applyShared(now time.Time, b *policy.Batch) error {
 	} else {
 		r.str("")
 	}
-	r.num(s.redisTime(r.deadline))
+	r.num(s.scriptDeadline(r.deadline))
 	var usageAt int64
 	if usage {
 		usageAt = time.Unix(b.Usage.Period, 0).Add(24*time.Hour + s.opts.Retention).UnixMilli()
@@ -134,7 +152,7 @@ func (s *Store) applyShared(now time.Time, b *policy.Batch) error {
 // read fills in b's results from the apply script's reply.
 func (s *Store) read(res []int64, b *policy.Batch) error {
 	bad := func() error {
-		return fmt.Errorf("redis %s: apply: a reply of %d values does not fit the batch", s.url, len(res))
+		return fmt.Errorf("redis %s: apply: a reply of %d values for the batch: %w", s.url, len(res), errBadReply)
 	}
 	if len(res) < 3 {
 		return bad()

@@ -156,7 +156,7 @@ func (s *Store) decide(r *request) ([]int64, error) {
 		// to a sender and back (a call of its own, whose context
 		// holds the budget).
 		r.own[0] = r
-		s.run(r.own[:], &r.buf)
+		s.run(r.own[:], &r.buf, true)
 		s.inflight.Add(-1)
 		<-r.done
 		reply, err := r.reply, r.err
@@ -249,21 +249,26 @@ func (s *Store) send() {
 		}
 		s.taking.Unlock()
 		s.inflight.Add(1)
-		s.run(batch, &buf)
+		s.run(batch, &buf, false)
 		s.inflight.Add(-1)
 		clear(batch)
 	}
 }
 
 // run makes the call of a batch and delivers each request its part of the
-// reply (or the call's error).
-func (s *Store) run(batch []*request, buf *callBuf) {
-	// The call has a whole budget from now, as a call of its own has: a
-	// call cut short by its decisions' time on the queue would time out,
-	// and count against the circuit, while Redis is merely busy. The callers
-	// give up on their own budgets.
+// reply (or the call's error). own is set when the batch's only request's
+// caller makes the call itself: the call ends with that caller's budget.
+// A sender's call has a whole budget from when it is sent, as a call of its
+// own has: a call cut short by its decisions' time on the queue would time
+// out, and count against the circuit, while Redis is merely busy; its
+// callers give up on their own budgets, and a reply that comes after is
+// settled (deliver).
+func (s *Store) run(batch []*request, buf *callBuf, own bool) {
 	now := time.Now()
 	deadline := now.Add(s.opts.Timeout)
+	if own {
+		deadline = batch[0].deadline
+	}
 	live := batch[:0]
 	for _, r := range batch {
 		r.callEnd, r.sentAt = deadline, now
@@ -292,11 +297,32 @@ func (s *Store) run(batch []*request, buf *callBuf) {
 		}
 	}
 	if stop != nil {
-		for _, r := range live {
-			s.deliver(r, nil, stop)
-		}
+		s.deliverAll(live, stop)
 		return
 	}
+	res, err := s.callBatch(live, buf, deadline)
+	// A Redis error reply (a key of the wrong type, say) is the data's,
+	// not Redis's health: it fails the call's decisions, not the circuit,
+	// which a client with a bad key would otherwise open for everyone.
+	s.called(err)
+	if err != nil {
+		s.deliverAll(live, fmt.Errorf("redis %s: apply: %w", s.url, err))
+		return
+	}
+	if !fits(res, len(live)) {
+		s.deliverAll(live, fmt.Errorf("redis %s: apply: a reply of %d values for %d decisions: %w", s.url, len(res), len(live), errBadReply))
+		return
+	}
+	for _, r := range live {
+		l := res[0]
+		s.deliver(r, res[1:1+l:1+l], nil)
+		res = res[1+l:]
+	}
+}
+
+// callBatch makes the call of the live requests, in one EVALSHA, until
+// deadline.
+func (s *Store) callBatch(live []*request, buf *callBuf, deadline time.Time) ([]int64, error) {
 	buf.nkeys = 0
 	args := append(buf.args[:0], "evalsha", &applySHA, &buf.nkeys)
 	for _, r := range live {
@@ -314,38 +340,26 @@ func (s *Store) run(batch []*request, buf *callBuf) {
 	cancel()
 	clear(args)
 	buf.args = args
-	// A Redis error reply (a key of the wrong type, say) is the data's,
-	// not Redis's health: it fails the call's decisions, not the circuit,
-	// which a client with a bad key would otherwise open for everyone.
-	s.called(err)
-	if err != nil {
-		err = fmt.Errorf("redis %s: apply: %w", s.url, err)
-		for _, r := range live {
-			s.deliver(r, nil, err)
-		}
-		return
-	}
-	// Each decision's reply is its length, then its values.
-	n, rest := 0, res
-	for len(rest) > 0 && n < len(live) {
-		l := rest[0]
-		if l < 0 || l > int64(len(rest)-1) {
-			break
-		}
-		rest = rest[1+l:]
-		n++
-	}
-	if n != len(live) || len(rest) != 0 {
-		err := fmt.Errorf("redis %s: apply: a reply of %d values does not fit %d decisions", s.url, len(res), len(live))
-		for _, r := range live {
-			s.deliver(r, nil, err)
-		}
-		return
-	}
-	for _, r := range live {
+	return res, err
+}
+
+// fits reports whether a call's reply holds n decisions' parts: each its
+// length, then its values.
+func fits(res []int64, n int) bool {
+	for ; n > 0 && len(res) > 0; n-- {
 		l := res[0]
-		s.deliver(r, res[1:1+l:1+l], nil)
+		if l < 0 || l > int64(len(res)-1) {
+			return false
+		}
 		res = res[1+l:]
+	}
+	return n == 0 && len(res) == 0
+}
+
+// deliverAll hands each request the error.
+func (s *Store) deliverAll(live []*request, err error) {
+	for _, r := range live {
+		s.deliver(r, nil, err)
 	}
 }
 

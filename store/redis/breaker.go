@@ -115,8 +115,7 @@ func (s *Store) called(err error) {
 		}
 		return
 	}
-	var rerr goredis.Error
-	if errors.As(err, &rerr) && !isTransient(rerr) {
+	if isDataError(err) {
 		return
 	}
 	if isConnError(err) {
@@ -128,16 +127,29 @@ func (s *Store) called(err error) {
 	}
 }
 
-// trip opens the circuit, unless it is open, and starts the prober.
+// isDataError reports whether err is the data's fault, not Redis's health:
+// an error reply (a key of the wrong type) that is not one of those that pass
+// on their own, or a reply that does not fit.
+func isDataError(err error) bool {
+	var rerr goredis.Error
+	return errors.As(err, &rerr) && !isTransient(rerr) || errors.Is(err, errBadReply)
+}
+
+// trip opens the circuit, unless it is open, and starts the prober. The
+// change and its report are one step (probeMu), as when the circuit closes,
+// so that the reports come in the order of the changes.
 func (s *Store) trip(cause error) {
+	if s.open.Load() {
+		return
+	}
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
 	if !s.open.CompareAndSwap(false, true) {
 		return
 	}
 	if o := s.opts.Observer; o != nil {
 		o.Circuit(true, cause)
 	}
-	s.probeMu.Lock()
-	defer s.probeMu.Unlock()
 	if !s.stopped {
 		s.probing.Go(s.probe)
 	}
@@ -168,12 +180,12 @@ func (s *Store) probe() {
 			continue
 		}
 		s.window.reset()
-		// Reported before it closes: a trip can only follow, so the
-		// reports come in the order of the changes.
+		s.probeMu.Lock()
+		s.open.Store(false)
 		if o := s.opts.Observer; o != nil {
 			o.Circuit(false, nil)
 		}
-		s.open.Store(false)
+		s.probeMu.Unlock()
 		return
 	}
 }
@@ -201,7 +213,7 @@ func (s *Store) recover() error {
 	if s.local != nil {
 		// Before the circuit closes: decisions made on Redis from then on
 		// must see what was taken locally.
-		return s.reconcile()
+		return s.reconcile(s.stop)
 	}
 	return nil
 }

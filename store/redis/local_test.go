@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/store/redis/redistest"
 )
@@ -145,23 +147,39 @@ func TestLocalQuotaAddedBack(t *testing.T) {
 	}
 }
 
-// TestLateDecisionTakesNothing: a decision whose call Redis holds past its
-// budget is decided locally; when Redis runs the call, after the deadline,
-// the decision takes nothing there.
+// TestLateDecisionTakesNothing: a decision whose call reaches a Redis that
+// hangs (SIGSTOP) is decided locally when its budget ends; when Redis goes
+// on, it runs the call it was sent (the bytes wait in its socket), after the
+// decision's deadline: the decision takes nothing there.
 func TestLateDecisionTakesNothing(t *testing.T) {
 	stores, srv := localStores(t, 1)
 	s := stores[0]
-	resume := pauseScripts(t, srv)
+	calls := scriptCalls(t, s)
+	srv.Pause()
+	defer srv.Resume()
 	b := apply(t, s, t0, policy.Key{}, nil, bucketOp("late", 1, 10))
 	if !b.Local || !b.Taken {
 		t.Fatalf("got local %v taken %v, want a local decision", b.Local, b.Taken)
 	}
-	calls := scriptCalls(t, s)
-	resume()
-	waitFor(t, "Redis to run the held call", func() bool { return scriptCalls(t, s) > calls })
+	srv.Resume()
+	// Redis reads what waited in its sockets before it answers anything
+	// sent after (it writes replies once it has handled what it read).
+	if err := pingRedis(srv); err != nil {
+		t.Fatal(err)
+	}
+	if got := scriptCalls(t, s); got <= calls {
+		t.Fatalf("Redis ran %d script calls since the decision, want the held one", got-calls)
+	}
 	if n, err := s.c.Exists(context.Background(), s.key('b', policy.Key{Limit: "late"})).Result(); n != 0 || err != nil {
 		t.Errorf("the late decision's bucket exists (%d, %v): Redis applied it", n, err)
 	}
+}
+
+// pingRedis makes a round trip to srv on a connection of its own.
+func pingRedis(srv *redistest.Server) error {
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	return c.Ping(context.Background()).Err()
 }
 
 // TestLateReplySettled: a reply that shows Redis took for a decision whose
@@ -191,7 +209,7 @@ func TestLateReplySettled(t *testing.T) {
 		s.settleLate(r, []int64{0, 1, now.UnixMicro(), 5, 0}) // not blocked, taken
 		r.free()
 	}
-	if err := s.reconcile(); err != nil {
+	if err := s.reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	for k, want := range map[policy.Key]int64{q.Key: 5 - 1, usage: 5 - 1} {
@@ -215,7 +233,7 @@ func TestPushAppliesOnce(t *testing.T) {
 	}
 	p := &push{token: newToken(), items: changes}
 	for range 2 {
-		if err := s.sendPush(p); err != nil {
+		if err := s.sendPush(context.Background(), p); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/store/memory"
 )
 
@@ -33,18 +35,35 @@ const (
 // pushScript adds ARGV[2], ARGV[4], ... to field u of the counters KEYS[2],
 // KEYS[3], ..., a counter without an expiry (a new one) expiring at ARGV[3],
 // ARGV[5], ... (Unix ms), unless the token KEYS[1] was seen (it is kept
-// ARGV[1] ms); 1 when it applied. A count never goes below 0.
+// ARGV[1] ms). A count never goes below 0, and a key that holds something
+// else than a counter is left alone. The reply: {0} when the token was seen,
+// else 1 and per counter its u and g after the push (-1 and 0: left alone).
 var pushScript = goredis.NewScript(`
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+local bad = {}
 for i = 2, #KEYS do
-  if redis.call('HINCRBY', KEYS[i], 'u', ARGV[2 * i - 2]) < 0 then
-    redis.call('HSET', KEYS[i], 'u', 0)
-  end
-  if redis.call('PTTL', KEYS[i]) < 0 then
-    redis.call('PEXPIREAT', KEYS[i], ARGV[2 * i - 1])
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  bad[i] = t ~= 'hash' and t ~= 'none'
+end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return {0} end
+local out = {1}
+for i = 2, #KEYS do
+  if bad[i] then
+    out[#out + 1] = -1
+    out[#out + 1] = 0
+  else
+    local u = redis.call('HINCRBY', KEYS[i], 'u', ARGV[2 * i - 2])
+    if u < 0 then
+      redis.call('HSET', KEYS[i], 'u', 0)
+      u = 0
+    end
+    if redis.call('PTTL', KEYS[i]) < 0 then
+      redis.call('PEXPIREAT', KEYS[i], ARGV[2 * i - 1])
+    end
+    out[#out + 1] = u
+    out[#out + 1] = tonumber(redis.call('HGET', KEYS[i], 'g')) or 0
   end
 end
-return 1`)
+return out`)
 
 // push is a push that was tried and may or may not have applied: it is
 // tried again as it is, with its token.
@@ -54,9 +73,10 @@ type push struct {
 }
 
 // reconcile adds to Redis what the local store counted that Redis does not
-// hold, as far as the store's journal shows at the call. A push that failed
+// hold, as far as the store's journal shows at the call, and gives back the
+// slots Redis may hold for decisions answered locally. A push that failed
 // stays pending and goes first next time, as it was.
-func (s *Store) reconcile() error {
+func (s *Store) reconcile(ctx context.Context) error {
 	s.pushMu.Lock()
 	defer s.pushMu.Unlock()
 	if len(s.pending) == 0 {
@@ -76,18 +96,19 @@ func (s *Store) reconcile() error {
 		clear(s.changes)
 	}
 	for len(s.pending) > 0 {
-		if err := s.sendPush(s.pending[0]); err != nil {
+		if err := s.sendPush(ctx, s.pending[0]); err != nil {
 			return err
 		}
 		s.pending[0] = nil
 		s.pending = s.pending[1:]
 	}
-	return nil
+	return s.releaseStrays(ctx)
 }
 
 // sendPush makes one push call and, when it applied (now or before), records
-// in the local store that Redis holds what it carried.
-func (s *Store) sendPush(p *push) error {
+// in the local store that Redis holds what it carried, and in the views what
+// Redis holds now.
+func (s *Store) sendPush(ctx context.Context, p *push) error {
 	keys := make([]string, 0, 1+len(p.items))
 	args := make([]any, 0, 1+2*len(p.items))
 	keys = append(keys, s.opts.Prefix+"pushed:"+p.token)
@@ -96,14 +117,68 @@ func (s *Store) sendPush(p *push) error {
 		keys = append(keys, s.key('c', c.Key))
 		args = append(args, c.Count.Used, c.Count.Until.Add(s.opts.Retention).UnixMilli())
 	}
-	ctx, cancel := s.adminCall()
+	ctx, cancel := context.WithTimeout(ctx, s.opts.AdminTimeout)
 	defer cancel()
-	if err := pushScript.Run(ctx, s.c, keys, args...).Err(); err != nil {
+	res, err := pushScript.Run(ctx, s.c, keys, args...).Int64Slice()
+	if err == nil && (len(res) == 0 || res[0] == 1 && len(res) != 1+2*len(p.items)) {
+		err = errBadReply
+	}
+	if err != nil {
 		return fmt.Errorf("redis %s: add the counts made locally: %w", s.url, err)
 	}
-	for _, c := range p.items {
+	now := time.Now()
+	for i, c := range p.items {
+		if res[0] == 1 && res[1+2*i] < 0 {
+			continue // not a counter in Redis: nothing to add to
+		}
 		s.local.mem.Grant(c.Key, c.Count.Used, c.Count.Until)
-		s.local.views.add(c.Key, c.Count.Used)
+		if res[0] == 1 {
+			s.local.views.put(c.Key, res[1+2*i], res[2+2*i], c.Count.Until, now)
+		}
+	}
+	return nil
+}
+
+// maxStrays bounds the leases kept to give back; beyond it, their TTL frees
+// them.
+const maxStrays = 1 << 16
+
+// stray notes that Redis may hold the slot k under lease for a decision
+// answered locally (its call failed after it was sent), to be given back
+// when Redis answers again.
+func (s *Store) stray(k policy.Key, lease string) {
+	s.strayMu.Lock()
+	defer s.strayMu.Unlock()
+	if len(s.strays) < maxStrays {
+		s.strays = append(s.strays, strayLease{s.key('s', k), lease})
+	}
+}
+
+// strayLease is a slot's key in Redis and its lease.
+type strayLease struct{ key, lease string }
+
+// releaseStrays gives back the slots noted by stray, in one pipelined round
+// trip. A decision reaching Redis after this takes nothing (its deadline has
+// passed), so none can take its slot again.
+func (s *Store) releaseStrays(ctx context.Context) error {
+	s.strayMu.Lock()
+	strays := s.strays
+	s.strays = nil
+	s.strayMu.Unlock()
+	if len(strays) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.AdminTimeout)
+	defer cancel()
+	pipe := s.c.Pipeline()
+	for _, st := range strays {
+		pipe.ZRem(ctx, st.key, st.lease)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		s.strayMu.Lock()
+		s.strays = append(strays, s.strays...) // tried again next time
+		s.strayMu.Unlock()
+		return fmt.Errorf("redis %s: give back slots: %w", s.url, err)
 	}
 	return nil
 }

@@ -136,6 +136,13 @@ type Store struct {
 	pushMu  sync.Mutex
 	pending []*push
 	changes []memory.Change
+	// strays are slots Redis may hold for decisions answered locally.
+	strayMu sync.Mutex
+	strays  []strayLease
+	// stop ends the calls of the heartbeat and the prober when the Store
+	// closes.
+	stop       context.Context
+	cancelStop context.CancelFunc
 
 	replicas    replicas
 	replicasKey string
@@ -208,6 +215,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 		keysKey: o.Prefix + "keys", byHashKey: o.Prefix + "keys-by-hash", changesKey: o.Prefix + "keys-changed",
 		replicasKey: o.Prefix + "replicas", kick: make(chan struct{}, 1)}
 	s.replicas.id = newReplicaID()
+	s.stop, s.cancelStop = context.WithCancel(context.Background())
 	if o.Local {
 		s.local = newFallback()
 	}
@@ -381,6 +389,7 @@ func (s *Store) Close() error {
 		s.probeMu.Lock()
 		s.stopped = true // no prober starts from here on
 		s.probeMu.Unlock()
+		s.cancelStop() // a heartbeat or a push in a call returns at once
 		close(s.done)
 		s.beating.Wait() // the last counts made locally go, and the replica withdraws
 		err = s.c.Close()
@@ -390,6 +399,9 @@ func (s *Store) Close() error {
 	})
 	return err
 }
+
+// Budget returns a decision's budget (Options.Timeout, or its default).
+func (s *Store) Budget() time.Duration { return s.opts.Timeout }
 
 // SetLogger sends go-redis's own log lines (a failed dial, a pool event) to
 // l at debug level, as JSON like every other line: during an outage it

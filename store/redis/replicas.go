@@ -48,9 +48,11 @@ type replicas struct {
 	// place among their sorted ids (low 32 bits), as last seen.
 	seen atomic.Uint64
 	// offset is Redis's clock minus this host's, in µs, as estimated from
-	// the last heartbeat that answered quickly; valid once set.
-	offset atomic.Int64
-	valid  atomic.Bool
+	// a heartbeat's reading, off by at most unc µs (half its round trip);
+	// valid once set. offsetAt is when it was taken (heartbeat only).
+	offset, unc atomic.Int64
+	valid       atomic.Bool
+	offsetAt    time.Time
 }
 
 // newReplicaID returns an id unique to this process: host, pid and random
@@ -97,35 +99,36 @@ func (s *Store) heartbeat() {
 		case <-t.C:
 			s.beat()
 		}
-		if s.local != nil && !s.open.Load() {
-			s.reconcile()
+		if s.local != nil && !s.open.Load() && s.stop.Err() == nil {
+			s.reconcile(s.stop) // an error is tried again on the next beat
 		}
 	}
 }
 
 // withdraw adds what was counted locally to Redis and takes this replica
-// off the list, when Redis answers; it is the Store's last word.
+// off the list, when Redis answers, within withdrawTimeout: it is the
+// Store's last word.
 func (s *Store) withdraw() {
 	if s.open.Load() {
 		return
 	}
-	if s.local != nil {
-		s.reconcile()
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), withdrawTimeout)
 	defer cancel()
+	if s.local != nil {
+		s.reconcile(ctx)
+	}
 	s.c.ZRem(ctx, s.replicasKey, s.replicas.id)
 }
 
 // withdrawTimeout bounds the withdrawal of a replica that stops.
-const withdrawTimeout = 500 * time.Millisecond
+const withdrawTimeout = time.Second
 
 // beat makes one heartbeat and records what it saw.
 func (s *Store) beat() {
 	if s.open.Load() {
 		return // the count seen last stands
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.AdminTimeout)
+	ctx, cancel := context.WithTimeout(s.stop, s.opts.AdminTimeout)
 	defer cancel()
 	sent := time.Now()
 	res, err := heartbeatScript.Run(ctx, s.c, []string{s.replicasKey}, s.replicas.id, replicaTTL.Milliseconds()).StringSlice()
@@ -137,10 +140,8 @@ func (s *Store) beat() {
 	usec, err2 := strconv.ParseInt(res[1], 10, 64)
 	// The first reading is taken whatever its round trip (the estimate is
 	// off by at most half of it); later ones only when they are close.
-	if rtt := back.Sub(sent); err1 == nil && err2 == nil && (rtt < maxOffsetRTT || !s.replicas.valid.Load()) {
-		mid := sent.Add(back.Sub(sent) / 2)
-		s.replicas.offset.Store(sec*1e6 + usec - mid.UnixMicro())
-		s.replicas.valid.Store(true)
+	if err1 == nil && err2 == nil {
+		s.replicas.sample(sent, back, sec*1e6+usec)
 	}
 	ids := res[2:]
 	slices.Sort(ids)
@@ -152,15 +153,47 @@ func (s *Store) beat() {
 	s.replicas.seen.Store(uint64(n)<<32 | uint64(i))
 }
 
-// maxOffsetRTT bounds the round trip of a heartbeat whose clock reading sets
-// the offset: the estimate is off by at most half of it.
-const maxOffsetRTT = 20 * time.Millisecond
+// sample takes a reading of Redis's clock (µs) made between sent and back
+// as the offset when it is the first, or no less certain than the one held,
+// or when the one held is over offsetAge old (clocks drift) and this one is
+// certain enough.
+func (r *replicas) sample(sent, back time.Time, redisUS int64) {
+	rtt := back.Sub(sent)
+	unc := rtt.Microseconds()/2 + 1
+	if r.valid.Load() && unc > r.unc.Load() && (time.Since(r.offsetAt) < offsetAge || rtt > maxOffsetRTT) {
+		return
+	}
+	r.offset.Store(redisUS - sent.Add(rtt/2).UnixMicro())
+	r.unc.Store(unc)
+	r.offsetAt = back
+	r.valid.Store(true)
+}
 
-// redisTime returns t on Redis's clock in µs, or 0 before the offset is
-// known.
-func (s *Store) redisTime(t time.Time) int64 {
-	if !s.replicas.valid.Load() {
+// The offset is measured anew from a reading whose round trip was at most
+// maxOffsetRTT once the one held is offsetAge old.
+const (
+	maxOffsetRTT = 20 * time.Millisecond
+	offsetAge    = time.Minute
+)
+
+// scriptDeadline returns the latest instant on Redis's clock (µs) at which
+// the script may still apply a decision due at deadline: early enough that
+// its reply has replyMargin left to come back, and the offset's uncertainty
+// on top. 0 (no deadline) while the offset is unknown or too uncertain to
+// tell.
+func (s *Store) scriptDeadline(deadline time.Time) int64 {
+	unc := s.replicas.unc.Load()
+	margin := s.replyMargin()
+	if !s.replicas.valid.Load() || unc > margin.Microseconds() {
 		return 0
 	}
-	return t.UnixMicro() + s.replicas.offset.Load()
+	return deadline.UnixMicro() + s.replicas.offset.Load() - margin.Microseconds() - unc
+}
+
+// replyMargin is the part of a decision's budget kept for its reply: Redis
+// applies a decision only when there is this much of the budget left, so
+// that a reply to a decision Redis took is seen by its caller unless this
+// process is held up for that long.
+func (s *Store) replyMargin() time.Duration {
+	return max(s.opts.Timeout/5, time.Millisecond)
 }
