@@ -252,3 +252,87 @@ func TestReplicasCount(t *testing.T) {
 		t.Errorf("after one closed: got %d replicas, want 2", got)
 	}
 }
+
+// TestLocalNotForDataErrors: a decision whose call fails because of the
+// data (a key of the wrong type) is no outage: with Options.Local too, the
+// error is returned (the server counts it and answers 503), not decided
+// locally with a share of the limits.
+func TestLocalNotForDataErrors(t *testing.T) {
+	stores, _ := localStores(t, 1)
+	s := stores[0]
+	h := poisonedHit(t, s)
+	b := new(policy.Batch)
+	b.Reset()
+	b.Hits = append(b.Hits, h)
+	if err := s.Apply(t0, b); err == nil || b.Local {
+		t.Fatalf("got %v (local %v), want the WRONGTYPE error", err, b.Local)
+	}
+}
+
+// TestStraySlotsGivenBack: a decision with a concurrency cap whose call
+// misses its budget is decided locally, and the slot Redis may have taken
+// for it is given back when Redis answers again.
+func TestStraySlotsGivenBack(t *testing.T) {
+	stores, srv := localStores(t, 1)
+	s := stores[0]
+	slot := policy.Op{Key: policy.Key{Limit: "cap"}, Tier: policy.TierConcurrency, Quota: 5, Lease: "held"}
+	// As if Redis had taken the slot of the decision below.
+	ctx := context.Background()
+	if err := s.c.ZAdd(ctx, s.key('s', slot.Key), goredis.Z{Score: 1e18, Member: "held"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	resume := pauseScripts(t, srv)
+	if b := apply(t, s, t0, policy.Key{}, nil, slot); !b.Local || !b.Taken {
+		t.Fatalf("got local %v taken %v, want a local decision", b.Local, b.Taken)
+	}
+	resume()
+	if err := s.reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.c.ZCard(ctx, s.key('s', slot.Key)).Result(); n != 0 || err != nil {
+		t.Errorf("got %d slots held in Redis (%v), want the stray one given back", n, err)
+	}
+	if err := s.Release(slot.Key, "held"); err != nil {
+		t.Errorf("releasing the local slot: %v", err)
+	}
+}
+
+// TestBudgetSpentBeforeApply: a decision whose budget its key lookup spent
+// makes no call: without Options.Local it fails with the timeout, with it it
+// is decided locally.
+func TestBudgetSpentBeforeApply(t *testing.T) {
+	for _, local := range []bool{false, true} {
+		s, _ := openWith(t, Options{CallerClock: true, Local: local})
+		calls := s.calls.Load()
+		b := new(policy.Batch)
+		b.Reset()
+		b.Deadline = time.Now().Add(-time.Millisecond)
+		b.Ops = append(b.Ops, bucketOp("b", 1, 10))
+		err := s.Apply(t0, b)
+		if local && (err != nil || !b.Local) || !local && !timedOut(err) {
+			t.Errorf("local=%v: got %v (local %v), want a timeout without local, a local decision with it", local, err, b.Local)
+		}
+		if s.calls.Load() != calls {
+			t.Errorf("local=%v: a call was made", local)
+		}
+	}
+}
+
+// TestCloseWhileRedisHangs: a Store closes promptly while Redis hangs: its
+// heartbeat's call and the last push end with it.
+func TestCloseWhileRedisHangs(t *testing.T) {
+	stores, srv := localStores(t, 1)
+	s := stores[0]
+	apply(t, s, t0, policy.Key{}, nil, quotaOp("q", 10, t0, t0.Add(time.Hour)))
+	srv.Pause()
+	defer srv.Resume()
+	// A local decision leaves something to push.
+	if b := apply(t, s, t0, policy.Key{}, nil, quotaOp("q", 10, t0, t0.Add(time.Hour))); !b.Local {
+		t.Fatal("not decided locally")
+	}
+	start := time.Now()
+	s.Close()
+	if took := time.Since(start); took > withdrawTimeout+time.Second {
+		t.Errorf("Close took %v with Redis hanging, want at most %v and a margin", took, withdrawTimeout)
+	}
+}
