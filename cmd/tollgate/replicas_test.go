@@ -469,6 +469,12 @@ func TestReplicasOutageLocal(t *testing.T) {
 		me.Plans[0].Quota.Used != int64(9+during[200]+after[200]) || me.Plans[0].Quota.Used > 30 {
 		t.Errorf("step 3: /v1/me: got %d %+v, want used = %d admitted, at most 30", code, me, 9+during[200]+after[200])
 	}
+	var usage struct{ Items map[string][][2]int64 }
+	day := time.Now().UTC().Format(time.DateOnly)
+	if code := procs[0].get("/v1/usage?plan=pro&customer=acme&start="+day+"&end="+day, nil, &usage); code != 200 ||
+		len(usage.Items["acme"]) != 1 || usage.Items["acme"][0][0] != int64(9+during[200]+after[200]) {
+		t.Errorf("step 3: /v1/usage: got %d %+v, want %d used today", code, usage, 9+during[200]+after[200])
+	}
 
 	// 4. Redis dies: the same with a key of its own.
 	srv.Stop()
@@ -494,8 +500,7 @@ func TestReplicasOutageLocal(t *testing.T) {
 	if code := procs[2].get("/v1/me", map[string]string{"x-api-key": free2}, &me); code != 200 || len(me.Plans) != 1 || me.Plans[0].Quota.Used != 12 {
 		t.Errorf("step 5: /v1/me: got %d %+v, want 12 used", code, me)
 	}
-	var usage struct{ Items map[string][][2]int64 }
-	day := time.Now().UTC().Format(time.DateOnly)
+	usage.Items = nil
 	if code := procs[0].get("/v1/usage?plan=free&customer=kill-free&start="+day+"&end="+day, nil, &usage); code != 200 ||
 		len(usage.Items["kill-free"]) != 1 || usage.Items["kill-free"][0][0] != 12 {
 		t.Errorf("step 5: /v1/usage: got %d %+v, want 12 used today", code, usage)

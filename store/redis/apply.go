@@ -212,6 +212,7 @@ func (s *Store) read(res []int64, b *policy.Batch) error {
 	return nil
 }
 
+// b2i returns 1 for true, 0 for false.
 func b2i(b bool) int {
 	if b {
 		return 1

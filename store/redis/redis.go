@@ -409,8 +409,10 @@ func (s *Store) Budget() time.Duration { return s.opts.Timeout }
 // Observer's). go-redis has one logger per process.
 func SetLogger(l *slog.Logger) { goredis.SetLogger(libraryLog{l}) }
 
+// libraryLog is go-redis's logger over slog.
 type libraryLog struct{ l *slog.Logger }
 
+// Printf logs one line of go-redis's at debug level.
 func (g libraryLog) Printf(ctx context.Context, format string, v ...any) {
 	if g.l.Enabled(ctx, slog.LevelDebug) {
 		g.l.LogAttrs(ctx, slog.LevelDebug, fmt.Sprintf(format, v...), slog.String("library", "go-redis"))
