@@ -2,10 +2,12 @@ package server
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/tollgate/tollgate/policy"
 )
@@ -47,6 +49,10 @@ type keyCache struct {
 	// it, even when it went into the cache after the invalidation.
 	gen    atomic.Uint64
 	shards [keyCacheShards]keyShard
+	// flights joins the lookups of one hash in one generation: a new
+	// key's first requests, arriving together, make one store call, not
+	// one each.
+	flights singleflight.Group
 }
 
 type keyShard struct {
@@ -94,7 +100,7 @@ func (c *keyCache) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 	if inMissing && missing.fresh(now, gen) {
 		return nil, nil
 	}
-	k, err := c.store.LookupKey(hash)
+	k, err := c.lookup(hash, gen)
 	if err != nil {
 		// Stale if error: an answer of this generation whose TTL ran
 		// out is still the best one there is while the store is away
@@ -116,6 +122,18 @@ func (c *keyCache) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 		sh.found.Remove(hash)
 	}
 	return k, nil
+}
+
+// lookup asks the store for the key with the hash, once for the callers
+// that ask at the same time in the same generation (a caller of a later
+// generation, after a change, never gets an answer read before it).
+func (c *keyCache) lookup(hash [sha256.Size]byte, gen uint64) (*policy.APIKey, error) {
+	var id [sha256.Size + 8]byte
+	copy(id[:], hash[:])
+	binary.LittleEndian.PutUint64(id[sha256.Size:], gen)
+	v, err, _ := c.flights.Do(string(id[:]), func() (any, error) { return c.store.LookupKey(hash) })
+	k, _ := v.(*policy.APIKey)
+	return k, err
 }
 
 // keysInMemory reports whether the store looks keys up in its own memory

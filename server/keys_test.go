@@ -206,8 +206,8 @@ func TestKeyCacheRaceWithInvalidate(t *testing.T) {
 }
 
 // TestStoreDownModes: while a store fails in a way it cannot decide on its
-// own (a Redis store with --on-store-error local decides locally and fails
-// only while it closes), a run-time key that is not cached is 503 whatever
+// own (a Redis store with --on-store-error local decides locally, and fails
+// only on a fault of the data or while it closes), a run-time key that is not cached is 503 whatever
 // the mode (never let through unchecked), a bad policy key is still 403, a
 // good key is allowed without limits with allow and 503 with Retry-After
 // with deny and local; keys the cache knows keep their answer.
@@ -315,5 +315,45 @@ func TestKeyCacheDirect(t *testing.T) {
 		if n := c.shards[i].found.Len() + c.shards[i].missing.Len(); n != 0 {
 			t.Fatalf("shard %d holds %d entries", i, n)
 		}
+	}
+}
+
+// heldKeys is a key store whose lookups wait for release, counting them.
+type heldKeys struct {
+	calls   atomic.Int64
+	release chan struct{}
+}
+
+func (h *heldKeys) LookupKey([sha256.Size]byte) (*policy.APIKey, error) {
+	h.calls.Add(1)
+	<-h.release
+	return nil, nil
+}
+
+// TestKeyCacheOneLookupAtATime: a new key's first requests, arriving
+// together, make one store lookup, not one each; a change of the keys
+// (invalidate) makes the requests after it ask again, never getting an
+// answer read before it.
+func TestKeyCacheOneLookupAtATime(t *testing.T) {
+	st := &heldKeys{release: make(chan struct{})}
+	c := newKeyCache(st, time.Now)
+	h := sha256.Sum256([]byte("tg_a_new_key_000000000000001"))
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() { c.LookupKey(h) })
+	}
+	for st.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // the others join the lookup in flight
+	c.invalidate()
+	wg.Go(func() { c.LookupKey(h) })
+	for deadline := time.Now().Add(2 * time.Second); st.calls.Load() < 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond) // a lookup of its own, or none if it joined the old one
+	}
+	close(st.release)
+	wg.Wait()
+	if n := st.calls.Load(); n != 2 {
+		t.Errorf("got %d lookups, want 2: one for the 20 requests, one after the change", n)
 	}
 }

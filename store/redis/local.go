@@ -49,11 +49,11 @@ func newFallback() *fallback {
 }
 
 // share returns the share of x that falls to the replica at place i of n:
-// ⌊(x+i)/n⌋, so that the n shares add up to x (Hermite's identity), without
-// overflow.
-func share(x int64, i, n int) int64 {
-	q, r := x/int64(n), x%int64(n)
-	if int64(i) >= int64(n)-r {
+// ⌊(x+i)/n⌋ for x ≥ 0, so that the n shares add up to x (Hermite's
+// identity), without overflow.
+func share[T int64 | uint64](x T, i, n int) T {
+	q, r := x/T(n), x%T(n)
+	if T(i) >= T(n)-r {
 		q++
 	}
 	return q
@@ -61,11 +61,7 @@ func share(x int64, i, n int) int64 {
 
 // shareThrottle returns a throttle's share: of its rate and of its burst.
 func shareThrottle(t policy.Throttle, i, n int) policy.Throttle {
-	rate := t.RateMicro / uint64(n)
-	if uint64(i) >= uint64(n)-t.RateMicro%uint64(n) {
-		rate++
-	}
-	return policy.Throttle{RateMicro: rate, Burst: share(t.Burst, i, n)}
+	return policy.Throttle{RateMicro: share(t.RateMicro, i, n), Burst: share(t.Burst, i, n)}
 }
 
 // decideLocally carries out b on the local store, with this replica's

@@ -33,7 +33,7 @@ func TestShareAddsUp(t *testing.T) {
 			}
 		}
 	}
-	if got := []int64{share(12, 0, 3), share(12, 1, 3), share(12, 2, 3), share(13, 0, 3), share(13, 2, 3)}; got[0] != 4 || got[1] != 4 || got[2] != 4 || got[3] != 4 || got[4] != 5 {
+	if got := []int64{share(int64(12), 0, 3), share(int64(12), 1, 3), share(int64(12), 2, 3), share(int64(13), 0, 3), share(int64(13), 2, 3)}; got[0] != 4 || got[1] != 4 || got[2] != 4 || got[3] != 4 || got[4] != 5 {
 		t.Errorf("got %v, want 12 = 4+4+4 and 13 = 4+4+5", got)
 	}
 }

@@ -85,8 +85,9 @@ type Options struct {
 	// changes of its circuit.
 	Observer Observer
 	// CallerClock makes Apply use the instant it is given instead of
-	// Redis's own clock; for tests over fixed instants. Replicas must use
-	// Redis's clock, so that they agree on time.
+	// Redis's own clock; for tests over fixed instants (buckets and WAF
+	// counters then do not expire: Redis's expiry follows its own clock).
+	// Replicas must use Redis's clock, so that they agree on time.
 	CallerClock bool
 }
 
