@@ -237,6 +237,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 		s.trip(err)
 	} else {
 		s.beat() // the replica count and the clock offset, before the first decision
+		s.warm(ctx)
 	}
 	for range senders {
 		s.sending.Go(s.send)
@@ -248,6 +249,17 @@ func Open(rawURL string, o Options) (*Store, error) {
 // minIdle is the number of connections kept open when the URL does not set
 // min_idle_conns: a decision should not wait for a dial.
 const minIdle = 8
+
+// warm opens the minIdle connections before the first decision, so that
+// none waits for a dial (go-redis opens them in the background): a ping on
+// each, all at once.
+func (s *Store) warm(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range minIdle {
+		wg.Go(func() { s.c.Ping(ctx) })
+	}
+	wg.Wait()
+}
 
 // isTransient reports whether an error Redis answered passes on its own
 // (loading, a failover, a busy script), unlike NOAUTH, WRONGPASS, NOPERM or
