@@ -302,21 +302,63 @@ func TestKeys(t *testing.T) {
 func TestConcurrentBurstExact(t *testing.T) {
 	s, _ := open(t, true)
 	busyhost.Spin(t, time.Minute)
-	var taken atomic.Int64
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Go(func() {
-			for range 10 {
-				if apply(t, s, time.Now(), policy.Key{}, nil, bucketOp("tight", 0.0001, 50), bucketOp("wide", 1e6, 1e6)).Taken {
-					taken.Add(1)
+	exactRuns(t, func(run string) int {
+		tight, wide := bucketOp("tight"+run, 0.0001, 50), bucketOp("wide"+run, 1e6, 1e6)
+		var taken, missed atomic.Int64
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Go(func() {
+				for range 10 {
+					b := new(policy.Batch)
+					b.Reset()
+					b.Ops = append(b.Ops, tight, wide)
+					switch err := s.Apply(time.Now(), b); {
+					case budgetMissed(err):
+						missed.Add(1)
+					case err != nil:
+						t.Errorf("Apply: %v", err)
+					case b.Taken:
+						taken.Add(1)
+					}
 				}
-			}
-		})
+			})
+		}
+		wg.Wait()
+		if n := missed.Load(); n > 0 {
+			return int(n)
+		}
+		if n := taken.Load(); n != 50 {
+			t.Errorf("got %d taken, want exactly 50", n)
+		}
+		return 0
+	})
+}
+
+// budgetMissed reports whether err is a decision's budget running out (its
+// call timed out, or Redis ran it past its deadline).
+func budgetMissed(err error) bool { return timedOut(err) || errors.Is(err, errLate) }
+
+// maxDisturbed is how many runs of an exactness test may be disturbed by a
+// decision that missed its budget (a stall of a loaded machine: the
+// decision's outcome in Redis is then unknown, and so is the count to
+// expect) before the test fails: systematic misses fail it, a rare one
+// does not.
+const maxDisturbed = 2
+
+// exactRuns runs a test of exactness under concurrency, on fresh keys named
+// with run, until a run in which no decision missed its budget (run returns
+// how many did; it checks exactness only when none did), at most
+// maxDisturbed+1 times.
+func exactRuns(t *testing.T, run func(run string) (missed int)) {
+	t.Helper()
+	for i := 0; i <= maxDisturbed; i++ {
+		missed := run(fmt.Sprint("-run", i))
+		if missed == 0 {
+			return
+		}
+		t.Logf("run %d: %d decisions missed the default budget on this loaded machine; running again", i, missed)
 	}
-	wg.Wait()
-	if n := taken.Load(); n != 50 {
-		t.Fatalf("got %d taken, want exactly 50", n)
-	}
+	t.Fatalf("in %d runs, decisions missed the default budget every time", maxDisturbed+1)
 }
 
 // TestKeysExpire: a bucket expires when it would be full, a WAF counter
