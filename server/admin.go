@@ -175,7 +175,7 @@ func (s *Server) failWith(w http.ResponseWriter, err error) {
 		fail(w, http.StatusConflict, "%v while this one ran: read it again and retry", err)
 		return
 	}
-	s.storeFailed("admin", err)
+	s.storeFailed("admin")
 	s.log.Error("admin: store", "err", err)
 	fail(w, http.StatusServiceUnavailable, "store: %v", err)
 }
@@ -286,7 +286,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		st.Status, code = "not ready", http.StatusServiceUnavailable
 	}
 	if err := s.store.Ready(ctx); err != nil {
-		s.storeFailed("ready", err)
+		s.storeFailed("ready")
 		st.Status, code = "not ready", http.StatusServiceUnavailable
 		st.Store.Status, st.Store.Error = "unreachable", err.Error()
 	}

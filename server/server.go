@@ -408,7 +408,7 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 	}
 	d, err := p.Evaluate(now, r, s.store, s.keys)
 	if err != nil {
-		s.storeFailed("decide", err)
+		s.storeFailed("decide")
 		d = s.storeDown(ctx, d, err)
 	}
 	if d.Local {
@@ -454,6 +454,6 @@ func (s *Server) storeDown(ctx context.Context, d policy.Decision, err error) po
 }
 
 // storeFailed counts a store error of op ("decide", "admin", "ready").
-func (s *Server) storeFailed(op string, err error) {
+func (s *Server) storeFailed(op string) {
 	s.metrics.storeErrors.WithLabelValues(op).Inc()
 }

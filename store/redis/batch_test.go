@@ -97,6 +97,24 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// queueDecisions starts the decisions of the batches, the i-th at at(i),
+// one after another, each once the one before is on the queue (the senders
+// being occupied), and returns a function that waits for them and returns
+// their errors.
+func queueDecisions(t *testing.T, s *Store, batches []*policy.Batch, at func(i int) time.Time) (wait func() []error) {
+	t.Helper()
+	errs := make([]error, len(batches))
+	var wg sync.WaitGroup
+	for i, b := range batches {
+		wg.Go(func() { errs[i] = s.Apply(at(i), b) })
+		waitFor(t, fmt.Sprintf("decision %d to be queued", i), func() bool { return len(s.queue) == i+1 })
+	}
+	return func() []error { wg.Wait(); return errs }
+}
+
+// atT0 is every decision's instant for queueDecisions: t0.
+func atT0(int) time.Time { return t0 }
+
 // TestBatchesConcurrentCallers: decisions of many concurrent callers share
 // calls (fewer EVALSHA calls than decisions), and the limits stay exact at
 // the default budget while every core is kept busy: a burst of 1,000 that
@@ -178,8 +196,6 @@ func TestBatchInOrder(t *testing.T) {
 	before := s.calls.Load()
 	const n = 14
 	batches := make([]*policy.Batch, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
 	for i := range n {
 		b := new(policy.Batch)
 		b.Reset()
@@ -188,12 +204,11 @@ func TestBatchInOrder(t *testing.T) {
 			b.Ops = append(b.Ops, bucketOp("stop", 0, 0))
 		}
 		batches[i] = b
-		wg.Go(func() { errs[i] = s.Apply(t0, b) })
-		waitFor(t, fmt.Sprintf("decision %d to be queued", i), func() bool { return len(s.queue) == i+1 })
 	}
+	queued := queueDecisions(t, s, batches, atT0)
 	callsBefore := scriptCalls(t, s)
 	resume()
-	wg.Wait()
+	errs := queued()
 	for i, err := range wait() {
 		if err != nil {
 			t.Fatalf("occupying decision %d: %v", i, err)
@@ -280,8 +295,7 @@ func TestBatchFailureCountsOnce(t *testing.T) {
 	resume := pauseScripts(t, srv)
 	wait := occupySenders(t, s)
 	const n = 10
-	errs := make([]error, n)
-	var wg sync.WaitGroup
+	batches := make([]*policy.Batch, n)
 	for i := range n {
 		b := new(policy.Batch)
 		b.Reset()
@@ -289,11 +303,11 @@ func TestBatchFailureCountsOnce(t *testing.T) {
 		if i == n-1 {
 			b.Hits = append(b.Hits, h)
 		}
-		wg.Go(func() { errs[i] = s.Apply(t0, b) })
-		waitFor(t, fmt.Sprintf("decision %d to be queued", i), func() bool { return len(s.queue) == i+1 })
+		batches[i] = b
 	}
+	queued := queueDecisions(t, s, batches, atT0)
 	resume()
-	wg.Wait()
+	errs := queued()
 	wait()
 	for i, err := range errs {
 		if err == nil || !strings.Contains(err.Error(), "WRONGTYPE") {
@@ -323,20 +337,18 @@ func TestCloseWithWaiters(t *testing.T) {
 	resume := pauseScripts(t, srv)
 	wait := occupySenders(t, s)
 	const n = 5
-	errs := make([]error, n)
-	var wg sync.WaitGroup
+	batches := make([]*policy.Batch, n)
 	for i := range n {
-		b := new(policy.Batch)
-		b.Reset()
-		b.Ops = append(b.Ops, bucketOp("waiting", 1, 100))
-		wg.Go(func() { errs[i] = s.Apply(t0, b) })
-		waitFor(t, fmt.Sprintf("decision %d to be queued", i), func() bool { return len(s.queue) == i+1 })
+		batches[i] = new(policy.Batch)
+		batches[i].Reset()
+		batches[i].Ops = append(batches[i].Ops, bucketOp("waiting", 1, 100))
 	}
+	queued := queueDecisions(t, s, batches, atT0)
 	start := time.Now()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	wg.Wait()
+	errs := queued()
 	occupied := wait()
 	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("Close and the answers took %v, want them at once (Redis is held for 30s)", took)
@@ -464,14 +476,9 @@ func TestBatchMatchesOneByOne(t *testing.T) {
 	wait := occupySenders(t, all)
 	before := all.calls.Load()
 	bat := decisions()
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i, b := range bat {
-		wg.Go(func() { errs[i] = all.Apply(at(i), b) })
-		waitFor(t, fmt.Sprintf("decision %d to be queued", i), func() bool { return len(all.queue) == i+1 })
-	}
+	queued := queueDecisions(t, all, bat, at)
 	resume()
-	wg.Wait()
+	errs := queued()
 	wait()
 	if got := all.calls.Load() - before; got != 1 {
 		t.Fatalf("the %d decisions went in %d calls, want 1", n, got)
