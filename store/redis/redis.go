@@ -251,14 +251,30 @@ func Open(rawURL string, o Options) (*Store, error) {
 const minIdle = 8
 
 // warm opens the minIdle connections before the first decision, so that
-// none waits for a dial (go-redis opens them in the background): a ping on
-// each, all at once.
+// none waits for a dial (go-redis opens them in the background): a reading
+// of Redis's clock on each, all at once, the quickest of which sets the
+// clock offset (replicas.go) if it is better than the heartbeat's.
 func (s *Store) warm(ctx context.Context) {
+	type reading struct {
+		sent, back time.Time
+		us         int64
+	}
+	readings := make([]reading, minIdle)
 	var wg sync.WaitGroup
-	for range minIdle {
-		wg.Go(func() { s.c.Ping(ctx) })
+	for i := range readings {
+		wg.Go(func() {
+			sent := time.Now()
+			if t, err := s.c.Time(ctx).Result(); err == nil {
+				readings[i] = reading{sent, time.Now(), t.UnixMicro()}
+			}
+		})
 	}
 	wg.Wait()
+	for _, r := range readings {
+		if r.us != 0 {
+			s.replicas.sample(r.sent, r.back, r.us)
+		}
+	}
 }
 
 // isTransient reports whether an error Redis answered passes on its own

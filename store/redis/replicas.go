@@ -179,12 +179,12 @@ const (
 // scriptDeadline returns the latest instant on Redis's clock (µs) at which
 // the script may still apply a decision due at deadline: early enough that
 // its reply has replyMargin left to come back, and the offset's uncertainty
-// on top. 0 (no deadline) while the offset is unknown or too uncertain to
-// tell.
+// on top. 0 (no deadline) while the offset is unknown or too uncertain (over
+// half the margin) to tell.
 func (s *Store) scriptDeadline(deadline time.Time) int64 {
 	unc := s.replicas.unc.Load()
 	margin := s.replyMargin()
-	if !s.replicas.valid.Load() || unc > margin.Microseconds() {
+	if !s.replicas.valid.Load() || unc > margin.Microseconds()/2 {
 		return 0
 	}
 	return deadline.UnixMicro() + s.replicas.offset.Load() - margin.Microseconds() - unc
@@ -193,7 +193,9 @@ func (s *Store) scriptDeadline(deadline time.Time) int64 {
 // replyMargin is the part of a decision's budget kept for its reply: Redis
 // applies a decision only when there is this much of the budget left, so
 // that a reply to a decision Redis took is seen by its caller unless this
-// process is held up for that long.
+// process is held up for that long. An offset less certain than half of it
+// is not used (scriptDeadline): the budget a decision has in Redis is then at
+// least the budget less twice the margin.
 func (s *Store) replyMargin() time.Duration {
-	return max(s.opts.Timeout/5, time.Millisecond)
+	return max(s.opts.Timeout/10, time.Millisecond)
 }
