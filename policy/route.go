@@ -15,13 +15,17 @@ import (
 // slashes included). The root pattern "/" is the single empty segment and
 // matches only the path "/".
 //
-// Trailing slashes are significant: "/status/" is the segment "status"
-// followed by an empty segment, so it matches only "/status/", and "/status"
-// matches only "/status". API gateways differ here; being exact means a route
-// never answers for a path its upstream may treat differently. Empty segments
-// inside a pattern ("/a//b") are rejected as the typo they almost always are;
-// a request path with one ("/a//b", Envoy keeps them unless merge_slashes is
-// on) then simply fails to match literal and {name} segments.
+// A request path is matched in a canonical form (normalizePath), so that no
+// spelling of a path that its upstream would serve as a route's path can
+// dodge that route's limits: a trailing slash does not make another route
+// ("/status/" is "/status", as API Gateway treats it), empty segments are
+// merged ("/a//b" is "/a/b", like Envoy's merge_slashes), and path parameters
+// are dropped from each segment ("/a;v=1/b" is "/a/b", as servlet containers
+// read it). Patterns are written in that form: a pattern with a trailing
+// slash, an empty segment or a ";" is rejected, since no canonical path holds
+// one. Everything else is significant: case, spaces and other characters
+// ("/transactions%20" is "/transactions ", another path, which the route
+// "POST /transactions" does not match and unknown_routes decides).
 
 // routeTable matches requests to the routes of one stage (or to the routes of
 // a WAF rule's scope). It is a trie of path segments; the zero value is an
@@ -254,16 +258,17 @@ func parsePattern(p string) ([]segment, error) {
 func checkLiteral(s string, last bool) error {
 	switch s {
 	case "":
-		if !last {
-			return errors.New("empty segment (\"//\")")
+		if last {
+			return errors.New("trailing slash: paths are matched without one (\"/a/\" is \"/a\"); write the path without it")
 		}
+		return errors.New("empty segment (\"//\")")
 	case ".", "..":
 		return fmt.Errorf("segment %q never matches: paths are matched with dot segments resolved", s)
 	}
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
-		case c == '?' || c == '#' || c == '%':
-			return fmt.Errorf("segment %q: %q is not allowed in a pattern (paths are matched decoded and without query string)", s, c)
+		case c == '?' || c == '#' || c == '%' || c == ';':
+			return fmt.Errorf("segment %q: %q is not allowed in a pattern (paths are matched decoded, without query string and path parameters)", s, c)
 		case c <= ' ' || c == 0x7f:
 			return fmt.Errorf("segment %q: space or control character %q is not allowed in a pattern", s, c)
 		}
@@ -285,26 +290,30 @@ func checkParamName(seg, name string) error {
 	return nil
 }
 
-// normalizePath returns the path of a request target without its query
-// string and fragment, percent-decoded and with "." and ".." segments
-// resolved (RFC 3986 §5.2.4; ".." above the root stays at the root). ok is
-// false when the target is unusable: empty or not starting with "/" (the
-// absolute form "http://host/path" included), a bad escape ("%zz", "%4"), a
-// NUL byte, raw or escaped, or an escaped slash "%2F". An escaped slash is
-// rejected rather than decoded or kept because either choice makes tollgate
-// and the upstream see different segments (Envoy's
-// path_with_escaped_slashes_action has the same concern).
+// normalizePath returns the canonical path of a request target, the form
+// routes are matched in (SPEC §2): without its query string and fragment,
+// without path parameters (";v=1" up to the end of each segment, as
+// servlet containers read them; an escaped "%3B" is not one), percent-decoded,
+// with "." and ".." segments resolved (RFC 3986 §5.2.4; ".." above the root
+// stays at the root), empty segments merged ("/a//b" is "/a/b") and without a
+// trailing slash ("/a/" is "/a"; the root stays "/"). ok is false when the
+// target is unusable: empty or not starting with "/" (the absolute form
+// "http://host/path" included), a bad escape ("%zz", "%4"), a NUL byte, raw
+// or escaped, or an escaped slash "%2F". An escaped slash is rejected rather
+// than decoded or kept because either choice makes tollgate and the upstream
+// see different segments (Envoy's path_with_escaped_slashes_action has the
+// same concern).
 //
-// Three escapes stay encoded, upper-case: "%25" ("%"), "%3F" ("?") and "%23"
-// ("#"). Decoding them would make the result mean something else when read
-// again, so the result is canonical: normalizing it again returns it
-// unchanged, and nothing is ever decoded twice ("%252e" is the segment
-// "%252e", not "."). Pattern literals cannot hold these characters, so such
-// segments match only parameters.
+// Four escapes stay encoded, upper-case: "%25" ("%"), "%3F" ("?"), "%23"
+// ("#") and "%3B" (";"). Decoding them would make the result mean something
+// else when read again, so the result is canonical: normalizing it again
+// returns it unchanged, and nothing is ever decoded twice ("%252e" is the
+// segment "%252e", not "."). Pattern literals cannot hold these characters,
+// so such segments match only parameters.
 //
-// Empty segments ("/a//b") are kept as they are, like Envoy without
-// merge_slashes. A target without '%', '?', '#', NUL and "/." is returned
-// unchanged without allocating.
+// A target that is already canonical (with or without a query string) is
+// returned as a substring, without allocating; so is one whose only
+// difference is a trailing slash.
 func normalizePath(target string) (path string, ok bool) {
 	path = target
 	if i := strings.IndexAny(target, "?#"); i >= 0 {
@@ -313,18 +322,61 @@ func normalizePath(target string) (path string, ok bool) {
 	if path == "" || path[0] != '/' {
 		return "", false
 	}
-	slow := strings.IndexByte(path, '%') >= 0 || strings.IndexByte(path, 0) >= 0 || strings.Contains(path, "/.")
+	slow := strings.IndexByte(path, '%') >= 0 || strings.IndexByte(path, 0) >= 0 ||
+		strings.Contains(path, "/.") || strings.IndexByte(path, ';') >= 0 || strings.Contains(path, "//")
 	if !slow {
-		return path, true
+		return trimSlash(path), true
 	}
-	dec, ok := percentDecode(path)
+	dec, ok := percentDecode(dropParams(path))
 	if !ok {
 		return "", false
 	}
-	return removeDotSegments(dec), true
+	return trimSlash(mergeSlashes(removeDotSegments(dec))), true
 }
 
-// percentDecode decodes the escapes of p except %25, %3F and %23, which it
+// trimSlash drops the trailing slash of p, unless p is the root "/".
+func trimSlash(p string) string {
+	if len(p) > 1 && p[len(p)-1] == '/' {
+		return p[:len(p)-1]
+	}
+	return p
+}
+
+// dropParams removes the path parameters of p: in each segment, from a ";"
+// up to the next "/".
+func dropParams(p string) string {
+	if strings.IndexByte(p, ';') < 0 {
+		return p
+	}
+	b := make([]byte, 0, len(p))
+	for i := 0; i < len(p); i++ {
+		if p[i] != ';' {
+			b = append(b, p[i])
+			continue
+		}
+		for i+1 < len(p) && p[i+1] != '/' {
+			i++
+		}
+	}
+	return string(b)
+}
+
+// mergeSlashes replaces every run of slashes in p with one.
+func mergeSlashes(p string) string {
+	if !strings.Contains(p, "//") {
+		return p
+	}
+	b := make([]byte, 0, len(p))
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' && len(b) > 0 && b[len(b)-1] == '/' {
+			continue
+		}
+		b = append(b, p[i])
+	}
+	return string(b)
+}
+
+// percentDecode decodes the escapes of p except %25, %3F, %23 and %3B, which it
 // writes upper-case. ok is false for a bad escape, NUL or "%2F".
 func percentDecode(p string) (s string, ok bool) {
 	if strings.IndexByte(p, '%') < 0 {
@@ -348,7 +400,7 @@ func percentDecode(p string) (s string, ok bool) {
 		switch c {
 		case 0, '/':
 			return "", false
-		case '%', '?', '#':
+		case '%', '?', '#', ';':
 			const hex = "0123456789ABCDEF"
 			b = append(b, '%', hex[c>>4], hex[c&15])
 		default:

@@ -69,7 +69,7 @@ func TestRouteMatchPrecedence(t *testing.T) {
 		{"GET", "/a/", "ANY /{proxy+}"},         // {x+} needs a non-empty rest
 		{"GET", "/p/1/t", "GET /p/{id}/t"},      // exact method beats ANY
 		{"PUT", "/p/1/t", "ANY /p/{id}/t"},      // else ANY
-		{"GET", "/p/1/t/", "ANY /{proxy+}"},     // trailing slash is another path
+		{"GET", "/p/1/t/", "ANY /{proxy+}"},     // match sees no trailing slash: normalizePath drops it
 		{"GET", "/", "GET /"},                   // root
 		{"POST", "/", "<nil>"},                  // root route is GET only; greedy needs a segment
 		{"GET", "//", "ANY /{proxy+}"},          // not the root
@@ -116,20 +116,41 @@ func TestRouteMatchGreedyNeedsASegment(t *testing.T) {
 	})
 }
 
-func TestRouteMatchTrailingSlash(t *testing.T) {
-	runMatchSteps(t, newTable(t, "GET /status"), []matchStep{
-		{"GET", "/status", "GET /status"},
-		{"GET", "/status/", "<nil>"},
-		{"GET", "/status//", "<nil>"},
-	})
-	runMatchSteps(t, newTable(t, "GET /status/"), []matchStep{
-		{"GET", "/status/", "GET /status/"},
-		{"GET", "/status", "<nil>"},
-	})
-	runMatchSteps(t, newTable(t, "GET /status", "GET /status/"), []matchStep{
-		{"GET", "/status", "GET /status"},
-		{"GET", "/status/", "GET /status/"},
-	})
+// TestRouteMatchTrailingSlashDodge guards the bypass of issue 13: "POST
+// /transactions/" was no route, so its WAF rule, throttle and concurrency
+// cap did not apply. Spellings that an upstream serves as the same path
+// match the same route once normalized.
+func TestRouteMatchTrailingSlashDodge(t *testing.T) {
+	tab := newTable(t, "POST /transactions", "POST /partners/{id}/transactions", "GET /files/{path+}", "GET /")
+	for i, s := range []matchStep{
+		{"POST", "/transactions", "POST /transactions"},
+		{"POST", "/transactions/", "POST /transactions"},
+		{"POST", "/transactions//", "POST /transactions"},
+		{"POST", "//transactions", "POST /transactions"},
+		{"POST", "/transactions;x=1", "POST /transactions"},
+		{"POST", "/transactions;x=1/", "POST /transactions"},
+		{"POST", "/transactions/.", "POST /transactions"},
+		{"POST", "/transactions/?a=1", "POST /transactions"},
+		{"POST", "/partners/acme;v=2/transactions/", "POST /partners/{id}/transactions"},
+		{"POST", "/partners//acme/transactions", "POST /partners/{id}/transactions"},
+		{"GET", "/files/a/b/", "GET /files/{path+}"},
+		{"GET", "//", "GET /"},
+		{"GET", "/;x", "GET /"},
+		{"POST", "/transactions%20", "<nil>"},     // "/transactions ": another path
+		{"POST", "/transactions%3Bx=1", "<nil>"},  // an escaped ";" is not a parameter
+		{"POST", "/Transactions", "<nil>"},        // case-sensitive
+		{"POST", "/transactionsx", "<nil>"},       // segments, not prefixes
+		{"POST", "/transactions/x", "<nil>"},      // a deeper path is another path
+	} {
+		p, ok := normalizePath(s.path)
+		if !ok {
+			t.Errorf("step %d: normalizePath(%q) failed", i, s.path)
+			continue
+		}
+		if got := matchString(tab.match(s.method, p)); got != s.want {
+			t.Errorf("step %d: %s %s (normalized %q): got %s, want %s", i, s.method, s.path, p, got, s.want)
+		}
+	}
 }
 
 func TestRouteMatchEmptySegments(t *testing.T) {
@@ -160,7 +181,6 @@ func TestParseMatch(t *testing.T) {
 		{"GET /", "GET", "/"},
 		{"POST /partners/{id}/transactions", "POST", "/partners/{id}/transactions"},
 		{"ANY /{proxy+}", "ANY", "/{proxy+}"},
-		{"DELETE /a/{id}/", "DELETE", "/a/{id}/"},
 		{"M-SEARCH /x", "M-SEARCH", "/x"},
 		{"GET /a/{order-id}/{v_2}", "GET", "/a/{order-id}/{v_2}"},
 		{"GET /.well-known/x", "GET", "/.well-known/x"},
@@ -208,9 +228,9 @@ func TestParseMatchErrors(t *testing.T) {
 		{"GET /a/{id}/{id+}", `parameter name "id" is used twice`},
 		{"GET /a/./b", `segment "." never matches: paths are matched with dot segments resolved`},
 		{"GET /a/..", `segment ".." never matches: paths are matched with dot segments resolved`},
-		{"GET /a?x=1", `segment "a?x=1": '?' is not allowed in a pattern (paths are matched decoded and without query string)`},
-		{"GET /a#b", `segment "a#b": '#' is not allowed in a pattern (paths are matched decoded and without query string)`},
-		{"GET /a%20b", `segment "a%20b": '%' is not allowed in a pattern (paths are matched decoded and without query string)`},
+		{"GET /a?x=1", `segment "a?x=1": '?' is not allowed in a pattern (paths are matched decoded, without query string and path parameters)`},
+		{"GET /a#b", `segment "a#b": '#' is not allowed in a pattern (paths are matched decoded, without query string and path parameters)`},
+		{"GET /a%20b", `segment "a%20b": '%' is not allowed in a pattern (paths are matched decoded, without query string and path parameters)`},
 		{"GET /a b", `segment "a b": space or control character ' ' is not allowed in a pattern`},
 		{"GET /a\tb", `segment "a\tb": space or control character '\t' is not allowed in a pattern`},
 	}
@@ -240,7 +260,8 @@ func TestRouteAddErrors(t *testing.T) {
 		{"GET", "/a/{rest+}", `duplicate route "GET /a/{rest+}" (same as "GET /a/{x+}")`},
 		{"GET", "/a/b", ""}, // literal is another shape
 		{"GET", "/a/b", `duplicate route "GET /a/b" (same as "GET /a/b")`},
-		{"GET", "/a/b/", ""}, // trailing slash is another path
+		{"GET", "/a/c/", `trailing slash: paths are matched without one ("/a/" is "/a"); write the path without it`},
+		{"GET", "/a/c;v=1", `segment "c;v=1": ';' is not allowed in a pattern (paths are matched decoded, without query string and path parameters)`},
 		{"GET", "/", ""},
 		{"GET", "/", `duplicate route "GET /" (same as "GET /")`},
 		{"get", "/c", `method "get" is not ANY or an upper-case HTTP method such as GET or POST`},
@@ -282,9 +303,18 @@ func TestNormalizePath(t *testing.T) {
 		{"/a?q#f", "/a", true},
 		{"/a?q=%zz", "/a", true},   // the query is not decoded
 		{"/a?q=/../x", "/a", true}, // nor resolved
-		{"/a//b", "/a//b", true},   // empty segments kept
-		{"//", "//", true},
-		{"/a/", "/a/", true},
+		{"/a//b", "/a/b", true},    // empty segments merged
+		{"//", "/", true},
+		{"/a/", "/a", true}, // no trailing slash
+		{"/a///", "/a", true},
+		{"/a;x=1", "/a", true}, // path parameters dropped
+		{"/a;x=1;y/b;z", "/a/b", true},
+		{"/a;/b", "/a/b", true},
+		{"/;x", "/", true},
+		{"/a/..;x/b", "/b", true},    // dropped before dots are resolved
+		{"/a%3Bx=1", "/a%3Bx=1", true}, // an escaped ";" stays encoded
+		{"/a%3bx", "/a%3Bx", true},
+		{"/a%20", "/a ", true}, // spaces are significant
 		{"/.well-known/x", "/.well-known/x", true},
 		{"/a.b/c..d/...", "/a.b/c..d/...", true},
 
@@ -314,12 +344,12 @@ func TestNormalizePath(t *testing.T) {
 		{"/../a", "/a", true},
 		{"/a/./b", "/a/b", true},
 		{"/a/../b", "/b", true},
-		{"/a/b/..", "/a/", true},
-		{"/a/b/.", "/a/b/", true},
+		{"/a/b/..", "/a", true},
+		{"/a/b/.", "/a/b", true},
 		{"/a/b/../../../../c", "/c", true},
 		{"/a/b/../c/./d", "/a/c/d", true},
 		{"/a//../b", "/a/b", true},
-		{"/a/.//b", "/a//b", true},
+		{"/a/.//b", "/a/b", true},
 		{"/a/%2e%2e/b", "/b", true}, // escaped dots are dots
 		{"/a/%2E/b", "/a/b", true},
 		{"/a/.%2e", "/", true},
@@ -343,7 +373,7 @@ func TestNormalizePath(t *testing.T) {
 }
 
 func TestNormalizePathFastPathDoesNotAllocate(t *testing.T) {
-	for i, in := range []string{"/partners/42/transactions", "/a/b?q=1", "/a//b#f"} {
+	for i, in := range []string{"/partners/42/transactions", "/a/b?q=1", "/a/b/#f", "/transactions/"} {
 		if n := testing.AllocsPerRun(100, func() { normalizePath(in) }); n != 0 {
 			t.Errorf("step %d: normalizePath(%q): got %v allocations, want 0", i, in, n)
 		}
@@ -362,7 +392,8 @@ func TestRouteMatchDoesNotAllocate(t *testing.T) {
 func FuzzNormalizePath(f *testing.F) {
 	f.Add("/partners/42/transactions") // fast path, unchanged
 	f.Add("/a/b?q=1#f")                // query and fragment dropped
-	f.Add("/a//b/")                    // empty segments kept
+	f.Add("/a//b/")                    // empty segments merged, trailing slash dropped
+	f.Add("/a;x=1/b;c/%3B;")           // path parameters dropped, escaped ";" kept
 	f.Add("/a/../../b/./c/..")         // dot segments, above the root
 	f.Add("/a/%2e%2E/b")               // escaped dots resolved after decoding
 	f.Add("/a%2Fb")                    // escaped slash rejected
@@ -387,6 +418,9 @@ func FuzzNormalizePath(f *testing.F) {
 		}
 		if strings.ContainsAny(p, "?#\x00") {
 			t.Errorf("normalizePath(%q): got %q, want no '?', '#' or NUL", in, p)
+		}
+		if strings.Contains(p, "//") || strings.ContainsRune(p, ';') || len(p) > 1 && strings.HasSuffix(p, "/") {
+			t.Errorf("normalizePath(%q): got %q, want no empty segment, path parameter or trailing slash", in, p)
 		}
 		for _, seg := range strings.Split(p[1:], "/") {
 			if seg == "." || seg == ".." {
