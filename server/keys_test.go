@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -355,5 +356,40 @@ func TestKeyCacheOneLookupAtATime(t *testing.T) {
 	wg.Wait()
 	if n := st.calls.Load(); n != 2 {
 		t.Errorf("got %d lookups, want 2: one for the 20 requests, one after the change", n)
+	}
+}
+
+// TestFlushFailureDegraded guards issue 13's disk-full finding: during the
+// fault the degraded gauge and /readyz disagreed, and after it the gauge
+// stayed at 1 until the next decision. Both now read one state, set by each
+// write of the file store (which writes every flush interval, requests or
+// not).
+func TestFlushFailureDegraded(t *testing.T) {
+	dir := t.TempDir()
+	h := serve(t, testPolicy(t), func(c *Config) { c.Store = "file:" + dir; c.FlushInterval = time.Hour })
+	degraded := func(step string, want bool) {
+		t.Helper()
+		var ready readyState
+		a := h.callWith("GET", "/readyz", "", nil)
+		if err := json.Unmarshal([]byte(a.raw), &ready); err != nil {
+			t.Fatalf("%s: readyz: %v in %s", step, err, a.raw)
+		}
+		if ready.Store.Degraded != want || h.metric("tollgate_store_degraded") != b2f(want) {
+			t.Errorf("%s: got readyz degraded %v and gauge %v, want %v for both", step, ready.Store.Degraded,
+				h.metric("tollgate_store_degraded"), want)
+		}
+	}
+	degraded("before", false)
+	h.s.flushed(3, time.Millisecond, errors.New("write 3 counters: no space left on device"))
+	degraded("fault", true)
+	h.s.flushed(3, time.Millisecond, errors.New("write 3 counters: no space left on device"))
+	degraded("fault again", true)
+	h.s.flushed(0, time.Millisecond, nil) // a write, no decision in between
+	degraded("after", false)
+	if n := strings.Count(h.logs.String(), "counters not written"); n != 1 {
+		t.Errorf("got %d error lines for one fault, want 1", n)
+	}
+	if !strings.Contains(h.logs.String(), "counters written again") {
+		t.Error("no log line for the end of the fault")
 	}
 }

@@ -109,8 +109,9 @@ type Server struct {
 	store     Store
 	keys      *keyCache
 	metrics   *metrics
-	// degraded is set while the store's circuit is open (Redis cannot be
-	// reached); the store reports each change (storeEvents).
+	// degraded is set while the store cannot do all of its work: a Redis
+	// store's circuit is open (storeEvents), or a file store's last write
+	// failed (flushed). The degraded gauge and /readyz both read it.
 	degraded atomic.Bool
 	// replicas returns the live replicas sharing the store (Redis); nil
 	// for a store of one process. budget is a decision's Redis budget,

@@ -80,14 +80,21 @@ func (s *Server) openStore(url string) (Store, error) {
 	}
 }
 
-// flushed records one write of a file store's counters.
+// flushed records one write of a file store's counters, which the store
+// attempts every flush interval whether or not requests come. A failed
+// write makes the store degraded (decisions go on from memory; the counts
+// wait for the next write), a write that works ends it: the degraded gauge
+// and /readyz follow each write, and the log has a line per change.
 func (s *Server) flushed(n int, took time.Duration, err error) {
 	s.metrics.flush(n, took, err)
 	if err != nil {
-		// Not degraded: decisions go on from memory. /readyz shows
-		// the error until a write succeeds.
 		s.metrics.storeErrors.WithLabelValues("flush").Inc()
+	}
+	switch was := s.degraded.Swap(err != nil); {
+	case err != nil && !was:
 		s.log.Error("store: counters not written; they stay in memory for the next flush", "counters", n, "err", err)
+	case err == nil && was:
+		s.log.Info("store: counters written again", "counters", n)
 	}
 }
 
