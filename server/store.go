@@ -66,7 +66,6 @@ func (s *Server) openStore(url string) (Store, error) {
 		}
 		return file.Open(dir, file.Options{FlushInterval: s.cfg.FlushInterval, Now: s.now, OnFlush: s.flushed})
 	case strings.HasPrefix(url, "redis") || strings.HasPrefix(url, "unix:"):
-		redis.SetLogger(s.log)
 		st, err := redis.Open(url, redis.Options{Timeout: s.cfg.StoreTimeout, Local: s.cfg.OnStoreError == OnErrorLocal,
 			Observer: storeEvents{s}})
 		if err != nil {

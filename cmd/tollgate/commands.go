@@ -89,6 +89,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg.AdminToken = token
 	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lv}))
+	server.LibraryLogs(cfg.Logger)
 	// SIGHUP reloads the policy (the file watcher does too, on change);
 	// caught from before New, so that one sent while it opens the store
 	// does not kill the process.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -91,6 +92,12 @@ func (b *lockedBuffer) String() string {
 // and extra flags, and waits until it serves.
 func startProc(t *testing.T, policyFile, store string, extra ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, nil, policyFile, store, extra...)
+}
+
+// startProcEnv is startProc with env added to the process's environment.
+func startProcEnv(t *testing.T, env []string, policyFile, store string, extra ...string) *proc {
+	t.Helper()
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(procToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -98,6 +105,9 @@ func startProc(t *testing.T, policyFile, store string, extra ...string) *proc {
 	args := append([]string{"serve", "--policy", policyFile, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
 		"--store", store, "--admin-token-file", tokenFile}, extra...)
 	p := &proc{t: t, cmd: exec.Command(binary(t), args...), logs: &lockedBuffer{}, exit: make(chan error, 1)}
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -406,5 +416,45 @@ func TestSIGHUPReloads(t *testing.T) {
 	}
 	if !p.check(freeKey) {
 		t.Fatal("step 2: the old policy should still serve the free key")
+	}
+}
+
+// TestEveryLogLineIsJSON: the libraries' own lines (gRPC's, go-redis's) go
+// through the server's JSON log too (issue 13 found go-redis's plain
+// "redis: ... pool.go:770" lines between the JSON ones). gRPC's own logger is
+// asked for its info lines, as an operator debugging a connection would.
+func TestEveryLogLineIsJSON(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "redis://" + l.Addr().String() // nothing answers there
+	l.Close()
+	p := startProcEnv(t, []string{"GRPC_GO_LOG_SEVERITY_LEVEL=info", "GRPC_GO_LOG_VERBOSITY_LEVEL=2"},
+		"../../examples/payments/policy.yaml", closed, "--log-level", "debug")
+	// A connection that is not HTTP/2: gRPC logs its bogus greeting.
+	c, err := net.Dial("tcp", p.grpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	io.Copy(io.Discard, c)
+	c.Close()
+	if err := p.stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	libs := map[string]int{}
+	for i, line := range strings.Split(strings.TrimSpace(p.logs.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("line %d is not JSON: %q", i, line)
+			continue
+		}
+		if lib, ok := rec["library"].(string); ok {
+			libs[lib]++
+		}
+	}
+	if libs["grpc"] == 0 || libs["go-redis"] == 0 {
+		t.Errorf("got library lines %v, want some of grpc and go-redis", libs)
 	}
 }
