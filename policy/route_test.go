@@ -136,11 +136,11 @@ func TestRouteMatchTrailingSlashDodge(t *testing.T) {
 		{"GET", "/files/a/b/", "GET /files/{path+}"},
 		{"GET", "//", "GET /"},
 		{"GET", "/;x", "GET /"},
-		{"POST", "/transactions%20", "<nil>"},     // "/transactions ": another path
-		{"POST", "/transactions%3Bx=1", "<nil>"},  // an escaped ";" is not a parameter
-		{"POST", "/Transactions", "<nil>"},        // case-sensitive
-		{"POST", "/transactionsx", "<nil>"},       // segments, not prefixes
-		{"POST", "/transactions/x", "<nil>"},      // a deeper path is another path
+		{"POST", "/transactions%20", "<nil>"},    // "/transactions ": another path
+		{"POST", "/transactions%3Bx=1", "<nil>"}, // an escaped ";" is not a parameter
+		{"POST", "/Transactions", "<nil>"},       // case-sensitive
+		{"POST", "/transactionsx", "<nil>"},      // segments, not prefixes
+		{"POST", "/transactions/x", "<nil>"},     // a deeper path is another path
 	} {
 		p, ok := normalizePath(s.path)
 		if !ok {
@@ -311,7 +311,7 @@ func TestNormalizePath(t *testing.T) {
 		{"/a;x=1;y/b;z", "/a/b", true},
 		{"/a;/b", "/a/b", true},
 		{"/;x", "/", true},
-		{"/a/..;x/b", "/b", true},    // dropped before dots are resolved
+		{"/a/..;x/b", "/b", true},      // dropped before dots are resolved
 		{"/a%3Bx=1", "/a%3Bx=1", true}, // an escaped ";" stays encoded
 		{"/a%3bx", "/a%3Bx", true},
 		{"/a%20", "/a ", true}, // spaces are significant

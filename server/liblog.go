@@ -33,15 +33,21 @@ func (g grpcLog) log(lv slog.Level, msg string) {
 	}
 }
 
-func (g grpcLog) Info(args ...any)                    { g.log(slog.LevelDebug, fmt.Sprint(args...)) }
-func (g grpcLog) Infoln(args ...any)                  { g.log(slog.LevelDebug, fmt.Sprint(args...)) }
-func (g grpcLog) Infof(format string, args ...any)    { g.log(slog.LevelDebug, fmt.Sprintf(format, args...)) }
-func (g grpcLog) Warning(args ...any)                 { g.log(slog.LevelWarn, fmt.Sprint(args...)) }
-func (g grpcLog) Warningln(args ...any)               { g.log(slog.LevelWarn, fmt.Sprint(args...)) }
-func (g grpcLog) Warningf(format string, args ...any) { g.log(slog.LevelWarn, fmt.Sprintf(format, args...)) }
-func (g grpcLog) Error(args ...any)                   { g.log(slog.LevelError, fmt.Sprint(args...)) }
-func (g grpcLog) Errorln(args ...any)                 { g.log(slog.LevelError, fmt.Sprint(args...)) }
-func (g grpcLog) Errorf(format string, args ...any)   { g.log(slog.LevelError, fmt.Sprintf(format, args...)) }
+func (g grpcLog) Info(args ...any)   { g.log(slog.LevelDebug, fmt.Sprint(args...)) }
+func (g grpcLog) Infoln(args ...any) { g.log(slog.LevelDebug, fmt.Sprint(args...)) }
+func (g grpcLog) Infof(format string, args ...any) {
+	g.log(slog.LevelDebug, fmt.Sprintf(format, args...))
+}
+func (g grpcLog) Warning(args ...any)   { g.log(slog.LevelWarn, fmt.Sprint(args...)) }
+func (g grpcLog) Warningln(args ...any) { g.log(slog.LevelWarn, fmt.Sprint(args...)) }
+func (g grpcLog) Warningf(format string, args ...any) {
+	g.log(slog.LevelWarn, fmt.Sprintf(format, args...))
+}
+func (g grpcLog) Error(args ...any)   { g.log(slog.LevelError, fmt.Sprint(args...)) }
+func (g grpcLog) Errorln(args ...any) { g.log(slog.LevelError, fmt.Sprint(args...)) }
+func (g grpcLog) Errorf(format string, args ...any) {
+	g.log(slog.LevelError, fmt.Sprintf(format, args...))
+}
 
 // Fatal, Fatalln and Fatalf log at error level and exit, as gRPC expects.
 func (g grpcLog) Fatal(args ...any)                 { g.log(slog.LevelError, fmt.Sprint(args...)); os.Exit(1) }
