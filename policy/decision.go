@@ -1,6 +1,9 @@
 package policy
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // Verdict is the outcome of a decision.
 type Verdict uint8
@@ -119,6 +122,15 @@ type Decision struct {
 	// Limits holds the NLimits limits that applied, most constrained first.
 	Limits  [MaxLimits]Limit
 	NLimits int
+
+	// Path is the request's path as routes match it (without query
+	// string, decoded, canonical: SPEC §2) and ClientIP the client's
+	// address by the policy's ip source; both are empty when the request
+	// could not be read. Invalid says what could not be read, on a
+	// request:invalid denial.
+	Path     string
+	ClientIP netip.Addr
+	Invalid  string
 
 	// API and Stage name the stage the request was checked against (empty
 	// when none); Route is the matched route's match string.

@@ -29,13 +29,17 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 	path, ok := normalizePath(r.Path)
 	if r.Method == "" || !ok {
 		d.deny(400, ReasonInvalid, BodyBadRequest)
+		d.Invalid = invalidTarget(r.Method, r.Path)
 		return d, nil
 	}
-	ip, ok := p.clientIP(r)
+	d.Path = path
+	ip, raw, ok := p.clientIP(r)
 	if !ok {
 		d.deny(400, ReasonInvalid, BodyBadRequest)
+		d.Invalid = invalidAddr(raw)
 		return d, nil
 	}
+	d.ClientIP = ip
 	stage, known := p.stageFor(r)
 	var route *Route
 	if stage != nil {
@@ -377,20 +381,61 @@ func (p *Policy) planFor(k *APIKey, stage *Stage) *Plan {
 }
 
 // clientIP returns the client address by the policy's ip source.
-func (p *Policy) clientIP(r *Request) (netip.Addr, bool) {
+func (p *Policy) clientIP(r *Request) (ip netip.Addr, raw string, ok bool) {
+	raw = r.Peer
 	switch p.ip.kind {
 	case ipXFF:
 		if xff, ok := r.Headers["x-forwarded-for"]; ok {
 			if v, ok := xffEntry(xff, p.ip.xffHops); ok {
-				return parseIP(v)
+				raw = v
 			}
 		}
 	case ipHeader:
 		if v, ok := r.Headers[p.ip.header]; ok {
-			return parseIP(v)
+			raw = v
 		}
 	}
-	return parseIP(r.Peer)
+	ip, ok = parseIP(raw)
+	return ip, raw, ok
+}
+
+// invalidTarget says what is unreadable in a request's method and path
+// (Decision.Invalid); normalizePath refused the path or the method is
+// empty.
+func invalidTarget(method, target string) string {
+	path, _, _ := strings.Cut(target, "?")
+	path, _, _ = strings.Cut(path, "#")
+	switch {
+	case method == "" && target == "":
+		return "no method and no path (no HTTP request attributes?)"
+	case method == "":
+		return "no method"
+	case path == "":
+		return "no path"
+	case path[0] != '/':
+		return fmt.Sprintf("path %q does not start with \"/\"", clip(path))
+	case strings.IndexByte(path, 0) >= 0 || strings.Contains(path, "%00"):
+		return "path holds a NUL byte"
+	case strings.Contains(strings.ToUpper(path), "%2F"):
+		return fmt.Sprintf("path %q holds an escaped slash (%%2F)", clip(path))
+	}
+	return fmt.Sprintf("path %q holds a bad escape", clip(path))
+}
+
+// invalidAddr says why a client address is unreadable (Decision.Invalid).
+func invalidAddr(raw string) string {
+	if strings.TrimSpace(raw) == "" {
+		return "no client address"
+	}
+	return fmt.Sprintf("client address %q is not an IP address", clip(raw))
+}
+
+// clip shortens s, which a client sent, to at most 64 bytes for a message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
 
 // xffEntry returns the entry hops places from the right end of an

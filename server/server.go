@@ -421,12 +421,28 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 	// Allowed without the store: counted as reason store:error.
 	s.metrics.decision(&d, err != nil && d.Verdict == policy.Allow, time.Since(start))
 	if d.Verdict == policy.Deny && s.log.Enabled(ctx, slog.LevelDebug) {
-		s.log.LogAttrs(ctx, slog.LevelDebug, "denied",
-			slog.Int("status", d.Status), slog.String("reason", string(d.Reason)),
-			slog.String("api", d.API), slog.String("stage", d.Stage), slog.String("route", d.Route),
-			slog.String("key_id", d.KeyID), slog.String("customer", d.Customer))
+		s.logDenial(ctx, r, &d)
 	}
 	return d
+}
+
+// logDenial writes the debug line of a denial: the answer, who asked and
+// for what (the method and the path as matched, never a query string or a
+// key value), and on request:invalid what could not be read.
+func (s *Server) logDenial(ctx context.Context, r *policy.Request, d *policy.Decision) {
+	attrs := []slog.Attr{
+		slog.Int("status", d.Status), slog.String("reason", string(d.Reason)),
+		slog.String("method", r.Method), slog.String("path", d.Path),
+	}
+	if d.ClientIP.IsValid() {
+		attrs = append(attrs, slog.String("ip", d.ClientIP.String()))
+	}
+	if d.Invalid != "" {
+		attrs = append(attrs, slog.String("invalid", d.Invalid))
+	}
+	attrs = append(attrs, slog.String("api", d.API), slog.String("stage", d.Stage), slog.String("route", d.Route),
+		slog.String("key_id", d.KeyID), slog.String("customer", d.Customer))
+	s.log.LogAttrs(ctx, slog.LevelDebug, "denied", attrs...)
 }
 
 // storeDown returns the answer for a request whose decision failed with

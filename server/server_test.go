@@ -191,3 +191,41 @@ func TestPprofAndNoop(t *testing.T) {
 		t.Fatalf("not noop: got %d for an unknown key, want 403", d.status)
 	}
 }
+
+// TestDenialLogLine guards issue 13's finding that a denial's debug line
+// did not say who asked for what, and that request:invalid did not say what
+// was invalid. The path is logged as matched: never its query string.
+func TestDenialLogLine(t *testing.T) {
+	h := serve(t, testPolicy(t), nil)
+	steps := []struct {
+		edit func(*authv3.AttributeContext_HttpRequest, *corev3.SocketAddress)
+		want []string
+	}{
+		{func(r *authv3.AttributeContext_HttpRequest, _ *corev3.SocketAddress) {
+			r.Path = "/partners/p-1/transactions/?token=s3cret"
+		}, []string{`"reason":"key:missing","method":"POST","path":"/partners/p-1/transactions","ip":"198.51.100.7"`}},
+		{func(_ *authv3.AttributeContext_HttpRequest, a *corev3.SocketAddress) { a.Address = "bogus" },
+			[]string{`"reason":"request:invalid","method":"POST","path":"/partners/p-1/transactions","invalid":"client address \"bogus\" is not an IP address"`}},
+		{func(r *authv3.AttributeContext_HttpRequest, _ *corev3.SocketAddress) { r.Path = "/a%2Fb?token=s3cret" },
+			[]string{`"reason":"request:invalid","method":"POST","path":"","invalid":"path \"/a%2Fb\" holds an escaped slash (%2F)"`}},
+		{func(r *authv3.AttributeContext_HttpRequest, _ *corev3.SocketAddress) { r.Method = "" },
+			[]string{`"invalid":"no method"`}},
+	}
+	for i, s := range steps {
+		req := request("")
+		s.edit(req.Attributes.Request.Http, req.Attributes.Source.Address.GetSocketAddress())
+		before := len(h.logs.String())
+		if _, err := h.authz.Check(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		line := h.logs.String()[before:]
+		for _, want := range s.want {
+			if !strings.Contains(line, want) {
+				t.Errorf("step %d: got log %s, want it to hold %s", i, line, want)
+			}
+		}
+		if strings.Contains(line, "s3cret") {
+			t.Errorf("step %d: the query string was logged: %s", i, line)
+		}
+	}
+}
