@@ -15,7 +15,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/tollgate
-	$(GO) build -o $(BIN) ./cmd/tollgate
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/tollgate
 
 run: build ## serve the payments example: gRPC on :9001, admin API on 127.0.0.1:9002, state in ./tollgate-data
 	$(BIN) serve --policy $(POLICY) --grpc-addr :9001 --store $(STORE)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -27,10 +28,43 @@ import (
 )
 
 // newFlags returns a flag set that reports to stderr and does not exit.
+// Its -h prints the command's synopsis and description (commandHelp), then
+// the flags.
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("tollgate "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		h, ok := commandHelp[name]
+		if !ok {
+			h = [2]string{"[flags]", ""}
+		}
+		fmt.Fprintf(fs.Output(), "usage: tollgate %s %s\n", name, h[0])
+		if h[1] != "" {
+			fmt.Fprintf(fs.Output(), "\n%s\n", h[1])
+		}
+		fmt.Fprintf(fs.Output(), "\nflags:\n")
+		fs.PrintDefaults()
+	}
 	return fs
+}
+
+// commandHelp is each command's synopsis and description, for -h.
+var commandHelp = map[string][2]string{
+	"serve": {"--policy FILE [flags]", `Serve the policy to Envoy: ext_authz Check, ext_proc Process and the gRPC health
+service on the gRPC address, and the admin API (keys, usage, metrics, health) on the
+admin address. The policy reloads on SIGHUP and when its file changes; a bad file keeps
+the old policy. SIGTERM or SIGINT stops gracefully (counts are written first).`},
+	"check": {"[--policy] FILE...", `Validate policy files and print every error of each (file, field path, value).
+Exit status 1 when any file has an error.`},
+	"key new": {"", `Print a fresh random API key value and its sha256 hash, for a policy's api_keys
+(only the hash goes in the file; give the value to the customer).`},
+	"decide": {"--policy FILE --method M --path P [flags]", `Print the decision for one request, as a server with fresh state would make it:
+verdict, status, reason, stage, route, key and the limits that applied.`},
+	"load": {"[prepare] [flags]", `Send ext_authz or ext_proc load to a running tollgate and report the decisions
+per second and their latency. 'tollgate load prepare' first seeds a store with the
+run-time keys that keyed requests use (run 'tollgate load prepare -h').`},
+	"load prepare": {"--store URL --plan P [flags]", `Seed a store with the run-time keys that 'tollgate load' sends, before the server
+starts on that store.`},
 }
 
 // parse parses args, turning -h and bad flags into exit statuses.
@@ -143,17 +177,43 @@ func adminToken(file string) (string, error) {
 
 func runCheck(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("check", stderr)
-	file := fs.String("policy", "policy.yaml", "policy `file`")
-	if err := parse(fs, args); err != nil {
-		return err
+	file := fs.String("policy", "", "policy `file` (or name the files after the flags)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitError(0)
+		}
+		return exitError(2)
 	}
-	p, err := policyfile.Load(*file)
-	if err != nil {
-		fmt.Fprintln(stdout, err)
+	files := fs.Args()
+	if *file != "" {
+		files = append([]string{*file}, files...)
+	}
+	if len(files) == 0 {
+		fmt.Fprintln(stderr, "tollgate check: name a policy file: tollgate check policy.yaml")
+		return exitError(2)
+	}
+	bad := false
+	for _, f := range files {
+		p, err := policyfile.Load(f)
+		if err != nil {
+			fmt.Fprintln(stdout, err)
+			bad = true
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: ok (%s, %s)\n", p.File, count(len(p.StageNames()), "stage"), count(len(p.PlanNames()), "plan"))
+	}
+	if bad {
 		return exitError(1)
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d stages, %d plans)\n", p.File, len(p.StageNames()), len(p.PlanNames()))
 	return nil
+}
+
+// count writes n and the noun, plural unless n is 1: "1 stage", "3 plans".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func runKeyNew(args []string, stdout, stderr io.Writer) error {
@@ -215,6 +275,12 @@ func runDecide(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--at %q: %w", *at, err)
 		}
 	}
+	if _, err := netip.ParseAddr(r.Peer); err != nil {
+		if _, err := netip.ParseAddrPort(r.Peer); err != nil {
+			fmt.Fprintf(stderr, "tollgate decide: --ip %q is not an IP address (such as 198.51.100.7 or 2001:db8::7)\n", r.Peer)
+			return exitError(2)
+		}
+	}
 	if *key != "" {
 		headers[p.KeyHeader()] = *key
 	}
@@ -232,6 +298,9 @@ func runDecide(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, " %s", d.Reason)
 	}
 	fmt.Fprintln(stdout)
+	if d.Invalid != "" {
+		fmt.Fprintf(stdout, "invalid:  %s\n", d.Invalid)
+	}
 	if d.Stage != "" {
 		fmt.Fprintf(stdout, "stage:    %s/%s\n", d.API, d.Stage)
 	}
@@ -245,12 +314,22 @@ func runDecide(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "body:     %s\n", d.Body)
 	}
 	if d.RetryAfter > 0 {
-		fmt.Fprintf(stdout, "retry:    %s\n", d.RetryAfter)
+		fmt.Fprintf(stdout, "retry:    %s\n", wait(d.RetryAfter))
 	}
 	for _, l := range d.AppliedLimits() {
-		fmt.Fprintf(stdout, "limit:    %-8s %d of %d left, window %s, reset in %s\n", l.Tier, l.Remaining, l.Quota, l.Window, l.Reset)
+		fmt.Fprintf(stdout, "limit:    %-8s %d of %d left, window %s, reset in %s\n", l.Tier, l.Remaining, l.Quota, wait(l.Window), wait(l.Reset))
 	}
 	return nil
+}
+
+// wait writes a limit's duration for people: whole seconds, rounded up as
+// Retry-After is ("11h48m60s" reads "11h49m0s"), or milliseconds under a
+// second.
+func wait(d time.Duration) string {
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return ((d + time.Second - 1) / time.Second * time.Second).String()
 }
 
 // decisionJSON is the --json form of a decision.
@@ -264,12 +343,13 @@ func decisionJSON(d *policy.Decision) any {
 	}
 	limits := []limit{}
 	for _, l := range d.AppliedLimits() {
-		limits = append(limits, limit{l.Tier.String(), l.Quota, l.Window.String(), l.Remaining, l.Reset.String()})
+		limits = append(limits, limit{l.Tier.String(), l.Quota, wait(l.Window), l.Remaining, wait(l.Reset)})
 	}
 	return struct {
 		Verdict    string  `json:"verdict"`
 		Status     int     `json:"status"`
 		Reason     string  `json:"reason,omitempty"`
+		Invalid    string  `json:"invalid,omitempty"`
 		Body       string  `json:"body,omitempty"`
 		RetryAfter string  `json:"retry_after,omitempty"`
 		API        string  `json:"api,omitempty"`
@@ -279,12 +359,12 @@ func decisionJSON(d *policy.Decision) any {
 		Customer   string  `json:"customer,omitempty"`
 		Plan       string  `json:"plan,omitempty"`
 		Limits     []limit `json:"limits"`
-	}{d.Verdict.String(), d.Status, string(d.Reason), d.Body, durationOrEmpty(d.RetryAfter), d.API, d.Stage, d.Route, d.KeyID, d.Customer, d.Plan, limits}
+	}{d.Verdict.String(), d.Status, string(d.Reason), d.Invalid, d.Body, durationOrEmpty(d.RetryAfter), d.API, d.Stage, d.Route, d.KeyID, d.Customer, d.Plan, limits}
 }
 
 func durationOrEmpty(d time.Duration) string {
 	if d == 0 {
 		return ""
 	}
-	return d.String()
+	return wait(d)
 }

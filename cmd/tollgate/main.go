@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	_ "time/tzdata" // quota time zones work on hosts without a zoneinfo database
@@ -37,13 +38,15 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e))
 const usage = `usage: tollgate <command> [flags]
 
 commands:
-  serve    serve ext_authz and gRPC health for Envoy
+  serve    serve ext_authz Check, ext_proc and gRPC health for Envoy, and the admin API
   check    validate a policy file and print every error
   key new  print a fresh API key value and its sha256 hash
   decide   print the decision for one request, without a server
   keys     list, create, change, rotate and delete API keys (admin API)
   usage    show daily usage per customer, or grant more quota (admin API)
   load     send ext_authz or ext_proc load to a tollgate and report what it measured
+           (load prepare: seed a store with the keys it sends)
+  version  print the version (also --version)
 
 Run 'tollgate <command> -h' for the flags of a command.
 `
@@ -73,6 +76,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runUsage(ctx, args[1:], stdout, stderr)
 	case "load":
 		return runLoad(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, version())
+		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -80,4 +86,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "tollgate: unknown command %q\n\n%s", args[0], usage)
 		return exitError(2)
 	}
+}
+
+// version describes this build: the module version (or "devel"), the
+// commit it was built from when known, and the Go version.
+func version() string {
+	v, commit, dirty := "devel", "", false
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "tollgate " + v
+	}
+	if mv := info.Main.Version; mv != "" && mv != "(devel)" {
+		v = mv
+	}
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			commit = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	out := "tollgate " + v
+	if commit != "" {
+		out += " (commit " + commit[:min(12, len(commit))]
+		if dirty {
+			out += ", modified"
+		}
+		out += ")"
+	}
+	return out + " " + info.GoVersion
 }

@@ -99,9 +99,55 @@ func TestDecide(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"frobnicate"}, {"key"}, {"check", "--nope"}, {"check", "extra"}} {
+	for _, args := range [][]string{{}, {"frobnicate"}, {"key"}, {"check", "--nope"}, {"check"}} {
 		if _, _, status := runArgs(t, args...); status != 2 {
 			t.Errorf("%v: got status %d, want 2", args, status)
 		}
+	}
+}
+
+// TestOperatorPaperCuts guards the command-line findings of issue 13.
+func TestOperatorPaperCuts(t *testing.T) {
+	// check takes the file as an argument too, several at once.
+	out, _, status := runArgs(t, "check", example, "../../envoy/testdata/tight.yaml")
+	if status != 0 || !strings.Contains(out, "payments/policy.yaml: ok (1 stage, 3 plans)") || !strings.Contains(out, "tight.yaml: ok (2 stages,") {
+		t.Errorf("check FILE FILE: got status %d, output %q", status, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("version: 2\n"), 0o644)
+	if out, _, status := runArgs(t, "check", example, bad); status != 1 || !strings.Contains(out, "ok") || !strings.Contains(out, bad+": version:") {
+		t.Errorf("check good bad: got status %d, output %q, want 1 with both results", status, out)
+	}
+	// --version and version.
+	for _, arg := range []string{"--version", "version"} {
+		if out, _, status := runArgs(t, arg); status != 0 || !strings.HasPrefix(out, "tollgate ") || !strings.Contains(out, " go1.") {
+			t.Errorf("%s: got status %d, output %q", arg, status, out)
+		}
+	}
+	// Each command's -h says what it does; serve's names ext_proc, load's
+	// names prepare.
+	for cmd, want := range map[string]string{"serve": "ext_proc Process", "load": "tollgate load prepare", "check": "Validate",
+		"decide": "Print the decision"} {
+		_, errOut, status := runArgs(t, cmd, "-h")
+		if status != 0 || !strings.Contains(errOut, want) || !strings.Contains(errOut, "usage: tollgate "+cmd) {
+			t.Errorf("%s -h: got status %d, output %q, want %q in it", cmd, status, errOut, want)
+		}
+	}
+	if out, _, _ := runArgs(t, "help"); !strings.Contains(out, "ext_proc") || !strings.Contains(out, "load prepare") {
+		t.Errorf("help: got %q, want ext_proc and load prepare named", out)
+	}
+	// decide: a bad --ip is a usage error that says so; durations read
+	// in whole seconds; an unreadable path says what is wrong.
+	if _, errOut, status := runArgs(t, "decide", "--policy", example, "--ip", "bogus"); status != 2 || !strings.Contains(errOut, `--ip "bogus" is not an IP address`) {
+		t.Errorf("decide --ip bogus: got status %d, stderr %q, want 2 and the reason", status, errOut)
+	}
+	out, _, _ = runArgs(t, "decide", "--policy", example, "--method", "POST", "--path", "/partners/9/transactions",
+		"--key", "tg_demo_free_0000000000000001", "--at", "2026-11-20T12:11:00.828Z")
+	if !strings.Contains(out, "reset in 11h49m0s") || strings.Contains(out, ".828") {
+		t.Errorf("decide: got %q, want the quota reset in whole seconds", out)
+	}
+	out, _, _ = runArgs(t, "decide", "--policy", example, "--method", "POST", "--path", "/a%2Fb")
+	if !strings.Contains(out, "deny 400 request:invalid\ninvalid:  path \"/a%2Fb\" holds an escaped slash (%2F)") {
+		t.Errorf("decide bad path: got %q, want what is invalid", out)
 	}
 }
