@@ -26,7 +26,10 @@ type walkStep struct {
 	method, path string
 	headers      map[string]string
 	times        int
-	want         *walkAnswer // nil: sent, not shown
+	// until: the step is sent up to times times, until the answer has
+	// this status (0: sent times times).
+	until int
+	want  *walkAnswer // nil: sent, not shown
 	block        int         // the sh block it is in
 }
 
@@ -39,6 +42,7 @@ type walkAnswer struct {
 var (
 	fence     = regexp.MustCompile("(?s)```(sh|http)\n(.*?)```")
 	seqLoop   = regexp.MustCompile(`^for i in \$\(seq (\d+)\); do (curl .*); done$`)
+	untilLoop = regexp.MustCompile(`^for i in \$\(seq (\d+)\); do (curl .*) > (\S+); grep -q '\^HTTP/1\.1 (\d+)' (\S+) && break; done; cat (\S+)$`)
 	shellWord = regexp.MustCompile(`'[^']*'|"[^"]*"|\S+`)
 )
 
@@ -62,12 +66,21 @@ func parseWalkthrough(t *testing.T, text string) []walkStep {
 			if !strings.Contains(line, "localhost:8080") {
 				continue
 			}
-			times := 1
-			if lm := seqLoop.FindStringSubmatch(line); lm != nil {
+			times, until := 1, 0
+			if lm := untilLoop.FindStringSubmatch(line); lm != nil {
+				if lm[3] != lm[5] || lm[3] != lm[6] {
+					t.Fatalf("%q: the loop writes %s but reads %s and shows %s", line, lm[3], lm[5], lm[6])
+				}
+				times, _ = strconv.Atoi(lm[1])
+				until, _ = strconv.Atoi(lm[4])
+				line = lm[2]
+			} else if lm := seqLoop.FindStringSubmatch(line); lm != nil {
 				times, _ = strconv.Atoi(lm[1])
 				line = lm[2]
 			}
-			steps = append(steps, parseCurl(t, line, times, block))
+			s := parseCurl(t, line, times, block)
+			s.until = until
+			steps = append(steps, s)
 		}
 	}
 	return steps
@@ -190,14 +203,22 @@ func tollgateHeader(name string) bool {
 // ext_proc, over real gRPC), against the payments policy; a person's pause
 // of 3 seconds separates the blocks. Every shown answer must match: the
 // status, the body, every header shown (… matches anything) and no header
-// of tollgate's that is not shown.
+// of tollgate's that is not shown. The loops that send until an answer
+// must get there whatever the client's pace: all at one instant, or a
+// request every 80ms (12.5 a second, slower than curl on any machine).
 func TestWalkthrough(t *testing.T) {
+	for _, pace := range []time.Duration{0, 80 * time.Millisecond} {
+		t.Run(pace.String(), func(t *testing.T) { walkthrough(t, pace) })
+	}
+}
+
+func walkthrough(t *testing.T, pace time.Duration) {
 	readme, err := os.ReadFile(filepath.Join(paymentsDir, "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	steps := parseWalkthrough(t, string(readme))
-	if len(steps) < 8 {
+	if len(steps) < 7 {
 		t.Fatalf("got %d walkthrough steps, want the whole walkthrough", len(steps))
 	}
 	data, err := os.ReadFile(filepath.Join(paymentsDir, "envoy.yaml"))
@@ -235,7 +256,7 @@ func TestWalkthrough(t *testing.T) {
 			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 				Method: s.method, Path: s.path, Host: "localhost:8080", Headers: s.headers}}}}
 		var got seen
-		for range s.times {
+		for n := range s.times {
 			if filter == "ext_authz" {
 				resp, err := authz.Check(context.Background(), req)
 				if err != nil {
@@ -245,6 +266,17 @@ func TestWalkthrough(t *testing.T) {
 			} else {
 				msg, _ := procFromCheck(req)
 				got = procSeen(t, proc, msg, md)
+			}
+			if s.until != 0 && got.status == s.until {
+				break
+			}
+			if s.until != 0 && n == s.times-1 {
+				t.Errorf("step %d: no %d in %d requests at a pace of %v", i, s.until, s.times, pace)
+			}
+			if s.times > 1 {
+				// A loop's requests go at the client's pace.
+				now = now.Add(pace)
+				e.set(now)
 			}
 		}
 		if s.want == nil {
