@@ -84,8 +84,13 @@ func (pl *Plan) UsageKey(customer string, day time.Time) Key {
 }
 
 // ValidKeyID reports whether s is a valid key id or customer name, as the
-// policy file requires them: 1 to 64 letters, digits, "_", "." and "-".
-func ValidKeyID(s string) bool { return validName(s, 64) }
+// policy file requires them: 1 to 64 letters, digits, "_", "." and "-", but
+// not "." or ".." (a URL path segment of either names no key: a client or
+// a proxy resolves /v1/keys/.. to /v1).
+func ValidKeyID(s string) bool { return validName(s, 64) && s != "." && s != ".." }
+
+// KeyIDRule describes the valid ids and customers, for messages.
+const KeyIDRule = `1 to 64 letters, digits, "_", "." and "-", not "." or ".."`
 
 // CheckKeyPlans checks the plans of a key created at run time by the rules
 // of the policy file's api_keys[].plans: at least one, each a usage plan of

@@ -114,7 +114,7 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 			fail(w, http.StatusServiceUnavailable, "the admin API is off: no admin token is configured (--admin-token-file or TOLLGATE_ADMIN_TOKEN)")
 			return
 		}
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		token, ok := bearerToken(r.Header.Get("Authorization"))
 		// Both sides are hashed first, so that the comparison takes the
 		// same time whatever the token's length.
 		got := sha256.Sum256([]byte(token))
@@ -129,6 +129,17 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r)
 	}
+}
+
+// bearerToken returns the token of an "Authorization: Bearer <token>"
+// header. The scheme is case-insensitive (RFC 7235 §2.1: "bearer" is
+// "Bearer"); the token is taken as it is.
+func bearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimLeft(token, " "), true
 }
 
 // writeJSON answers code with v as JSON.

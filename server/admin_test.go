@@ -234,7 +234,7 @@ func TestAdminBadInput(t *testing.T) {
 		{"POST", "/v1/keys", `{"plans":["free"],"expires":"next week"}`, nil, 400, `"next week" is not an RFC 3339 time`},
 		{"POST", "/v1/keys", `{"plans":["free"],"expires":"2020-01-01T00:00:00Z"}`, nil, 400, "is not in the future"},
 		{"POST", "/v1/keys", `{"plans":["free"],"name":"a\u0007b"}`, nil, 400, "not printable"},
-		{"POST", "/v1/keys", `{"id":"x y","plans":["gold"]}`, nil, 400, `body: id: "x y" is not valid (1 to 64 letters, digits, "_", "." and "-"); body: plans[0]: "gold"`},
+		{"POST", "/v1/keys", `{"id":"x y","plans":["gold"]}`, nil, 400, `body: id: "x y" is not valid (1 to 64 letters, digits, "_", "." and "-", not "." or ".."); body: plans[0]: "gold"`},
 		{"PATCH", "/v1/keys/rt-1", `{}`, nil, 400, "nothing to change"},
 		{"PATCH", "/v1/keys/rt-1", `{"plans":["gold"]}`, nil, 400, `"gold" is not a usage plan`},
 		{"PATCH", "/v1/keys/rt-1", `{"expires":5}`, nil, 400, "expires: 5 is not an RFC 3339 time"},

@@ -73,7 +73,7 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
 		bad.add("query: plan: %q is not a usage plan (plans: %v)", q["plan"], p.PlanNames())
 	}
 	if c, ok := q["customer"]; ok && !policy.ValidKeyID(c) {
-		bad.add("query: customer: %q is not valid (1 to 64 letters, digits, \"_\", \".\" and \"-\")", c)
+		bad.add("query: customer: %q is not valid (%s)", c, policy.KeyIDRule)
 	}
 	parseDay := func(name string) time.Time {
 		v, ok := q[name]
@@ -252,7 +252,7 @@ func (s *Server) grant(w http.ResponseWriter, r *http.Request) {
 	customer := r.PathValue("customer")
 	var bad problems
 	if !policy.ValidKeyID(customer) {
-		bad.add("path: customer: %q is not valid (1 to 64 letters, digits, \"_\", \".\" and \"-\")", customer)
+		bad.add("path: customer: %q is not valid (%s)", customer, policy.KeyIDRule)
 	}
 	pl := p.Plan(body.Plan)
 	switch {

@@ -46,6 +46,7 @@ type keyRecord struct {
 	hash                        [sha256.Size]byte
 	text                        uint32 // offset of the id in keyring.text
 	idLen, customerLen, nameLen uint32
+	rotatedLen                  uint32 // RotatedTo, after the name
 	plans                       uint32
 	expSec, createdSec          int64
 	expNsec, createdNsec        int32
@@ -87,12 +88,14 @@ func (r *keyring) id(i uint32) string {
 // key decodes record i.
 func (r *keyring) key(i uint32) *policy.APIKey {
 	rec := &r.recs[i]
-	n := rec.idLen + rec.customerLen + rec.nameLen
+	n := rec.textLen()
 	s := string(r.text[rec.text : rec.text+n]) // one string; the fields share it
+	name := rec.idLen + rec.customerLen
 	k := &policy.APIKey{
-		ID:       s[:rec.idLen],
-		Customer: s[rec.idLen : rec.idLen+rec.customerLen],
-		Name:     s[rec.idLen+rec.customerLen:],
+		ID:        s[:rec.idLen],
+		Customer:  s[rec.idLen:name],
+		Name:      s[name : name+rec.nameLen],
+		RotatedTo: s[name+rec.nameLen:],
 		Hash:     rec.hash,
 		Plans:    r.plans[rec.plans],
 		Enabled:  rec.enabled,
@@ -104,6 +107,11 @@ func (r *keyring) key(i uint32) *policy.APIKey {
 		k.Created = time.Unix(rec.createdSec, int64(rec.createdNsec)).UTC()
 	}
 	return k
+}
+
+// textLen is the length of the record's text.
+func (rec *keyRecord) textLen() uint32 {
+	return rec.idLen + rec.customerLen + rec.nameLen + rec.rotatedLen
 }
 
 // planCode is the plan list's key in planIndex: nil and empty differ, and
@@ -139,8 +147,9 @@ func (r *keyring) put(k *policy.APIKey) {
 	rec := keyRecord{
 		hash: k.Hash, text: uint32(len(r.text)), plans: pi, enabled: k.Enabled, used: true,
 		idLen: uint32(len(k.ID)), customerLen: uint32(len(k.Customer)), nameLen: uint32(len(k.Name)),
+		rotatedLen: uint32(len(k.RotatedTo)),
 	}
-	r.text = append(append(append(r.text, k.ID...), k.Customer...), k.Name...)
+	r.text = append(append(append(append(r.text, k.ID...), k.Customer...), k.Name...), k.RotatedTo...)
 	if !k.Expires.IsZero() {
 		rec.hasExp, rec.expSec, rec.expNsec = true, k.Expires.Unix(), int32(k.Expires.Nanosecond())
 	}
@@ -185,7 +194,7 @@ func (r *keyring) remove(i uint32) {
 	if j, ok := r.byHash[rec.hash]; ok && j == i {
 		delete(r.byHash, rec.hash)
 	}
-	r.garbage += int(rec.idLen + rec.customerLen + rec.nameLen)
+	r.garbage += int(rec.textLen())
 	*rec = keyRecord{}
 	r.free = append(r.free, i)
 	if r.garbage >= compactMin && r.garbage > len(r.text)/2 {
@@ -201,7 +210,7 @@ func (r *keyring) compact() {
 		if !rec.used {
 			continue
 		}
-		n := rec.idLen + rec.customerLen + rec.nameLen
+		n := rec.textLen()
 		off := uint32(len(text))
 		text = append(text, r.text[rec.text:rec.text+n]...)
 		rec.text = off
@@ -214,7 +223,7 @@ func (r *keyring) compact() {
 func sameKey(a, b *policy.APIKey) bool {
 	return a.ID == b.ID && a.Customer == b.Customer && a.Name == b.Name && a.Hash == b.Hash &&
 		(a.Plans == nil) == (b.Plans == nil) && slices.Equal(a.Plans, b.Plans) && a.Enabled == b.Enabled &&
-		a.Expires.Equal(b.Expires) && a.Created.Equal(b.Created)
+		a.Expires.Equal(b.Expires) && a.Created.Equal(b.Created) && a.RotatedTo == b.RotatedTo
 }
 
 // KeysInMemory reports that key lookups are answered from memory, at no
