@@ -96,9 +96,9 @@ func (r *keyring) key(i uint32) *policy.APIKey {
 		Customer:  s[rec.idLen:name],
 		Name:      s[name : name+rec.nameLen],
 		RotatedTo: s[name+rec.nameLen:],
-		Hash:     rec.hash,
-		Plans:    r.plans[rec.plans],
-		Enabled:  rec.enabled,
+		Hash:      rec.hash,
+		Plans:     r.plans[rec.plans],
+		Enabled:   rec.enabled,
 	}
 	if rec.hasExp {
 		k.Expires = time.Unix(rec.expSec, int64(rec.expNsec)).UTC()
