@@ -38,6 +38,9 @@ type keyring struct {
 	// planCode.
 	plans     [][]string
 	planIndex map[string]uint32
+	// idOrder and customerOrder list the records by id, and by customer
+	// then id, for KeysAfter and CustomerKeysAfter.
+	idOrder, customerOrder keyOrder
 }
 
 // keyRecord is a stored key. Times are UTC, kept as seconds and
@@ -65,6 +68,7 @@ func (r *keyring) init() {
 	r.byID = make(map[uint64]uint32)
 	r.idOverflow = make(map[string]uint32)
 	r.planIndex = make(map[string]uint32)
+	r.idOrder.cmp, r.customerOrder.cmp = byIDOrder, byCustomerOrder
 }
 
 // find returns the index of the record of the id.
@@ -128,11 +132,45 @@ func planCode(plans []string) string {
 	return string(b)
 }
 
-// put stores k, replacing the key with its id.
+// put stores k, replacing the key with its id. A key that keeps its
+// customer keeps its record and its places in the orders.
 func (r *keyring) put(k *policy.APIKey) {
 	if i, ok := r.find(k.ID); ok {
+		if compareText(r.customerBytes(i), k.Customer) == 0 {
+			old := &r.recs[i]
+			if j, ok := r.byHash[old.hash]; ok && j == i {
+				delete(r.byHash, old.hash)
+			}
+			r.garbage += int(old.textLen())
+			r.recs[i] = r.record(k)
+			r.byHash[k.Hash] = i
+			r.maybeCompact()
+			return
+		}
 		r.remove(i)
 	}
+	rec := r.record(k)
+	var i uint32
+	if n := len(r.free); n > 0 {
+		i, r.free = r.free[n-1], r.free[:n-1]
+		r.recs[i] = rec
+	} else {
+		i = uint32(len(r.recs))
+		r.recs = append(r.recs, rec)
+	}
+	h := r.hashID(k.ID)
+	if _, taken := r.byID[h]; taken {
+		r.idOverflow[k.ID] = i
+	} else {
+		r.byID[h] = i
+	}
+	r.byHash[k.Hash] = i
+	r.idOrder.add(r, i)
+	r.customerOrder.add(r, i)
+}
+
+// record returns k's record, its text appended to the keyring's.
+func (r *keyring) record(k *policy.APIKey) keyRecord {
 	code := planCode(k.Plans)
 	pi, ok := r.planIndex[code]
 	if !ok {
@@ -156,25 +194,13 @@ func (r *keyring) put(k *policy.APIKey) {
 	if !k.Created.IsZero() {
 		rec.hasCreated, rec.createdSec, rec.createdNsec = true, k.Created.Unix(), int32(k.Created.Nanosecond())
 	}
-	var i uint32
-	if n := len(r.free); n > 0 {
-		i, r.free = r.free[n-1], r.free[:n-1]
-		r.recs[i] = rec
-	} else {
-		i = uint32(len(r.recs))
-		r.recs = append(r.recs, rec)
-	}
-	h := r.hashID(k.ID)
-	if _, taken := r.byID[h]; taken {
-		r.idOverflow[k.ID] = i
-	} else {
-		r.byID[h] = i
-	}
-	r.byHash[k.Hash] = i
+	return rec
 }
 
 // remove deletes record i.
 func (r *keyring) remove(i uint32) {
+	r.idOrder.remove(r, i)
+	r.customerOrder.remove(r, i)
 	rec := &r.recs[i]
 	id := r.id(i)
 	if _, ok := r.idOverflow[id]; ok {
@@ -197,6 +223,11 @@ func (r *keyring) remove(i uint32) {
 	r.garbage += int(rec.textLen())
 	*rec = keyRecord{}
 	r.free = append(r.free, i)
+	r.maybeCompact()
+}
+
+// maybeCompact compacts the text when most of it is garbage.
+func (r *keyring) maybeCompact() {
 	if r.garbage >= compactMin && r.garbage > len(r.text)/2 {
 		r.compact()
 	}
