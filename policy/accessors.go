@@ -3,6 +3,7 @@ package policy
 import (
 	"net/netip"
 	"slices"
+	"sort"
 	"time"
 )
 
@@ -21,6 +22,27 @@ func (p *Policy) KeyByID(id string) *APIKey { return p.keysByID[id] }
 
 // KeyIDs returns the ids of the policy file's API keys, sorted.
 func (p *Policy) KeyIDs() []string { return sortedNames(p.keysByID) }
+
+// KeysAfter returns at most limit of the policy file's keys whose ids sort
+// after after ("": from the first), in id order, in O(log n + limit). The
+// keys are shared: callers must not modify them.
+func (p *Policy) KeysAfter(after string, limit int) []*APIKey {
+	keys := p.keysInIDOrder
+	at := sort.Search(len(keys), func(i int) bool { return keys[i].ID > after })
+	return keys[at:min(at+limit, len(keys)):min(at+limit, len(keys))]
+}
+
+// CustomerKeysAfter returns at most limit of the policy file's keys that
+// sort after the customer and id given, in the order of customer, then id.
+// The keys are shared: callers must not modify them.
+func (p *Policy) CustomerKeysAfter(customer, id string, limit int) []*APIKey {
+	keys := p.keysInCustomerOrder
+	at := sort.Search(len(keys), func(i int) bool {
+		k := keys[i]
+		return k.Customer > customer || k.Customer == customer && k.ID > id
+	})
+	return keys[at:min(at+limit, len(keys)):min(at+limit, len(keys))]
+}
 
 // StageNames returns the "api/stage" names of the stages, sorted.
 func (p *Policy) StageNames() []string { return sortedNames(p.stages) }

@@ -688,6 +688,13 @@ func (c *compiler) keys(path string, v any) {
 	for i, item := range c.list(path, v) {
 		c.key(index(path, i), path, i, item, ids, hashes)
 	}
+	c.p.keysInIDOrder = make([]*APIKey, 0, len(c.p.keysByID))
+	for _, k := range c.p.keysByID {
+		c.p.keysInIDOrder = append(c.p.keysInIDOrder, k)
+	}
+	slices.SortFunc(c.p.keysInIDOrder, func(a, b *APIKey) int { return strings.Compare(a.ID, b.ID) })
+	c.p.keysInCustomerOrder = slices.Clone(c.p.keysInIDOrder)
+	slices.SortStableFunc(c.p.keysInCustomerOrder, func(a, b *APIKey) int { return strings.Compare(a.Customer, b.Customer) })
 }
 
 // key compiles api_keys[i]; ids and hashes map those seen to their index.

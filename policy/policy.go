@@ -36,6 +36,9 @@ type Policy struct {
 	plans    map[string]*Plan
 	keys     map[[sha256.Size]byte]*APIKey
 	keysByID map[string]*APIKey
+	// keysInIDOrder and keysInCustomerOrder hold the keys by id, and by
+	// customer then id, for KeysAfter and CustomerKeysAfter.
+	keysInIDOrder, keysInCustomerOrder []*APIKey
 
 	waf waf
 }

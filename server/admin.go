@@ -182,6 +182,12 @@ func (s *Server) failWith(w http.ResponseWriter, err error) {
 		fail(w, he.code, "%s", he.msg)
 		return
 	}
+	if errors.Is(err, context.Canceled) {
+		// The request's context: the client went away, or the server is
+		// stopping (Serve cancels the admin calls in flight).
+		fail(w, http.StatusServiceUnavailable, "the call was cancelled: the server is stopping or the client went away")
+		return
+	}
 	if errors.Is(err, policy.ErrKeyChanged) {
 		fail(w, http.StatusConflict, "%v while this one ran: read it again and retry", err)
 		return

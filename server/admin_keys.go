@@ -72,20 +72,6 @@ func viewOf(k *policy.APIKey) KeyView {
 	return v
 }
 
-// allKeys returns the policy file's keys and the run-time keys, by id (a
-// run-time key before a policy key of the same id).
-func (s *Server) allKeys(p *policy.Policy) ([]*policy.APIKey, error) {
-	keys, err := s.store.RuntimeKeys()
-	if err != nil {
-		return nil, err
-	}
-	for _, id := range p.KeyIDs() {
-		keys = append(keys, p.KeyByID(id))
-	}
-	slices.SortStableFunc(keys, func(a, b *policy.APIKey) int { return strings.Compare(a.ID, b.ID) })
-	return keys, nil
-}
-
 // findKey returns the key with the id: the run-time key if there is one,
 // else the policy file's, else a 404 error.
 func (s *Server) findKey(p *policy.Policy, id string) (*policy.APIKey, error) {
@@ -204,32 +190,6 @@ func (p *problems) parseExpires(s string, now time.Time) time.Time {
 		p.add("body: expires: %s is not in the future", s)
 	}
 	return t
-}
-
-// listKeys answers GET /v1/keys: every key, never a value. The query may
-// filter by customer and plan.
-func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
-	q, err := queryParams(r.URL.Query(), "customer", "plan")
-	if err != nil {
-		s.failWith(w, err)
-		return
-	}
-	keys, err := s.allKeys(s.policy.Load())
-	if err != nil {
-		s.failWith(w, err)
-		return
-	}
-	views := []KeyView{}
-	for _, k := range keys {
-		if c := q["customer"]; c != "" && k.Customer != c {
-			continue
-		}
-		if pl := q["plan"]; pl != "" && !slices.Contains(k.Plans, pl) {
-			continue
-		}
-		views = append(views, viewOf(k))
-	}
-	writeJSON(w, http.StatusOK, map[string][]KeyView{"keys": views})
 }
 
 // getKey answers GET /v1/keys/{id}.

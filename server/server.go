@@ -137,6 +137,8 @@ type Server struct {
 
 	admin    *http.Server // nil: the admin API is off
 	adminLis net.Listener
+	// adminCtx is the context of the admin calls, done when Serve stops.
+	adminCtx context.Context
 }
 
 // loadState is the outcome of the last policy load.
@@ -325,6 +327,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	attrs := []any{"grpc", s.lis.Addr().String(), "policy", s.cfg.PolicyFile, "store", s.cfg.Store}
 	if s.admin != nil {
 		servers++
+		// Admin calls run in ctx: when the server stops, a call in
+		// flight (a long usage report) is cancelled instead of running on
+		// past the stop and holding it up to ShutdownGrace.
+		s.adminCtx = ctx
+		s.admin.BaseContext = func(net.Listener) context.Context { return ctx }
 		go func() {
 			if err := s.admin.Serve(s.adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("admin serve: %w", err)
