@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/policy"
 )
@@ -145,5 +148,55 @@ func TestUsagePaging(t *testing.T) {
 	}
 	if !strings.Contains(h.call("GET", "/v1/usage?plan=enterprise&start=2026-11-20&end=2026-11-20", "").raw, "globex") {
 		t.Fatal("enterprise: globex missing")
+	}
+}
+
+// gatedCounters holds the first Counter call until released, and counts
+// the calls.
+type gatedCounters struct {
+	Store
+	entered, release chan struct{}
+	once             sync.Once
+	calls            atomic.Int64
+}
+
+func (g *gatedCounters) Counter(k policy.Key) (int64, int64, error) {
+	g.calls.Add(1)
+	g.once.Do(func() {
+		close(g.entered)
+		<-g.release
+	})
+	return g.Store.Counter(k)
+}
+
+// TestAdminCallCancelledAtStop: a large usage report in flight when the
+// server stops is cancelled (it used to run on to its end past SIGTERM):
+// once Serve has cancelled the admin calls' context, the report reads no
+// more counters and Serve returns.
+func TestAdminCallCancelledAtStop(t *testing.T) {
+	g := &gatedCounters{entered: make(chan struct{}), release: make(chan struct{})}
+	h := serveWrapped(t, testPolicy(t), func(c *Config) { c.ShutdownGrace = time.Hour },
+		func(s Store) Store { g.Store = s; return g })
+	for i := range 50 {
+		putKey(h.s.store, &policy.APIKey{ID: fmt.Sprintf("k%d", i), Customer: fmt.Sprintf("c%d", i), Plans: []string{"free"},
+			Enabled: true, Hash: hashOf(fmt.Sprintf("v%d", i))})
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		answered <- h.call("GET", "/v1/usage?plan=free&start=2025-11-21&end=2026-11-20&limit=1000", "")
+	}()
+	<-g.entered
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.stop() }()
+	<-h.s.adminCtx.Done() // Serve is stopping
+	close(g.release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	a := <-answered
+	a.want(t, "report", 503, "cancelled")
+	// 50 customers × 365 days were asked for; the call stopped at once.
+	if n := g.calls.Load(); n > 2 {
+		t.Fatalf("got %d counter reads, want the report to stop after the one in flight", n)
 	}
 }
