@@ -268,6 +268,9 @@ type readyState struct {
 		// LastReloadError is the error of the last reload when it failed:
 		// the policy loaded at LoadedAt is still served.
 		LastReloadError string `json:"last_reload_error,omitempty"`
+		// RuntimeKeysError names the run-time keys that did not fit the
+		// policy at start (they are refused) until a reload succeeds.
+		RuntimeKeysError string `json:"runtime_keys_error,omitempty"`
 	} `json:"policy"`
 	Store struct {
 		Status   string `json:"status"` // "ok" or "unreachable"
@@ -290,6 +293,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	st.Policy.File = s.cfg.PolicyFile
 	st.Policy.LoadedAt = ls.loadedAt.UTC()
 	st.Policy.LastReloadError = ls.err
+	st.Policy.RuntimeKeysError = ls.keysErr
 	st.Store.Status = "ok"
 	st.Store.Degraded = s.degraded.Load()
 	if s.replicas != nil {
