@@ -17,7 +17,7 @@ import (
 const keysUsage = `usage: tollgate keys <command> [flags] [ID]
 
 commands (through the admin API, SPEC §6):
-  list       list the keys (never their values)
+  list       list the keys, page by page (never their values)
   get        show one key
   create     create a key and print its value, shown this once
   enable     enable a key
@@ -232,7 +232,8 @@ func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cmd := newCommand("keys rotate", "[flags] ID [--grace 24h] [--new-id ID]",
 		"Makes a new key for the same customer, plans, name and expiry, and prints\n"+
 			"it with its value, shown this once; the old key ID keeps working until\n"+
-			"the grace ends. --json prints the new key only.\n", stderr)
+			"the grace ends. A key in its grace is not rotated again (409): rotate\n"+
+			"the new key. --json prints the new key only.\n", stderr)
 	var body struct {
 		Grace string `json:"grace"`
 		ID    string `json:"id,omitempty"`
