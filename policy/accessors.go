@@ -3,6 +3,7 @@ package policy
 import (
 	"net/netip"
 	"slices"
+	"sort"
 	"time"
 )
 
@@ -21,6 +22,27 @@ func (p *Policy) KeyByID(id string) *APIKey { return p.keysByID[id] }
 
 // KeyIDs returns the ids of the policy file's API keys, sorted.
 func (p *Policy) KeyIDs() []string { return sortedNames(p.keysByID) }
+
+// KeysAfter returns at most limit of the policy file's keys whose ids sort
+// after after ("": from the first), in id order, in O(log n + limit). The
+// keys are shared: callers must not modify them.
+func (p *Policy) KeysAfter(after string, limit int) []*APIKey {
+	keys := p.keysInIDOrder
+	at := sort.Search(len(keys), func(i int) bool { return keys[i].ID > after })
+	return keys[at:min(at+limit, len(keys)):min(at+limit, len(keys))]
+}
+
+// CustomerKeysAfter returns at most limit of the policy file's keys that
+// sort after the customer and id given, in the order of customer, then id.
+// The keys are shared: callers must not modify them.
+func (p *Policy) CustomerKeysAfter(customer, id string, limit int) []*APIKey {
+	keys := p.keysInCustomerOrder
+	at := sort.Search(len(keys), func(i int) bool {
+		k := keys[i]
+		return k.Customer > customer || k.Customer == customer && k.ID > id
+	})
+	return keys[at:min(at+limit, len(keys)):min(at+limit, len(keys))]
+}
 
 // StageNames returns the "api/stage" names of the stages, sorted.
 func (p *Policy) StageNames() []string { return sortedNames(p.stages) }
@@ -84,8 +106,13 @@ func (pl *Plan) UsageKey(customer string, day time.Time) Key {
 }
 
 // ValidKeyID reports whether s is a valid key id or customer name, as the
-// policy file requires them: 1 to 64 letters, digits, "_", "." and "-".
-func ValidKeyID(s string) bool { return validName(s, 64) }
+// policy file requires them: 1 to 64 letters, digits, "_", "." and "-", but
+// not "." or ".." (a URL path segment of either names no key: a client or
+// a proxy resolves /v1/keys/.. to /v1).
+func ValidKeyID(s string) bool { return validName(s, 64) && s != "." && s != ".." }
+
+// KeyIDRule describes the valid ids and customers, for messages.
+const KeyIDRule = `1 to 64 letters, digits, "_", "." and "-", not "." or ".."`
 
 // CheckKeyPlans checks the plans of a key created at run time by the rules
 // of the policy file's api_keys[].plans: at least one, each a usage plan of

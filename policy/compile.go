@@ -688,6 +688,13 @@ func (c *compiler) keys(path string, v any) {
 	for i, item := range c.list(path, v) {
 		c.key(index(path, i), path, i, item, ids, hashes)
 	}
+	c.p.keysInIDOrder = make([]*APIKey, 0, len(c.p.keysByID))
+	for _, k := range c.p.keysByID {
+		c.p.keysInIDOrder = append(c.p.keysInIDOrder, k)
+	}
+	slices.SortFunc(c.p.keysInIDOrder, func(a, b *APIKey) int { return strings.Compare(a.ID, b.ID) })
+	c.p.keysInCustomerOrder = slices.Clone(c.p.keysInIDOrder)
+	slices.SortStableFunc(c.p.keysInCustomerOrder, func(a, b *APIKey) int { return strings.Compare(a.Customer, b.Customer) })
 }
 
 // key compiles api_keys[i]; ids and hashes map those seen to their index.
@@ -703,8 +710,8 @@ func (c *compiler) key(path, listPath string, i int, v any, ids map[string]int, 
 		good = false
 	} else if id, ok := c.str(path, v); !ok {
 		good = false
-	} else if !validName(id, 64) {
-		c.errorf(path, "%q is not a valid key id (1 to 64 letters, digits, \"_\", \".\" and \"-\")", id)
+	} else if !ValidKeyID(id) {
+		c.errorf(path, "%q is not a valid key id (%s)", id, KeyIDRule)
 		good = false
 	} else if j, dup := ids[id]; dup {
 		c.errorf(path, "%q is also the id of %s", id, index(listPath, j))
@@ -717,8 +724,8 @@ func (c *compiler) key(path, listPath string, i int, v any, ids map[string]int, 
 	if path, v, ok := o.get("customer"); ok {
 		if s, ok := c.str(path, v); !ok {
 			good = false
-		} else if !validName(s, 64) {
-			c.errorf(path, "%q is not a valid customer (1 to 64 letters, digits, \"_\", \".\" and \"-\")", s)
+		} else if !ValidKeyID(s) {
+			c.errorf(path, "%q is not a valid customer (%s)", s, KeyIDRule)
 			good = false
 		} else {
 			k.Customer = s

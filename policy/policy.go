@@ -36,6 +36,9 @@ type Policy struct {
 	plans    map[string]*Plan
 	keys     map[[sha256.Size]byte]*APIKey
 	keysByID map[string]*APIKey
+	// keysInIDOrder and keysInCustomerOrder hold the keys by id, and by
+	// customer then id, for KeysAfter and CustomerKeysAfter.
+	keysInIDOrder, keysInCustomerOrder []*APIKey
 
 	waf waf
 }
@@ -187,6 +190,10 @@ type APIKey struct {
 	// Created is when a run-time key was created; zero for the policy
 	// file's keys.
 	Created time.Time
+	// RotatedTo is the id of the key that a rotation made to replace this
+	// run-time key; empty when it was never rotated. A rotated key works
+	// until its grace ends (Expires), and is not rotated again.
+	RotatedTo string
 	// FromPolicy is set for keys of the policy file (read-only at run time).
 	FromPolicy bool
 }

@@ -114,7 +114,7 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 			fail(w, http.StatusServiceUnavailable, "the admin API is off: no admin token is configured (--admin-token-file or TOLLGATE_ADMIN_TOKEN)")
 			return
 		}
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		token, ok := bearerToken(r.Header.Get("Authorization"))
 		// Both sides are hashed first, so that the comparison takes the
 		// same time whatever the token's length.
 		got := sha256.Sum256([]byte(token))
@@ -129,6 +129,17 @@ func (s *Server) authed(h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r)
 	}
+}
+
+// bearerToken returns the token of an "Authorization: Bearer <token>"
+// header. The scheme is case-insensitive (RFC 7235 §2.1: "bearer" is
+// "Bearer"); the token is taken as it is.
+func bearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimLeft(token, " "), true
 }
 
 // writeJSON answers code with v as JSON.
@@ -169,6 +180,12 @@ func (s *Server) failWith(w http.ResponseWriter, err error) {
 	var he *httpError
 	if errors.As(err, &he) {
 		fail(w, he.code, "%s", he.msg)
+		return
+	}
+	if errors.Is(err, context.Canceled) {
+		// The request's context: the client went away, or the server is
+		// stopping (Serve cancels the admin calls in flight).
+		fail(w, http.StatusServiceUnavailable, "the call was cancelled: the server is stopping or the client went away")
 		return
 	}
 	if errors.Is(err, policy.ErrKeyChanged) {
@@ -251,6 +268,9 @@ type readyState struct {
 		// LastReloadError is the error of the last reload when it failed:
 		// the policy loaded at LoadedAt is still served.
 		LastReloadError string `json:"last_reload_error,omitempty"`
+		// RuntimeKeysError names the run-time keys that did not fit the
+		// policy at start (they are refused) until a reload succeeds.
+		RuntimeKeysError string `json:"runtime_keys_error,omitempty"`
 	} `json:"policy"`
 	Store struct {
 		Status   string `json:"status"` // "ok" or "unreachable"
@@ -273,6 +293,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	st.Policy.File = s.cfg.PolicyFile
 	st.Policy.LoadedAt = ls.loadedAt.UTC()
 	st.Policy.LastReloadError = ls.err
+	st.Policy.RuntimeKeysError = ls.keysErr
 	st.Store.Status = "ok"
 	st.Store.Degraded = s.degraded.Load()
 	if s.replicas != nil {

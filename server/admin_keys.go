@@ -45,13 +45,16 @@ type KeyView struct {
 	Created  *time.Time `json:"created"` // null: a policy-file key
 	Source   string     `json:"source"`  // "policy" or "api"
 	Hash     string     `json:"hash"`    // "sha256:<hex>"
+	// RotatedTo is the key that replaced this one: it works until its
+	// grace ends (expires). Absent when it was never rotated.
+	RotatedTo string `json:"rotated_to,omitempty"`
 	// Value is the key itself, shown once: when it is created.
 	Value string `json:"value,omitempty"`
 }
 
 func viewOf(k *policy.APIKey) KeyView {
 	v := KeyView{ID: k.ID, Customer: k.Customer, Name: k.Name, Plans: k.Plans, Enabled: k.Enabled,
-		Source: sourceAPI, Hash: policy.KeyHashText(k.Hash)}
+		Source: sourceAPI, Hash: policy.KeyHashText(k.Hash), RotatedTo: k.RotatedTo}
 	if v.Plans == nil {
 		v.Plans = []string{}
 	}
@@ -67,20 +70,6 @@ func viewOf(k *policy.APIKey) KeyView {
 		v.Created = &t
 	}
 	return v
-}
-
-// allKeys returns the policy file's keys and the run-time keys, by id (a
-// run-time key before a policy key of the same id).
-func (s *Server) allKeys(p *policy.Policy) ([]*policy.APIKey, error) {
-	keys, err := s.store.RuntimeKeys()
-	if err != nil {
-		return nil, err
-	}
-	for _, id := range p.KeyIDs() {
-		keys = append(keys, p.KeyByID(id))
-	}
-	slices.SortStableFunc(keys, func(a, b *policy.APIKey) int { return strings.Compare(a.ID, b.ID) })
-	return keys, nil
 }
 
 // findKey returns the key with the id: the run-time key if there is one,
@@ -167,7 +156,7 @@ func (p problems) err() error {
 // checkID records a problem when s is not a valid key id or customer.
 func (p *problems) checkID(field, s string) {
 	if !policy.ValidKeyID(s) {
-		p.add("body: %s: %q is not valid (1 to 64 letters, digits, \"_\", \".\" and \"-\")", field, s)
+		p.add("body: %s: %q is not valid (%s)", field, s, policy.KeyIDRule)
 	}
 }
 
@@ -201,32 +190,6 @@ func (p *problems) parseExpires(s string, now time.Time) time.Time {
 		p.add("body: expires: %s is not in the future", s)
 	}
 	return t
-}
-
-// listKeys answers GET /v1/keys: every key, never a value. The query may
-// filter by customer and plan.
-func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
-	q, err := queryParams(r.URL.Query(), "customer", "plan")
-	if err != nil {
-		s.failWith(w, err)
-		return
-	}
-	keys, err := s.allKeys(s.policy.Load())
-	if err != nil {
-		s.failWith(w, err)
-		return
-	}
-	views := []KeyView{}
-	for _, k := range keys {
-		if c := q["customer"]; c != "" && k.Customer != c {
-			continue
-		}
-		if pl := q["plan"]; pl != "" && !slices.Contains(k.Plans, pl) {
-			continue
-		}
-		views = append(views, viewOf(k))
-	}
-	writeJSON(w, http.StatusOK, map[string][]KeyView{"keys": views})
 }
 
 // getKey answers GET /v1/keys/{id}.
@@ -390,6 +353,19 @@ func (s *Server) deleteKey(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// rotatable returns a 409 error when k cannot be rotated at now: it
+// expired, or a rotation already retired it.
+func rotatable(k *policy.APIKey, now time.Time) error {
+	switch {
+	case k.RotatedTo != "" && (k.Expires.IsZero() || now.Before(k.Expires)):
+		return errorf(http.StatusConflict, "key %q was rotated to %q and is in its grace until %s: rotate %q instead",
+			k.ID, k.RotatedTo, k.Expires.UTC().Format(time.RFC3339), k.RotatedTo)
+	case !k.Expires.IsZero() && !now.Before(k.Expires):
+		return errorf(http.StatusConflict, "key %q expired at %s: create a new key instead", k.ID, k.Expires.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
 // rotateKeyBody is the body of POST /v1/keys/{id}/rotate.
 type rotateKeyBody struct {
 	Grace *string `json:"grace"`
@@ -397,9 +373,12 @@ type rotateKeyBody struct {
 }
 
 // rotateKey answers POST /v1/keys/{id}/rotate: a new key for the same
-// customer, plans, name, state and expiry, 201 with its value; the old key
-// now expires when the grace ends (or earlier, when it expired earlier
-// anyway). Usage and quota belong to the customer, so they carry over.
+// customer, plans, name, state and contract expiry, 201 with its value; the
+// old key now expires when the grace ends (or earlier, when it expired
+// earlier anyway) and names the new one (RotatedTo). A key in its grace is
+// not rotated again (409): its expiry is the grace end, not the contract's,
+// and a retried call would make a second new key. Usage and quota belong to
+// the customer, so they carry over.
 func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 	var body rotateKeyBody
 	if err := decodeBody(w, r, &body, true); err != nil {
@@ -435,8 +414,8 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 		s.failWith(w, err)
 		return
 	}
-	if !old.Expires.IsZero() && !now.Before(old.Expires) {
-		s.failWith(w, errorf(http.StatusConflict, "key %q expired at %s: create a new key instead", old.ID, old.Expires.UTC().Format(time.RFC3339)))
+	if err := rotatable(old, now); err != nil {
+		s.failWith(w, err)
 		return
 	}
 	if err := s.idTaken(p, newID); err != nil {
@@ -447,6 +426,7 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request) {
 	nk := &policy.APIKey{ID: newID, Customer: old.Customer, Name: old.Name, Hash: hash,
 		Plans: slices.Clone(old.Plans), Enabled: old.Enabled, Expires: old.Expires, Created: now}
 	retired := *old
+	retired.RotatedTo = nk.ID
 	if end := now.Add(grace); retired.Expires.IsZero() || end.Before(retired.Expires) {
 		retired.Expires = end
 	}

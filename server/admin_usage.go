@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"net/http"
@@ -11,8 +12,10 @@ import (
 	"github.com/tollgate/tollgate/policy"
 )
 
-// maxUsageDays bounds the days of one usage report.
-const maxUsageDays = 400
+// maxUsageDays bounds the days of one usage report (a leap year): with at
+// most maxPage customers a page, a call reads at most maxPage × 366 days of
+// counters.
+const maxUsageDays = 366
 
 // maxGrant bounds one grant.
 const maxGrant = 1_000_000_000_000
@@ -28,6 +31,9 @@ type usageAnswer struct {
 	Start string              `json:"start"`
 	End   string              `json:"end"`
 	Items map[string][][2]any `json:"items"`
+	// Next is the after of the next page of customers; absent on the last
+	// page and when the report names its customer.
+	Next string `json:"next,omitempty"`
 }
 
 // queryParams returns the query's single values, checking that every
@@ -59,13 +65,21 @@ func queryParams(q url.Values, allowed ...string) (map[string]string, error) {
 // UTC days otherwise. Grants are known while the store keeps the period's
 // counter (the current period; past ones in a store that keeps them).
 func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
-	q, err := queryParams(r.URL.Query(), "plan", "customer", "start", "end")
+	q, err := queryParams(r.URL.Query(), "plan", "customer", "start", "end", "limit", "after")
 	if err != nil {
 		s.failWith(w, err)
 		return
 	}
 	p, now := s.policy.Load(), s.now()
 	var bad problems
+	pg, err := pageParams(q)
+	if err != nil {
+		bad.add("%s", err)
+	}
+	_, hasLimit := q["limit"]
+	if _, hasAfter := q["after"]; q["customer"] != "" && (hasLimit || hasAfter) {
+		bad.add("query: limit and after page the customers of a report without customer")
+	}
 	pl := p.Plan(q["plan"])
 	if q["plan"] == "" {
 		bad.add("query: plan: required")
@@ -73,7 +87,7 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
 		bad.add("query: plan: %q is not a usage plan (plans: %v)", q["plan"], p.PlanNames())
 	}
 	if c, ok := q["customer"]; ok && !policy.ValidKeyID(c) {
-		bad.add("query: customer: %q is not valid (1 to 64 letters, digits, \"_\", \".\" and \"-\")", c)
+		bad.add("query: customer: %q is not valid (%s)", c, policy.KeyIDRule)
 	}
 	parseDay := func(name string) time.Time {
 		v, ok := q[name]
@@ -103,24 +117,18 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	ctx := r.Context()
 	var customers []string
+	var next string
 	if c, ok := q["customer"]; ok {
 		customers = []string{c}
-	} else {
-		keys, err := s.allKeys(p)
-		if err != nil {
-			s.failWith(w, err)
-			return
-		}
-		for _, k := range keys {
-			if slices.Contains(k.Plans, pl.Name) && !slices.Contains(customers, k.Customer) {
-				customers = append(customers, k.Customer)
-			}
-		}
+	} else if customers, next, err = s.customersPage(ctx, p, pl.Name, pg); err != nil {
+		s.failWith(w, err)
+		return
 	}
-	ans := usageAnswer{Plan: pl.Name, Start: q["start"], End: q["end"], Items: make(map[string][][2]any, len(customers))}
+	ans := usageAnswer{Plan: pl.Name, Start: q["start"], End: q["end"], Items: make(map[string][][2]any, len(customers)), Next: next}
 	for _, c := range customers {
-		series, err := s.usageSeries(pl, c, start, days, now)
+		series, err := s.usageSeries(ctx, pl, c, start, days, now)
 		if err != nil {
 			s.failWith(w, err)
 			return
@@ -132,8 +140,12 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
 
 // usageSeries returns customer's [used, remaining] pairs on plan pl for the
 // days UTC days from start (see usage).
-func (s *Server) usageSeries(pl *policy.Plan, customer string, start time.Time, days int, now time.Time) ([][2]any, error) {
+// It stops when ctx is done (the client left, the server stops).
+func (s *Server) usageSeries(ctx context.Context, pl *policy.Plan, customer string, start time.Time, days int, now time.Time) ([][2]any, error) {
 	used := func(d time.Time) (int64, error) {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
 		n, _, err := s.store.Counter(pl.UsageKey(customer, d))
 		return n, err
 	}
@@ -252,7 +264,7 @@ func (s *Server) grant(w http.ResponseWriter, r *http.Request) {
 	customer := r.PathValue("customer")
 	var bad problems
 	if !policy.ValidKeyID(customer) {
-		bad.add("path: customer: %q is not valid (1 to 64 letters, digits, \"_\", \".\" and \"-\")", customer)
+		bad.add("path: customer: %q is not valid (%s)", customer, policy.KeyIDRule)
 	}
 	pl := p.Plan(body.Plan)
 	switch {
@@ -272,12 +284,12 @@ func (s *Server) grant(w http.ResponseWriter, r *http.Request) {
 		s.failWith(w, err)
 		return
 	}
-	keys, err := s.allKeys(p)
+	has, err := s.customerHasPlan(r.Context(), p, customer, pl.Name)
 	if err != nil {
 		s.failWith(w, err)
 		return
 	}
-	if !slices.ContainsFunc(keys, func(k *policy.APIKey) bool { return k.Customer == customer && slices.Contains(k.Plans, pl.Name) }) {
+	if !has {
 		s.failWith(w, errorf(http.StatusNotFound, "customer %q holds no key on plan %q", customer, pl.Name))
 		return
 	}

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -45,6 +47,9 @@ func (s *Server) reload(ifChanged bool) (bool, error) {
 		}
 		s.lastSum = sum
 		p, err = policyfile.Parse(s.cfg.PolicyFile, data)
+		if err == nil && s.store != nil {
+			err = s.fitsRuntimeKeys(p)
+		}
 	} else {
 		s.lastSum = [sha256.Size]byte{}
 	}
@@ -54,7 +59,7 @@ func (s *Server) reload(ifChanged bool) (bool, error) {
 		if prev == nil {
 			return true, err // New: nothing is served yet
 		}
-		s.load.Store(&loadState{err: err.Error(), at: now, loadedAt: prev.loadedAt})
+		s.load.Store(&loadState{err: err.Error(), at: now, loadedAt: prev.loadedAt, keysErr: prev.keysErr})
 		s.metrics.reloads.WithLabelValues("failure").Inc()
 		s.log.Error("policy reload failed; the previous policy stays", "policy", s.cfg.PolicyFile, "err", err)
 		return true, err
@@ -67,6 +72,24 @@ func (s *Server) reload(ifChanged bool) (bool, error) {
 			"stages", len(p.StageNames()), "plans", len(p.PlanNames()), "keys", len(p.KeyIDs()))
 	}
 	return true, nil
+}
+
+// fitsRuntimeKeys checks the run-time keys against a policy about to be
+// loaded (checkRuntimeKeys); a policy they do not fit is an error, like a
+// bad file. When the store cannot be read, the policy loads and the check
+// is logged as skipped: a reload during a store outage may be what mends
+// it.
+func (s *Server) fitsRuntimeKeys(p *policy.Policy) error {
+	err := s.checkRuntimeKeys(context.Background(), p)
+	if errors.Is(err, errStoreUnread) {
+		s.log.Warn("policy reload: the run-time keys could not be read to check them against the policy; loading it unchecked",
+			"policy", s.cfg.PolicyFile, "err", err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w\n%s: the run-time keys above do not fit this policy", err, s.cfg.PolicyFile)
+	}
+	return nil
 }
 
 // watchPolicy watches the directory of the policy file: editors replace the

@@ -138,6 +138,8 @@ type Server struct {
 
 	admin    *http.Server // nil: the admin API is off
 	adminLis net.Listener
+	// adminCtx is the context of the admin calls, done when Serve stops.
+	adminCtx context.Context
 }
 
 // loadState is the outcome of the last policy load.
@@ -147,6 +149,9 @@ type loadState struct {
 	// at is when the last load was tried, loadedAt when the policy being
 	// served was loaded.
 	at, loadedAt time.Time
+	// keysErr says which run-time keys did not fit the policy loaded at
+	// start (checkKeysAtStart); empty when they all did.
+	keysErr string
 }
 
 var (
@@ -203,6 +208,7 @@ func New(cfg Config) (_ *Server, err error) {
 		s.log.Warn("store not reachable at start; decisions follow --on-store-error until it is", "store", s.cfg.Store, "err", err)
 	}
 	readyCancel()
+	s.checkKeysAtStart()
 	if s.lis, err = Listen(cfg.GRPCAddr); err != nil {
 		return nil, err
 	}
@@ -242,6 +248,28 @@ func New(cfg Config) (_ *Server, err error) {
 	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	return s, nil
+}
+
+// checkKeysAtStart checks the store's run-time keys against the policy
+// loaded at start. Keys that do not fit (the file was edited while the
+// server was down) do not stop the start: refusing would turn a restart
+// after a bad edit into an outage of every request, where serving costs the
+// keys named (refused as key:no-plan) until the file or the keys are
+// mended. The error is logged and shown by /readyz; the next successful
+// reload clears it.
+func (s *Server) checkKeysAtStart() {
+	p := s.policy.Load()
+	err := s.checkRuntimeKeys(context.Background(), p)
+	switch {
+	case errors.Is(err, errStoreUnread):
+		s.log.Warn("run-time keys not checked against the policy at start: the store could not be read", "err", err)
+	case err != nil:
+		s.log.Error("the store's run-time keys do not fit the policy; serving it anyway, those keys are refused until the policy or the keys are mended",
+			"policy", s.cfg.PolicyFile, "err", err)
+		ls := *s.load.Load()
+		ls.keysErr = err.Error()
+		s.load.Store(&ls)
+	}
 }
 
 // keyWatcher is a store shared by replicas that announces changes to its
@@ -326,6 +354,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	attrs := []any{"grpc", s.lis.Addr().String(), "policy", s.cfg.PolicyFile, "store", s.cfg.Store}
 	if s.admin != nil {
 		servers++
+		// Admin calls run in ctx: when the server stops, a call in
+		// flight (a long usage report) is cancelled instead of running on
+		// past the stop and holding it up to ShutdownGrace.
+		s.adminCtx = ctx
+		s.admin.BaseContext = func(net.Listener) context.Context { return ctx }
 		go func() {
 			if err := s.admin.Serve(s.adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("admin serve: %w", err)

@@ -24,15 +24,22 @@ type Store interface {
 
 	// SaveKey creates or replaces (by ID) a run-time key; it is durable
 	// when SaveKey returns. prev is the key with that id as the caller read
-	// it (from RuntimeKeys), nil when the id must be free: when the store
+	// it (from RuntimeKey or a page), nil when the id must be free: when the store
 	// holds anything else, nothing changes and the error is
 	// policy.ErrKeyChanged.
 	SaveKey(k, prev *policy.APIKey) error
 	// DeleteKey removes the run-time key with the id and reports whether
 	// there was one.
 	DeleteKey(id string) (bool, error)
-	// RuntimeKeys returns every run-time key.
-	RuntimeKeys() ([]*policy.APIKey, error)
+	// KeysAfter returns at most limit run-time keys whose ids sort after
+	// after ("": from the first), in id order, at a cost of the page, not
+	// of every key (see each store's doc). Fewer than limit: the last page.
+	KeysAfter(ctx context.Context, after string, limit int) ([]*policy.APIKey, error)
+	// CustomerKeysAfter returns at most limit run-time keys that sort after
+	// the customer and id given in the order of customer, then id. The id
+	// "\x7f" sorts after every valid id: the page starts at the next
+	// customer.
+	CustomerKeysAfter(ctx context.Context, customer, id string, limit int) ([]*policy.APIKey, error)
 	// RuntimeKey returns the run-time key with the id, or nil.
 	RuntimeKey(id string) (*policy.APIKey, error)
 

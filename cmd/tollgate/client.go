@@ -203,6 +203,44 @@ func errorText(raw []byte) string {
 	return s
 }
 
+// clientPage is the page size the commands that list ask for: the admin
+// API's largest, for the fewest calls.
+const clientPage = 1000
+
+// pages gets path with the query q, then the pages after it while an answer
+// names a next, and gives each answer to page as it comes, which prints it
+// and returns the answer's next ("" on the last page). Nothing is held but
+// the page being printed, so a listing of any length works.
+func (c *adminClient) pages(ctx context.Context, path string, q url.Values, page func(raw []byte) (string, error)) error {
+	for {
+		raw, err := c.call(ctx, "GET", path+"?"+q.Encode(), nil, nil)
+		if err != nil {
+			return err
+		}
+		next, err := page(raw)
+		if err != nil || next == "" {
+			return err
+		}
+		// Pages go forward in id (or customer) order; a next that does
+		// not would loop for ever.
+		if after := q.Get("after"); next <= after {
+			return fmt.Errorf("GET %s: the admin API at %s answered next %q after %q", path, c.addr, next, after)
+		}
+		q.Set("after", next)
+	}
+}
+
+// printJSONLine writes a JSON answer compacted on one line.
+func printJSONLine(w io.Writer, raw []byte) error {
+	var b bytes.Buffer
+	if err := json.Compact(&b, bytes.TrimSpace(raw)); err != nil {
+		return fmt.Errorf("the answer is not JSON: %w", err)
+	}
+	b.WriteByte('\n')
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
 // printJSON writes a JSON answer indented, with one newline after it.
 func printJSON(w io.Writer, raw []byte) error {
 	var b bytes.Buffer

@@ -217,10 +217,13 @@ func TestKeysLifecycle(t *testing.T) {
 		t.Errorf("4: --plan free: got %q, want %q", ids, want)
 	}
 
-	// 5. list --json: the API's answer.
+	// 5. list --json: the API's answer, a page a line.
 	out = s.must(t, "keys", "list", "--json")
 	var list struct {
-		Keys []map[string]any `json:"keys"`
+		Keys []map[string]any `json:"items"`
+	}
+	if strings.Count(out, "\n") != 1 {
+		t.Fatalf("5: got %q, want one line (one page)", out)
 	}
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("5: got %q, want JSON: %v", out, err)
@@ -417,7 +420,7 @@ func TestAdminErrors(t *testing.T) {
 		stderr string // the start of stderr
 	}{
 		{"wrong token", "nope", []string{"keys", "list"}, 1,
-			"tollgate: GET /v1/keys: 401 Unauthorized: wrong bearer token\n"},
+			"tollgate: GET /v1/keys?limit=1000: 401 Unauthorized: wrong bearer token\n"},
 		{"unknown plan", testToken, []string{"keys", "create", "--plan", "gold"}, 1,
 			`tollgate: POST /v1/keys: 400 Bad Request: `},
 		{"policy key disable", testToken, []string{"keys", "disable", "acme-2026a"}, 1,
@@ -469,7 +472,7 @@ func TestAdminErrors(t *testing.T) {
 func TestAdminAPIOff(t *testing.T) {
 	s := serve(t, "127.0.0.1:0", func(c *server.Config) { c.AdminToken = "" })
 	_, errs, status := s.run(t, "keys", "list")
-	if want := "tollgate: GET /v1/keys: 503 Service Unavailable: the admin API is off"; status != 1 || !strings.HasPrefix(errs, want) {
+	if want := "tollgate: GET /v1/keys?limit=1000: 503 Service Unavailable: the admin API is off"; status != 1 || !strings.HasPrefix(errs, want) {
 		t.Errorf("got status %d, stderr %q; want 1, %q...", status, errs, want)
 	}
 }
@@ -484,7 +487,7 @@ func TestAdminUnreachable(t *testing.T) {
 	lis.Close()
 	for _, a := range []string{addr, "http://" + addr, "unix:" + filepath.Join(t.TempDir(), "none.sock")} {
 		out, errs, status := runArgs(t, "keys", "list", "--admin-addr", a)
-		want := "tollgate: GET /v1/keys: cannot reach the admin API at " + a + " "
+		want := "tollgate: GET /v1/keys?limit=1000: cannot reach the admin API at " + a + " "
 		if status != 1 || out != "" || !strings.HasPrefix(errs, want) {
 			t.Errorf("%s: got status %d, stderr %q; want 1, %q...", a, status, errs, want)
 		}

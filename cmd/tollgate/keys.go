@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,7 +17,7 @@ import (
 const keysUsage = `usage: tollgate keys <command> [flags] [ID]
 
 commands (through the admin API, SPEC §6):
-  list       list the keys (never their values)
+  list       list the keys, page by page (never their values)
   get        show one key
   create     create a key and print its value, shown this once
   enable     enable a key
@@ -68,7 +70,10 @@ func keyPath(id string) string { return "/v1/keys/" + url.PathEscape(id) }
 
 func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := newCommand("keys list", "[--customer C] [--plan P] [flags]",
-		"Lists every key, of the policy file and created at run time, without values.\n", stderr)
+		"Lists every key, of the policy file and created at run time, without values,\n"+
+			"in id order. The keys come a page at a time (GET /v1/keys?limit=&after=)\n"+
+			"and each page is printed as it comes; --json prints each page's answer\n"+
+			"as one JSON line ({\"items\":[...],\"next\":...}). --timeout bounds each page.\n", stderr)
 	customer := cmd.fs.String("customer", "", "only the keys of `customer`")
 	plan := cmd.fs.String("plan", "", "only the keys on `plan`")
 	if _, err := cmd.parse(args); err != nil {
@@ -78,34 +83,36 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
+	q := url.Values{"limit": {strconv.Itoa(clientPage)}}
 	if *customer != "" {
 		q.Set("customer", *customer)
 	}
 	if *plan != "" {
 		q.Set("plan", *plan)
 	}
-	path := "/v1/keys"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
-	var ans struct {
-		Keys []server.KeyView `json:"keys"`
-	}
-	raw, err := c.call(ctx, "GET", path, nil, &ans)
-	if err != nil {
-		return err
-	}
-	if cmd.admin.json {
-		return printJSON(stdout, raw)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tCUSTOMER\tPLANS\tENABLED\tEXPIRES\tSOURCE\tNAME")
-	for _, k := range ans.Keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Customer, plansText(k.Plans), yesNo(k.Enabled),
-			timeText(k.Expires, "never"), k.Source, k.Name)
-	}
-	return tw.Flush()
+	header := true
+	return c.pages(ctx, "/v1/keys", q, func(raw []byte) (string, error) {
+		var ans struct {
+			Items []server.KeyView `json:"items"`
+			Next  string           `json:"next"`
+		}
+		if err := json.Unmarshal(raw, &ans); err != nil {
+			return "", fmt.Errorf("GET /v1/keys: the answer is not the JSON expected: %w", err)
+		}
+		if cmd.admin.json {
+			return ans.Next, printJSONLine(stdout, raw)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		if header {
+			fmt.Fprintln(tw, "ID\tCUSTOMER\tPLANS\tENABLED\tEXPIRES\tSOURCE\tNAME")
+			header = false
+		}
+		for _, k := range ans.Items {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Customer, plansText(k.Plans), yesNo(k.Enabled),
+				timeText(k.Expires, "never"), k.Source, k.Name)
+		}
+		return ans.Next, tw.Flush()
+	})
 }
 
 func keysGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -225,7 +232,8 @@ func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cmd := newCommand("keys rotate", "[flags] ID [--grace 24h] [--new-id ID]",
 		"Makes a new key for the same customer, plans, name and expiry, and prints\n"+
 			"it with its value, shown this once; the old key ID keeps working until\n"+
-			"the grace ends. --json prints the new key only.\n", stderr)
+			"the grace ends. A key in its grace is not rotated again (409): rotate\n"+
+			"the new key. --json prints the new key only.\n", stderr)
 	var body struct {
 		Grace string `json:"grace"`
 		ID    string `json:"id,omitempty"`

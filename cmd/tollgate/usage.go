@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
@@ -23,6 +24,10 @@ Every command takes --admin-addr, --admin-token-file, --json and --timeout;
 run 'tollgate usage -h' or 'tollgate usage grant -h'.
 `
 
+// usageCells is about how many [used, remaining] pairs a page of a usage
+// report asks for.
+const usageCells = 20_000
+
 // usageAnswer is the answer of GET /v1/usage (server/admin_usage.go): per
 // customer, one [used, remaining] pair per day; remaining is null for a plan
 // without a quota.
@@ -31,6 +36,7 @@ type usageAnswer struct {
 	Start string                 `json:"start"`
 	End   string                 `json:"end"`
 	Items map[string][][2]*int64 `json:"items"`
+	Next  string                 `json:"next"`
 }
 
 // runUsage runs "tollgate usage ..." and "tollgate usage grant ...".
@@ -52,8 +58,11 @@ func usageReport(ctx context.Context, args []string, stdout, stderr io.Writer, n
 	cmd := newCommand("usage", "--plan P [--customer C] [--start YYYY-MM-DD] [--end YYYY-MM-DD] [flags]",
 		"Prints each customer's requests on plan P per UTC day, and the quota left\n"+
 			"at the end of the day (\"-\": the plan has no quota). Without --customer,\n"+
-			"every customer with a key on the plan. The days run from --start to --end,\n"+
-			"both included; --end defaults to today (UTC), --start to 6 days before --end.\n"+
+			"every customer with a key on the plan, in customer order, a page of\n"+
+			"customers at a time (GET /v1/usage?limit=&after=), each page printed as it\n"+
+			"comes; --json prints each page's answer as one JSON line. The days run from\n"+
+			"--start to --end, both included, at most 366; --end defaults to today (UTC),\n"+
+			"--start to 6 days before --end. --timeout bounds each page.\n"+
 			"See also 'tollgate usage grant -h'.\n", stderr)
 	plan := cmd.fs.String("plan", "", "usage `plan` (required)")
 	customer := cmd.fs.String("customer", "", "only `customer`")
@@ -88,15 +97,30 @@ func usageReport(ctx context.Context, args []string, stdout, stderr io.Writer, n
 	q := url.Values{"plan": {*plan}, "start": {start.Format(time.DateOnly)}, "end": {end.Format(time.DateOnly)}}
 	if *customer != "" {
 		q.Set("customer", *customer)
+	} else {
+		// About usageCells counters a page, so that a page of a long
+		// report is answered within --timeout, also by Redis.
+		days := int(end.Sub(start).Hours()/24) + 1
+		q.Set("limit", strconv.Itoa(min(clientPage, max(1, usageCells/max(days, 1)))))
 	}
-	var ans usageAnswer
-	raw, err := c.call(ctx, "GET", "/v1/usage?"+q.Encode(), nil, &ans)
-	if err != nil {
-		return err
-	}
-	if cmd.admin.json {
-		return printJSON(stdout, raw)
-	}
+	header := true
+	return c.pages(ctx, "/v1/usage", q, func(raw []byte) (string, error) {
+		var ans usageAnswer
+		if err := json.Unmarshal(raw, &ans); err != nil {
+			return "", fmt.Errorf("GET /v1/usage: the answer is not the JSON expected: %w", err)
+		}
+		if cmd.admin.json {
+			return ans.Next, printJSONLine(stdout, raw)
+		}
+		err := printUsage(stdout, &ans, header)
+		header = false
+		return ans.Next, err
+	})
+}
+
+// printUsage prints a page of a usage report as a table, by day, then
+// customer; with header, under a header line.
+func printUsage(stdout io.Writer, ans *usageAnswer, header bool) error {
 	first, err := time.Parse(time.DateOnly, ans.Start)
 	if err != nil {
 		return fmt.Errorf("GET /v1/usage: the answer's start %q is not a date", ans.Start)
@@ -109,7 +133,9 @@ func usageReport(ctx context.Context, args []string, stdout, stderr io.Writer, n
 	}
 	slices.Sort(customers)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "DATE\tCUSTOMER\tUSED\tREMAINING")
+	if header {
+		fmt.Fprintln(tw, "DATE\tCUSTOMER\tUSED\tREMAINING")
+	}
 	for i := range days {
 		date := first.AddDate(0, 0, i).Format(time.DateOnly)
 		for _, c := range customers {

@@ -380,6 +380,19 @@ func (s *Store) RuntimeKey(id string) (*policy.APIKey, error) { return s.mem.Run
 // RuntimeKeys returns the run-time keys, by id.
 func (s *Store) RuntimeKeys() ([]*policy.APIKey, error) { return s.mem.RuntimeKeys() }
 
+// KeysAfter returns at most limit run-time keys whose ids sort after after,
+// in id order. Every key is in memory (they are read at Open, for lookups),
+// so the page comes from the memory store's ordered index, not from a
+// cursor over the database: O(log n + limit), see memory.Store.KeysAfter.
+func (s *Store) KeysAfter(ctx context.Context, after string, limit int) ([]*policy.APIKey, error) {
+	return s.mem.KeysAfter(ctx, after, limit)
+}
+
+// CustomerKeysAfter is memory.Store.CustomerKeysAfter, from memory.
+func (s *Store) CustomerKeysAfter(ctx context.Context, customer, id string, limit int) ([]*policy.APIKey, error) {
+	return s.mem.CustomerKeysAfter(ctx, customer, id, limit)
+}
+
 // Counter returns the state of a quota or usage counter: from memory while
 // it is live, else from disk (the history).
 func (s *Store) Counter(k policy.Key) (used, granted int64, err error) {

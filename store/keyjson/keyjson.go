@@ -27,12 +27,15 @@ type record struct {
 	Enabled  bool       `json:"enabled"`
 	Expires  *time.Time `json:"expires,omitempty"`
 	Created  time.Time  `json:"created"`
+	// RotatedTo: the key that replaced this one (rotation); absent when
+	// none.
+	RotatedTo string `json:"rotated_to,omitempty"`
 }
 
 // Encode returns k's record.
 func Encode(k *policy.APIKey) ([]byte, error) {
 	r := record{ID: k.ID, Customer: k.Customer, Name: k.Name, Hash: policy.KeyHashText(k.Hash),
-		Plans: k.Plans, Enabled: k.Enabled, Created: k.Created.UTC()}
+		Plans: k.Plans, Enabled: k.Enabled, Created: k.Created.UTC(), RotatedTo: k.RotatedTo}
 	if !k.Expires.IsZero() {
 		t := k.Expires.UTC()
 		r.Expires = &t
@@ -49,7 +52,8 @@ func Decode(b []byte) (*policy.APIKey, error) {
 	if err := dec.Decode(&r); err != nil {
 		return nil, err
 	}
-	k := &policy.APIKey{ID: r.ID, Customer: r.Customer, Name: r.Name, Plans: r.Plans, Enabled: r.Enabled, Created: r.Created}
+	k := &policy.APIKey{ID: r.ID, Customer: r.Customer, Name: r.Name, Plans: r.Plans, Enabled: r.Enabled, Created: r.Created,
+		RotatedTo: r.RotatedTo}
 	var ok bool
 	if k.Hash, ok = policy.ParseKeyHash(r.Hash); !ok {
 		return nil, fmt.Errorf("hash %q is not sha256:<64 hex>", r.Hash)
@@ -57,8 +61,13 @@ func Decode(b []byte) (*policy.APIKey, error) {
 	if r.Expires != nil {
 		k.Expires = *r.Expires
 	}
-	if !policy.ValidKeyID(k.ID) || !policy.ValidKeyID(k.Customer) {
+	if !storedID(k.ID) || !storedID(k.Customer) || (k.RotatedTo != "" && !storedID(k.RotatedTo)) {
 		return nil, fmt.Errorf("id %q or customer %q is not valid", k.ID, k.Customer)
 	}
 	return k, nil
 }
+
+// storedID reports whether s is an id or customer a record may hold: a
+// valid one, or "." and "..", which were valid when records were first
+// written (a store that holds one still opens).
+func storedID(s string) bool { return policy.ValidKeyID(s) || s == "." || s == ".." }

@@ -38,6 +38,9 @@ type keyring struct {
 	// planCode.
 	plans     [][]string
 	planIndex map[string]uint32
+	// idOrder and customerOrder list the records by id, and by customer
+	// then id, for KeysAfter and CustomerKeysAfter.
+	idOrder, customerOrder keyOrder
 }
 
 // keyRecord is a stored key. Times are UTC, kept as seconds and
@@ -46,6 +49,7 @@ type keyRecord struct {
 	hash                        [sha256.Size]byte
 	text                        uint32 // offset of the id in keyring.text
 	idLen, customerLen, nameLen uint32
+	rotatedLen                  uint32 // RotatedTo, after the name
 	plans                       uint32
 	expSec, createdSec          int64
 	expNsec, createdNsec        int32
@@ -64,6 +68,7 @@ func (r *keyring) init() {
 	r.byID = make(map[uint64]uint32)
 	r.idOverflow = make(map[string]uint32)
 	r.planIndex = make(map[string]uint32)
+	r.idOrder.cmp, r.customerOrder.cmp = byIDOrder, byCustomerOrder
 }
 
 // find returns the index of the record of the id.
@@ -87,15 +92,17 @@ func (r *keyring) id(i uint32) string {
 // key decodes record i.
 func (r *keyring) key(i uint32) *policy.APIKey {
 	rec := &r.recs[i]
-	n := rec.idLen + rec.customerLen + rec.nameLen
+	n := rec.textLen()
 	s := string(r.text[rec.text : rec.text+n]) // one string; the fields share it
+	name := rec.idLen + rec.customerLen
 	k := &policy.APIKey{
-		ID:       s[:rec.idLen],
-		Customer: s[rec.idLen : rec.idLen+rec.customerLen],
-		Name:     s[rec.idLen+rec.customerLen:],
-		Hash:     rec.hash,
-		Plans:    r.plans[rec.plans],
-		Enabled:  rec.enabled,
+		ID:        s[:rec.idLen],
+		Customer:  s[rec.idLen:name],
+		Name:      s[name : name+rec.nameLen],
+		RotatedTo: s[name+rec.nameLen:],
+		Hash:      rec.hash,
+		Plans:     r.plans[rec.plans],
+		Enabled:   rec.enabled,
 	}
 	if rec.hasExp {
 		k.Expires = time.Unix(rec.expSec, int64(rec.expNsec)).UTC()
@@ -104,6 +111,11 @@ func (r *keyring) key(i uint32) *policy.APIKey {
 		k.Created = time.Unix(rec.createdSec, int64(rec.createdNsec)).UTC()
 	}
 	return k
+}
+
+// textLen is the length of the record's text.
+func (rec *keyRecord) textLen() uint32 {
+	return rec.idLen + rec.customerLen + rec.nameLen + rec.rotatedLen
 }
 
 // planCode is the plan list's key in planIndex: nil and empty differ, and
@@ -120,33 +132,24 @@ func planCode(plans []string) string {
 	return string(b)
 }
 
-// put stores k, replacing the key with its id.
+// put stores k, replacing the key with its id. A key that keeps its
+// customer keeps its record and its places in the orders.
 func (r *keyring) put(k *policy.APIKey) {
 	if i, ok := r.find(k.ID); ok {
+		if compareText(r.customerBytes(i), k.Customer) == 0 {
+			old := &r.recs[i]
+			if j, ok := r.byHash[old.hash]; ok && j == i {
+				delete(r.byHash, old.hash)
+			}
+			r.garbage += int(old.textLen())
+			r.recs[i] = r.record(k)
+			r.byHash[k.Hash] = i
+			r.maybeCompact()
+			return
+		}
 		r.remove(i)
 	}
-	code := planCode(k.Plans)
-	pi, ok := r.planIndex[code]
-	if !ok {
-		pi = uint32(len(r.plans))
-		var list []string
-		if k.Plans != nil {
-			list = slices.Clip(slices.Clone(k.Plans)) // append copies: shared by every key on it
-		}
-		r.plans = append(r.plans, list)
-		r.planIndex[code] = pi
-	}
-	rec := keyRecord{
-		hash: k.Hash, text: uint32(len(r.text)), plans: pi, enabled: k.Enabled, used: true,
-		idLen: uint32(len(k.ID)), customerLen: uint32(len(k.Customer)), nameLen: uint32(len(k.Name)),
-	}
-	r.text = append(append(append(r.text, k.ID...), k.Customer...), k.Name...)
-	if !k.Expires.IsZero() {
-		rec.hasExp, rec.expSec, rec.expNsec = true, k.Expires.Unix(), int32(k.Expires.Nanosecond())
-	}
-	if !k.Created.IsZero() {
-		rec.hasCreated, rec.createdSec, rec.createdNsec = true, k.Created.Unix(), int32(k.Created.Nanosecond())
-	}
+	rec := r.record(k)
 	var i uint32
 	if n := len(r.free); n > 0 {
 		i, r.free = r.free[n-1], r.free[:n-1]
@@ -162,10 +165,42 @@ func (r *keyring) put(k *policy.APIKey) {
 		r.byID[h] = i
 	}
 	r.byHash[k.Hash] = i
+	r.idOrder.add(r, i)
+	r.customerOrder.add(r, i)
+}
+
+// record returns k's record, its text appended to the keyring's.
+func (r *keyring) record(k *policy.APIKey) keyRecord {
+	code := planCode(k.Plans)
+	pi, ok := r.planIndex[code]
+	if !ok {
+		pi = uint32(len(r.plans))
+		var list []string
+		if k.Plans != nil {
+			list = slices.Clip(slices.Clone(k.Plans)) // append copies: shared by every key on it
+		}
+		r.plans = append(r.plans, list)
+		r.planIndex[code] = pi
+	}
+	rec := keyRecord{
+		hash: k.Hash, text: uint32(len(r.text)), plans: pi, enabled: k.Enabled, used: true,
+		idLen: uint32(len(k.ID)), customerLen: uint32(len(k.Customer)), nameLen: uint32(len(k.Name)),
+		rotatedLen: uint32(len(k.RotatedTo)),
+	}
+	r.text = append(append(append(append(r.text, k.ID...), k.Customer...), k.Name...), k.RotatedTo...)
+	if !k.Expires.IsZero() {
+		rec.hasExp, rec.expSec, rec.expNsec = true, k.Expires.Unix(), int32(k.Expires.Nanosecond())
+	}
+	if !k.Created.IsZero() {
+		rec.hasCreated, rec.createdSec, rec.createdNsec = true, k.Created.Unix(), int32(k.Created.Nanosecond())
+	}
+	return rec
 }
 
 // remove deletes record i.
 func (r *keyring) remove(i uint32) {
+	r.idOrder.remove(r, i)
+	r.customerOrder.remove(r, i)
 	rec := &r.recs[i]
 	id := r.id(i)
 	if _, ok := r.idOverflow[id]; ok {
@@ -185,9 +220,14 @@ func (r *keyring) remove(i uint32) {
 	if j, ok := r.byHash[rec.hash]; ok && j == i {
 		delete(r.byHash, rec.hash)
 	}
-	r.garbage += int(rec.idLen + rec.customerLen + rec.nameLen)
+	r.garbage += int(rec.textLen())
 	*rec = keyRecord{}
 	r.free = append(r.free, i)
+	r.maybeCompact()
+}
+
+// maybeCompact compacts the text when most of it is garbage.
+func (r *keyring) maybeCompact() {
 	if r.garbage >= compactMin && r.garbage > len(r.text)/2 {
 		r.compact()
 	}
@@ -201,7 +241,7 @@ func (r *keyring) compact() {
 		if !rec.used {
 			continue
 		}
-		n := rec.idLen + rec.customerLen + rec.nameLen
+		n := rec.textLen()
 		off := uint32(len(text))
 		text = append(text, r.text[rec.text:rec.text+n]...)
 		rec.text = off
@@ -214,7 +254,7 @@ func (r *keyring) compact() {
 func sameKey(a, b *policy.APIKey) bool {
 	return a.ID == b.ID && a.Customer == b.Customer && a.Name == b.Name && a.Hash == b.Hash &&
 		(a.Plans == nil) == (b.Plans == nil) && slices.Equal(a.Plans, b.Plans) && a.Enabled == b.Enabled &&
-		a.Expires.Equal(b.Expires) && a.Created.Equal(b.Created)
+		a.Expires.Equal(b.Expires) && a.Created.Equal(b.Created) && a.RotatedTo == b.RotatedTo
 }
 
 // KeysInMemory reports that key lookups are answered from memory, at no

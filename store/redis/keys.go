@@ -16,16 +16,23 @@ import (
 )
 
 var (
-	// saveKey replaces the key ARGV[1] (record ARGV[2], hash ARGV[3]) in
-	// the keys hash KEYS[1] and its hash index KEYS[2], and announces the
-	// id on the channel KEYS[3], when the record held is ARGV[4] ("":
-	// none); 0 when it is not.
+	// saveKey replaces the key ARGV[1] (record ARGV[2], hash ARGV[3],
+	// customer ARGV[5]) in the keys hash KEYS[1], its hash index KEYS[2]
+	// and its orders KEYS[4] (ids) and KEYS[5] (customer NUL id), and
+	// announces the id on the channel KEYS[3], when the record held is
+	// ARGV[4] ("": none); 0 when it is not.
 	saveKeyScript = goredis.NewScript(`
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if (old or '') ~= ARGV[4] then return 0 end
-if old then redis.call('HDEL', KEYS[2], cjson.decode(old)['hash']) end
+if old then
+  local o = cjson.decode(old)
+  redis.call('HDEL', KEYS[2], o['hash'])
+  redis.call('ZREM', KEYS[5], o['customer'] .. '\0' .. ARGV[1])
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], 0, ARGV[1])
+redis.call('ZADD', KEYS[5], 0, ARGV[5] .. '\0' .. ARGV[1])
 redis.call('PUBLISH', KEYS[3], ARGV[1])
 return 1`)
 	// deleteKey removes the key ARGV[1] (announced as saveKey does); 1
@@ -33,8 +40,11 @@ return 1`)
 	deleteKeyScript = goredis.NewScript(`
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old then return 0 end
-redis.call('HDEL', KEYS[2], cjson.decode(old)['hash'])
+local o = cjson.decode(old)
+redis.call('HDEL', KEYS[2], o['hash'])
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], o['customer'] .. '\0' .. ARGV[1])
 redis.call('PUBLISH', KEYS[3], ARGV[1])
 return 1`)
 	// lookupKey returns the record of the key whose hash is ARGV[1]; the
@@ -46,14 +56,26 @@ if not id then return false end
 local rec = redis.call('HGET', KEYS[1], id)
 if not rec or cjson.decode(rec)['hash'] ~= ARGV[1] then return false end
 return rec`)
-	// importKey is saveKey without the check of what it replaces.
+	// importKey is saveKey without the check of what it replaces (the
+	// customer is ARGV[4]).
 	importKeyScript = goredis.NewScript(`
 local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old then redis.call('HDEL', KEYS[2], cjson.decode(old)['hash']) end
+if old then
+  local o = cjson.decode(old)
+  redis.call('HDEL', KEYS[2], o['hash'])
+  redis.call('ZREM', KEYS[5], o['customer'] .. '\0' .. ARGV[1])
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], 0, ARGV[1])
+redis.call('ZADD', KEYS[5], 0, ARGV[4] .. '\0' .. ARGV[1])
 return 1`)
 )
+
+// keyKeys returns the Redis keys of the scripts that change run-time keys.
+func (s *Store) keyKeys() []string {
+	return []string{s.keysKey, s.byHashKey, s.changesKey, s.keyIDsKey, s.keyCustomersKey}
+}
 
 // LookupKey implements policy.Keys in one call, within the decision budget.
 func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
@@ -95,7 +117,7 @@ func (s *Store) SaveKey(k, prev *policy.APIKey) error {
 	}
 	ctx, cancel := s.adminCall()
 	defer cancel()
-	n, err := saveKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey, s.changesKey}, k.ID, rec, policy.KeyHashText(k.Hash), want).Int()
+	n, err := saveKeyScript.Run(ctx, s.c, s.keyKeys(), k.ID, rec, policy.KeyHashText(k.Hash), want, k.Customer).Int()
 	if err != nil {
 		return fmt.Errorf("redis %s: save key %q: %w", s.url, k.ID, err)
 	}
@@ -117,7 +139,7 @@ func (s *Store) ImportKeys(keys []*policy.APIKey) error {
 		if err != nil {
 			return err
 		}
-		importKeyScript.EvalSha(ctx, pipe, []string{s.keysKey, s.byHashKey}, k.ID, rec, policy.KeyHashText(k.Hash))
+		importKeyScript.EvalSha(ctx, pipe, s.keyKeys(), k.ID, rec, policy.KeyHashText(k.Hash), k.Customer)
 	}
 	pipe.Publish(ctx, s.changesKey, "import")
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -131,7 +153,7 @@ func (s *Store) ImportKeys(keys []*policy.APIKey) error {
 func (s *Store) DeleteKey(id string) (bool, error) {
 	ctx, cancel := s.adminCall()
 	defer cancel()
-	n, err := deleteKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey, s.changesKey}, id).Int()
+	n, err := deleteKeyScript.Run(ctx, s.c, s.keyKeys(), id).Int()
 	if err != nil {
 		return false, fmt.Errorf("redis %s: delete key %q: %w", s.url, id, err)
 	}

@@ -111,6 +111,10 @@ type Store struct {
 	// keysKey and byHashKey are the hashes of the run-time keys, by id and
 	// by hash; changesKey is the channel their changes are announced on.
 	keysKey, byHashKey, changesKey string
+	// keyIDsKey and keyCustomersKey order the run-time keys for paging
+	// (keyorder.go): sorted sets whose members, all of score 0, are the
+	// ids, and the customers and ids joined by a NUL byte.
+	keyIDsKey, keyCustomersKey string
 
 	window  window // the calls' outcomes, for the circuit breaker
 	open    atomic.Bool
@@ -214,6 +218,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 	}
 	s := &Store{c: c, url: u.Redacted(), opts: o, done: make(chan struct{}), queue: make(chan *request, queueLen),
 		keysKey: o.Prefix + "keys", byHashKey: o.Prefix + "keys-by-hash", changesKey: o.Prefix + "keys-changed",
+		keyIDsKey: o.Prefix + "key-ids", keyCustomersKey: o.Prefix + "key-customers",
 		replicasKey: o.Prefix + "replicas", kick: make(chan struct{}, 1)}
 	s.replicas.id = newReplicaID()
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
@@ -338,7 +343,7 @@ func newClient(u *url.URL) (goredis.UniversalClient, error) {
 
 // loadScripts loads every script, so that calls name them by their hash.
 func (s *Store) loadScripts(ctx context.Context) error {
-	for _, sc := range []*goredis.Script{applyScript, saveKeyScript, deleteKeyScript, lookupKeyScript, grantScript, importKeyScript, heartbeatScript, pushScript} {
+	for _, sc := range []*goredis.Script{applyScript, saveKeyScript, deleteKeyScript, lookupKeyScript, grantScript, importKeyScript, keyPageScript, heartbeatScript, pushScript} {
 		if err := sc.Load(ctx, s.c).Err(); err != nil {
 			return fmt.Errorf("redis %s: load script: %w", s.url, err)
 		}
