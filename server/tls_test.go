@@ -273,4 +273,3 @@ func TestOpenToAll(t *testing.T) {
 		}
 	}
 }
-
