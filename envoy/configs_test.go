@@ -10,10 +10,11 @@ import (
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -45,8 +46,10 @@ func envoyConfigs(t *testing.T) []string {
 // message passes its generated validation, every google.protobuf.Any inside
 // (ValidateAll does not look in) decodes to a known type and passes too,
 // every cluster a route, a gRPC service or a load assignment names exists,
-// and every cluster named by a gRPC service speaks HTTP/2. It returns the
-// bootstrap and every problem found.
+// every cluster named by a gRPC service speaks HTTP/2, and every ext_authz
+// filter sends raw headers (encode_raw_headers: with header values as
+// strings, one that is not UTF-8 fails the Check: gRPC refuses to send it).
+// It returns the bootstrap and every problem found.
 func checkBootstrap(data []byte) (*bootstrapv3.Bootstrap, []string) {
 	var tree any
 	if err := yaml.Unmarshal(data, &tree); err != nil {
@@ -76,7 +79,11 @@ func checkBootstrap(data []byte) (*bootstrapv3.Bootstrap, []string) {
 				problems = append(problems, fmt.Sprintf("%s: %s: %v", at, a.GetTypeUrl(), err))
 				return
 			}
-			walk(inner.ProtoReflect(), at+"<"+string(inner.ProtoReflect().Descriptor().Name())+">")
+			where := at + "<" + string(inner.ProtoReflect().Descriptor().Name()) + ">"
+			if ea, ok := inner.(*extauthzv3.ExtAuthz); ok && !ea.GetEncodeRawHeaders() {
+				problems = append(problems, where+": encode_raw_headers is not true: a header value that is not UTF-8 would fail the Check")
+			}
+			walk(inner.ProtoReflect(), where)
 			return
 		}
 		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
@@ -205,6 +212,7 @@ func TestLoadBootstrapCatches(t *testing.T) {
 		{"nested deeper", "status_on_error: {code: ServiceUnavailable}", "status_on_error: {code: 1}", "ExtAuthz"},
 		{"missing cluster", "route: {cluster: api, timeout: 15s}", "route: {cluster: nowhere, timeout: 15s}", `cluster "nowhere" is named`},
 		{"no http2", "http2_protocol_options: {}", "http_protocol_options: {}", "not HTTP/2"},
+		{"raw headers off", "encode_raw_headers: true", "encode_raw_headers: false", "encode_raw_headers is not true"},
 		{"per-filter typo", "                envoy.filters.http.ext_authz:\n                  \"@type\"", "                envoy.filters.http.extauthz:\n                  \"@type\"", `"envoy.filters.http.extauthz" names no HTTP filter`},
 	} {
 		if !strings.Contains(good, c.old) {
@@ -219,4 +227,73 @@ func TestLoadBootstrapCatches(t *testing.T) {
 	if len(problems) == 0 || !strings.Contains(problems[0], "no_such_field") {
 		t.Errorf("unknown field: got %q, want it named", problems)
 	}
+}
+
+// TestMTLSKitCatches: the checker reads inside the transport socket of the
+// mTLS kit: a bad value in its UpstreamTlsContext is found.
+func TestMTLSKitCatches(t *testing.T) {
+	data, err := os.ReadFile("ext_authz_mtls.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, old, new, want string }{
+		{"san type", "san_type: DNS", "san_type: SAN_TYPE_UNSPECIFIED", "SubjectAltNameMatcher"},
+		{"tls field", "sni: tollgate", "sni: tollgate\n        no_such_field: 1", "no_such_field"},
+	} {
+		if !strings.Contains(string(data), c.old) {
+			t.Fatalf("%s: no %q in ext_authz_mtls.yaml", c.name, c.old)
+		}
+		_, problems := checkBootstrap([]byte(strings.Replace(string(data), c.old, c.new, 1)))
+		if !slices.ContainsFunc(problems, func(e string) bool { return strings.Contains(e, c.want) }) {
+			t.Errorf("%s: got %q, want a problem holding %q", c.name, problems, c.want)
+		}
+	}
+}
+
+// TestMTLSKit: the mTLS kit's tollgate cluster speaks TLS 1.2 or later with
+// ALPN h2 (tollgate refuses TLS without it), presents a client
+// certificate, trusts a CA and checks that tollgate's certificate names
+// the SNI it sends (Envoy checks no name unless told to).
+func TestMTLSKit(t *testing.T) {
+	data, err := os.ReadFile("ext_authz_mtls.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := loadBootstrap(t, "ext_authz_mtls.yaml", data)
+	ctx := upstreamTLS(t, b, "tollgate")
+	common := ctx.GetCommonTlsContext()
+	if !slices.Contains(common.GetAlpnProtocols(), "h2") {
+		t.Errorf("alpn_protocols: got %q, want h2", common.GetAlpnProtocols())
+	}
+	if v := common.GetTlsParams().GetTlsMinimumProtocolVersion(); v < tlsv3.TlsParameters_TLSv1_2 {
+		t.Errorf("tls_minimum_protocol_version: got %v, want TLSv1_2 or later", v)
+	}
+	if certs := common.GetTlsCertificates(); len(certs) != 1 || certs[0].GetCertificateChain().GetFilename() == "" || certs[0].GetPrivateKey().GetFilename() == "" {
+		t.Errorf("tls_certificates: got %v, want one client certificate and key from files", certs)
+	}
+	vc := common.GetValidationContext()
+	if vc.GetTrustedCa().GetFilename() == "" {
+		t.Error("validation_context.trusted_ca: none, want the CA's file")
+	}
+	sans := vc.GetMatchTypedSubjectAltNames()
+	if ctx.GetSni() == "" || len(sans) != 1 || sans[0].GetMatcher().GetExact() != ctx.GetSni() {
+		t.Errorf("sni %q, match_typed_subject_alt_names %v: want the SNI matched exactly", ctx.GetSni(), sans)
+	}
+}
+
+// upstreamTLS returns the UpstreamTlsContext of cluster name in b.
+func upstreamTLS(t *testing.T, b *bootstrapv3.Bootstrap, name string) *tlsv3.UpstreamTlsContext {
+	t.Helper()
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if c.GetName() != name {
+			continue
+		}
+		var ctx tlsv3.UpstreamTlsContext
+		if err := c.GetTransportSocket().GetTypedConfig().UnmarshalTo(&ctx); err != nil {
+			t.Fatalf("cluster %s: transport_socket: %v", name, err)
+		}
+		return &ctx
+	}
+	t.Fatalf("no cluster %s", name)
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tollgate/tollgate/envoy"
+	"github.com/tollgate/tollgate/policy"
 )
 
 // serve starts AuthzServer with d on a loopback listener and returns a
@@ -195,5 +197,49 @@ func TestCheckGRPCConcurrent(t *testing.T) {
 	want := map[outcome]int{{status: 200}: 20, {429, "throttle:plan", "1000"}: 20}
 	if len(counts) != len(want) || counts[outcome{status: 200}] != 20 || counts[outcome{429, "throttle:plan", "1000"}] != 20 {
 		t.Errorf("step 0: got %v, want %v", counts, want)
+	}
+}
+
+// headerDecider allows every request and keeps the value of one header of
+// the last one.
+type headerDecider struct {
+	name string
+	mu   sync.Mutex
+	got  string
+}
+
+func (d *headerDecider) Decide(_ context.Context, r *policy.Request) policy.Decision {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.got = r.Headers[d.name]
+	return policy.Decision{Verdict: policy.Allow, Status: 200}
+}
+
+// TestCheckNonUTF8Header: a header value that is not UTF-8 cannot travel
+// in the headers map (gRPC refuses the string, so Envoy would answer its
+// status_on_error), and reaches the decision whole in header_map's
+// raw_value, as Envoy sends it with encode_raw_headers: true.
+func TestCheckNonUTF8Header(t *testing.T) {
+	d := &headerDecider{name: "x-api-key"}
+	client := serve(t, d)
+	value := "tg_\xff\xfe"
+	req := func(h *authv3.AttributeContext_HttpRequest) *authv3.CheckRequest {
+		h.Method, h.Path = "GET", "/status"
+		return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: h}}}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := client.Check(ctx, req(&authv3.AttributeContext_HttpRequest{Headers: map[string]string{"x-api-key": value}})); err == nil {
+		t.Fatal("headers map: the call went through, want gRPC to refuse a string that is not UTF-8")
+	}
+	raw := req(&authv3.AttributeContext_HttpRequest{HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+		{Key: "x-api-key", RawValue: []byte(value)}}}})
+	if _, err := client.Check(ctx, raw); err != nil {
+		t.Fatalf("header_map: %v", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.got != value {
+		t.Errorf("header_map: the decision saw %q, want %q", d.got, value)
 	}
 }

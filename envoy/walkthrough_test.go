@@ -18,6 +18,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 )
 
 // walkStep is one request of the walkthrough: how many times it is sent,
@@ -231,6 +232,7 @@ func walkthrough(t *testing.T, pace time.Duration) {
 		t.Fatal(err)
 	}
 	vh := hcm.GetRouteConfig().GetVirtualHosts()[0]
+	raw := encodesRawHeaders(t, &hcm)
 	var ext map[string]string
 	if cfg := vh.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]; cfg != nil {
 		var per extauthzv3.ExtAuthzPerRoute
@@ -258,7 +260,11 @@ func walkthrough(t *testing.T, pace time.Duration) {
 		var got seen
 		for n := range s.times {
 			if filter == "ext_authz" {
-				resp, err := authz.Check(context.Background(), req)
+				sent := req
+				if raw {
+					sent = withHeaderMap(req)
+				}
+				resp, err := authz.Check(context.Background(), sent)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -305,4 +311,35 @@ func walkthrough(t *testing.T, pace time.Duration) {
 			}
 		}
 	}
+}
+
+// encodesRawHeaders reports whether the ext_authz filter of hcm has
+// encode_raw_headers: then Envoy sends header values in header_map.
+func encodesRawHeaders(t *testing.T, hcm *hcmv3.HttpConnectionManager) bool {
+	t.Helper()
+	for _, f := range hcm.GetHttpFilters() {
+		if f.GetName() != "envoy.filters.http.ext_authz" {
+			continue
+		}
+		var cfg extauthzv3.ExtAuthz
+		if err := f.GetTypedConfig().UnmarshalTo(&cfg); err != nil {
+			t.Fatal(err)
+		}
+		return cfg.GetEncodeRawHeaders()
+	}
+	t.Fatal("no ext_authz filter")
+	return false
+}
+
+// withHeaderMap returns req as Envoy sends it with encode_raw_headers: the
+// headers in header_map, each value in raw_value.
+func withHeaderMap(req *authv3.CheckRequest) *authv3.CheckRequest {
+	out := proto.Clone(req).(*authv3.CheckRequest)
+	h := out.GetAttributes().GetRequest().GetHttp()
+	hm := &corev3.HeaderMap{}
+	for k, v := range h.GetHeaders() {
+		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
+	}
+	h.Headers, h.HeaderMap = nil, hm
+	return out
 }

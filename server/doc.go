@@ -1,6 +1,7 @@
 // Package server is the tollgate process: it loads the policy, owns the
-// state store, serves ext_authz and the gRPC health service on one
-// listener (tcp or unix socket), and stops gracefully.
+// state store, serves ext_authz, ext_proc and the gRPC health service on
+// one listener (tcp or unix socket; plaintext, or TLS and mTLS with
+// certificate files re-read when they change), and stops gracefully.
 //
 // It is the one place that reads the clock: every decision takes its
 // instant from Config.Now (time.Now by default) and hands it to

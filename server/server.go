@@ -31,6 +31,16 @@ type Config struct {
 	PolicyFile string
 	// GRPCAddr is the gRPC listen address: "host:port" or "unix:/path".
 	GRPCAddr string
+	// GRPCTLSCert and GRPCTLSKey are PEM files of the gRPC port's
+	// certificate (chain) and private key: both set, the port speaks TLS
+	// 1.2 or later only (unix sockets too); both empty, plaintext. They are
+	// read again on the first handshake after one of them changes on disk.
+	GRPCTLSCert, GRPCTLSKey string
+	// GRPCClientCA is a PEM file of the CAs that the gRPC clients'
+	// certificates must chain to (mTLS): a client without such a
+	// certificate is refused at the handshake. Empty: no client
+	// certificate is asked for. It needs GRPCTLSCert and GRPCTLSKey.
+	GRPCClientCA string
 	// Store is the state store URL: "file:DIR" (the default,
 	// file:./tollgate-data), "memory:" or a Redis URL (redis://,
 	// rediss://, redis-sentinel://, redis-cluster://).
@@ -132,6 +142,7 @@ type Server struct {
 	retries chan slotRelease
 
 	grpc   *grpc.Server
+	tls    *tlsFiles // nil: plaintext gRPC
 	proc   *envoy.ProcessServer
 	health *health.Server
 	lis    net.Listener
@@ -185,6 +196,9 @@ func New(cfg Config) (_ *Server, err error) {
 	if !s.cfg.OnStoreError.Valid() {
 		return nil, fmt.Errorf("on-store-error %q: want local, allow or deny", s.cfg.OnStoreError)
 	}
+	if s.tls, err = newTLSFiles(cfg.GRPCTLSCert, cfg.GRPCTLSKey, cfg.GRPCClientCA, s.log); err != nil {
+		return nil, err
+	}
 	s.metrics = newMetrics(s.degraded.Load, func() bool { return s.load.Load().err == "" },
 		func() time.Time { return s.load.Load().loadedAt })
 	if _, err := s.reload(false); err != nil {
@@ -227,10 +241,10 @@ func New(cfg Config) (_ *Server, err error) {
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		}
 	}
-	s.grpc = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		// Envoy keeps a few long-lived HTTP/2 connections and sends many
 		// small unary calls on each.
-		grpc.MaxConcurrentStreams(1<<16),
+		grpc.MaxConcurrentStreams(1 << 16),
 		// A stop that ran out of grace still waits for the decisions in
 		// flight, so that none takes from the store after it is closed.
 		grpc.WaitForHandlers(true),
@@ -238,7 +252,11 @@ func New(cfg Config) (_ *Server, err error) {
 		// Long-lived workers keep the stacks that decisions grow: a new
 		// goroutine per call spent a fifth of the CPU growing its stack.
 		grpc.NumStreamWorkers(streamWorkers),
-	)
+	}
+	if s.tls != nil {
+		opts = append(opts, grpc.Creds(s.tls.credentials()))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	authv3.RegisterAuthorizationServer(s.grpc, &envoy.AuthzServer{Decider: s})
 	s.proc = &envoy.ProcessServer{Decider: s, Releaser: s}
 	extprocv3.RegisterExternalProcessorServer(s.grpc, s.proc)
@@ -351,7 +369,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		errc <- nil
 	}()
-	attrs := []any{"grpc", s.lis.Addr().String(), "policy", s.cfg.PolicyFile, "store", s.cfg.Store}
+	attrs := []any{"grpc", s.lis.Addr().String(), "grpc_tls", s.tls.mode(), "policy", s.cfg.PolicyFile, "store", s.cfg.Store}
 	if s.admin != nil {
 		servers++
 		// Admin calls run in ctx: when the server stops, a call in
@@ -369,6 +387,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		attrs = append(attrs, "admin", s.adminLis.Addr().String())
 	}
 	s.log.Info("serving", attrs...)
+	if s.cfg.GRPCClientCA == "" && openToAll(s.cfg.GRPCAddr) {
+		s.log.Warn("the gRPC port takes unauthenticated calls from any host that reaches it, and trusts the client addresses they carry: "+
+			"listen on a private address, loopback or a unix socket, or require client certificates (--grpc-client-ca)", "grpc", s.cfg.GRPCAddr)
+	}
 
 	var errs []error
 	select {

@@ -87,6 +87,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg := server.Config{}
 	fs.StringVar(&cfg.PolicyFile, "policy", "policy.yaml", "policy `file`")
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", ":9001", "gRPC listen `address` (host:port or unix:/path)")
+	fs.StringVar(&cfg.GRPCTLSCert, "grpc-tls-cert", "", "PEM `file` of the gRPC port's certificate (chain): the port speaks TLS only; re-read when it changes")
+	fs.StringVar(&cfg.GRPCTLSKey, "grpc-tls-key", "", "PEM `file` of the private key of --grpc-tls-cert")
+	fs.StringVar(&cfg.GRPCClientCA, "grpc-client-ca", "", "PEM `file` of the CAs that gRPC clients' certificates must chain to (mTLS: a client without one is refused)")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin HTTP API listen `address` (host:port or unix:/path; - for none)")
 	tokenFile := fs.String("admin-token-file", "", "`file` holding the admin API's bearer token (default: $TOLLGATE_ADMIN_TOKEN; neither: the /v1 calls answer 503)")
 	fs.StringVar(&cfg.Store, "store", server.DefaultStore, "state store `url`: file:DIR, memory:, redis://host:port/db (rediss://, redis-sentinel://, redis-cluster://)")
