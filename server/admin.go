@@ -249,6 +249,8 @@ func jsonKind(kind string) string {
 		return "a list"
 	case "struct", "map", "ptr":
 		return "an object"
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64":
+		return "a whole number"
 	default:
 		return "a number"
 	}

@@ -243,6 +243,7 @@ func TestAdminBadInput(t *testing.T) {
 		{"POST", "/v1/keys/rt-1/rotate", `{"grace":"-1h"}`, nil, 400, "is not between 0s and"},
 		{"POST", "/v1/usage/acme/grant", `{"plan":"enterprise","requests":5}`, nil, 400, `"enterprise" has no quota`},
 		{"POST", "/v1/usage/acme/grant", `{"plan":"free","requests":0}`, nil, 400, "requests: 0 is not between 1"},
+		{"POST", "/v1/usage/acme/grant", `{"plan":"free","requests":1.5}`, nil, 400, "requests: got a JSON number 1.5, want a whole number"},
 		{"POST", "/v1/usage/acme/grant", `{"plan":"free","requests":-5}`, nil, 400, "requests: -5 is not between 1"},
 		{"POST", "/v1/usage/acme/grant", `{"plan":"gold","requests":5}`, nil, 400, `"gold" is not a usage plan`},
 		{"POST", "/v1/usage/acme/grant", `{"requests":5}`, nil, 400, "plan: required"},

@@ -143,7 +143,7 @@ func row(rs [][]string, first string) []string {
 	return nil
 }
 
-var keyHeader = []string{"ID", "CUSTOMER", "PLANS", "ENABLED", "EXPIRES", "SOURCE", "NAME"}
+var keyHeader = []string{"ID", "CUSTOMER", "PLANS", "STATUS", "EXPIRES", "SOURCE", "NAME"}
 
 func TestKeysLifecycle(t *testing.T) {
 	s := serve(t, "127.0.0.1:0", nil)
@@ -187,16 +187,20 @@ func TestKeysLifecycle(t *testing.T) {
 		t.Errorf("3: got a key value in the list:\n%s", out)
 	}
 	rs := rows(t, out, keyHeader...)
-	if got, want := row(rs, "cli-1"), []string{"cli-1", "clicust", "pro", "yes", "never", "api", "CLI", "test"}; !slices.Equal(got, want) {
+	if got, want := row(rs, "cli-1"), []string{"cli-1", "clicust", "pro", "active", "never", "api", "CLI", "test"}; !slices.Equal(got, want) {
 		t.Errorf("3: got row %q, want %q", got, want)
 	}
-	if got, want := row(rs, "acme-2026a"), []string{"acme-2026a", "acme", "pro", "yes", "2027-06-30T00:00:00Z", "policy"}; !slices.Equal(got, want) {
+	if got, want := row(rs, "acme-2026a"), []string{"acme-2026a", "acme", "pro", "active", "2027-06-30T00:00:00Z", "policy"}; !slices.Equal(got, want) {
 		t.Errorf("3: got row %q, want %q", got, want)
 	}
-	if got, want := row(rs, "hooli-old"), []string{"hooli-old", "hooli", "free", "no", "never", "policy"}; !slices.Equal(got, want) {
+	if got, want := row(rs, "hooli-old"), []string{"hooli-old", "hooli", "free", "disabled", "never", "policy"}; !slices.Equal(got, want) {
 		t.Errorf("3: got row %q, want %q", got, want)
 	}
-	if got, want := row(rs, created.ID), []string{created.ID, created.ID, "free", "yes", "2099-01-01T00:00:00Z", "api"}; !slices.Equal(got, want) {
+	// An expired key is marked as such (issue 13: it read "enabled").
+	if got, want := row(rs, "umbrella-2025"), []string{"umbrella-2025", "umbrella", "free", "expired", "2025-01-01T00:00:00Z", "policy"}; !slices.Equal(got, want) {
+		t.Errorf("3: got row %q, want %q", got, want)
+	}
+	if got, want := row(rs, created.ID), []string{created.ID, created.ID, "free", "active", "2099-01-01T00:00:00Z", "api"}; !slices.Equal(got, want) {
 		t.Errorf("3: got row %q, want %q", got, want)
 	}
 	if got, want := len(rs), 7; got != want {

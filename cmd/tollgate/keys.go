@@ -90,7 +90,7 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *plan != "" {
 		q.Set("plan", *plan)
 	}
-	header := true
+	header, now := true, time.Now()
 	return c.pages(ctx, "/v1/keys", q, func(raw []byte) (string, error) {
 		var ans struct {
 			Items []server.KeyView `json:"items"`
@@ -104,11 +104,11 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		if header {
-			fmt.Fprintln(tw, "ID\tCUSTOMER\tPLANS\tENABLED\tEXPIRES\tSOURCE\tNAME")
+			fmt.Fprintln(tw, "ID\tCUSTOMER\tPLANS\tSTATUS\tEXPIRES\tSOURCE\tNAME")
 			header = false
 		}
 		for _, k := range ans.Items {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Customer, plansText(k.Plans), yesNo(k.Enabled),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Customer, plansText(k.Plans), keyStatus(&k, now),
 				timeText(k.Expires, "never"), k.Source, k.Name)
 		}
 		return ans.Next, tw.Flush()
@@ -279,6 +279,7 @@ func printKey(w io.Writer, k *server.KeyView) error {
 	fmt.Fprintf(tw, "name:\t%s\n", k.Name)
 	fmt.Fprintf(tw, "plans:\t%s\n", plansText(k.Plans))
 	fmt.Fprintf(tw, "enabled:\t%s\n", yesNo(k.Enabled))
+	fmt.Fprintf(tw, "status:\t%s\n", keyStatus(k, time.Now()))
 	fmt.Fprintf(tw, "expires:\t%s\n", timeText(k.Expires, "never"))
 	fmt.Fprintf(tw, "created:\t%s\n", timeText(k.Created, "-"))
 	fmt.Fprintf(tw, "source:\t%s\n", k.Source)
@@ -301,6 +302,21 @@ func plansText(plans []string) string {
 		return "-"
 	}
 	return strings.Join(plans, ",")
+}
+
+// keyStatus says whether a key works at now: active, disabled, expired, or
+// both of the last two.
+func keyStatus(k *server.KeyView, now time.Time) string {
+	expired := k.Expires != nil && !now.Before(*k.Expires)
+	switch {
+	case !k.Enabled && expired:
+		return "disabled,expired"
+	case !k.Enabled:
+		return "disabled"
+	case expired:
+		return "expired"
+	}
+	return "active"
 }
 
 func yesNo(b bool) string {

@@ -166,7 +166,14 @@ func usageGrant(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		Requests int64  `json:"requests"`
 	}
 	cmd.fs.StringVar(&body.Plan, "plan", "", "usage `plan` with a quota (required)")
-	cmd.fs.Int64Var(&body.Requests, "requests", 0, "`count` of requests to add (required)")
+	cmd.fs.Func("requests", "`count` of requests to add, a whole number (required)", func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("want a whole number of requests, such as 20000")
+		}
+		body.Requests = n
+		return nil
+	})
 	pos, err := cmd.parse(args, "CUSTOMER")
 	if err != nil {
 		return err
