@@ -31,7 +31,7 @@ type walkStep struct {
 	// this status (0: sent times times).
 	until int
 	want  *walkAnswer // nil: sent, not shown
-	block        int         // the sh block it is in
+	block int         // the sh block it is in
 }
 
 type walkAnswer struct {
