@@ -226,3 +226,41 @@ func TestWAFCountersOtherKeysBounded(t *testing.T) {
 		t.Errorf("got %d held %d dropped, want at most 16 held and 2000 in all", held, dropped)
 	}
 }
+
+// BenchmarkWAFFlood is issue 13's flood on a store at the default bound:
+// 1,000,000 distinct IPv4 clients, one hit each, at the per-IP rule of the
+// payments example, after an address went over its limit. It reports the
+// live heap the flood added and fails when that address is no longer
+// blocked after it.
+func BenchmarkWAFFlood(b *testing.B) {
+	const flood = 1_000_000
+	attacker := netip.MustParseAddr("203.0.113.9")
+	for b.Loop() {
+		before := heapAlloc()
+		s := New()
+		var bt policy.Batch
+		send := func(a netip.Addr, now time.Time) {
+			bt.Reset()
+			bt.Hits = append(bt.Hits, perIP(a, 1000))
+			if err := s.Apply(now, &bt); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for range 1001 {
+			send(attacker, t0)
+		}
+		for i := range flood {
+			send(addr4(i), t0.Add(time.Duration(i)*100*time.Microsecond)) // 100 s, inside one 5m window
+		}
+		send(attacker, t0.Add(flood*100*time.Microsecond))
+		if bt.Blocked != 0 {
+			b.Fatalf("the attacker is no longer blocked after the flood (count %d)", bt.Hits[0].Count)
+		}
+		after := heapAlloc()
+		held, dropped := s.WAFCounters()
+		b.ReportMetric(float64(int64(after)-int64(before))/(1<<20), "MB-heap")
+		b.ReportMetric(float64(held), "held")
+		b.ReportMetric(float64(dropped), "dropped")
+		runtime.KeepAlive(s)
+	}
+}

@@ -10,10 +10,11 @@ import (
 )
 
 // DefaultMaxCounters is the bound on the WAF rate counters of a Store made
-// without WithMaxCounters: 262,144 counters, about 20 MB at the ~80 bytes
-// a counter of a client address costs (BenchmarkWAFCounterBytes). It holds
-// every client of a busy edge over a 5-minute window many times over, and
-// a flood of distinct addresses costs at most that much memory.
+// without WithMaxCounters: 262,144 counters, 1,024 a shard. A counter of a
+// client address costs about 75 bytes (BenchmarkWAFCounterBytes), and a
+// shard's maps are kept sized for a full shard, so a flood of distinct
+// addresses costs at most about 28 MB (BenchmarkWAFFlood). It holds every
+// client of a busy edge over a 5-minute window many times over.
 const DefaultMaxCounters = 1 << 18
 
 // WithMaxCounters bounds the number of WAF rate counters held to n (at
@@ -85,9 +86,6 @@ type counters struct {
 	// pass that makes room: the part of its quarter that the last pass
 	// could not free.
 	quiet int
-	// peak is the most counters held since the maps were made; a sweep
-	// that leaves a quarter of it makes smaller maps.
-	peak int
 	// dropped counts the counters dropped before their windows passed and
 	// the new counters not kept.
 	dropped uint64
@@ -150,10 +148,10 @@ func (c *counters) hit(h *policy.Hit, n int64) int64 {
 		if k.Addr.IsValid() {
 			ak.addr, ak.kind = k.Addr.As16(), uint8(k.Addr.BitLen()/8)
 		}
-		return count(c, c.addrs, ak, id, int64(h.Window), n, identity)
+		return count(c, &c.addrs, ak, id, int64(h.Window), n, identity)
 	}
 	ok := otherKey{subject: k.Subject, addr: k.Addr, period: k.Period, rule: id}
-	return count(c, c.other, ok, id, int64(h.Window), n, ownSubject)
+	return count(c, &c.other, ok, id, int64(h.Window), n, ownSubject)
 }
 
 func identity(k addrKey) addrKey { return k }
@@ -165,13 +163,13 @@ func ownSubject(k otherKey) otherKey {
 	return k
 }
 
-// count adds one to the counter k of m (rule id, window w) at n and returns
-// the estimated count. A new counter is kept with own(k), when there is
-// room for it.
-func count[K comparable](c *counters, m map[K]window, k K, id ruleID, w, n int64, own func(K) K) int64 {
+// count adds one to the counter k of *m (rule id, window w) at n and
+// returns the estimated count. A new counter is kept with own(k), when there
+// is room for it (making room makes *m anew).
+func count[K comparable](c *counters, m *map[K]window, k K, id ruleID, w, n int64, own func(K) K) int64 {
 	idx := floorDiv(n, w)
 	elapsed := n - idx*w
-	cw, ok := m[k]
+	cw, ok := (*m)[k]
 	if !ok {
 		cw = window{win: idx}
 	}
@@ -186,16 +184,15 @@ func count[K comparable](c *counters, m map[K]window, k K, id ruleID, w, n int64
 	cw.cur++
 	est := cw.cur + weigh(cw.prev, w-elapsed, w)
 	if ok {
-		m[k] = cw
+		(*m)[k] = cw
 		return est
 	}
 	if c.len() >= c.max && !c.makeRoom(n) {
 		c.dropped++
 		return est
 	}
-	m[own(k)] = cw
+	(*m)[own(k)] = cw
 	c.rules[id].held++
-	c.peak = max(c.peak, c.len())
 	return est
 }
 
@@ -259,6 +256,9 @@ func (c *counters) makeRoom(n int64) bool {
 	quarter := max(c.max/4, 1)
 	freed := c.evict(n, c.len()-(c.max-quarter))
 	c.quiet = max(quarter-freed, 0)
+	if freed > 0 {
+		c.remake(c.max - c.len()) // the shard fills up again
+	}
 	return c.len() < c.max
 }
 
@@ -339,24 +339,29 @@ func dropBelow[K keyed](c *counters, m map[K]window, n int64, t int, atT *int) i
 }
 
 // sweep drops the counters whose windows have both passed at n, frees the
-// rules without counters and makes smaller maps when the counters have
-// shrunk to a quarter of their peak.
+// rules without counters and, when it dropped any, makes the maps anew.
 func (c *counters) sweep(n int64) {
 	var hist [histBuckets]int
-	rankAll(c, c.addrs, n, &hist)
-	rankAll(c, c.other, n, &hist)
-	c.freeRules()
-	if c.peak >= 4*sweepMin && c.len() <= c.peak/4 {
-		c.addrs = clone(c.addrs)
-		c.other = clone(c.other)
-		c.peak = c.len()
+	if rankAll(c, c.addrs, n, &hist)+rankAll(c, c.other, n, &hist) > 0 {
+		c.remake(0)
 	}
+	c.freeRules()
 }
 
-// clone returns a copy of m sized for what it holds: Go maps do not give
-// back the memory of entries deleted.
-func clone[K comparable](m map[K]window) map[K]window {
-	m2 := make(map[K]window, len(m))
+// remake copies the counters into new maps, with room for extra more
+// address counters. Go maps never give back memory: a deleted entry leaves a
+// tombstone that counts towards growing the map, so that a map whose
+// entries come and go keeps growing (measured: 30 MB, then 65 MB after 4M
+// entries came and went through 256 maps of at most 1,024). Copying after
+// each pass or sweep that deleted costs O(counters), like the pass itself.
+func (c *counters) remake(extra int) {
+	c.addrs = clone(c.addrs, len(c.addrs)+extra)
+	c.other = clone(c.other, len(c.other))
+}
+
+// clone returns a copy of m with room for size entries.
+func clone[K comparable](m map[K]window, size int) map[K]window {
+	m2 := make(map[K]window, size)
 	for k, v := range m {
 		m2[k] = v
 	}
