@@ -1073,9 +1073,9 @@ func setList(sets map[string]*ipSet) string {
 	return "ip sets: " + strings.Join(names, ", ")
 }
 
-// rateRule compiles a rule's rate_based {limit, window, key}.
+// rateRule compiles a rule's rate_based {limit, window, key, ipv6_prefix}.
 func (c *compiler) rateRule(path string, v any, name string) (*rateRule, bool) {
-	o, ok := c.object(path, v, "limit", "window", "key")
+	o, ok := c.object(path, v, "limit", "window", "key", "ipv6_prefix")
 	if !ok {
 		return nil, false
 	}
@@ -1132,6 +1132,20 @@ func (c *compiler) rateRule(path string, v any, name string) (*rateRule, bool) {
 		keyID = s
 		if rr.key == rateHeader {
 			keyID = "header:" + rr.header
+		}
+	}
+	if p, v, ok := o.get("ipv6_prefix"); ok {
+		n, ok := c.integer(p, v, 1, 128)
+		switch {
+		case !ok:
+			good = false
+		case keyID != "" && rr.key != rateIP && rr.key != rateIPPath:
+			c.errorf(p, "only allowed with key: ip or ip+path (key is %s)", keyID)
+			good = false
+		default:
+			rr.v6bits = int(n)
+			// Counters per prefix are not the counters per address.
+			keyID += "|ipv6/" + strconv.Itoa(rr.v6bits)
 		}
 	}
 	rr.id = c.limitID("waf|" + name + "|" + keyID + "|" + strconv.FormatInt(rr.limit, 10) + "|" + rr.window.String())

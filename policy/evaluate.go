@@ -85,9 +85,9 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 				h := Hit{Key: Key{Limit: w.rate.id}, Limit: w.rate.limit, Window: w.rate.window}
 				switch w.rate.key {
 				case rateIP:
-					h.Key.Addr = ip
+					h.Key.Addr = w.rate.addr(ip)
 				case rateIPPath:
-					h.Key.Addr, h.Key.Subject = ip, path
+					h.Key.Addr, h.Key.Subject = w.rate.addr(ip), path
 				case rateHeader:
 					v, ok := r.Headers[w.rate.header]
 					if !ok {
@@ -458,7 +458,9 @@ func xffEntry(xff string, hops int) (string, bool) {
 // parseIP parses an address with or without a port ("192.0.2.1",
 // "192.0.2.1:80", "2001:db8::1", "[2001:db8::1]:80"). It picks the form
 // first, so that the common address with a port costs no failed parse (and
-// no error allocation).
+// no error allocation). The address is returned without its zone
+// (fe80::1%eth0 is fe80::1): the zone names the receiving host's interface,
+// not the client, and a zoned address would be counted apart.
 func parseIP(s string) (netip.Addr, bool) {
 	s = strings.TrimSpace(s)
 	var a netip.Addr
@@ -473,7 +475,7 @@ func parseIP(s string) (netip.Addr, bool) {
 	if err != nil {
 		return netip.Addr{}, false
 	}
-	return a.Unmap(), true
+	return a.Unmap().WithZone(""), true
 }
 
 // stageFor returns the stage a request belongs to (SPEC §2). known is false

@@ -232,7 +232,20 @@ type rateRule struct {
 	window time.Duration
 	key    rateKey
 	header string // lower-case, for rateHeader
+	// v6bits is ipv6_prefix: IPv6 clients are counted per prefix of this
+	// length (0: per address).
+	v6bits int
 	id     string // Key.Limit of its counters
+}
+
+// addr returns the address a client at ip is counted under: ip itself, or
+// for an IPv6 client of a rule with ipv6_prefix, its prefix.
+func (rr *rateRule) addr(ip netip.Addr) netip.Addr {
+	if rr.v6bits == 0 || !ip.Is6() {
+		return ip
+	}
+	p, _ := ip.Prefix(rr.v6bits) // 1..128 on an IPv6 address: never fails
+	return p.Addr()
 }
 
 type rateKey uint8

@@ -213,6 +213,21 @@ func (m *metrics) replicas(count func() int) {
 	}, func() float64 { return float64(count()) }))
 }
 
+// wafCounters exports the WAF rate counters that the store holds in memory
+// and those it dropped to stay within --waf-counters, read at scrape time.
+func (m *metrics) wafCounters(read func() (held int, dropped uint64)) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_waf_counters",
+			Help: "WAF rate counters held in this process's memory (embedded stores; with Redis, those of local decisions), at most --waf-counters.",
+		}, func() float64 { held, _ := read(); return float64(held) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tollgate_waf_counters_dropped_total",
+			Help: "WAF rate counters dropped before their windows passed, or not kept, to stay within --waf-counters: the ones furthest below their limit, never a blocking one.",
+		}, func() float64 { _, dropped := read(); return float64(dropped) }),
+	)
+}
+
 // flush records one write of a file store's counters: n written, or
 // failed with err.
 func (m *metrics) flush(n int, took time.Duration, err error) {

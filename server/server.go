@@ -23,6 +23,7 @@ import (
 
 	"github.com/tollgate/tollgate/envoy"
 	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/memory"
 )
 
 // Config is what `tollgate serve` is given.
@@ -55,6 +56,10 @@ type Config struct {
 	// answer it in time (default OnErrorLocal). A run-time key that cannot
 	// be looked up is never let through, whatever the mode.
 	OnStoreError OnStoreError
+	// WAFCounters bounds the WAF rate counters held in memory (default
+	// memory.DefaultMaxCounters): the embedded stores' counters, or with
+	// Redis those of local decisions (memory.WithMaxCounters).
+	WAFCounters int
 	// AdminAddr is the admin HTTP API's listen address, "host:port" or
 	// "unix:/path" (default 127.0.0.1:9002); "-" turns the admin API off.
 	AdminAddr string
@@ -199,6 +204,12 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.tls, err = newTLSFiles(cfg.GRPCTLSCert, cfg.GRPCTLSKey, cfg.GRPCClientCA, s.log); err != nil {
 		return nil, err
 	}
+	switch {
+	case s.cfg.WAFCounters == 0:
+		s.cfg.WAFCounters = memory.DefaultMaxCounters
+	case s.cfg.WAFCounters < 0:
+		return nil, fmt.Errorf("waf-counters %d: want at least 1", s.cfg.WAFCounters)
+	}
 	s.metrics = newMetrics(s.degraded.Load, func() bool { return s.load.Load().err == "" },
 		func() time.Time { return s.load.Load().loadedAt })
 	if _, err := s.reload(false); err != nil {
@@ -214,6 +225,7 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 	}()
 	s.store = st
+	s.metrics.wafCounters(st.WAFCounters)
 	s.keys = newKeyCache(s.store, s.now)
 	s.keys.direct = keysInMemory(s.store)
 	readyCtx, readyCancel := context.WithTimeout(context.Background(), 2*time.Second)

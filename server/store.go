@@ -51,6 +51,11 @@ type Store interface {
 	// at end.
 	Grant(k policy.Key, n int64, end time.Time) error
 
+	// WAFCounters returns the WAF rate counters held in this process's
+	// memory and the number dropped so far, before their windows passed,
+	// to keep them within --waf-counters.
+	WAFCounters() (held int, dropped uint64)
+
 	// Ready reports whether the store can be reached.
 	Ready(ctx context.Context) error
 	// Close writes what is still in memory and releases the store.
@@ -65,16 +70,17 @@ const DefaultStore = "file:./tollgate-data"
 func (s *Server) openStore(url string) (Store, error) {
 	switch {
 	case url == "memory:" || url == "memory":
-		return memory.New(), nil
+		return memory.New(memory.WithMaxCounters(s.cfg.WAFCounters)), nil
 	case strings.HasPrefix(url, "file:"):
 		dir := strings.TrimPrefix(url, "file:")
 		if dir == "" {
 			return nil, fmt.Errorf("--store %q: want file:DIR, such as %s", url, DefaultStore)
 		}
-		return file.Open(dir, file.Options{FlushInterval: s.cfg.FlushInterval, Now: s.now, OnFlush: s.flushed})
+		return file.Open(dir, file.Options{FlushInterval: s.cfg.FlushInterval, Now: s.now, OnFlush: s.flushed,
+			MaxCounters: s.cfg.WAFCounters})
 	case strings.HasPrefix(url, "redis") || strings.HasPrefix(url, "unix:"):
 		st, err := redis.Open(url, redis.Options{Timeout: s.cfg.StoreTimeout, Local: s.cfg.OnStoreError == OnErrorLocal,
-			Observer: storeEvents{s}})
+			LocalMaxCounters: s.cfg.WAFCounters, Observer: storeEvents{s}})
 		if err != nil {
 			return nil, err
 		}

@@ -99,6 +99,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	// redis.DefaultTimeout).
 	fs.DurationVar(&cfg.StoreTimeout, "store-timeout", redis.DefaultTimeout, "budget of a decision's call to a Redis store")
 	onStoreError := fs.String("on-store-error", string(server.OnErrorLocal), "when Redis cannot answer in time: `local` (this replica decides with its share of each limit), allow (without limits) or deny (503)")
+	fs.IntVar(&cfg.WAFCounters, "waf-counters", memory.DefaultMaxCounters, "most WAF rate counters held in memory (`n`; the default costs at most about 30 MB); past it the ones furthest below their limit are dropped, never a blocking one")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long a graceful stop waits for calls in flight")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the admin address (no token)")
@@ -116,6 +117,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if cfg.StoreTimeout <= 0 {
 		return fmt.Errorf("--store-timeout %v: want a positive duration such as 100ms", cfg.StoreTimeout)
+	}
+	if cfg.WAFCounters < 1 {
+		return fmt.Errorf("--waf-counters %d: want at least 1", cfg.WAFCounters)
 	}
 	if cfg.FlushInterval <= 0 {
 		return fmt.Errorf("--flush-interval %v: want a positive duration such as 1s", cfg.FlushInterval)

@@ -151,3 +151,15 @@ func TestOperatorPaperCuts(t *testing.T) {
 		t.Errorf("decide bad path: got %q, want what is invalid", out)
 	}
 }
+
+// TestServeBadWAFCounters: a bound below 1 is refused before anything
+// serves, never replaced by the default.
+func TestServeBadWAFCounters(t *testing.T) {
+	for _, n := range []string{"0", "-5"} {
+		_, errs, status := runArgs(t, "serve", "--policy", example, "--store", "memory:", "--grpc-addr", "127.0.0.1:0",
+			"--admin-addr", "-", "--waf-counters", n)
+		if want := "--waf-counters " + n + ": want at least 1"; status != 1 || !strings.Contains(errs, want) {
+			t.Errorf("--waf-counters %s: got status %d, stderr %q; want 1, %q", n, status, errs, want)
+		}
+	}
+}

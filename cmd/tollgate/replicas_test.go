@@ -61,7 +61,7 @@ func replicaPolicy(t *testing.T, edits [][2]string, keys ...testKey) string {
 // quota, the per-IP WAF rule on POST /transactions allows 6 a minute.
 var (
 	burst12 = [2]string{"  free:\n    throttle: {rate: 10, burst: 20}", "  free:\n    throttle: {rate: 0.001, burst: 12}"}
-	waf6    = [2]string{"rate_based: {limit: 1000, window: 5m, key: ip}", "rate_based: {limit: 6, window: 1m, key: ip}"}
+	waf6    = [2]string{"rate_based: {limit: 1000, window: 5m, key: ip,", "rate_based: {limit: 6, window: 1m, key: ip,"}
 )
 
 func proQuota(n int) [2]string {

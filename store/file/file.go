@@ -58,6 +58,9 @@ type Options struct {
 	// counters written (0: nothing had changed), how long it took and its
 	// error.
 	OnFlush func(written int, took time.Duration, err error)
+	// MaxCounters bounds the WAF rate counters kept in memory (default
+	// memory.DefaultMaxCounters; see memory.WithMaxCounters).
+	MaxCounters int
 }
 
 // Store is the file store. The zero Store is not usable; call Open.
@@ -122,8 +125,11 @@ func Open(dir string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("file store %s: %w", path, err)
 	}
+	if o.MaxCounters <= 0 {
+		o.MaxCounters = memory.DefaultMaxCounters
+	}
 	s := &Store{
-		mem:     memory.New(memory.WithJournal(), memory.WithUsageRetention(memoryUsageRetention)),
+		mem:     memory.New(memory.WithJournal(), memory.WithUsageRetention(memoryUsageRetention), memory.WithMaxCounters(o.MaxCounters)),
 		db:      db,
 		path:    path,
 		opts:    o,
@@ -392,6 +398,10 @@ func (s *Store) KeysAfter(ctx context.Context, after string, limit int) ([]*poli
 func (s *Store) CustomerKeysAfter(ctx context.Context, customer, id string, limit int) ([]*policy.APIKey, error) {
 	return s.mem.CustomerKeysAfter(ctx, customer, id, limit)
 }
+
+// WAFCounters returns the WAF rate counters held in memory and the number
+// dropped to stay within Options.MaxCounters (memory.Store.WAFCounters).
+func (s *Store) WAFCounters() (held int, dropped uint64) { return s.mem.WAFCounters() }
 
 // Counter returns the state of a quota or usage counter: from memory while
 // it is live, else from disk (the history).

@@ -3,6 +3,7 @@ package file
 import (
 	"crypto/sha256"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -428,5 +429,28 @@ func TestCodecRoundTrip(t *testing.T) {
 		if _, err := decodeKey(bad); err == nil {
 			t.Errorf("decodeKey(%x): got no error", bad)
 		}
+	}
+}
+
+// TestWAFCountersBounded: Options.MaxCounters bounds the WAF counters the
+// file store keeps in memory.
+func TestWAFCountersBounded(t *testing.T) {
+	c := &clock{t: t0}
+	s, err := Open(t.TempDir(), Options{FlushInterval: time.Hour, Now: c.Now, MaxCounters: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 2000 {
+		b := &policy.Batch{}
+		b.Reset()
+		b.Hits = append(b.Hits, policy.Hit{Key: policy.Key{Limit: "waf", Addr: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})},
+			Limit: 100, Window: time.Minute})
+		if err := s.Apply(t0, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if held, dropped := s.WAFCounters(); held > 256 || held+int(dropped) != 2000 {
+		t.Errorf("got %d held %d dropped, want at most 256 held and 2000 in all", held, dropped)
 	}
 }

@@ -22,7 +22,14 @@
 // what its last sweep kept, inside Apply, and Sweep sweeps every shard. A
 // sweep drops only entries that carry no information: buckets that are full,
 // WAF counters whose current and previous windows have both passed, and quota
-// counters whose period has ended. Nothing else is ever dropped.
+// counters whose period has ended.
+//
+// WAF rate counters are also bounded in number (WithMaxCounters, default
+// DefaultMaxCounters): a full shard drops the counters furthest below their
+// limit, never one over it, and counts them (WAFCounters); see
+// WithMaxCounters. Nothing else is ever dropped. A counter of a client
+// address keeps its rule as a small id interned in the shard and the address
+// inline, so that it costs about 75 bytes (BenchmarkWAFCounterBytes).
 //
 // # Journal
 //

@@ -37,6 +37,8 @@ type Store struct {
 	// journal is set by WithJournal: changed counters are listed for
 	// Changes.
 	journal bool
+	// maxCounters bounds the WAF rate counters held (WithMaxCounters).
+	maxCounters int
 
 	keys keyring
 }
@@ -55,7 +57,7 @@ func WithUsageRetention(d time.Duration) Option {
 type shard struct {
 	mu       sync.Mutex
 	buckets  table[bucket]
-	counters table[counter]
+	counters counters
 	quotas   table[quota]
 	// slots counts the concurrency slots held per route; an entry goes
 	// when its count drops to 0.
@@ -75,15 +77,6 @@ type shard struct {
 type bucket struct {
 	b policy.Bucket
 	t policy.Throttle
-}
-
-// counter is a WAF sliding-window counter: two fixed windows of length window,
-// the current one (index win, count cur) and the one before it (prev).
-type counter struct {
-	win    int64
-	window time.Duration
-	cur    int64
-	prev   int64
 }
 
 // quota is a quota or usage-history counter: used requests, and granted
@@ -114,16 +107,17 @@ func WithShards(n int) Option {
 
 // New returns an empty Store.
 func New(opts ...Option) *Store {
-	s := &Store{seed: maphash.MakeSeed(), usageRetention: DefaultUsageRetention}
+	s := &Store{seed: maphash.MakeSeed(), usageRetention: DefaultUsageRetention, maxCounters: DefaultMaxCounters}
 	s.keys.init()
 	WithShards(DefaultShards)(s)
 	for _, o := range opts {
 		o(s)
 	}
+	perShard := (s.maxCounters + len(s.shards) - 1) / len(s.shards)
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.buckets = newTable[bucket]()
-		sh.counters = newTable[counter]()
+		sh.counters = newCounters(perShard)
 		sh.quotas = newTable[quota]()
 		sh.slots = newTable[int64]()
 		sh.next = sweepMin
@@ -175,10 +169,9 @@ func (s *Store) Apply(now time.Time, b *policy.Batch) error {
 		if h.Window <= 0 {
 			return fmt.Errorf("memory: hit %d: window %v is not positive", i, h.Window)
 		}
-		hash := s.hash(h.Key)
-		sh := &s.shards[s.shardOf(hash)]
+		sh := &s.shards[s.shardOf(s.hash(h.Key))]
 		sh.mu.Lock()
-		h.Count = sh.hit(h, hash, n)
+		h.Count = sh.counters.hit(h, n)
 		sh.grown(n)
 		sh.mu.Unlock()
 		if h.Count > h.Limit {
@@ -323,49 +316,6 @@ func insertSorted(xs []int, x int) []int {
 	return xs
 }
 
-// hit adds one to h's counter at n (Unix nanoseconds) and returns the
-// estimated count in the last h.Window. The estimate is Cloudflare's sliding
-// window counter: the previous fixed window's count weighted by the part of
-// it still inside the sliding window, plus the current window's count,
-// rounded down. A clock that goes backwards counts into the current window
-// and weighs the previous one fully.
-func (sh *shard) hit(h *policy.Hit, hash uint64, n int64) int64 {
-	w := int64(h.Window)
-	idx := floorDiv(n, w)
-	elapsed := n - idx*w
-	c, ok := sh.counters.get(hash, h.Key)
-	if !ok || c.window != h.Window {
-		c = counter{win: idx, window: h.Window}
-	}
-	switch {
-	case idx == c.win+1:
-		c.prev, c.cur, c.win = c.cur, 0, idx
-	case idx > c.win+1:
-		c.prev, c.cur, c.win = 0, 0, idx
-	case idx < c.win:
-		elapsed = 0
-	}
-	c.cur++
-	sh.counters.put(hash, h.Key, c)
-	return c.cur + weigh(c.prev, w-elapsed, w)
-}
-
-// weigh returns prev*part/w rounded down, without overflow; part <= w.
-func weigh(prev, part, w int64) int64 {
-	hi, lo := bits.Mul64(uint64(prev), uint64(part))
-	q, _ := bits.Div64(hi, lo, uint64(w))
-	return int64(q)
-}
-
-// floorDiv returns n/w rounded towards minus infinity; w > 0.
-func floorDiv(n, w int64) int64 {
-	q := n / w
-	if n%w < 0 {
-		q--
-	}
-	return q
-}
-
 // size returns the number of entries in sh.
 func (sh *shard) size() int { return sh.buckets.len() + sh.counters.len() + sh.quotas.len() }
 
@@ -385,7 +335,7 @@ func (sh *shard) grown(n int64) {
 func (sh *shard) sweep(n int64) {
 	now := time.Unix(0, n)
 	sh.buckets.sweep(func(e bucket) bool { return e.t.Full(e.b, now) })
-	sh.counters.sweep(func(c counter) bool { return floorDiv(n, int64(c.window)) >= c.win+2 })
+	sh.counters.sweep(n)
 	// A changed counter waits for Changes to hand it out first.
 	sh.quotas.sweep(func(q quota) bool { return q.end <= n && !q.changed })
 }
@@ -403,6 +353,20 @@ func (s *Store) Sweep(now time.Time) {
 		sh.next = max(sweepMin, 2*sh.size())
 		sh.mu.Unlock()
 	}
+}
+
+// WAFCounters returns the number of WAF rate counters held and the number
+// dropped so far before their windows had passed, or not kept, to stay
+// within WithMaxCounters.
+func (s *Store) WAFCounters() (held int, dropped uint64) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		held += sh.counters.len()
+		dropped += sh.counters.dropped
+		sh.mu.Unlock()
+	}
+	return held, dropped
 }
 
 // Len returns the number of entries held: buckets, WAF counters and quota

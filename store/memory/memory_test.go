@@ -328,7 +328,12 @@ func held(s *Store) map[string]bool {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		sh.buckets.each(func(k policy.Key, _ bucket) { m[k.Limit] = true })
-		sh.counters.each(func(k policy.Key, _ counter) { m[k.Limit] = true })
+		for k := range sh.counters.addrs {
+			m[sh.counters.rules[k.rule].name.limit] = true
+		}
+		for k := range sh.counters.other {
+			m[sh.counters.rules[k.rule].name.limit] = true
+		}
 		sh.quotas.each(func(k policy.Key, _ quota) { m[k.Limit] = true })
 		sh.mu.Unlock()
 	}

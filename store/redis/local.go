@@ -41,9 +41,12 @@ type fallback struct {
 // to reach Redis.
 const localUsageRetention = 48 * time.Hour
 
-func newFallback() *fallback {
+func newFallback(maxCounters int) *fallback {
+	if maxCounters <= 0 {
+		maxCounters = memory.DefaultMaxCounters
+	}
 	return &fallback{
-		mem:   memory.New(memory.WithJournal(), memory.WithUsageRetention(localUsageRetention)),
+		mem:   memory.New(memory.WithJournal(), memory.WithUsageRetention(localUsageRetention), memory.WithMaxCounters(maxCounters)),
 		views: newViews(),
 	}
 }

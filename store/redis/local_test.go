@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -344,5 +345,26 @@ func TestCloseWhileRedisHangs(t *testing.T) {
 	s.Close()
 	if took := time.Since(start); took > withdrawTimeout+time.Second {
 		t.Errorf("Close took %v with Redis hanging, want at most %v and a margin", took, withdrawTimeout)
+	}
+}
+
+// TestLocalWAFCountersBounded: the WAF counters of local decisions are
+// bounded by Options.LocalMaxCounters.
+func TestLocalWAFCountersBounded(t *testing.T) {
+	s := &Store{local: newFallback(256)}
+	for i := range 2000 {
+		b := &policy.Batch{}
+		b.Reset()
+		b.Hits = append(b.Hits, policy.Hit{Key: policy.Key{Limit: "waf", Addr: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})},
+			Limit: 100, Window: time.Minute})
+		if err := s.local.mem.Apply(time.Unix(1_800_000_000, 0), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if held, dropped := s.WAFCounters(); held > 256 || held+int(dropped) != 2000 {
+		t.Errorf("got %d held %d dropped, want at most 256 held and 2000 in all", held, dropped)
+	}
+	if held, dropped := (&Store{}).WAFCounters(); held != 0 || dropped != 0 {
+		t.Errorf("without local decisions: got %d held %d dropped, want 0 0", held, dropped)
 	}
 }

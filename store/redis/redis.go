@@ -81,6 +81,11 @@ type Options struct {
 	// failing (local.go); what it counts of quotas and usage is added to
 	// Redis when it answers again (reconcile.go).
 	Local bool
+	// LocalMaxCounters bounds the WAF rate counters that local decisions
+	// keep in memory (default memory.DefaultMaxCounters; see
+	// memory.WithMaxCounters). Redis keeps the shared ones, each expiring
+	// after its two windows.
+	LocalMaxCounters int
 	// Observer, when set, receives the Store's measurements and the
 	// changes of its circuit.
 	Observer Observer
@@ -223,7 +228,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 	s.replicas.id = newReplicaID()
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
 	if o.Local {
-		s.local = newFallback()
+		s.local = newFallback(o.LocalMaxCounters)
 	}
 	// A decision whose budget ends first gets what go-redis answers a call
 	// whose context ran out before it was sent.
@@ -399,6 +404,17 @@ func (s *Store) Release(k policy.Key, lease string) error {
 		return fmt.Errorf("redis %s: release slot: %w", s.url, err)
 	}
 	return nil
+}
+
+// WAFCounters returns the WAF rate counters that local decisions hold in
+// memory and the number they dropped to stay within
+// Options.LocalMaxCounters (0, 0 without Options.Local). The shared
+// counters are Redis keys that expire after their two windows.
+func (s *Store) WAFCounters() (held int, dropped uint64) {
+	if s.local == nil {
+		return 0, 0
+	}
+	return s.local.mem.WAFCounters()
 }
 
 // Ready pings Redis; while the circuit is open it reports that without a
