@@ -8,16 +8,12 @@
 package main
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -29,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/served"
 	"github.com/tollgate/tollgate/load"
 	"github.com/tollgate/tollgate/store/redis/redistest"
 )
@@ -246,24 +243,24 @@ func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenari
 			return res, fmt.Errorf("prepare: %v: %s", err, out)
 		}
 	}
-	srv, err := startServer(ctx, bin, serveArgs)
+	srv, err := served.Start(ctx, bin, serveArgs, []string{"TOLLGATE_ADMIN_TOKEN=bench"}, 5*time.Minute)
 	if err != nil {
 		return res, err
 	}
-	defer srv.stop()
-	heapBefore, _ := srv.heap()
+	defer srv.Stop()
+	heapBefore, _ := srv.Heap()
 	var callsBefore int64
 	if rs != nil {
 		if callsBefore, err = rs.ScriptCalls(); err != nil {
 			return res, err
 		}
 	}
-	cpuBefore, err := cpuTime(srv.cmd.Process.Pid)
+	cpuBefore, err := srv.CPUTime()
 	if err != nil {
 		return res, err
 	}
 	started := time.Now()
-	cmd := exec.CommandContext(ctx, bin, "load", "--target", srv.grpc, "--mode", string(sc.mode), "--policy", policyFile,
+	cmd := exec.CommandContext(ctx, bin, "load", "--target", srv.GRPC, "--mode", string(sc.mode), "--policy", policyFile,
 		"--keys", strconv.Itoa(sc.keys), "--workers", strconv.Itoa(workers), "--conns", "4",
 		"--duration", duration.String(), "--warmup", "2s", "--mix", "anonymous=20,keyed=70,blocked=5,invalid=5", "--json")
 	cmd.Stderr = os.Stderr
@@ -272,7 +269,7 @@ func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenari
 		return res, fmt.Errorf("load: %w", err)
 	}
 	wall := time.Since(started)
-	cpuAfter, err := cpuTime(srv.cmd.Process.Pid)
+	cpuAfter, err := srv.CPUTime()
 	if err != nil {
 		return res, err
 	}
@@ -281,9 +278,9 @@ func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenari
 	}
 	// The warm-up's CPU is in the window too: spread over the whole run.
 	res.cpu = (cpuAfter - cpuBefore).Seconds() / wall.Seconds()
-	failed, err1 := srv.metricSum(`reason="store:error"`)
-	all, err2 := srv.metricSum("")
-	local, _ := srv.metric("tollgate_store_local_decisions_total") // none before --on-store-error local
+	failed, err1 := srv.MetricSum("tollgate_decisions_total", `reason="store:error"`)
+	all, err2 := srv.MetricSum("tollgate_decisions_total", "")
+	local, _ := srv.Metric("tollgate_store_local_decisions_total") // none before --on-store-error local
 	if err1 == nil && err2 == nil && all > 0 {
 		res.failedOpen = failed / all // warm-up included on both sides
 		res.local = local / all
@@ -296,7 +293,7 @@ func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenari
 		res.callsPerDecision = float64(calls-callsBefore) / all
 	}
 	// Per customer only where customers, not buffers, fill the heap.
-	if heapAfter, err := srv.heap(); err == nil && heapBefore > 0 && sc.store == "file" {
+	if heapAfter, err := srv.Heap(); err == nil && heapBefore > 0 && sc.store == "file" {
 		if touched := activeCustomers(sc.keys, res.r); touched >= 10000 {
 			res.bytesPerCus = float64(heapAfter-heapBefore) / touched
 		}
@@ -317,143 +314,6 @@ func activeCustomers(keys int, r load.Report) float64 {
 	}
 	n, k := float64(r.Requests)*0.7, float64(keys)
 	return k * (1 - math.Pow(1-1/k, n))
-}
-
-// server is a running `tollgate serve`.
-type server struct {
-	cmd         *exec.Cmd
-	grpc, admin string
-	exit        chan error
-}
-
-func startServer(ctx context.Context, bin string, args []string) (*server, error) {
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "TOLLGATE_ADMIN_TOKEN=bench")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	s := &server{cmd: cmd, exit: make(chan error, 1)}
-	serving := make(chan map[string]any, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "serving" {
-				serving <- rec
-				continue
-			}
-			if rec["level"] != "INFO" {
-				fmt.Fprintln(os.Stderr, sc.Text())
-			}
-		}
-		s.exit <- cmd.Wait()
-	}()
-	select {
-	case rec := <-serving:
-		s.grpc, _ = rec["grpc"].(string)
-		s.admin, _ = rec["admin"].(string)
-		return s, nil
-	case err := <-s.exit:
-		return nil, fmt.Errorf("tollgate serve exited: %v", err)
-	case <-time.After(5 * time.Minute):
-		cmd.Process.Kill()
-		return nil, errors.New("tollgate serve did not start within 5 minutes")
-	}
-}
-
-func (s *server) stop() {
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exit:
-	case <-time.After(time.Minute):
-		s.cmd.Process.Kill()
-		<-s.exit
-	}
-}
-
-// heap returns the server's live heap after a collection: the pprof heap
-// endpoint collects first (gc=1), then go_memstats_heap_alloc_bytes is read.
-func (s *server) heap() (int64, error) {
-	c := &http.Client{Timeout: time.Minute}
-	resp, err := c.Get("http://" + s.admin + "/debug/pprof/heap?gc=1")
-	if err != nil {
-		return 0, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	resp, err = c.Get("http://" + s.admin + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_heap_alloc_bytes "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			return int64(f), err
-		}
-	}
-	return 0, errors.New("no go_memstats_heap_alloc_bytes")
-}
-
-// metric returns the value of a series without labels.
-func (s *server) metric(name string) (float64, error) {
-	resp, err := http.Get("http://" + s.admin + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(v, 64)
-		}
-	}
-	return 0, fmt.Errorf("no %s in /metrics", name)
-}
-
-// metricSum returns the sum of the tollgate_decisions_total series whose
-// labels hold match.
-func (s *server) metricSum(match string) (float64, error) {
-	resp, err := http.Get("http://" + s.admin + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		l := sc.Text()
-		if !strings.HasPrefix(l, "tollgate_decisions_total{") || !strings.Contains(l, match) {
-			continue
-		}
-		f, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
-		if err != nil {
-			return 0, err
-		}
-		sum += f
-	}
-	return sum, nil
-}
-
-// cpuTime returns the user and system CPU time of a process (Linux).
-func cpuTime(pid int) (time.Duration, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command (in parentheses): state is 3rd, utime 14th,
-	// stime 15th.
-	rest := string(data[strings.LastIndexByte(string(data), ')')+2:])
-	f := strings.Fields(rest)
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	const ticks = 100 // USER_HZ on Linux
-	return time.Duration(ut+st) * time.Second / ticks, nil
 }
 
 // commit returns the short hash of HEAD, with "+" when the tree has

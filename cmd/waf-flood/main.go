@@ -10,28 +10,23 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tollgate/tollgate/internal/served"
 )
 
 type strs []string
@@ -57,15 +52,15 @@ func run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	srv, err := start(ctx, *bin, append([]string{"serve", "--policy", *policy, "--store", "memory:", "--grpc-addr", "127.0.0.1:0",
-		"--admin-addr", "127.0.0.1:0", "--pprof"}, extra...))
+	srv, err := served.Start(ctx, *bin, append([]string{"serve", "--policy", *policy, "--store", "memory:", "--grpc-addr", "127.0.0.1:0",
+		"--admin-addr", "127.0.0.1:0", "--pprof"}, extra...), nil, time.Minute)
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
+	defer srv.Stop()
 	conns := make([]*grpc.ClientConn, 4)
 	for i := range conns {
-		if conns[i], err = grpc.NewClient(srv.grpc, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		if conns[i], err = grpc.NewClient(srv.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 			return err
 		}
 		defer conns[i].Close()
@@ -85,11 +80,11 @@ func run(ctx context.Context, args []string) error {
 		}
 		return int(resp.GetDeniedResponse().GetStatus().GetCode()), nil
 	}
-	heap0, err := srv.heap()
+	heap0, err := srv.Heap()
 	if err != nil {
 		return err
 	}
-	rss0, _ := rss(srv.cmd.Process.Pid, "VmRSS")
+	rss0, _ := srv.Memory("VmRSS")
 	attacker := netip.MustParseAddr("192.0.2.66")
 	status := 0
 	for range 1001 {
@@ -137,15 +132,15 @@ func run(ctx context.Context, args []string) error {
 	if status, err = check(conns[0], attacker); err != nil {
 		return err
 	}
-	heap1, err := srv.heap()
+	heap1, err := srv.Heap()
 	if err != nil {
 		return err
 	}
-	rss1, _ := rss(srv.cmd.Process.Pid, "VmRSS")
-	hwm, _ := rss(srv.cmd.Process.Pid, "VmHWM")
+	rss1, _ := srv.Memory("VmRSS")
+	hwm, _ := srv.Memory("VmHWM")
 	counters := "counters: no metrics"
-	if held, err := srv.metric("tollgate_waf_counters"); err == nil {
-		dropped, _ := srv.metric("tollgate_waf_counters_dropped_total")
+	if held, err := srv.Metric("tollgate_waf_counters"); err == nil {
+		dropped, _ := srv.Metric("tollgate_waf_counters_dropped_total")
 		counters = fmt.Sprintf("counters held %.0f, dropped %.0f", held, dropped)
 	}
 	mb := func(b int64) string { return strconv.FormatFloat(float64(b)/(1<<20), 'f', 1, 64) }
@@ -157,99 +152,4 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("the attacker after the flood: got %d, want 403", status)
 	}
 	return nil
-}
-
-// rss returns a /proc/PID/status field (VmRSS, VmHWM) in bytes.
-func rss(pid int, field string) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
-}
-
-type server struct {
-	cmd         *exec.Cmd
-	grpc, admin string
-	exit        chan error
-}
-
-// start runs tollgate with args and waits for its "serving" log line.
-func start(ctx context.Context, bin string, args []string) (*server, error) {
-	cmd := exec.CommandContext(ctx, bin, args...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	s := &server{cmd: cmd, exit: make(chan error, 1)}
-	serving := make(chan map[string]any, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var rec map[string]any
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "serving" {
-				serving <- rec
-			}
-		}
-		s.exit <- cmd.Wait()
-	}()
-	select {
-	case rec := <-serving:
-		s.grpc, _ = rec["grpc"].(string)
-		s.admin, _ = rec["admin"].(string)
-		return s, nil
-	case err := <-s.exit:
-		return nil, fmt.Errorf("tollgate serve exited: %v", err)
-	case <-time.After(time.Minute):
-		cmd.Process.Kill()
-		return nil, errors.New("tollgate serve did not start within a minute")
-	}
-}
-
-func (s *server) stop() {
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exit:
-	case <-time.After(time.Minute):
-		s.cmd.Process.Kill()
-		<-s.exit
-	}
-}
-
-// heap returns the live heap after a collection (pprof's gc=1, then
-// go_memstats_heap_alloc_bytes).
-func (s *server) heap() (int64, error) {
-	resp, err := http.Get("http://" + s.admin + "/debug/pprof/heap?gc=1")
-	if err != nil {
-		return 0, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	v, err := s.metric("go_memstats_heap_alloc_bytes")
-	return int64(v), err
-}
-
-// metric returns the value of a series without labels.
-func (s *server) metric(name string) (float64, error) {
-	resp, err := http.Get("http://" + s.admin + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(v, 64)
-		}
-	}
-	return 0, fmt.Errorf("no %s in /metrics", name)
 }
