@@ -2,11 +2,15 @@ package envoy_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/tollgate/tollgate/envoy"
+	"github.com/tollgate/tollgate/policy"
 )
 
 // TestTrailingSlashDodgesNoLimit replays issue 13's finding on the payments
@@ -48,4 +52,40 @@ func reasonOf(resp *authv3.CheckResponse) string {
 		}
 	}
 	return ""
+}
+
+// TestKitRoutesEverySpelling: the payments Envoy sends POST /transactions
+// to ext_proc, where its in-flight cap applies (SPEC §3 step 6). Every
+// spelling that tollgate reads as that route must take the same Envoy
+// route, or the cap is dodged through the catch-all ext_authz route
+// (issue 13's review found "/transactions/" going there). The spellings
+// are as Envoy's normalize_path and merge_slashes leave them.
+func TestKitRoutesEverySpelling(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(paymentsDir, "envoy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := loadBootstrap(t, "envoy.yaml", data)
+	var hcm hcmv3.HttpConnectionManager
+	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		t.Fatal(err)
+	}
+	vh := hcm.GetRouteConfig().GetVirtualHosts()[0]
+	e := newEngine(t, paymentsPolicy)
+	for _, path := range []string{"/transactions", "/transactions/", "/transactions;x=1", "/transactions;x=1/",
+		"/transactions/;x", "/transactions/;a/;b", "/transactions?a=1", "/transactions/?a=1"} {
+		d := e.Decide(context.Background(), &policy.Request{Method: "POST", Path: path, Peer: "198.51.100.7"})
+		if d.Route != "POST /transactions" {
+			t.Fatalf("%s: tollgate reads route %q, want POST /transactions", path, d.Route)
+		}
+		if filter, _ := filterFor(t, vh, "POST", path); filter != "ext_proc" {
+			t.Errorf("POST %s: Envoy sends it to %s, want ext_proc (its in-flight cap)", path, filter)
+		}
+	}
+	// Other paths stay with ext_authz.
+	for _, path := range []string{"/transactionsx", "/transactions/x", "/partners/p-1/transactions"} {
+		if filter, _ := filterFor(t, vh, "POST", path); filter != "ext_authz" {
+			t.Errorf("POST %s: Envoy sends it to %s, want ext_authz", path, filter)
+		}
+	}
 }

@@ -144,6 +144,8 @@ func filterFor(t *testing.T, vh *routev3.VirtualHost, method, path string) (stri
 		switch {
 		case m.GetPath() != "" && m.GetPath() != path, m.GetPrefix() != "" && !strings.HasPrefix(path, m.GetPrefix()):
 			continue
+		case m.GetSafeRegex() != nil && !regexp.MustCompile("^(?:"+m.GetSafeRegex().GetRegex()+")$").MatchString(path):
+			continue // RE2, matched against the whole path as Envoy does
 		}
 		methodOK := true
 		for _, h := range m.GetHeaders() {
