@@ -419,6 +419,11 @@ func invalidTarget(method, target string) string {
 	case strings.Contains(strings.ToUpper(path), "%2F"):
 		return fmt.Sprintf("path %q holds an escaped slash (%%2F)", clip(path))
 	}
+	if undotted, ok := dropParams(path); !ok {
+		return fmt.Sprintf("path %q has a dot segment with parameters (\"..;\"), which servers read in different ways", clip(path))
+	} else if dec, ok := percentDecode(undotted); ok && ambiguousDots(dec) {
+		return fmt.Sprintf("path %q has \"..\" after an empty segment, which servers read in different ways", clip(path))
+	}
 	return fmt.Sprintf("path %q holds a bad escape", clip(path))
 }
 

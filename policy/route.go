@@ -299,10 +299,11 @@ func checkParamName(seg, name string) error {
 // trailing slash ("/a/" is "/a"; the root stays "/"). ok is false when the
 // target is unusable: empty or not starting with "/" (the absolute form
 // "http://host/path" included), a bad escape ("%zz", "%4"), a NUL byte, raw
-// or escaped, or an escaped slash "%2F". An escaped slash is rejected rather
-// than decoded or kept because either choice makes tollgate and the upstream
-// see different segments (Envoy's path_with_escaped_slashes_action has the
-// same concern).
+// or escaped, an escaped slash "%2F", or dot segments that servers read in
+// different ways ("..;x", "/a//../b": see dropParams and ambiguousDots). An
+// escaped slash is rejected rather than decoded or kept because either
+// choice makes tollgate and the upstream see different segments (Envoy's
+// path_with_escaped_slashes_action has the same concern).
 //
 // Four escapes stay encoded, upper-case: "%25" ("%"), "%3F" ("?"), "%23"
 // ("#") and "%3B" (";"). Decoding them would make the result mean something
@@ -327,11 +328,36 @@ func normalizePath(target string) (path string, ok bool) {
 	if !slow {
 		return trimSlash(path), true
 	}
-	dec, ok := percentDecode(dropParams(path))
+	undotted, ok := dropParams(path)
 	if !ok {
 		return "", false
 	}
+	dec, ok := percentDecode(undotted)
+	if !ok || ambiguousDots(dec) {
+		return "", false
+	}
 	return trimSlash(mergeSlashes(removeDotSegments(dec))), true
+}
+
+// ambiguousDots reports whether p (decoded) has a ".." segment right after
+// an empty one ("/a/b//../c"). Proxies and servers resolve such a path in
+// two ways: dots first, the empty segment taking the ".." (Envoy's
+// normalize_path then merge_slashes: "/a/b/c"), or slashes merged first
+// (nginx, Go's path.Clean: "/a/c"). Either reading here would let a client
+// make tollgate and its upstream see different routes, so it is refused,
+// as an escaped slash is.
+func ambiguousDots(p string) bool {
+	for i := strings.Index(p, "//.."); i >= 0; {
+		if end := i + 4; end == len(p) || p[end] == '/' {
+			return true
+		}
+		j := strings.Index(p[i+1:], "//..")
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
 }
 
 // trimSlash drops the trailing slash of p, unless p is the root "/".
@@ -343,22 +369,51 @@ func trimSlash(p string) string {
 }
 
 // dropParams removes the path parameters of p: in each segment, from a ";"
-// up to the next "/".
-func dropParams(p string) string {
+// up to the next "/". ok is false when a segment is a dot segment once its
+// parameters are gone ("..;x", "%2e;x"): servlet containers resolve it as
+// "..", Envoy, nginx and Go keep it as a name, so it is refused rather than
+// read either way.
+func dropParams(p string) (string, bool) {
 	if strings.IndexByte(p, ';') < 0 {
-		return p
+		return p, true
 	}
 	b := make([]byte, 0, len(p))
+	start := 0 // where the current segment starts in b
 	for i := 0; i < len(p); i++ {
-		if p[i] != ';' {
-			b = append(b, p[i])
+		c := p[i]
+		if c == '/' {
+			b = append(b, c)
+			start = len(b)
 			continue
+		}
+		if c != ';' {
+			b = append(b, c)
+			continue
+		}
+		if isDotSegment(string(b[start:])) {
+			return "", false
 		}
 		for i+1 < len(p) && p[i+1] != '/' {
 			i++
 		}
 	}
-	return string(b)
+	return string(b), true
+}
+
+// isDotSegment reports whether seg, raw or percent-encoded, is "." or "..".
+func isDotSegment(seg string) bool {
+	n := 0
+	for i := 0; i < len(seg); n++ {
+		switch {
+		case seg[i] == '.':
+			i++
+		case len(seg)-i >= 3 && seg[i] == '%' && seg[i+1] == '2' && (seg[i+2] == 'e' || seg[i+2] == 'E'):
+			i += 3
+		default:
+			return false
+		}
+	}
+	return n == 1 || n == 2
 }
 
 // mergeSlashes replaces every run of slashes in p with one.

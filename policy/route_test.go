@@ -311,7 +311,11 @@ func TestNormalizePath(t *testing.T) {
 		{"/a;x=1;y/b;z", "/a/b", true},
 		{"/a;/b", "/a/b", true},
 		{"/;x", "/", true},
-		{"/a/..;x/b", "/b", true},      // dropped before dots are resolved
+		{"/a/..;x/b", "", false}, // "..;x": ".." to a servlet container, a name to Envoy
+		{"/a/.;x/b", "", false},
+		{"/a/%2E%2e;x/b", "", false},
+		{"/a/...;x/b", "/a/.../b", true}, // not a dot segment
+		{"/a/x..;y/b", "/a/x../b", true},
 		{"/a%3Bx=1", "/a%3Bx=1", true}, // an escaped ";" stays encoded
 		{"/a%3bx", "/a%3Bx", true},
 		{"/a%20", "/a ", true}, // spaces are significant
@@ -348,7 +352,11 @@ func TestNormalizePath(t *testing.T) {
 		{"/a/b/.", "/a/b", true},
 		{"/a/b/../../../../c", "/c", true},
 		{"/a/b/../c/./d", "/a/c/d", true},
-		{"/a//../b", "/a/b", true},
+		{"/a//../b", "", false}, // ".." after an empty segment: "/a/b" or "/b", by who reads it
+		{"/transactions/x//..", "", false},
+		{"/a//%2e%2E/b", "", false},
+		{"/a//..x", "/a/..x", true}, // not a dot segment
+		{"/a/..//b", "/b", true},    // the empty segment after: one reading
 		{"/a/.//b", "/a/b", true},
 		{"/a/%2e%2e/b", "/b", true}, // escaped dots are dots
 		{"/a/%2E/b", "/a/b", true},
@@ -394,6 +402,7 @@ func FuzzNormalizePath(f *testing.F) {
 	f.Add("/a/b?q=1#f")                // query and fragment dropped
 	f.Add("/a//b/")                    // empty segments merged, trailing slash dropped
 	f.Add("/a;x=1/b;c/%3B;")           // path parameters dropped, escaped ";" kept
+	f.Add("/a/..;x/b//../c")           // ambiguous dot segments refused
 	f.Add("/a/../../b/./c/..")         // dot segments, above the root
 	f.Add("/a/%2e%2E/b")               // escaped dots resolved after decoding
 	f.Add("/a%2Fb")                    // escaped slash rejected
@@ -487,5 +496,30 @@ func BenchmarkNormalizePath(b *testing.B) {
 				normalizePath(in)
 			}
 		})
+	}
+}
+
+// TestInvalidTargetSaysWhy: a request:invalid denial says what is wrong with
+// the target (issue 13: it said nothing).
+func TestInvalidTargetSaysWhy(t *testing.T) {
+	for i, s := range []struct{ method, target, want string }{
+		{"", "", "no method and no path (no HTTP request attributes?)"},
+		{"", "/a", "no method"},
+		{"GET", "", "no path"},
+		{"GET", "?x=1", "no path"},
+		{"GET", "a/b", `path "a/b" does not start with "/"`},
+		{"GET", "/a%00", "path holds a NUL byte"},
+		{"GET", "/a%2fb?q", `path "/a%2fb" holds an escaped slash (%2F)`},
+		{"GET", "/a/..;x/b", `path "/a/..;x/b" has a dot segment with parameters ("..;"), which servers read in different ways`},
+		{"GET", "/a//../b", `path "/a//../b" has ".." after an empty segment, which servers read in different ways`},
+		{"GET", "/a%zz", `path "/a%zz" holds a bad escape`},
+		{"GET", "/" + strings.Repeat("x", 100) + "%", `path "/` + strings.Repeat("x", 63) + `..." holds a bad escape`},
+	} {
+		if _, ok := normalizePath(s.target); ok && s.method != "" {
+			t.Fatalf("step %d: %q normalizes", i, s.target)
+		}
+		if got := invalidTarget(s.method, s.target); got != s.want {
+			t.Errorf("step %d: got %q, want %q", i, got, s.want)
+		}
 	}
 }
