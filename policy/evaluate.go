@@ -87,13 +87,13 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 				case rateIP:
 					h.Key.Addr = w.rate.addr(ip)
 				case rateIPPath:
-					h.Key.Addr, h.Key.Subject = w.rate.addr(ip), path
+					h.Key.Addr, h.Key.Subject = w.rate.addr(ip), counterSubject(path)
 				case rateHeader:
 					v, ok := r.Headers[w.rate.header]
 					if !ok {
 						continue
 					}
-					h.Key.Subject = v
+					h.Key.Subject = counterSubject(v)
 				case rateAPIKey:
 					if !keyPresent {
 						continue
@@ -397,6 +397,24 @@ func (p *Policy) clientIP(r *Request) (ip netip.Addr, raw string, ok bool) {
 	}
 	ip, ok = parseIP(raw)
 	return ip, raw, ok
+}
+
+// maxSubject is the longest WAF counter subject (a header value, a path)
+// kept as it is; a longer one is replaced by its digest.
+const maxSubject = 64
+
+// counterSubject returns s as the subject of a WAF counter's key: s itself
+// when short, else NUL and the first 128 bits of its SHA-256 (NUL is in no
+// header value or canonical path, so a digest never equals a value). A
+// client that sends a long header or path then costs a counter no more
+// than a short one does, in memory and in Redis (2^64 long values before
+// two are likely to share a counter).
+func counterSubject(s string) string {
+	if len(s) <= maxSubject {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return "\x00" + string(sum[:16])
 }
 
 // invalidTarget says what is unreadable in a request's method and path
