@@ -149,6 +149,26 @@ func TestUsagePaging(t *testing.T) {
 	if !strings.Contains(h.call("GET", "/v1/usage?plan=enterprise&start=2026-11-20&end=2026-11-20", "").raw, "globex") {
 		t.Fatal("enterprise: globex missing")
 	}
+	// A year-long report: a page holds at most maxUsageCells pairs, 54
+	// customers of 366 days, whatever its limit; the pages still cover
+	// every customer.
+	yearCustomers := func(a answer) []string {
+		for c, series := range a.json["items"].(map[string]any) {
+			if n := len(series.([]any)); n != 366 {
+				t.Fatalf("%s: got %d days, want 366", c, n)
+			}
+		}
+		return customers(a)
+	}
+	const year = "/v1/usage?plan=free&start=2024-01-01&end=2024-12-31&limit=1000"
+	for i := range 80 {
+		putKey(h.s.store, &policy.APIKey{ID: fmt.Sprintf("y%02d", i), Customer: fmt.Sprintf("year-%02d", i), Plans: []string{"free"},
+			Enabled: true, Hash: hashOf(fmt.Sprintf("y%d", i))})
+	}
+	got, sizes = h.pageThrough(year, yearCustomers)
+	if len(got) != len(want)+80 || sizes[0] != maxUsageCells/366 {
+		t.Fatalf("year: got %d customers in pages of %v, want %d in pages of at most %d", len(got), sizes, len(want)+80, maxUsageCells/366)
+	}
 }
 
 // gatedCounters holds the first Counter call until released, and counts

@@ -12,10 +12,16 @@ import (
 	"github.com/tollgate/tollgate/policy"
 )
 
-// maxUsageDays bounds the days of one usage report (a leap year): with at
-// most maxPage customers a page, a call reads at most maxPage × 366 days of
-// counters.
+// maxUsageDays bounds the days of one usage report (a leap year).
 const maxUsageDays = 366
+
+// maxUsageCells bounds the [used, remaining] pairs, each a counter read or
+// two, of one page of a usage report: a page holds at most
+// maxUsageCells/days customers (at least one), whatever its limit, and says
+// where the next page starts. A page of a year-long report then reads
+// about as much as one of 20 days for a thousand customers, and answers
+// within a client's timeout also from Redis.
+const maxUsageCells = 20_000
 
 // maxGrant bounds one grant.
 const maxGrant = 1_000_000_000_000
@@ -122,9 +128,12 @@ func (s *Server) usage(w http.ResponseWriter, r *http.Request) {
 	var next string
 	if c, ok := q["customer"]; ok {
 		customers = []string{c}
-	} else if customers, next, err = s.customersPage(ctx, p, pl.Name, pg); err != nil {
-		s.failWith(w, err)
-		return
+	} else {
+		pg.limit = min(pg.limit, max(1, maxUsageCells/days))
+		if customers, next, err = s.customersPage(ctx, p, pl.Name, pg); err != nil {
+			s.failWith(w, err)
+			return
+		}
 	}
 	ans := usageAnswer{Plan: pl.Name, Start: q["start"], End: q["end"], Items: make(map[string][][2]any, len(customers)), Next: next}
 	for _, c := range customers {
