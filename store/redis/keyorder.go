@@ -26,14 +26,17 @@ return {members, redis.call('HMGET', KEYS[2], unpack(ids))}`)
 
 // KeysAfter returns at most limit run-time keys whose ids sort after after
 // ("": from the first), in id order: a ZRANGEBYLEX of the id order and an
-// HMGET of the records, in one script, O(log n + limit) in Redis. A first
-// page first makes sure the orders hold every key (indexKeys).
+// HMGET of the records, in one script, O(log n + limit) in Redis. Every
+// page first makes sure the orders hold every key (indexKeys: one round
+// trip of counts when they do), so that keys written by a replica of an
+// older version during a rolling upgrade are listed, and found by customer,
+// wherever a scan starts.
 func (s *Store) KeysAfter(ctx context.Context, after string, limit int) ([]*policy.APIKey, error) {
 	bound := "-"
 	if after != "" {
 		bound = "(" + after
 	}
-	return s.keyPage(ctx, s.keyIDsKey, bound, after == "", limit)
+	return s.keyPage(ctx, s.keyIDsKey, bound, limit)
 }
 
 // CustomerKeysAfter returns at most limit run-time keys that sort after the
@@ -44,19 +47,17 @@ func (s *Store) CustomerKeysAfter(ctx context.Context, customer, id string, limi
 	if customer != "" || id != "" {
 		bound = "(" + customer + "\x00" + id
 	}
-	return s.keyPage(ctx, s.keyCustomersKey, bound, bound == "-", limit)
+	return s.keyPage(ctx, s.keyCustomersKey, bound, limit)
 }
 
 // keyPage reads a page of the order key from the lex bound on. Members whose
 // record is gone (left by a rebuild that raced with a delete) are removed
 // and skipped, and the page is filled from further on.
-func (s *Store) keyPage(ctx context.Context, order, bound string, first bool, limit int) ([]*policy.APIKey, error) {
+func (s *Store) keyPage(ctx context.Context, order, bound string, limit int) ([]*policy.APIKey, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.AdminTimeout)
 	defer cancel()
-	if first {
-		if err := s.indexKeys(ctx); err != nil {
-			return nil, err
-		}
+	if err := s.indexKeys(ctx); err != nil {
+		return nil, err
 	}
 	byCustomer := "0"
 	if order == s.keyCustomersKey {
