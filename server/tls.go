@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/credentials"
 )
@@ -26,14 +27,19 @@ import (
 // Secret symlink swap). Connections already open keep the certificate they
 // were made with.
 //
-// It is safe for concurrent use: handshakes share one mutex.
+// It is safe for concurrent use. One handshake at a time reads the files;
+// one that comes while another reads does not wait, it is served with the
+// configuration in place, so that many handshakes at once, or files on a
+// mount that hangs, hold up at most the one handshake that reads.
 type tlsFiles struct {
 	files [3]tlsFile
 	log   *slog.Logger
+	cfg   atomic.Pointer[tls.Config] // built from the last files that loaded
+	// readFile reads a file: os.ReadFile, or a test's.
+	readFile func(string) ([]byte, error)
 
-	mu   sync.Mutex
-	seen [3][]byte   // the files' content at the last load tried
-	cfg  *tls.Config // built from the last files that loaded
+	mu   sync.Mutex // held by the handshake that reads the files
+	seen [3][]byte  // the files' content at the last load tried
 }
 
 // tlsFile is one file and the flag that names it.
@@ -61,15 +67,17 @@ func newTLSFiles(cert, key, ca string, log *slog.Logger) (*tlsFiles, error) {
 	case key == "":
 		return nil, errors.New("--grpc-tls-cert needs --grpc-tls-key")
 	}
-	f := &tlsFiles{log: log, files: [3]tlsFile{
+	f := &tlsFiles{log: log, readFile: os.ReadFile, files: [3]tlsFile{
 		{"--grpc-tls-cert", cert}, {"--grpc-tls-key", key}, {"--grpc-client-ca", ca}}}
 	data, err := f.read()
 	if err != nil {
 		return nil, err
 	}
-	if f.cfg, err = f.build(data); err != nil {
+	cfg, err := f.build(data)
+	if err != nil {
 		return nil, err
 	}
+	f.cfg.Store(cfg)
 	f.seen = data
 	return f, nil
 }
@@ -102,11 +110,13 @@ func (f *tlsFiles) mode() string {
 // written before its key, a file half gone) is logged once and leaves the
 // previous configuration serving until the files change again.
 func (f *tlsFiles) current() *tls.Config {
-	f.mu.Lock()
+	if !f.mu.TryLock() {
+		return f.cfg.Load() // another handshake is reading the files
+	}
 	defer f.mu.Unlock()
 	data, err := f.read()
 	if f.unchanged(data) { // a missing file reads as nil, and stays logged once
-		return f.cfg
+		return f.cfg.Load()
 	}
 	f.seen = data
 	var cfg *tls.Config
@@ -115,9 +125,9 @@ func (f *tlsFiles) current() *tls.Config {
 	}
 	if err != nil {
 		f.log.Error("grpc tls: the files changed but do not load; the previous certificate stays", "err", err)
-		return f.cfg
+		return f.cfg.Load()
 	}
-	f.cfg = cfg
+	f.cfg.Store(cfg)
 	attrs := []any{"cert", f.files[tlsCert].path, "key", f.files[tlsKey].path, "client_ca", f.files[tlsCA].path}
 	if leaf := cfg.Certificates[0].Leaf; leaf != nil {
 		attrs = append(attrs, "not_after", leaf.NotAfter)
@@ -145,7 +155,7 @@ func (f *tlsFiles) read() ([3][]byte, error) {
 		if file.path == "" {
 			continue
 		}
-		b, err := os.ReadFile(file.path)
+		b, err := f.readFile(file.path)
 		if err != nil {
 			var pe *fs.PathError
 			if errors.As(err, &pe) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -271,5 +272,43 @@ func TestOpenToAll(t *testing.T) {
 		if got := openToAll(addr); got != want {
 			t.Errorf("openToAll(%q): got %v, want %v", addr, got, want)
 		}
+	}
+}
+
+// TestGRPCTLSHandshakeDoesNotWaitForFiles: while one handshake reads the
+// certificate files (a mount that hangs), another is served at once with the
+// configuration in place instead of queueing behind it.
+func TestGRPCTLSHandshakeDoesNotWaitForFiles(t *testing.T) {
+	f := newTLSFixture(t)
+	h := serve(t, testPolicy(t), func(c *Config) { c.GRPCTLSCert, c.GRPCTLSKey = f.cert, f.key })
+	addr := h.s.Addr().String()
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	files := h.s.tls
+	files.mu.Lock()
+	read := files.readFile
+	files.readFile = func(name string) ([]byte, error) {
+		once.Do(func() {
+			close(entered)
+			<-release
+		})
+		return read(name)
+	}
+	files.mu.Unlock()
+	first := make(chan error, 1)
+	go func() {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: f.ca.Pool(), ServerName: "tollgate", NextProtos: []string{"h2"}})
+		if err == nil {
+			c.Close()
+		}
+		first <- err
+	}()
+	<-entered // the first handshake is reading, and stays there
+	if got := servedCN(t, addr, f.ca); got != "tollgate-1" {
+		t.Errorf("a handshake while another reads the files: served %q, want tollgate-1", got)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Errorf("the handshake that read the files: %v", err)
 	}
 }
