@@ -12,12 +12,14 @@ import (
 )
 
 // LibraryLogs sends the log lines of the libraries a server uses, gRPC's and
-// go-redis's, to l, so that every line the process writes is JSON (SPEC §8)
-// and follows its level. The libraries have one logger per process: call it
-// once, before the server starts (cmd/tollgate's serve does).
+// go-redis's, and of the standard library's log package, to l, so that every
+// line the process writes is JSON (SPEC §8) and follows its level. These
+// loggers are one per process: call it once, before the server starts
+// (cmd/tollgate's serve does).
 func LibraryLogs(l *slog.Logger) {
 	grpclog.SetLoggerV2(grpcLog{l})
 	redis.SetLogger(l)
+	slog.SetDefault(l) // log.Printf too, at info level
 }
 
 // grpcLog is gRPC's logger over slog: its info lines (connection events,

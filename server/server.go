@@ -493,13 +493,21 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 	return d
 }
 
+// clip shortens s, which a client sent, to at most n bytes for a log line.
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
 // logDenial writes the debug line of a denial: the answer, who asked and
 // for what (the method and the path as matched, never a query string or a
 // key value), and on request:invalid what could not be read.
 func (s *Server) logDenial(ctx context.Context, r *policy.Request, d *policy.Decision) {
 	attrs := []slog.Attr{
 		slog.Int("status", d.Status), slog.String("reason", string(d.Reason)),
-		slog.String("method", r.Method), slog.String("path", d.Path),
+		slog.String("method", clip(r.Method, 16)), slog.String("path", clip(d.Path, 256)),
 	}
 	if d.ClientIP.IsValid() {
 		attrs = append(attrs, slog.String("ip", d.ClientIP.String()))
