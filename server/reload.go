@@ -48,6 +48,14 @@ func (s *Server) reload(ifChanged bool) (bool, error) {
 		s.lastSum = sum
 		p, err = policyfile.Parse(s.cfg.PolicyFile, data)
 		if err == nil && s.store != nil {
+			// Held through the swap: a key the admin API creates or
+			// changes meanwhile is checked against the policy it is
+			// made with, or against this one. (Replicas sharing Redis
+			// check and swap each on its own: a key made on one during
+			// another's reload can still be stranded; the next reload
+			// or start reports it.)
+			s.adminMu.Lock()
+			defer s.adminMu.Unlock()
 			err = s.fitsRuntimeKeys(p)
 		}
 	} else {
