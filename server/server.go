@@ -186,29 +186,11 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.now == nil {
 		s.now, s.realClock = time.Now, true
 	}
-	if s.cfg.ShutdownGrace == 0 {
-		s.cfg.ShutdownGrace = 10 * time.Second
-	}
-	if s.cfg.AdminAddr == "" {
-		s.cfg.AdminAddr = DefaultAdminAddr
-	}
-	if s.cfg.Store == "" {
-		s.cfg.Store = DefaultStore
-	}
-	if s.cfg.OnStoreError == "" {
-		s.cfg.OnStoreError = OnErrorLocal
-	}
-	if !s.cfg.OnStoreError.Valid() {
-		return nil, fmt.Errorf("on-store-error %q: want local, allow or deny", s.cfg.OnStoreError)
+	if err := s.cfg.complete(); err != nil {
+		return nil, err
 	}
 	if s.tls, err = newTLSFiles(cfg.GRPCTLSCert, cfg.GRPCTLSKey, cfg.GRPCClientCA, s.log); err != nil {
 		return nil, err
-	}
-	switch {
-	case s.cfg.WAFCounters == 0:
-		s.cfg.WAFCounters = memory.DefaultMaxCounters
-	case s.cfg.WAFCounters < 0:
-		return nil, fmt.Errorf("waf-counters %d: want at least 1", s.cfg.WAFCounters)
 	}
 	s.metrics = newMetrics(s.degraded.Load, func() bool { return s.load.Load().err == "" },
 		func() time.Time { return s.load.Load().loadedAt })
@@ -253,6 +235,40 @@ func New(cfg Config) (_ *Server, err error) {
 			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		}
 	}
+	s.newGRPC()
+	return s, nil
+}
+
+// complete fills in the defaults of the fields left zero and checks the
+// rest.
+func (c *Config) complete() error {
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = DefaultAdminAddr
+	}
+	if c.Store == "" {
+		c.Store = DefaultStore
+	}
+	if c.OnStoreError == "" {
+		c.OnStoreError = OnErrorLocal
+	}
+	if !c.OnStoreError.Valid() {
+		return fmt.Errorf("on-store-error %q: want local, allow or deny", c.OnStoreError)
+	}
+	switch {
+	case c.WAFCounters == 0:
+		c.WAFCounters = memory.DefaultMaxCounters
+	case c.WAFCounters < 0:
+		return fmt.Errorf("waf-counters %d: want at least 1", c.WAFCounters)
+	}
+	return nil
+}
+
+// newGRPC makes the gRPC server and registers its services: ext_authz,
+// ext_proc and health.
+func (s *Server) newGRPC() {
 	opts := []grpc.ServerOption{
 		// Envoy keeps a few long-lived HTTP/2 connections and sends many
 		// small unary calls on each.
@@ -277,7 +293,6 @@ func New(cfg Config) (_ *Server, err error) {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	return s, nil
 }
 
 // checkKeysAtStart checks the store's run-time keys against the policy
@@ -413,6 +428,26 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	cancel()
 
+	s.stopServers()
+	for ; servers > 0; servers-- {
+		errs = append(errs, <-errc)
+	}
+	watchers.Wait()
+	if err := s.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close store: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+// stopServers stops the gRPC and admin servers gracefully, within
+// ShutdownGrace: health answers NOT_SERVING first, calls in flight finish,
+// and when the grace runs out ext_proc streams end cleanly before the
+// connections close.
+func (s *Server) stopServers() {
 	s.health.Shutdown()
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
 	defer stopCancel()
@@ -444,18 +479,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		})
 	}
 	stops.Wait()
-	for ; servers > 0; servers-- {
-		errs = append(errs, <-errc)
-	}
-	watchers.Wait()
-	if err := s.store.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close store: %w", err))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	s.log.Info("stopped")
-	return nil
 }
 
 // Decide evaluates one request against the current policy at the current
