@@ -144,6 +144,12 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if token == "" && cfg.AdminAddr != "-" {
 		cfg.Logger.Warn("no admin token (--admin-token-file or TOLLGATE_ADMIN_TOKEN): the admin API's /v1 calls answer 503")
 	}
+	return serveReloading(ctx, s, hup, cfg.Logger, cfg.PolicyFile)
+}
+
+// serveReloading serves s until ctx is done, reloading its policy on each
+// signal from hup.
+func serveReloading(ctx context.Context, s *server.Server, hup <-chan os.Signal, log *slog.Logger, policyFile string) error {
 	done := make(chan struct{})
 	var reloads sync.WaitGroup
 	reloads.Go(func() {
@@ -154,12 +160,12 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 			case <-hup:
 				// Reload logs and counts the outcome; /readyz shows
 				// a bad file's errors.
-				cfg.Logger.Info("SIGHUP: reloading the policy", "policy", cfg.PolicyFile)
+				log.Info("SIGHUP: reloading the policy", "policy", policyFile)
 				s.Reload()
 			}
 		}
 	})
-	err = s.Serve(ctx)
+	err := s.Serve(ctx)
 	close(done)
 	reloads.Wait()
 	return err
