@@ -65,21 +65,7 @@ func run(ctx context.Context, args []string) error {
 		}
 		defer conns[i].Close()
 	}
-	check := func(c *grpc.ClientConn, a netip.Addr) (int, error) {
-		resp, err := authv3.NewAuthorizationClient(c).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-			Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-				SocketAddress: &corev3.SocketAddress{Address: a.String(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 40000}}}}},
-			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-				Method: "POST", Path: "/transactions", Host: "api.example.com"}},
-		}})
-		if err != nil {
-			return 0, err
-		}
-		if resp.GetStatus().GetCode() == 0 {
-			return 200, nil
-		}
-		return int(resp.GetDeniedResponse().GetStatus().GetCode()), nil
-	}
+	check := func(c *grpc.ClientConn, a netip.Addr) (int, error) { return checkFrom(ctx, c, a) }
 	heap0, err := srv.Heap()
 	if err != nil {
 		return err
@@ -97,36 +83,8 @@ func run(ctx context.Context, args []string) error {
 	}
 
 	began := time.Now()
-	var next atomic.Int64
-	var failed atomic.Pointer[error]
-	var wg sync.WaitGroup
-	for w := range *workers {
-		wg.Go(func() {
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(*n) || failed.Load() != nil {
-					return
-				}
-				a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-				if _, err := check(conns[w%len(conns)], a); err != nil {
-					failed.Store(&err)
-					return
-				}
-				if i%1000 == 999 {
-					// The attacker keeps sending (it would stay blocked
-					// by the sliding window's count otherwise only while
-					// the flood is shorter than the window).
-					if _, err := check(conns[w%len(conns)], attacker); err != nil {
-						failed.Store(&err)
-						return
-					}
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if e := failed.Load(); e != nil {
-		return *e
+	if err := flood(*n, *workers, conns, attacker, check); err != nil {
+		return err
 	}
 	took := time.Since(began)
 	if status, err = check(conns[0], attacker); err != nil {
@@ -150,6 +108,61 @@ func run(ctx context.Context, args []string) error {
 		mb(rss0), mb(rss1), mb(rss1-rss0), mb(hwm), counters, status)
 	if status != 403 {
 		return fmt.Errorf("the attacker after the flood: got %d, want 403", status)
+	}
+	return nil
+}
+
+// checkFrom sends POST /transactions from a over ext_authz and returns the
+// answer's status.
+func checkFrom(ctx context.Context, c *grpc.ClientConn, a netip.Addr) (int, error) {
+	resp, err := authv3.NewAuthorizationClient(c).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: a.String(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 40000}}}}},
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: "POST", Path: "/transactions", Host: "api.example.com"}},
+	}})
+	if err != nil {
+		return 0, err
+	}
+	if resp.GetStatus().GetCode() == 0 {
+		return 200, nil
+	}
+	return int(resp.GetDeniedResponse().GetStatus().GetCode()), nil
+}
+
+// flood sends one request from each of n addresses (10.x.y.z), from
+// workers at once over conns, and one from the attacker after each 1,000.
+func flood(n, workers int, conns []*grpc.ClientConn, attacker netip.Addr, check func(*grpc.ClientConn, netip.Addr) (int, error)) error {
+	var next atomic.Int64
+	var failed atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) || failed.Load() != nil {
+					return
+				}
+				a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+				if _, err := check(conns[w%len(conns)], a); err != nil {
+					failed.Store(&err)
+					return
+				}
+				if i%1000 == 999 {
+					// The attacker keeps sending (it would stay blocked
+					// by the sliding window's count otherwise only while
+					// the flood is shorter than the window).
+					if _, err := check(conns[w%len(conns)], attacker); err != nil {
+						failed.Store(&err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if e := failed.Load(); e != nil {
+		return *e
 	}
 	return nil
 }
