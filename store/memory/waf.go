@@ -58,7 +58,7 @@ type ruleInfo struct {
 type addrKey struct {
 	addr [16]byte
 	rule ruleID
-	kind uint8 // 0: no address, 4: IPv4, 6: IPv6
+	kind uint8 // the address's length in bytes: 0 (no address), 4 (IPv4) or 16 (IPv6)
 }
 
 // otherKey is the key of any other counter: with a Subject (a header
