@@ -210,7 +210,9 @@ func TestDenialLogLine(t *testing.T) {
 			[]string{`"reason":"request:invalid","method":"POST","path":"","invalid":"path \"/a%2Fb\" holds an escaped slash (%2F)"`}},
 		{func(r *authv3.AttributeContext_HttpRequest, _ *corev3.SocketAddress) { r.Method = "" },
 			[]string{`"invalid":"no method"`}},
-		{func(r *authv3.AttributeContext_HttpRequest, _ *corev3.SocketAddress) { r.Path = "/partners/" + strings.Repeat("p", 10000) + "/transactions" },
+		{func(r *authv3.AttributeContext_HttpRequest, _ *corev3.SocketAddress) {
+			r.Path = "/partners/" + strings.Repeat("p", 10000) + "/transactions"
+		},
 			[]string{`"path":"/partners/` + strings.Repeat("p", 246) + `..."`}}, // a client's path, clipped
 	}
 	for i, s := range steps {
