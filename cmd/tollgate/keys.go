@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tollgate/tollgate/server"
+	"github.com/tollgate/tollgate/admin"
 )
 
 const keysUsage = `usage: tollgate keys <command> [flags] [ID]
@@ -93,8 +93,8 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	header, now := true, time.Now()
 	return c.pages(ctx, "/v1/keys", q, func(raw []byte) (string, error) {
 		var ans struct {
-			Items []server.KeyView `json:"items"`
-			Next  string           `json:"next"`
+			Items []admin.KeyView `json:"items"`
+			Next  string          `json:"next"`
 		}
 		if err := json.Unmarshal(raw, &ans); err != nil {
 			return "", fmt.Errorf("GET /v1/keys: the answer is not the JSON expected: %w", err)
@@ -130,7 +130,7 @@ func keyCall(ctx context.Context, cmd *command, method, path string, body any, s
 	if err != nil {
 		return err
 	}
-	var k server.KeyView
+	var k admin.KeyView
 	raw, err := c.call(ctx, method, path, body, &k)
 	if err != nil {
 		return err
@@ -169,7 +169,7 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	var k server.KeyView
+	var k admin.KeyView
 	raw, err := c.call(ctx, "POST", "/v1/keys", body, &k)
 	if err != nil {
 		return err
@@ -248,7 +248,7 @@ func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	var k server.KeyView
+	var k admin.KeyView
 	raw, err := c.call(ctx, "POST", keyPath(pos[0])+"/rotate", body, &k)
 	if err != nil {
 		return err
@@ -262,7 +262,7 @@ func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := printKey(stdout, &k); err != nil {
 		return err
 	}
-	var old server.KeyView
+	var old admin.KeyView
 	if _, err := c.call(ctx, "GET", keyPath(pos[0]), nil, &old); err != nil {
 		return fmt.Errorf("the key was rotated, but reading the old key failed: %w", err)
 	}
@@ -272,7 +272,7 @@ func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // printKey prints a key as aligned "field: value" lines; a value, when the
 // key has one, last and marked as shown once.
-func printKey(w io.Writer, k *server.KeyView) error {
+func printKey(w io.Writer, k *admin.KeyView) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	fmt.Fprintf(tw, "id:\t%s\n", k.ID)
 	fmt.Fprintf(tw, "customer:\t%s\n", k.Customer)
@@ -306,7 +306,7 @@ func plansText(plans []string) string {
 
 // keyStatus says whether a key works at now: active, disabled, expired, or
 // both of the last two.
-func keyStatus(k *server.KeyView, now time.Time) string {
+func keyStatus(k *admin.KeyView, now time.Time) string {
 	expired := k.Expires != nil && !now.Before(*k.Expires)
 	switch {
 	case !k.Enabled && expired:

@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tollgate/tollgate/server"
+	"github.com/tollgate/tollgate/admin"
 )
 
 const usageUsage = `usage: tollgate usage --plan P [--customer C] [--start YYYY-MM-DD] [--end YYYY-MM-DD] [flags]
@@ -23,17 +23,6 @@ const usageUsage = `usage: tollgate usage --plan P [--customer C] [--start YYYY-
 Every command takes --admin-addr, --admin-token-file, --json and --timeout;
 run 'tollgate usage -h' or 'tollgate usage grant -h'.
 `
-
-// usageAnswer is the answer of GET /v1/usage (server/admin_usage.go): per
-// customer, one [used, remaining] pair per day; remaining is null for a plan
-// without a quota.
-type usageAnswer struct {
-	Plan  string                 `json:"plan"`
-	Start string                 `json:"start"`
-	End   string                 `json:"end"`
-	Items map[string][][2]*int64 `json:"items"`
-	Next  string                 `json:"next"`
-}
 
 // runUsage runs "tollgate usage ..." and "tollgate usage grant ...".
 func runUsage(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -100,7 +89,7 @@ func usageReport(ctx context.Context, args []string, stdout, stderr io.Writer, n
 	}
 	header := true
 	return c.pages(ctx, "/v1/usage", q, func(raw []byte) (string, error) {
-		var ans usageAnswer
+		var ans admin.UsageAnswer
 		if err := json.Unmarshal(raw, &ans); err != nil {
 			return "", fmt.Errorf("GET /v1/usage: the answer is not the JSON expected: %w", err)
 		}
@@ -115,7 +104,7 @@ func usageReport(ctx context.Context, args []string, stdout, stderr io.Writer, n
 
 // printUsage prints a page of a usage report as a table, by day, then
 // customer; with header, under a header line.
-func printUsage(stdout io.Writer, ans *usageAnswer, header bool) error {
+func printUsage(stdout io.Writer, ans *admin.UsageAnswer, header bool) error {
 	first, err := time.Parse(time.DateOnly, ans.Start)
 	if err != nil {
 		return fmt.Errorf("GET /v1/usage: the answer's start %q is not a date", ans.Start)
@@ -183,7 +172,7 @@ func usageGrant(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	var v server.QuotaView
+	var v admin.QuotaView
 	raw, err := c.call(ctx, "POST", "/v1/usage/"+url.PathEscape(pos[0])+"/grant", body, &v)
 	if err != nil {
 		return err
