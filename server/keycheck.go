@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tollgate/tollgate/admin"
 	"github.com/tollgate/tollgate/policy"
 )
 
@@ -28,7 +29,7 @@ func (s *Server) checkRuntimeKeys(ctx context.Context, p *policy.Policy) error {
 	var lines []string
 	bad := 0
 	for after := ""; ; {
-		page, err := s.store.KeysAfter(ctx, after, maxPage)
+		page, err := s.store.KeysAfter(ctx, after, admin.MaxPage)
 		if err != nil {
 			return fmt.Errorf("%w: %w", errStoreUnread, err)
 		}
@@ -41,7 +42,7 @@ func (s *Server) checkRuntimeKeys(ctx context.Context, p *policy.Policy) error {
 				lines = append(lines, fmt.Sprintf("%s: %s", p.File, problem))
 			}
 		}
-		if len(page) < maxPage {
+		if len(page) < admin.MaxPage {
 			break
 		}
 		after = page[len(page)-1].ID

@@ -140,7 +140,8 @@ type Server struct {
 	load     atomic.Pointer[loadState]
 
 	// adminMu serializes the admin API's changes, so that a check (is
-	// the id taken?) and the change it guards are one step.
+	// the id taken?) and the change it guards are one step, and a reload
+	// holds it through its check of the run-time keys and the swap.
 	adminMu sync.Mutex
 
 	// retries takes the concurrency releases that failed (release.go).
@@ -226,7 +227,7 @@ func New(cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("admin: %w", err)
 		}
 		s.admin = &http.Server{
-			Handler:           s.adminHandler(),
+			// Handler is set by Serve, over the store as it is then.
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      30 * time.Second,
@@ -403,6 +404,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		// flight (a long usage report) is cancelled instead of running on
 		// past the stop and holding it up to ShutdownGrace.
 		s.adminCtx = ctx
+		s.admin.Handler = s.adminHandler()
 		s.admin.BaseContext = func(net.Listener) context.Context { return ctx }
 		go func() {
 			if err := s.admin.Serve(s.adminLis); err != nil && !errors.Is(err, http.ErrServerClosed) {

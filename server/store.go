@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate/tollgate/admin"
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/store/file"
 	"github.com/tollgate/tollgate/store/memory"
@@ -21,35 +22,10 @@ import (
 type Store interface {
 	policy.State
 	policy.Keys
-
-	// SaveKey creates or replaces (by ID) a run-time key; it is durable
-	// when SaveKey returns. prev is the key with that id as the caller read
-	// it (from RuntimeKey or a page), nil when the id must be free: when the store
-	// holds anything else, nothing changes and the error is
-	// policy.ErrKeyChanged.
-	SaveKey(k, prev *policy.APIKey) error
-	// DeleteKey removes the run-time key with the id and reports whether
-	// there was one.
-	DeleteKey(id string) (bool, error)
-	// KeysAfter returns at most limit run-time keys whose ids sort after
-	// after ("": from the first), in id order, at a cost of the page, not
-	// of every key (see each store's doc). Fewer than limit: the last page.
-	KeysAfter(ctx context.Context, after string, limit int) ([]*policy.APIKey, error)
-	// CustomerKeysAfter returns at most limit run-time keys that sort after
-	// the customer and id given in the order of customer, then id. The id
-	// "\x7f" sorts after every valid id: the page starts at the next
-	// customer.
-	CustomerKeysAfter(ctx context.Context, customer, id string, limit int) ([]*policy.APIKey, error)
-	// RuntimeKey returns the run-time key with the id, or nil.
-	RuntimeKey(id string) (*policy.APIKey, error)
-
-	// Counter returns the state of a quota or usage-history counter:
-	// the requests counted, and the requests granted on top of the limit
-	// (quota counters only).
-	Counter(k policy.Key) (used, granted int64, err error)
-	// Grant adds n to the grant of the quota counter k, whose period ends
-	// at end.
-	Grant(k policy.Key, n int64, end time.Time) error
+	// admin.KeyStore: the run-time keys' changes and pages;
+	// admin.CounterStore: the quota and usage counters, and grants.
+	admin.KeyStore
+	admin.CounterStore
 
 	// WAFCounters returns the WAF rate counters held in this process's
 	// memory and the number dropped so far, before their windows passed,

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate/tollgate/admin"
 	"github.com/tollgate/tollgate/server"
 )
 
@@ -187,9 +188,7 @@ func (c *adminClient) transportError(ctx context.Context, method, path string, e
 // errorText returns the message of an error answer: its {"error": ...},
 // else the start of its text.
 func errorText(raw []byte) string {
-	var e struct {
-		Error string `json:"error"`
-	}
+	var e admin.ErrorBody
 	if json.Unmarshal(raw, &e) == nil && e.Error != "" {
 		return e.Error
 	}
@@ -228,6 +227,57 @@ func (c *adminClient) pages(ctx context.Context, path string, q url.Values, page
 		}
 		q.Set("after", next)
 	}
+}
+
+// callPrint makes a command's call: it makes the admin client from the
+// flags, sends method path with body (when not nil), decodes the answer into
+// out (when not nil) and prints it: indented with --json (an answer without
+// a body prints nothing), else with show (nil: nothing), which may make
+// more calls with the client.
+func (c *command) callPrint(ctx context.Context, stdout, stderr io.Writer, method, path string, body, out any, show func(*adminClient) error) error {
+	cl, err := c.admin.client(stderr)
+	if err != nil {
+		return err
+	}
+	raw, err := cl.call(ctx, method, path, body, out)
+	if err != nil {
+		return err
+	}
+	if c.admin.json {
+		if len(bytes.TrimSpace(raw)) == 0 {
+			return nil
+		}
+		return printJSON(stdout, raw)
+	}
+	if show == nil {
+		return nil
+	}
+	return show(cl)
+}
+
+// listPages makes a command's listing: GET path with the query q, page
+// after page (adminClient.pages), each answer decoded into a T whose next
+// page next returns, and printed as it comes: as one JSON line with --json,
+// else with show (first: the first page, for a header).
+func listPages[T any](ctx context.Context, c *command, stdout, stderr io.Writer, path string, q url.Values,
+	next func(*T) string, show func(ans *T, first bool) error) error {
+	cl, err := c.admin.client(stderr)
+	if err != nil {
+		return err
+	}
+	first := true
+	return cl.pages(ctx, path, q, func(raw []byte) (string, error) {
+		var ans T
+		if err := json.Unmarshal(raw, &ans); err != nil {
+			return "", fmt.Errorf("GET %s: the answer is not the JSON expected: %w", path, err)
+		}
+		if c.admin.json {
+			return next(&ans), printJSONLine(stdout, raw)
+		}
+		err := show(&ans, first)
+		first = false
+		return next(&ans), err
+	})
 }
 
 // printJSONLine writes a JSON answer compacted on one line.

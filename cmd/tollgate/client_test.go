@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tollgate/tollgate/admin"
 	"github.com/tollgate/tollgate/server"
 )
 
@@ -169,7 +170,7 @@ func TestKeysLifecycle(t *testing.T) {
 
 	// 2. create --json: the API's answer, with the value.
 	out = s.must(t, "keys", "create", "--json", "--plan", "free", "--expires", "2099-01-01T00:00:00Z")
-	var created server.KeyView
+	var created admin.KeyView
 	if err := json.Unmarshal([]byte(out), &created); err != nil {
 		t.Fatalf("2: got %q, want JSON: %v", out, err)
 	}
@@ -250,7 +251,7 @@ func TestKeysLifecycle(t *testing.T) {
 		t.Errorf("6: got the value in\n%s", out)
 	}
 	out, errs, status := runArgs(t, "keys", "get", "--admin-addr", s.admin, "--json", "acme-2026a")
-	var k server.KeyView
+	var k admin.KeyView
 	if status != 0 || json.Unmarshal([]byte(out), &k) != nil || k.ID != "acme-2026a" || k.Source != "policy" || k.Created != nil {
 		t.Errorf("6: get --json acme-2026a: got status %d, %q, stderr %q; want the policy key", status, out, errs)
 	}
@@ -335,7 +336,7 @@ func sameSet(a, b []string) bool {
 func TestUsageAndGrant(t *testing.T) {
 	s := serve(t, "127.0.0.1:0", nil)
 	out := s.must(t, "keys", "create", "--json", "--plan", "pro", "--id", "u-1", "--customer", "ucust")
-	var k server.KeyView
+	var k admin.KeyView
 	if err := json.Unmarshal([]byte(out), &k); err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +404,7 @@ func TestUsageAndGrant(t *testing.T) {
 		t.Errorf("5: period: got %q, want day, %sT00:00:00Z to ... (UTC)", got, today)
 	}
 	out = s.must(t, "usage", "grant", "--json", "--plan", "pro", "--requests", "1", "ucust")
-	var q server.QuotaView
+	var q admin.QuotaView
 	if err := json.Unmarshal([]byte(out), &q); err != nil || q.Granted != 501 || q.Remaining != 100498 {
 		t.Errorf("5: grant --json: got %q, want granted 501, remaining 100498", out)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
@@ -11,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tollgate/tollgate/server"
+	"github.com/tollgate/tollgate/admin"
 )
 
 const keysUsage = `usage: tollgate keys <command> [flags] [ID]
@@ -79,10 +78,6 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if _, err := cmd.parse(args); err != nil {
 		return err
 	}
-	c, err := cmd.admin.client(stderr)
-	if err != nil {
-		return err
-	}
 	q := url.Values{"limit": {strconv.Itoa(clientPage)}}
 	if *customer != "" {
 		q.Set("customer", *customer)
@@ -90,28 +85,18 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *plan != "" {
 		q.Set("plan", *plan)
 	}
-	header, now := true, time.Now()
-	return c.pages(ctx, "/v1/keys", q, func(raw []byte) (string, error) {
-		var ans struct {
-			Items []server.KeyView `json:"items"`
-			Next  string           `json:"next"`
-		}
-		if err := json.Unmarshal(raw, &ans); err != nil {
-			return "", fmt.Errorf("GET /v1/keys: the answer is not the JSON expected: %w", err)
-		}
-		if cmd.admin.json {
-			return ans.Next, printJSONLine(stdout, raw)
-		}
+	now := time.Now()
+	next := func(l *admin.KeyList) string { return l.Next }
+	return listPages(ctx, cmd, stdout, stderr, "/v1/keys", q, next, func(ans *admin.KeyList, first bool) error {
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		if header {
+		if first {
 			fmt.Fprintln(tw, "ID\tCUSTOMER\tPLANS\tSTATUS\tEXPIRES\tSOURCE\tNAME")
-			header = false
 		}
 		for _, k := range ans.Items {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Customer, plansText(k.Plans), keyStatus(&k, now),
 				timeText(k.Expires, "never"), k.Source, k.Name)
 		}
-		return ans.Next, tw.Flush()
+		return tw.Flush()
 	})
 }
 
@@ -126,19 +111,8 @@ func keysGet(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // keyCall makes a call whose answer is a key, and prints it.
 func keyCall(ctx context.Context, cmd *command, method, path string, body any, stdout, stderr io.Writer) error {
-	c, err := cmd.admin.client(stderr)
-	if err != nil {
-		return err
-	}
-	var k server.KeyView
-	raw, err := c.call(ctx, method, path, body, &k)
-	if err != nil {
-		return err
-	}
-	if cmd.admin.json {
-		return printJSON(stdout, raw)
-	}
-	return printKey(stdout, &k)
+	var k admin.KeyView
+	return cmd.callPrint(ctx, stdout, stderr, method, path, body, &k, func(*adminClient) error { return printKey(stdout, &k) })
 }
 
 func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -147,17 +121,11 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			"tollgate keeps only its sha256 hash.\n", stderr)
 	var plans stringsFlag
 	cmd.fs.Var(&plans, "plan", "usage `plan` of the key (repeatable; at least one)")
-	var body struct {
-		ID       string   `json:"id,omitempty"`
-		Customer string   `json:"customer,omitempty"`
-		Name     string   `json:"name,omitempty"`
-		Plans    []string `json:"plans"`
-		Expires  string   `json:"expires,omitempty"`
-	}
-	cmd.fs.StringVar(&body.ID, "id", "", "key `id` (default: a fresh key-<hex>)")
-	cmd.fs.StringVar(&body.Customer, "customer", "", "`customer` whose usage the key counts towards (default: the key's id)")
-	cmd.fs.StringVar(&body.Name, "name", "", "a `name` for people")
-	cmd.fs.StringVar(&body.Expires, "expires", "", "RFC 3339 `time` the key stops working, such as 2027-06-30T00:00:00Z (default: never)")
+	var body admin.CreateKeyBody
+	cmd.fs.Func("id", "key `id` (default: a fresh key-<hex>)", setString(&body.ID))
+	cmd.fs.Func("customer", "`customer` whose usage the key counts towards (default: the key's id)", setString(&body.Customer))
+	cmd.fs.Func("name", "a `name` for people", setString(&body.Name))
+	cmd.fs.Func("expires", "RFC 3339 `time` the key stops working, such as 2027-06-30T00:00:00Z (default: never)", setString(&body.Expires))
 	if _, err := cmd.parse(args); err != nil {
 		return err
 	}
@@ -165,19 +133,19 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return cmd.usageError("missing --plan")
 	}
 	body.Plans = plans
-	c, err := cmd.admin.client(stderr)
-	if err != nil {
-		return err
+	return keyCall(ctx, cmd, "POST", "/v1/keys", body, stdout, stderr)
+}
+
+// setString returns a flag.Func that sets *p to the flag's value; an empty
+// value leaves *p nil (the server's default).
+func setString(p **string) func(string) error {
+	return func(v string) error {
+		*p = nil
+		if v != "" {
+			*p = &v
+		}
+		return nil
 	}
-	var k server.KeyView
-	raw, err := c.call(ctx, "POST", "/v1/keys", body, &k)
-	if err != nil {
-		return err
-	}
-	if cmd.admin.json {
-		return printJSON(stdout, raw)
-	}
-	return printKey(stdout, &k)
 }
 
 func keysSetEnabled(ctx context.Context, name string, enabled bool, args []string, stdout, stderr io.Writer) error {
@@ -190,7 +158,7 @@ func keysSetEnabled(ctx context.Context, name string, enabled bool, args []strin
 	if err != nil {
 		return err
 	}
-	return keyCall(ctx, cmd, "PATCH", keyPath(pos[0]), map[string]bool{"enabled": enabled}, stdout, stderr)
+	return keyCall(ctx, cmd, "PATCH", keyPath(pos[0]), admin.PatchKeyBody{Enabled: &enabled}, stdout, stderr)
 }
 
 func keysSetPlans(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -205,7 +173,7 @@ func keysSetPlans(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if len(plans) == 0 {
 		return cmd.usageError("missing --plan")
 	}
-	return keyCall(ctx, cmd, "PATCH", keyPath(pos[0]), map[string][]string{"plans": plans}, stdout, stderr)
+	return keyCall(ctx, cmd, "PATCH", keyPath(pos[0]), admin.PatchKeyBody{Plans: plans}, stdout, stderr)
 }
 
 func keysDelete(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -215,17 +183,10 @@ func keysDelete(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	c, err := cmd.admin.client(stderr)
-	if err != nil {
+	return cmd.callPrint(ctx, stdout, stderr, "DELETE", keyPath(pos[0]), nil, nil, func(*adminClient) error {
+		_, err := fmt.Fprintf(stdout, "deleted key %s\n", pos[0])
 		return err
-	}
-	if _, err := c.call(ctx, "DELETE", keyPath(pos[0]), nil, nil); err != nil {
-		return err
-	}
-	if !cmd.admin.json {
-		fmt.Fprintf(stdout, "deleted key %s\n", pos[0])
-	}
-	return nil
+	})
 }
 
 func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -234,45 +195,34 @@ func keysRotate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			"it with its value, shown this once; the old key ID keeps working until\n"+
 			"the grace ends. A key in its grace is not rotated again (409): rotate\n"+
 			"the new key. --json prints the new key only.\n", stderr)
-	var body struct {
-		Grace string `json:"grace"`
-		ID    string `json:"id,omitempty"`
-	}
-	cmd.fs.StringVar(&body.Grace, "grace", "24h", "how long the old key keeps working, such as 24h or 90m")
-	cmd.fs.StringVar(&body.ID, "new-id", "", "`id` of the new key (default: a fresh key-<hex>)")
+	grace := "24h"
+	body := admin.RotateKeyBody{Grace: &grace}
+	cmd.fs.StringVar(&grace, "grace", grace, "how long the old key keeps working, such as 24h or 90m")
+	cmd.fs.Func("new-id", "`id` of the new key (default: a fresh key-<hex>)", setString(&body.ID))
 	pos, err := cmd.parse(args, "ID")
 	if err != nil {
 		return err
 	}
-	c, err := cmd.admin.client(stderr)
-	if err != nil {
+	var k admin.KeyView
+	return cmd.callPrint(ctx, stdout, stderr, "POST", keyPath(pos[0])+"/rotate", body, &k, func(c *adminClient) error {
+		// The new key first: its value must not be lost if the next
+		// call fails.
+		fmt.Fprintln(stdout, "new key:")
+		if err := printKey(stdout, &k); err != nil {
+			return err
+		}
+		var old admin.KeyView
+		if _, err := c.call(ctx, "GET", keyPath(pos[0]), nil, &old); err != nil {
+			return fmt.Errorf("the key was rotated, but reading the old key failed: %w", err)
+		}
+		_, err := fmt.Fprintf(stdout, "\nold key %s now expires %s\n", old.ID, timeText(old.Expires, "never"))
 		return err
-	}
-	var k server.KeyView
-	raw, err := c.call(ctx, "POST", keyPath(pos[0])+"/rotate", body, &k)
-	if err != nil {
-		return err
-	}
-	if cmd.admin.json {
-		return printJSON(stdout, raw)
-	}
-	// The new key first: its value must not be lost if the next call
-	// fails.
-	fmt.Fprintln(stdout, "new key:")
-	if err := printKey(stdout, &k); err != nil {
-		return err
-	}
-	var old server.KeyView
-	if _, err := c.call(ctx, "GET", keyPath(pos[0]), nil, &old); err != nil {
-		return fmt.Errorf("the key was rotated, but reading the old key failed: %w", err)
-	}
-	fmt.Fprintf(stdout, "\nold key %s now expires %s\n", old.ID, timeText(old.Expires, "never"))
-	return nil
+	})
 }
 
 // printKey prints a key as aligned "field: value" lines; a value, when the
 // key has one, last and marked as shown once.
-func printKey(w io.Writer, k *server.KeyView) error {
+func printKey(w io.Writer, k *admin.KeyView) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	fmt.Fprintf(tw, "id:\t%s\n", k.ID)
 	fmt.Fprintf(tw, "customer:\t%s\n", k.Customer)
@@ -306,7 +256,7 @@ func plansText(plans []string) string {
 
 // keyStatus says whether a key works at now: active, disabled, expired, or
 // both of the last two.
-func keyStatus(k *server.KeyView, now time.Time) string {
+func keyStatus(k *admin.KeyView, now time.Time) string {
 	expired := k.Expires != nil && !now.Before(*k.Expires)
 	switch {
 	case !k.Enabled && expired:

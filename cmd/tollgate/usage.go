@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
@@ -11,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tollgate/tollgate/server"
+	"github.com/tollgate/tollgate/admin"
 )
 
 const usageUsage = `usage: tollgate usage --plan P [--customer C] [--start YYYY-MM-DD] [--end YYYY-MM-DD] [flags]
@@ -23,17 +22,6 @@ const usageUsage = `usage: tollgate usage --plan P [--customer C] [--start YYYY-
 Every command takes --admin-addr, --admin-token-file, --json and --timeout;
 run 'tollgate usage -h' or 'tollgate usage grant -h'.
 `
-
-// usageAnswer is the answer of GET /v1/usage (server/admin_usage.go): per
-// customer, one [used, remaining] pair per day; remaining is null for a plan
-// without a quota.
-type usageAnswer struct {
-	Plan  string                 `json:"plan"`
-	Start string                 `json:"start"`
-	End   string                 `json:"end"`
-	Items map[string][][2]*int64 `json:"items"`
-	Next  string                 `json:"next"`
-}
 
 // runUsage runs "tollgate usage ..." and "tollgate usage grant ...".
 func runUsage(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -86,10 +74,6 @@ func usageReport(ctx context.Context, args []string, stdout, stderr io.Writer, n
 		}
 		start = t
 	}
-	c, err := cmd.admin.client(stderr)
-	if err != nil {
-		return err
-	}
 	q := url.Values{"plan": {*plan}, "start": {start.Format(time.DateOnly)}, "end": {end.Format(time.DateOnly)}}
 	if *customer != "" {
 		q.Set("customer", *customer)
@@ -98,24 +82,15 @@ func usageReport(ctx context.Context, args []string, stdout, stderr io.Writer, n
 		// so that it answers within --timeout, also from Redis.
 		q.Set("limit", strconv.Itoa(clientPage))
 	}
-	header := true
-	return c.pages(ctx, "/v1/usage", q, func(raw []byte) (string, error) {
-		var ans usageAnswer
-		if err := json.Unmarshal(raw, &ans); err != nil {
-			return "", fmt.Errorf("GET /v1/usage: the answer is not the JSON expected: %w", err)
-		}
-		if cmd.admin.json {
-			return ans.Next, printJSONLine(stdout, raw)
-		}
-		err := printUsage(stdout, &ans, header)
-		header = false
-		return ans.Next, err
+	next := func(ans *admin.UsageAnswer) string { return ans.Next }
+	return listPages(ctx, cmd, stdout, stderr, "/v1/usage", q, next, func(ans *admin.UsageAnswer, first bool) error {
+		return printUsage(stdout, ans, first)
 	})
 }
 
 // printUsage prints a page of a usage report as a table, by day, then
 // customer; with header, under a header line.
-func printUsage(stdout io.Writer, ans *usageAnswer, header bool) error {
+func printUsage(stdout io.Writer, ans *admin.UsageAnswer, header bool) error {
 	first, err := time.Parse(time.DateOnly, ans.Start)
 	if err != nil {
 		return fmt.Errorf("GET /v1/usage: the answer's start %q is not a date", ans.Start)
@@ -156,10 +131,7 @@ func usageGrant(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cmd := newCommand("usage grant", "[flags] CUSTOMER --plan P --requests N",
 		"Raises CUSTOMER's remaining quota on plan P by N requests, for the current\n"+
 			"quota period only, and prints the quota that results.\n", stderr)
-	var body struct {
-		Plan     string `json:"plan"`
-		Requests int64  `json:"requests"`
-	}
+	var body admin.GrantBody
 	cmd.fs.StringVar(&body.Plan, "plan", "", "usage `plan` with a quota (required)")
 	cmd.fs.Func("requests", "`count` of requests to add, a whole number (required)", func(v string) error {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -179,18 +151,14 @@ func usageGrant(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case body.Requests == 0:
 		return cmd.usageError("missing --requests")
 	}
-	c, err := cmd.admin.client(stderr)
-	if err != nil {
-		return err
-	}
-	var v server.QuotaView
-	raw, err := c.call(ctx, "POST", "/v1/usage/"+url.PathEscape(pos[0])+"/grant", body, &v)
-	if err != nil {
-		return err
-	}
-	if cmd.admin.json {
-		return printJSON(stdout, raw)
-	}
+	var v admin.QuotaView
+	return cmd.callPrint(ctx, stdout, stderr, "POST", "/v1/usage/"+url.PathEscape(pos[0])+"/grant", body, &v, func(*adminClient) error {
+		return printQuota(stdout, &v)
+	})
+}
+
+// printQuota prints a quota as aligned "field: value" lines.
+func printQuota(stdout io.Writer, v *admin.QuotaView) error {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 1, ' ', 0)
 	fmt.Fprintf(tw, "customer:\t%s\n", v.Customer)
 	fmt.Fprintf(tw, "plan:\t%s\n", v.Plan)

@@ -1,8 +1,7 @@
-package server
+package admin
 
 import (
 	"context"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,11 +9,11 @@ import (
 	"github.com/tollgate/tollgate/policy"
 )
 
-// Paging of GET /v1/keys and GET /v1/usage (SPEC §6): ?limit= (default
-// defaultPage, at most maxPage) and ?after=<id or customer>.
+// Paging of GET /v1/keys and GET /v1/usage: ?limit= (default DefaultPage,
+// at most MaxPage) and ?after=<id or customer>.
 const (
-	defaultPage = 100
-	maxPage     = 1000
+	DefaultPage = 100
+	MaxPage     = 1000
 	// scanFactor bounds the keys one filtered call reads: limit ×
 	// scanFactor, at least minScan. A filter that few keys pass (a plan
 	// held by ten customers of 200,000) then answers a short page, or an
@@ -35,29 +34,22 @@ type page struct {
 // scanBudget is how many keys a call with a filter reads at most.
 func (pg page) scanBudget() int { return max(pg.limit*scanFactor, minScan) }
 
-// pageParams reads limit and after from the query: 400 for a limit that is
-// not 1 to maxPage or an after that is not a valid id or customer.
+// pageParams reads limit and after from the query: ErrInvalid for a limit
+// that is not 1 to MaxPage or an after that is not a valid id or customer.
 func pageParams(q map[string]string) (page, error) {
-	pg := page{limit: defaultPage, after: q["after"]}
+	pg := page{limit: DefaultPage, after: q["after"]}
 	var bad problems
 	if v, ok := q["limit"]; ok {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxPage {
-			bad.add("query: limit: %q is not a number from 1 to %d", v, maxPage)
+		if err != nil || n < 1 || n > MaxPage {
+			bad.add("query: limit: %q is not a number from 1 to %d", v, MaxPage)
 		}
 		pg.limit = n
 	}
-	if v, ok := q["after"]; ok && !policy.ValidKeyID(v) {
-		bad.add("query: after: %q is not a key id or customer (%s)", v, policy.KeyIDRule)
+	if v, ok := q["after"]; ok {
+		bad.checkID("query: after", "a key id or customer", v)
 	}
 	return pg, bad.err()
-}
-
-// keyList is the body of GET /v1/keys.
-type keyList struct {
-	Items []KeyView `json:"items"`
-	// Next is the after of the next page; absent on the last page.
-	Next string `json:"next,omitempty"`
 }
 
 // mergeKeys merges two lists sorted by cmp into the first n of their union
@@ -93,32 +85,36 @@ func byCustomer(x, y *policy.APIKey) int {
 	return byID(x, y)
 }
 
-// keysAfter returns at most n keys, run-time and of the policy file
-// together, whose ids sort after after, in id order. A run-time key hides a
-// policy key of its id (a reload refuses to make one; a store may hold one
-// from before).
-func (s *Server) keysAfter(ctx context.Context, p *policy.Policy, after string, n int) ([]*policy.APIKey, error) {
-	rt, err := s.store.KeysAfter(ctx, after, n)
-	if err != nil {
-		return nil, err
-	}
-	return mergeKeys(rt, p.KeysAfter(after, n), byID, n), nil
+// allKeys is every key: the run-time keys of a store and the policy
+// file's, read a page at a time. A run-time key hides a policy key of its
+// id (a reload refuses to make one; a store may hold one from before).
+type allKeys struct {
+	rt KeyPages
+	p  *policy.Policy
 }
 
-// customerKeysAfter is keysAfter in the order of customer, then id.
-func (s *Server) customerKeysAfter(ctx context.Context, p *policy.Policy, customer, id string, n int) ([]*policy.APIKey, error) {
-	rt, err := s.store.CustomerKeysAfter(ctx, customer, id, n)
+// after returns at most n keys whose ids sort after after, in id order.
+func (ak allKeys) after(ctx context.Context, after string, n int) ([]*policy.APIKey, error) {
+	rt, err := ak.rt.KeysAfter(ctx, after, n)
 	if err != nil {
 		return nil, err
 	}
-	return mergeKeys(rt, p.CustomerKeysAfter(customer, id, n), byCustomer, n), nil
+	return mergeKeys(rt, ak.p.KeysAfter(after, n), byID, n), nil
+}
+
+// customerAfter is after in the order of customer, then id.
+func (ak allKeys) customerAfter(ctx context.Context, customer, id string, n int) ([]*policy.APIKey, error) {
+	rt, err := ak.rt.CustomerKeysAfter(ctx, customer, id, n)
+	if err != nil {
+		return nil, err
+	}
+	return mergeKeys(rt, ak.p.CustomerKeysAfter(customer, id, n), byCustomer, n), nil
 }
 
 // keyScan walks the keys in id order from an after, or the keys of one
 // customer, a batch at a time, stopping at a budget of keys read.
 type keyScan struct {
-	s        *Server
-	p        *policy.Policy
+	keys     allKeys
 	customer string // "": every key, in id order
 	after    string // the id of the last key read
 	batch    []*policy.APIKey
@@ -134,9 +130,9 @@ func (sc *keyScan) next(ctx context.Context, batch int) (*policy.APIKey, error) 
 		}
 		var err error
 		if sc.customer == "" {
-			sc.batch, err = sc.s.keysAfter(ctx, sc.p, sc.after, batch)
+			sc.batch, err = sc.keys.after(ctx, sc.after, batch)
 		} else {
-			sc.batch, err = sc.s.customerKeysAfter(ctx, sc.p, sc.customer, sc.after, batch)
+			sc.batch, err = sc.keys.customerAfter(ctx, sc.customer, sc.after, batch)
 		}
 		if err != nil {
 			return nil, err
@@ -158,37 +154,13 @@ func (sc *keyScan) next(ctx context.Context, batch int) (*policy.APIKey, error) 
 	return k, nil
 }
 
-// listKeys answers GET /v1/keys: a page of keys in id order, never a value.
-// The query may filter by customer (read from the customer order: the
-// customer's keys only) and plan (read through, at most scanBudget keys a
-// call: a page may then be short, or empty, with a next).
-func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
-	q, err := queryParams(r.URL.Query(), "customer", "plan", "limit", "after")
-	if err != nil {
-		s.failWith(w, err)
-		return
-	}
-	pg, err := pageParams(q)
-	if c, ok := q["customer"]; err == nil && ok && !policy.ValidKeyID(c) {
-		err = errorf(http.StatusBadRequest, "query: customer: %q is not valid (%s)", c, policy.KeyIDRule)
-	}
-	if err != nil {
-		s.failWith(w, err)
-		return
-	}
-	ans, err := s.keyPage(r.Context(), s.policy.Load(), q["customer"], q["plan"], pg)
-	if err != nil {
-		s.failWith(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, ans)
-}
-
 // keyPage returns the page of keys that pg names, of the customer and on
-// the plan when they are not empty.
-func (s *Server) keyPage(ctx context.Context, p *policy.Policy, customer, plan string, pg page) (keyList, error) {
-	sc := &keyScan{s: s, p: p, customer: customer, after: pg.after}
-	ans := keyList{Items: []KeyView{}}
+// the plan when they are not empty: the customer's are read from the
+// customer order; a plan is read through, at most scanBudget keys a call,
+// so a page may then be short, or empty, with a next.
+func keyPage(ctx context.Context, keys allKeys, customer, plan string, pg page) (KeyList, error) {
+	sc := &keyScan{keys: keys, customer: customer, after: pg.after}
+	ans := KeyList{Items: []KeyView{}}
 	budget := pg.scanBudget()
 	for {
 		if plan != "" && sc.read >= budget {
@@ -200,7 +172,7 @@ func (s *Server) keyPage(ctx context.Context, p *policy.Policy, customer, plan s
 		mark := sc.after
 		k, err := sc.next(ctx, pg.limit+1)
 		if err != nil {
-			return keyList{}, err
+			return KeyList{}, err
 		}
 		if k == nil {
 			return ans, nil
@@ -212,15 +184,15 @@ func (s *Server) keyPage(ctx context.Context, p *policy.Policy, customer, plan s
 			ans.Next = mark // k is on the next page
 			return ans, nil
 		}
-		ans.Items = append(ans.Items, viewOf(k))
+		ans.Items = append(ans.Items, ViewOf(k))
 	}
 }
 
 // customersPage returns the customers with a key on plan that sort after
-// after, at most limit of them, and the after of the next page ("": none).
-// It reads the keys in the order of customer, then id, at most scanBudget
-// of them (a customer's keys are read to its end).
-func (s *Server) customersPage(ctx context.Context, p *policy.Policy, plan string, pg page) ([]string, string, error) {
+// pg.after, at most pg.limit of them, and the after of the next page ("":
+// none). It reads the keys in the order of customer, then id, at most
+// scanBudget of them (a customer's keys are read to its end).
+func customersPage(ctx context.Context, keys allKeys, plan string, pg page) ([]string, string, error) {
 	var customers []string
 	cur, curHas := "", false
 	customer, id := pg.after, ""
@@ -232,7 +204,7 @@ func (s *Server) customersPage(ctx context.Context, p *policy.Policy, plan strin
 		if err := ctx.Err(); err != nil {
 			return nil, "", err
 		}
-		batch, err := s.customerKeysAfter(ctx, p, customer, id, pg.limit+1)
+		batch, err := keys.customerAfter(ctx, customer, id, pg.limit+1)
 		if err != nil {
 			return nil, "", err
 		}
@@ -269,10 +241,10 @@ func (s *Server) customersPage(ctx context.Context, p *policy.Policy, plan strin
 
 // customerHasPlan reports whether a key of customer holds plan, reading the
 // customer's keys only.
-func (s *Server) customerHasPlan(ctx context.Context, p *policy.Policy, customer, plan string) (bool, error) {
-	sc := &keyScan{s: s, p: p, customer: customer}
+func customerHasPlan(ctx context.Context, keys allKeys, customer, plan string) (bool, error) {
+	sc := &keyScan{keys: keys, customer: customer}
 	for {
-		k, err := sc.next(ctx, maxPage)
+		k, err := sc.next(ctx, MaxPage)
 		if err != nil || k == nil {
 			return false, err
 		}
