@@ -119,22 +119,7 @@ func (c *compiler) rule(path string, v any, sets map[string]*ipSet, seen map[str
 	if !ok {
 		return r, false
 	}
-	good := true
-	if npath, nv, ok := o.get("name"); !ok {
-		c.errorf(npath, "required field is missing")
-		good = false
-	} else if s, ok := c.str(npath, nv); !ok {
-		good = false
-	} else if !validName(s, math.MaxInt) {
-		c.errorf(npath, "%q is not a valid rule name (letters, digits, \"_\", \".\" and \"-\")", s)
-		good = false
-	} else if j, dup := seen[s]; dup {
-		c.errorf(npath, "%q is also the name of %s", s, index(listPath, j))
-		good = false
-	} else {
-		seen[s] = i
-		r.name, r.reason = s, Reason("waf:"+s)
-	}
+	good := c.ruleName(o, &r, seen, listPath, i)
 	action := ""
 	if apath, av, ok := o.get("action"); !ok {
 		c.errorf(apath, "required field is missing (want block, allow or count)")
@@ -143,7 +128,40 @@ func (c *compiler) rule(path string, v any, sets map[string]*ipSet, seen map[str
 		good = false
 	}
 	r.action = map[string]wafAction{"block": wafBlock, "allow": wafAllow, "count": wafCount}[action]
+	good = c.ruleMatch(path, o, &r, action, sets) && good
+	good = c.ruleResponse(o, &r, action) && good
+	return r, good
+}
 
+// ruleName compiles a rule's name into r: its reason waf:<name>, unique
+// among the rules of listPath.
+func (c *compiler) ruleName(o object, r *wafRule, seen map[string]int, listPath string, i int) bool {
+	npath, nv, ok := o.get("name")
+	if !ok {
+		c.errorf(npath, "required field is missing")
+		return false
+	}
+	s, ok := c.str(npath, nv)
+	if !ok {
+		return false
+	}
+	if !validName(s, math.MaxInt) {
+		c.errorf(npath, "%q is not a valid rule name (letters, digits, \"_\", \".\" and \"-\")", s)
+		return false
+	}
+	if j, dup := seen[s]; dup {
+		c.errorf(npath, "%q is also the name of %s", s, index(listPath, j))
+		return false
+	}
+	seen[s] = i
+	r.name, r.reason = s, Reason("waf:"+s)
+	return true
+}
+
+// ruleMatch compiles what a rule matches into r: exactly one of ip_set
+// and rate_based, and a scope only with rate_based.
+func (c *compiler) ruleMatch(path string, o object, r *wafRule, action string, sets map[string]*ipSet) bool {
+	good := true
 	spath, sv, hasSet := o.get("ip_set")
 	rpath, rv, hasRate := o.get("rate_based")
 	switch {
@@ -181,29 +199,39 @@ func (c *compiler) rule(path string, v any, sets map[string]*ipSet, seen map[str
 			good = false
 		}
 	}
+	return good
+}
+
+// ruleResponse compiles the answer of a block rule into r: 403 Forbidden
+// unless its response says otherwise.
+func (c *compiler) ruleResponse(o object, r *wafRule, action string) bool {
 	if action == "block" {
 		r.status, r.body = 403, BodyForbidden
 	}
-	if rspath, rsv, ok := o.get("response"); ok {
-		if action != "block" && action != "" {
-			c.errorf(rspath, "only allowed with action: block")
-			good = false
-		} else if ro, ok := c.object(rspath, rsv, "status", "body"); ok {
-			if p, v, ok := ro.get("status"); ok {
-				n, ok := c.integer(p, v, 400, 599)
-				good = good && ok
-				r.status = int(n)
-			}
-			if p, v, ok := ro.get("body"); ok {
-				s, ok := c.str(p, v)
-				good = good && ok
-				r.body = s
-			}
-		} else {
-			good = false
-		}
+	rspath, rsv, ok := o.get("response")
+	if !ok {
+		return true
 	}
-	return r, good
+	if action != "block" && action != "" {
+		c.errorf(rspath, "only allowed with action: block")
+		return false
+	}
+	ro, ok := c.object(rspath, rsv, "status", "body")
+	if !ok {
+		return false
+	}
+	good := true
+	if p, v, ok := ro.get("status"); ok {
+		n, ok := c.integer(p, v, 400, 599)
+		good = good && ok
+		r.status = int(n)
+	}
+	if p, v, ok := ro.get("body"); ok {
+		s, ok := c.str(p, v)
+		good = good && ok
+		r.body = s
+	}
+	return good
 }
 
 // setList lists the ip sets for a message.
