@@ -8,10 +8,6 @@ import (
 	"time"
 )
 
-// batches recycles the state work of a request, so that an evaluation does
-// not allocate it.
-var batches = sync.Pool{New: func() any { return new(Batch) }}
-
 // Evaluate decides one request at now, in the order of SPEC §3: WAF, route,
 // API key, token buckets, quota. st holds the limits' state; keys finds
 // run-time API keys and may be nil.
@@ -24,254 +20,402 @@ var batches = sync.Pool{New: func() any { return new(Batch) }}
 // (callers choose to fail open or closed).
 func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decision, error) {
 	d := Decision{Verdict: Allow, Status: 200, KeyHeader: p.keyHeader, Headers: p.Headers, Explain: p.Explain}
+	e := evaluations.Get().(*evaluation)
+	defer evaluations.Put(e)
+	e.reset(p, now, r)
+	if !e.read(&d, r) {
+		return d, nil
+	}
+	e.waf(&d, r)
+	e.checkRoute()
+	if err := e.checkKey(&d, keys); err != nil {
+		d.DenyUnavailable()
+		return d, err
+	}
+	e.limits(r)
+	if err := e.apply(&d, r, st); err != nil {
+		return d, err
+	}
+	e.verdict(&d, r)
+	return d, nil
+}
 
+// evaluations recycles the scratch of a request, its state batch included,
+// so that an evaluation does not allocate it.
+var evaluations = sync.Pool{New: func() any { return new(evaluation) }}
+
+// evaluation is the scratch of one Evaluate: the batch handed to the state
+// and what each step leaves for the next ones.
+type evaluation struct {
+	scratch
+	b Batch
+}
+
+// scratch is what the steps of Evaluate pass on; reset zeroes it.
+type scratch struct {
+	p   *Policy
+	now time.Time
+
+	path  string     // as routes match it
+	ip    netip.Addr // the client's, by the policy's ip source
+	stage *Stage     // nil when the request has none
+	known bool       // false when Envoy named a stage the policy does not have
+	route *Route     // nil when no route matched
+
+	keyValue   string // the API key header's value
+	keyPresent bool   // the header is there and not empty
+	keyHash    [sha256.Size]byte
+	hashed     bool // keyHash is set
+
+	// rules[i] is the rate-based rule of b.Hits[i].
+	rules [maxHits]*wafRule
+	// denied is a denial decided locally, before the state: a WAF block,
+	// an unknown route, a bad key. The state is still called, so that the
+	// WAF hits are counted, and the denial stands unless a hit blocks
+	// first.
+	denied denial
+
+	plan     *Plan  // the key's plan that covers the stage
+	customer string // the key's customer
+	period   time.Duration
+}
+
+// denial is a denial decided before the state: by a WAF block rule, or else
+// a 403 with reason and body; the zero denial is none.
+type denial struct {
+	waf    *wafRule
+	reason Reason
+	body   string
+}
+
+// set reports whether n is a denial.
+func (n *denial) set() bool { return n.waf != nil || n.reason != ReasonNone }
+
+// decide turns d into the denial n.
+func (n *denial) decide(d *Decision) {
+	if n.waf != nil {
+		d.denyWAF(n.waf)
+		return
+	}
+	d.deny(403, n.reason, n.body)
+}
+
+// reset readies e for a request of p at now.
+func (e *evaluation) reset(p *Policy, now time.Time, r *Request) {
+	e.scratch = scratch{p: p, now: now}
+	e.b.Reset()
+	e.b.Deadline = r.Deadline
+}
+
+// read reads the request into e and d: its path as routes match it and its
+// client's address, the stage and route it belongs to, and its API key
+// header. A request whose method, path or client address cannot be read is
+// denied here (400, request:invalid) and read returns false.
+func (e *evaluation) read(d *Decision, r *Request) bool {
 	path, ok := normalizePath(r.Path)
 	if r.Method == "" || !ok {
 		d.deny(400, ReasonInvalid, BodyBadRequest)
 		d.Invalid = invalidTarget(r.Method, r.Path)
-		return d, nil
+		return false
 	}
 	d.Path = path
-	ip, raw, ok := p.clientIP(r)
+	ip, raw, ok := e.p.clientIP(r)
 	if !ok {
 		d.deny(400, ReasonInvalid, BodyBadRequest)
 		d.Invalid = invalidAddr(raw)
-		return d, nil
+		return false
 	}
 	d.ClientIP = ip
-	stage, known := p.stageFor(r)
-	var route *Route
-	if stage != nil {
-		d.API, d.Stage = stage.API, stage.Stage
-		route = stage.routes.match(r.Method, path)
-		if route != nil {
-			d.Route = route.Match
-			d.Concurrency = route.Concurrency
+	e.path, e.ip = path, ip
+	e.stage, e.known = e.p.stageFor(r)
+	if e.stage != nil {
+		d.API, d.Stage = e.stage.API, e.stage.Stage
+		e.route = e.stage.routes.match(r.Method, path)
+		if e.route != nil {
+			d.Route = e.route.Match
+			d.Concurrency = e.route.Concurrency
 		}
 	}
+	e.keyValue, e.keyPresent = r.Headers[e.p.keyHeader]
+	e.keyPresent = e.keyPresent && e.keyValue != ""
+	return true
+}
 
-	b := batches.Get().(*Batch)
-	defer batches.Put(b)
-	b.Reset()
-	b.Deadline = r.Deadline
+// hashKey sets e.keyHash, the SHA-256 of the key header's value, once.
+func (e *evaluation) hashKey() {
+	if !e.hashed {
+		e.keyHash = sha256.Sum256([]byte(e.keyValue))
+		e.hashed = true
+	}
+}
 
-	keyValue, keyPresent := r.Headers[p.keyHeader]
-	keyPresent = keyPresent && keyValue != ""
-	var keyHash [sha256.Size]byte
-	hashed := false
-	hashKey := func() {
-		if !hashed {
-			keyHash = sha256.Sum256([]byte(keyValue))
-			hashed = true
+// waf is step 1: the WAF, unless the route skips it. Rate-based rules
+// become hits that the state counts; the first ip_set rule that ends
+// evaluation is decided here: an allow ends it, a block is the request's
+// denial unless a hit blocks first, a count names d.Counted.
+func (e *evaluation) waf(d *Decision, r *Request) {
+	if e.route != nil && e.route.wafSkip {
+		return
+	}
+	ended := false
+	for i := range e.p.waf.rules {
+		w := &e.p.waf.rules[i]
+		if w.rate != nil {
+			e.addHit(w, r)
+			continue
+		}
+		if !w.set.Contains(e.ip) {
+			continue
+		}
+		switch w.action {
+		case wafAllow:
+			ended = true
+		case wafBlock:
+			e.denied.waf, ended = w, true
+		case wafCount:
+			if d.Counted == "" {
+				d.Counted = w.reason
+			}
+		}
+		if ended {
+			break
 		}
 	}
-
-	// Step 1: WAF. Rate-based rules become hits that the state counts;
-	// the first ip_set rule that ends evaluation is decided here.
-	var wafRules [maxHits]*wafRule
-	var terminal *wafRule // a block that answers unless a hit blocks first
-	if route == nil || !route.wafSkip {
-		ended := false
-		for i := range p.waf.rules {
-			w := &p.waf.rules[i]
-			if w.rate != nil {
-				if len(b.Hits) == maxHits {
-					continue
-				}
-				if w.scope != nil && w.scope.match(r.Method, path) == nil {
-					continue
-				}
-				h := Hit{Key: Key{Limit: w.rate.id}, Limit: w.rate.limit, Window: w.rate.window}
-				switch w.rate.key {
-				case rateIP:
-					h.Key.Addr = w.rate.addr(ip)
-				case rateIPPath:
-					h.Key.Addr, h.Key.Subject = w.rate.addr(ip), counterSubject(path)
-				case rateHeader:
-					v, ok := r.Headers[w.rate.header]
-					if !ok {
-						continue
-					}
-					h.Key.Subject = counterSubject(v)
-				case rateAPIKey:
-					if !keyPresent {
-						continue
-					}
-					hashKey()
-					// The hash, never the value: its first 128 bits, held
-					// as an address so that no string is made for it (2^64
-					// keys before two are likely to share a counter).
-					h.Key.Addr = netip.AddrFrom16([16]byte(keyHash[:16]))
-				}
-				if w.action == wafCount {
-					h.Limit = 1<<63 - 1 // counted, never blocks
-				}
-				wafRules[len(b.Hits)] = w
-				b.Hits = append(b.Hits, h)
-				continue
-			}
-			if !w.set.Contains(ip) {
-				continue
-			}
-			switch w.action {
-			case wafAllow:
-				ended = true
-			case wafBlock:
-				terminal, ended = w, true
-			case wafCount:
-				if d.Counted == "" {
-					d.Counted = w.reason
-				}
-			}
-			if ended {
-				break
-			}
-		}
-		if !ended && p.waf.defaultAction == wafBlock {
-			terminal = &defaultBlock
-		}
+	if !ended && e.p.waf.defaultAction == wafBlock {
+		e.denied.waf = &defaultBlock
 	}
+}
 
-	// Steps 2 and 3, decided locally; a denial here still lets the WAF
-	// hits above be counted.
-	var pre Decision
-	predeny := false
+// addHit adds the hit of the rate-based rule w to the batch, unless the
+// batch is full, the request is out of w's scope, or it lacks what w counts
+// by (a header, an API key).
+func (e *evaluation) addHit(w *wafRule, r *Request) {
+	if len(e.b.Hits) == maxHits {
+		return
+	}
+	if w.scope != nil && w.scope.match(r.Method, e.path) == nil {
+		return
+	}
+	h := Hit{Key: Key{Limit: w.rate.id}, Limit: w.rate.limit, Window: w.rate.window}
+	switch w.rate.key {
+	case rateIP:
+		h.Key.Addr = w.rate.addr(e.ip)
+	case rateIPPath:
+		h.Key.Addr, h.Key.Subject = w.rate.addr(e.ip), counterSubject(e.path)
+	case rateHeader:
+		v, ok := r.Headers[w.rate.header]
+		if !ok {
+			return
+		}
+		h.Key.Subject = counterSubject(v)
+	case rateAPIKey:
+		if !e.keyPresent {
+			return
+		}
+		e.hashKey()
+		// The hash, never the value: its first 128 bits, held
+		// as an address so that no string is made for it (2^64
+		// keys before two are likely to share a counter).
+		h.Key.Addr = netip.AddrFrom16([16]byte(e.keyHash[:16]))
+	}
+	if w.action == wafCount {
+		h.Limit = 1<<63 - 1 // counted, never blocks
+	}
+	e.rules[len(e.b.Hits)] = w
+	e.b.Hits = append(e.b.Hits, h)
+}
+
+// checkRoute is step 2, decided locally: a request for a stage Envoy named
+// that the policy does not have, or for no route of a stage that denies
+// unknown routes, is denied (403 route:unknown); a denial here still lets
+// the WAF hits be counted.
+func (e *evaluation) checkRoute() {
+	if e.denied.set() {
+		return
+	}
+	if !e.known || (e.route == nil && e.stage != nil && e.stage.unknownDeny) {
+		e.denied = denial{reason: ReasonRouteUnknown, body: BodyMissingToken}
+	}
+}
+
+// checkKey is step 3, decided locally: the API key of a route that takes
+// one. A key missing where required, unknown, disabled, expired or without
+// a plan for the stage is denied (403); a denial here still lets the WAF
+// hits be counted. A good key names the customer and plan whose limits
+// apply. An error is ErrKeys: the key could not be looked up.
+func (e *evaluation) checkKey(d *Decision, keys Keys) error {
 	switch {
-	case terminal != nil:
-		pre, predeny = d, true
-		pre.denyWAF(terminal)
-	case !known || (route == nil && stage != nil && stage.unknownDeny):
-		pre, predeny = d, true
-		pre.deny(403, ReasonRouteUnknown, BodyMissingToken)
-	}
-	var plan *Plan
-	var customer string
-	if !predeny && route != nil && route.apiKey != KeyNone {
-		reason := ReasonNone
-		switch {
-		case !keyPresent:
-			if route.apiKey == KeyRequired {
-				reason = ReasonKeyMissing
-			}
-		case !validKeyValue(keyValue):
-			reason = ReasonKeyUnknown
-		default:
-			hashKey()
-			k := p.keys[keyHash]
-			if k == nil && keys != nil {
-				var err error
-				if k, err = keys.LookupKey(keyHash); err != nil {
-					d.DenyUnavailable()
-					return d, fmt.Errorf("%w: %w", ErrKeys, err)
-				}
-			}
-			switch {
-			case k == nil:
-				reason = ReasonKeyUnknown
-			case !k.Enabled:
-				reason = ReasonKeyDisabled
-			case !k.Expires.IsZero() && !now.Before(k.Expires):
-				reason = ReasonKeyExpired
-			default:
-				if plan = p.planFor(k, stage); plan == nil {
-					reason = ReasonKeyNoPlan
-				} else {
-					customer = k.Customer
-					d.Customer, d.KeyID, d.Plan = k.Customer, k.ID, plan.Name
-					d.StripKey = p.stripKey
-				}
-			}
-		}
-		if reason != ReasonNone {
-			pre, predeny = d, true
-			pre.deny(403, reason, BodyForbidden)
-		}
-	}
-	if !predeny && route != nil && route.apiKey == KeyNone {
+	case e.denied.set() || e.route == nil:
+		return nil
+	case e.route.apiKey == KeyNone:
 		// The header is ignored, but still removed when asked to.
-		d.StripKey = p.stripKey && keyPresent
+		d.StripKey = e.p.stripKey && e.keyPresent
+		return nil
 	}
+	reason := ReasonNone
+	switch {
+	case !e.keyPresent:
+		if e.route.apiKey == KeyRequired {
+			reason = ReasonKeyMissing
+		}
+	case !validKeyValue(e.keyValue):
+		reason = ReasonKeyUnknown
+	default:
+		k, err := e.lookupKey(keys)
+		if err != nil {
+			return err
+		}
+		reason = e.useKey(d, k)
+	}
+	if reason != ReasonNone {
+		e.denied = denial{reason: reason, body: BodyForbidden}
+	}
+	return nil
+}
 
-	// Steps 4 and 5: the buckets and the quota, in one atomic step.
-	var period time.Duration
-	if !predeny {
-		if plan != nil {
-			if o, ok := plan.overrides[route]; ok {
-				b.addBucket(TierPlan, o.throttle, Key{Limit: o.key, Subject: customer})
-			} else if plan.throttle != nil {
-				b.addBucket(TierPlan, *plan.throttle, Key{Limit: plan.throttleKey, Subject: customer})
-			}
-		}
-		if route != nil && route.throttle != nil {
-			b.addBucket(TierRoute, *route.throttle, Key{Limit: route.throttleKey})
-		}
-		if stage != nil && stage.throttle != nil {
-			b.addBucket(TierStage, *stage.throttle, Key{Limit: stage.throttleKey})
-		}
-		if p.account != nil {
-			b.addBucket(TierAccount, *p.account, Key{Limit: p.accountKey})
-		}
-		if plan != nil && plan.quota != nil {
-			start, end := plan.quotaWindow(now)
-			period = end.Sub(start)
-			b.Ops = append(b.Ops, Op{
-				Key:   Key{Limit: plan.quotaKey, Subject: customer, Period: start.Unix()},
-				Tier:  TierQuota,
-				Quota: plan.quota.Limit,
-				End:   end,
-			})
-		}
-		if route != nil && route.Concurrency > 0 && r.Lease != "" {
-			b.Ops = append(b.Ops, Op{Key: Key{Limit: route.concurrencyKey}, Tier: TierConcurrency,
-				Quota: int64(route.Concurrency), Lease: r.Lease})
+// lookupKey finds the request's key among the policy's keys, then among
+// the run-time ones; nil when it is in neither.
+func (e *evaluation) lookupKey(keys Keys) (*APIKey, error) {
+	e.hashKey()
+	k := e.p.keys[e.keyHash]
+	if k == nil && keys != nil {
+		var err error
+		if k, err = keys.LookupKey(e.keyHash); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrKeys, err)
 		}
 	}
-	if plan != nil && !predeny {
-		b.Usage = Key{Limit: plan.usageKey, Subject: customer, Period: utcDay(now)}
-	}
-	if len(b.Hits) > 0 || len(b.Ops) > 0 || b.Usage.Limit != "" {
-		if err := st.Apply(now, b); err != nil {
-			err = fmt.Errorf("%w: %w", ErrState, err)
-			if predeny {
-				return pre, err
-			}
-			if n := len(b.Ops); n > 0 && b.Ops[n-1].Tier == TierConcurrency {
-				// The store may have taken the slot before the error
-				// (a timeout): the caller releases it like a taken one,
-				// and a release of a slot never taken is harmless.
-				d.Slot, d.Lease = b.Ops[n-1].Key, r.Lease
-			}
-			return d, err
-		}
-		d.StateUsed, d.Local = true, b.Local
-	}
+	return k, nil
+}
 
+// useKey returns why k (nil: unknown) cannot be used at e.now, or
+// ReasonNone; then e and d hold its customer and plan.
+func (e *evaluation) useKey(d *Decision, k *APIKey) Reason {
+	switch {
+	case k == nil:
+		return ReasonKeyUnknown
+	case !k.Enabled:
+		return ReasonKeyDisabled
+	case !k.Expires.IsZero() && !e.now.Before(k.Expires):
+		return ReasonKeyExpired
+	}
+	if e.plan = e.p.planFor(k, e.stage); e.plan == nil {
+		return ReasonKeyNoPlan
+	}
+	e.customer = k.Customer
+	d.Customer, d.KeyID, d.Plan = k.Customer, k.ID, e.plan.Name
+	d.StripKey = e.p.stripKey
+	return ReasonNone
+}
+
+// limits is steps 4 and 5, for a request not denied already: the ops of the
+// buckets (plan, route, stage, account), the quota and the route's
+// concurrency cap, which apply carries out in one atomic step; and the
+// usage counter of the key's customer.
+func (e *evaluation) limits(r *Request) {
+	if e.denied.set() {
+		return
+	}
+	b, plan, route, stage := &e.b, e.plan, e.route, e.stage
+	if plan != nil {
+		if o, ok := plan.overrides[route]; ok {
+			b.addBucket(TierPlan, o.throttle, Key{Limit: o.key, Subject: e.customer})
+		} else if plan.throttle != nil {
+			b.addBucket(TierPlan, *plan.throttle, Key{Limit: plan.throttleKey, Subject: e.customer})
+		}
+	}
+	if route != nil && route.throttle != nil {
+		b.addBucket(TierRoute, *route.throttle, Key{Limit: route.throttleKey})
+	}
+	if stage != nil && stage.throttle != nil {
+		b.addBucket(TierStage, *stage.throttle, Key{Limit: stage.throttleKey})
+	}
+	if e.p.account != nil {
+		b.addBucket(TierAccount, *e.p.account, Key{Limit: e.p.accountKey})
+	}
+	if plan != nil && plan.quota != nil {
+		start, end := plan.quotaWindow(e.now)
+		e.period = end.Sub(start)
+		b.Ops = append(b.Ops, Op{
+			Key:   Key{Limit: plan.quotaKey, Subject: e.customer, Period: start.Unix()},
+			Tier:  TierQuota,
+			Quota: plan.quota.Limit,
+			End:   end,
+		})
+	}
+	if route != nil && route.Concurrency > 0 && r.Lease != "" {
+		b.Ops = append(b.Ops, Op{Key: Key{Limit: route.concurrencyKey}, Tier: TierConcurrency,
+			Quota: int64(route.Concurrency), Lease: r.Lease})
+	}
+	if plan != nil {
+		b.Usage = Key{Limit: plan.usageKey, Subject: e.customer, Period: utcDay(e.now)}
+	}
+}
+
+// apply hands the batch, when there is anything in it, to st: one atomic
+// step that counts the WAF hits, then checks the ops and takes from them
+// only when all of them admit the request. An error is ErrState; d is then
+// the decision made without the state: the local denial, or an allow
+// without limits naming the concurrency slot the store may have taken.
+func (e *evaluation) apply(d *Decision, r *Request, st State) error {
+	b := &e.b
+	if len(b.Hits) == 0 && len(b.Ops) == 0 && b.Usage.Limit == "" {
+		return nil
+	}
+	if err := st.Apply(e.now, b); err != nil {
+		if e.denied.set() {
+			e.denied.decide(d)
+		} else if n := len(b.Ops); n > 0 && b.Ops[n-1].Tier == TierConcurrency {
+			// The store may have taken the slot before the error
+			// (a timeout): the caller releases it like a taken one,
+			// and a release of a slot never taken is harmless.
+			d.Slot, d.Lease = b.Ops[n-1].Key, r.Lease
+		}
+		return fmt.Errorf("%w: %w", ErrState, err)
+	}
+	d.StateUsed, d.Local = true, b.Local
+	return nil
+}
+
+// verdict is the last step, from the state's results: a WAF hit that
+// blocked answers first, then the local denial (with d.Counted naming a
+// count rule whose rate was exceeded); else d reports the limits, most
+// constrained first, and the slot taken, and a request that a limit did
+// not admit is denied (denyLimits).
+func (e *evaluation) verdict(d *Decision, r *Request) {
+	b := &e.b
 	if b.Blocked >= 0 {
-		d.denyWAF(wafRules[b.Blocked])
-		return d, nil
+		d.denyWAF(e.rules[b.Blocked])
+		return
 	}
 	for i, h := range b.Hits {
-		if wafRules[i].action == wafCount && h.Count > wafRules[i].rate.limit && d.Counted == "" {
-			d.Counted = wafRules[i].reason
+		if e.rules[i].action == wafCount && h.Count > e.rules[i].rate.limit && d.Counted == "" {
+			d.Counted = e.rules[i].reason
 		}
 	}
-	if predeny {
-		pre.Counted, pre.StateUsed, pre.Local = d.Counted, d.StateUsed, d.Local
-		return pre, nil
+	if e.denied.set() {
+		e.denied.decide(d)
+		return
 	}
-	d.setLimits(b.Ops, period)
+	d.setLimits(b.Ops, e.period)
 	if b.Taken {
 		if n := len(b.Ops); n > 0 && b.Ops[n-1].Tier == TierConcurrency {
 			d.Slot, d.Lease = b.Ops[n-1].Key, r.Lease
 		}
 	}
 	if b.Taken || len(b.Ops) == 0 {
-		return d, nil
+		return
 	}
+	e.denyLimits(d)
+}
+
+// denyLimits denies a request that a limit did not admit: the first such
+// op names the reason (a quota answers Limit Exceeded, a concurrency cap
+// with its route's status), the longest wait is Retry-After.
+func (e *evaluation) denyLimits(d *Decision) {
 	status, reason, body := 429, ReasonNone, BodyTooManyRequests
 	var wait time.Duration
-	for i := range b.Ops {
-		o := &b.Ops[i]
+	for i := range e.b.Ops {
+		o := &e.b.Ops[i]
 		if o.OK {
 			continue
 		}
@@ -281,7 +425,7 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 			case TierQuota:
 				body = BodyLimitExceeded
 			case TierConcurrency:
-				if status = route.concurrencyStatus; status == 503 {
+				if status = e.route.concurrencyStatus; status == 503 {
 					body = BodyUnavailable
 				}
 			}
@@ -290,7 +434,6 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 	}
 	d.deny(status, reason, body)
 	d.RetryAfter = finite(wait)
-	return d, nil
 }
 
 var tierReasons = [...]Reason{
