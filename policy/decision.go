@@ -187,3 +187,47 @@ func (d *Decision) DenyUnavailable() {
 
 // AppliedLimits returns the limits that applied, most constrained first.
 func (d *Decision) AppliedLimits() []Limit { return d.Limits[:d.NLimits] }
+
+func (d *Decision) deny(status int, reason Reason, body string) {
+	d.Verdict, d.Status, d.Reason, d.Body = Deny, status, reason, body
+}
+
+func (d *Decision) denyWAF(w *wafRule) {
+	status, body := w.status, w.body
+	if status == 0 {
+		status, body = 403, BodyForbidden
+	}
+	d.deny(status, w.reason, body)
+	if status == 429 {
+		d.RetryAfter = time.Second
+		if w.rate != nil {
+			d.RetryAfter = w.rate.window
+		}
+	}
+}
+
+// setLimits reports the ops as the decision's limits, most constrained
+// (fewest remaining) first; ties keep the order of the tiers.
+func (d *Decision) setLimits(ops []Op, period time.Duration) {
+	n := 0
+	for i := range ops {
+		o := &ops[i]
+		if o.Tier == TierConcurrency {
+			continue // not a rate: no rate-limit header
+		}
+		l := Limit{Tier: o.Tier, Remaining: o.Remaining, Reset: finite(o.Reset), Wait: finite(o.Wait)}
+		if o.Tier == TierQuota {
+			l.Quota, l.Window = o.Quota, period
+		} else {
+			l.Quota, l.Window = o.Throttle.Burst, finite(o.Throttle.Window())
+		}
+		j := n
+		for j > 0 && d.Limits[j-1].Remaining > l.Remaining {
+			d.Limits[j] = d.Limits[j-1]
+			j--
+		}
+		d.Limits[j] = l
+		n++
+	}
+	d.NLimits = n
+}

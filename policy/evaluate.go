@@ -4,14 +4,9 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 )
-
-// batches recycles the state work of a request, so that an evaluation does
-// not allocate it.
-var batches = sync.Pool{New: func() any { return new(Batch) }}
 
 // Evaluate decides one request at now, in the order of SPEC §3: WAF, route,
 // API key, token buckets, quota. st holds the limits' state; keys finds
@@ -19,260 +14,409 @@ var batches = sync.Pool{New: func() any { return new(Batch) }}
 //
 // A rejected request consumes nothing but WAF rate counts: the buckets and
 // the quota are checked and taken in one st.Apply call. An error means st or
-// keys could not be reached, wrapped in ErrKeys or ErrState. With ErrKeys the
-// decision is DenyUnavailable's; with ErrState it is the one made without the
-// state: a denial found before it (a bad key), or an allow without limits
-// (callers choose to fail open or closed).
+// keys could not be reached, wrapped in ErrKeys or ErrState, and the
+// decision is the one made without the store: a denial found before it (a
+// bad key), or an allow without limits. Evaluate does not choose the answer
+// to a store failure; its caller does, in one place: it fails open or
+// closed on ErrState, and answers ErrKeys with DenyUnavailable (a key that
+// could not be checked is never a key that passed).
 func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decision, error) {
 	d := Decision{Verdict: Allow, Status: 200, KeyHeader: p.keyHeader, Headers: p.Headers, Explain: p.Explain}
+	e := evaluations.Get().(*evaluation)
+	defer evaluations.Put(e)
+	e.reset(p, now, r)
+	if !e.read(&d, r) {
+		return d, nil
+	}
+	e.waf(&d, r)
+	e.checkRoute()
+	if err := e.checkKey(&d, keys); err != nil {
+		return d, err
+	}
+	e.limits(r)
+	if err := e.apply(&d, r, st); err != nil {
+		return d, err
+	}
+	e.verdict(&d, r)
+	return d, nil
+}
 
+// evaluations recycles the scratch of a request, its state batch included,
+// so that an evaluation does not allocate it.
+var evaluations = sync.Pool{New: func() any { return new(evaluation) }}
+
+// evaluation is the scratch of one Evaluate: the batch handed to the state
+// and what each step leaves for the next ones.
+type evaluation struct {
+	scratch
+	b Batch
+}
+
+// scratch is what the steps of Evaluate pass on; reset zeroes it.
+type scratch struct {
+	p   *Policy
+	now time.Time
+
+	path  string     // as routes match it
+	ip    netip.Addr // the client's, by the policy's ip source
+	stage *Stage     // nil when the request has none
+	known bool       // false when Envoy named a stage the policy does not have
+	route *Route     // nil when no route matched
+
+	keyValue   string // the API key header's value
+	keyPresent bool   // the header is there and not empty
+	keyHash    [sha256.Size]byte
+	hashed     bool // keyHash is set
+
+	// rules[i] is the rate-based rule of b.Hits[i].
+	rules [maxHits]*wafRule
+	// denied is a denial decided locally, before the state: a WAF block,
+	// an unknown route, a bad key. The state is still called, so that the
+	// WAF hits are counted, and the denial stands unless a hit blocks
+	// first.
+	denied denial
+
+	plan     *Plan  // the key's plan that covers the stage
+	customer string // the key's customer
+	period   time.Duration
+}
+
+// denial is a denial decided before the state: by a WAF block rule, or else
+// a 403 with reason and body; the zero denial is none.
+type denial struct {
+	waf    *wafRule
+	reason Reason
+	body   string
+}
+
+// set reports whether n is a denial.
+func (n *denial) set() bool { return n.waf != nil || n.reason != ReasonNone }
+
+// decide turns d into the denial n.
+func (n *denial) decide(d *Decision) {
+	if n.waf != nil {
+		d.denyWAF(n.waf)
+		return
+	}
+	d.deny(403, n.reason, n.body)
+}
+
+// reset readies e for a request of p at now.
+func (e *evaluation) reset(p *Policy, now time.Time, r *Request) {
+	e.scratch = scratch{p: p, now: now}
+	e.b.Reset()
+	e.b.Deadline = r.Deadline
+}
+
+// read reads the request into e and d: its path as routes match it and its
+// client's address, the stage and route it belongs to, and its API key
+// header. A request whose method, path or client address cannot be read is
+// denied here (400, request:invalid) and read returns false.
+func (e *evaluation) read(d *Decision, r *Request) bool {
 	path, ok := normalizePath(r.Path)
 	if r.Method == "" || !ok {
 		d.deny(400, ReasonInvalid, BodyBadRequest)
 		d.Invalid = invalidTarget(r.Method, r.Path)
-		return d, nil
+		return false
 	}
 	d.Path = path
-	ip, raw, ok := p.clientIP(r)
+	ip, raw, ok := e.p.clientIP(r)
 	if !ok {
 		d.deny(400, ReasonInvalid, BodyBadRequest)
 		d.Invalid = invalidAddr(raw)
-		return d, nil
+		return false
 	}
 	d.ClientIP = ip
-	stage, known := p.stageFor(r)
-	var route *Route
-	if stage != nil {
-		d.API, d.Stage = stage.API, stage.Stage
-		route = stage.routes.match(r.Method, path)
-		if route != nil {
-			d.Route = route.Match
-			d.Concurrency = route.Concurrency
+	e.path, e.ip = path, ip
+	e.stage, e.known = e.p.stageFor(r)
+	if e.stage != nil {
+		d.API, d.Stage = e.stage.API, e.stage.Stage
+		e.route = e.stage.routes.match(r.Method, path)
+		if e.route != nil {
+			d.Route = e.route.Match
+			d.Concurrency = e.route.Concurrency
 		}
 	}
+	e.keyValue, e.keyPresent = r.Headers[e.p.keyHeader]
+	e.keyPresent = e.keyPresent && e.keyValue != ""
+	return true
+}
 
-	b := batches.Get().(*Batch)
-	defer batches.Put(b)
-	b.Reset()
-	b.Deadline = r.Deadline
+// hashKey sets e.keyHash, the SHA-256 of the key header's value, once.
+func (e *evaluation) hashKey() {
+	if !e.hashed {
+		e.keyHash = sha256.Sum256([]byte(e.keyValue))
+		e.hashed = true
+	}
+}
 
-	keyValue, keyPresent := r.Headers[p.keyHeader]
-	keyPresent = keyPresent && keyValue != ""
-	var keyHash [sha256.Size]byte
-	hashed := false
-	hashKey := func() {
-		if !hashed {
-			keyHash = sha256.Sum256([]byte(keyValue))
-			hashed = true
+// waf is step 1: the WAF, unless the route skips it. Rate-based rules
+// become hits that the state counts; the first ip_set rule that ends
+// evaluation is decided here: an allow ends it, a block is the request's
+// denial unless a hit blocks first, a count names d.Counted.
+func (e *evaluation) waf(d *Decision, r *Request) {
+	if e.route != nil && e.route.wafSkip {
+		return
+	}
+	ended := false
+	for i := range e.p.waf.rules {
+		w := &e.p.waf.rules[i]
+		if w.rate != nil {
+			e.addHit(w, r)
+			continue
+		}
+		if !w.set.Contains(e.ip) {
+			continue
+		}
+		switch w.action {
+		case wafAllow:
+			ended = true
+		case wafBlock:
+			e.denied.waf, ended = w, true
+		case wafCount:
+			if d.Counted == "" {
+				d.Counted = w.reason
+			}
+		}
+		if ended {
+			break
 		}
 	}
-
-	// Step 1: WAF. Rate-based rules become hits that the state counts;
-	// the first ip_set rule that ends evaluation is decided here.
-	var wafRules [maxHits]*wafRule
-	var terminal *wafRule // a block that answers unless a hit blocks first
-	if route == nil || !route.wafSkip {
-		ended := false
-		for i := range p.waf.rules {
-			w := &p.waf.rules[i]
-			if w.rate != nil {
-				if len(b.Hits) == maxHits {
-					continue
-				}
-				if w.scope != nil && w.scope.match(r.Method, path) == nil {
-					continue
-				}
-				h := Hit{Key: Key{Limit: w.rate.id}, Limit: w.rate.limit, Window: w.rate.window}
-				switch w.rate.key {
-				case rateIP:
-					h.Key.Addr = w.rate.addr(ip)
-				case rateIPPath:
-					h.Key.Addr, h.Key.Subject = w.rate.addr(ip), counterSubject(path)
-				case rateHeader:
-					v, ok := r.Headers[w.rate.header]
-					if !ok {
-						continue
-					}
-					h.Key.Subject = counterSubject(v)
-				case rateAPIKey:
-					if !keyPresent {
-						continue
-					}
-					hashKey()
-					// The hash, never the value: its first 128 bits, held
-					// as an address so that no string is made for it (2^64
-					// keys before two are likely to share a counter).
-					h.Key.Addr = netip.AddrFrom16([16]byte(keyHash[:16]))
-				}
-				if w.action == wafCount {
-					h.Limit = 1<<63 - 1 // counted, never blocks
-				}
-				wafRules[len(b.Hits)] = w
-				b.Hits = append(b.Hits, h)
-				continue
-			}
-			if !w.set.Contains(ip) {
-				continue
-			}
-			switch w.action {
-			case wafAllow:
-				ended = true
-			case wafBlock:
-				terminal, ended = w, true
-			case wafCount:
-				if d.Counted == "" {
-					d.Counted = w.reason
-				}
-			}
-			if ended {
-				break
-			}
-		}
-		if !ended && p.waf.defaultAction == wafBlock {
-			terminal = &defaultBlock
-		}
+	if !ended && e.p.waf.defaultAction == wafBlock {
+		e.denied.waf = &defaultBlock
 	}
+}
 
-	// Steps 2 and 3, decided locally; a denial here still lets the WAF
-	// hits above be counted.
-	var pre Decision
-	predeny := false
+// addHit adds the hit of the rate-based rule w to the batch, unless the
+// batch is full, the request is out of w's scope, or it lacks what w counts
+// by (a header, an API key).
+func (e *evaluation) addHit(w *wafRule, r *Request) {
+	if len(e.b.Hits) == maxHits {
+		return
+	}
+	if w.scope != nil && w.scope.match(r.Method, e.path) == nil {
+		return
+	}
+	h := Hit{Key: Key{Limit: w.rate.id}, Limit: w.rate.limit, Window: w.rate.window}
+	switch w.rate.key {
+	case rateIP:
+		h.Key.Addr = w.rate.addr(e.ip)
+	case rateIPPath:
+		h.Key.Addr, h.Key.Subject = w.rate.addr(e.ip), counterSubject(e.path)
+	case rateHeader:
+		v, ok := r.Headers[w.rate.header]
+		if !ok {
+			return
+		}
+		h.Key.Subject = counterSubject(v)
+	case rateAPIKey:
+		if !e.keyPresent {
+			return
+		}
+		e.hashKey()
+		// The hash, never the value: its first 128 bits, held
+		// as an address so that no string is made for it (2^64
+		// keys before two are likely to share a counter).
+		h.Key.Addr = netip.AddrFrom16([16]byte(e.keyHash[:16]))
+	}
+	if w.action == wafCount {
+		h.Limit = 1<<63 - 1 // counted, never blocks
+	}
+	e.rules[len(e.b.Hits)] = w
+	e.b.Hits = append(e.b.Hits, h)
+}
+
+// checkRoute is step 2, decided locally: a request for a stage Envoy named
+// that the policy does not have, or for no route of a stage that denies
+// unknown routes, is denied (403 route:unknown); a denial here still lets
+// the WAF hits be counted.
+func (e *evaluation) checkRoute() {
+	if e.denied.set() {
+		return
+	}
+	if !e.known || (e.route == nil && e.stage != nil && e.stage.unknownDeny) {
+		e.denied = denial{reason: ReasonRouteUnknown, body: BodyMissingToken}
+	}
+}
+
+// checkKey is step 3, decided locally: the API key of a route that takes
+// one. A key missing where required, unknown, disabled, expired or without
+// a plan for the stage is denied (403); a denial here still lets the WAF
+// hits be counted. A good key names the customer and plan whose limits
+// apply. An error is ErrKeys: the key could not be looked up.
+func (e *evaluation) checkKey(d *Decision, keys Keys) error {
 	switch {
-	case terminal != nil:
-		pre, predeny = d, true
-		pre.denyWAF(terminal)
-	case !known || (route == nil && stage != nil && stage.unknownDeny):
-		pre, predeny = d, true
-		pre.deny(403, ReasonRouteUnknown, BodyMissingToken)
-	}
-	var plan *Plan
-	var customer string
-	if !predeny && route != nil && route.apiKey != KeyNone {
-		reason := ReasonNone
-		switch {
-		case !keyPresent:
-			if route.apiKey == KeyRequired {
-				reason = ReasonKeyMissing
-			}
-		case !validKeyValue(keyValue):
-			reason = ReasonKeyUnknown
-		default:
-			hashKey()
-			k := p.keys[keyHash]
-			if k == nil && keys != nil {
-				var err error
-				if k, err = keys.LookupKey(keyHash); err != nil {
-					d.DenyUnavailable()
-					return d, fmt.Errorf("%w: %w", ErrKeys, err)
-				}
-			}
-			switch {
-			case k == nil:
-				reason = ReasonKeyUnknown
-			case !k.Enabled:
-				reason = ReasonKeyDisabled
-			case !k.Expires.IsZero() && !now.Before(k.Expires):
-				reason = ReasonKeyExpired
-			default:
-				if plan = p.planFor(k, stage); plan == nil {
-					reason = ReasonKeyNoPlan
-				} else {
-					customer = k.Customer
-					d.Customer, d.KeyID, d.Plan = k.Customer, k.ID, plan.Name
-					d.StripKey = p.stripKey
-				}
-			}
-		}
-		if reason != ReasonNone {
-			pre, predeny = d, true
-			pre.deny(403, reason, BodyForbidden)
-		}
-	}
-	if !predeny && route != nil && route.apiKey == KeyNone {
+	case e.denied.set() || e.route == nil:
+		return nil
+	case e.route.apiKey == KeyNone:
 		// The header is ignored, but still removed when asked to.
-		d.StripKey = p.stripKey && keyPresent
+		d.StripKey = e.p.stripKey && e.keyPresent
+		return nil
 	}
+	reason := ReasonNone
+	switch {
+	case !e.keyPresent:
+		if e.route.apiKey == KeyRequired {
+			reason = ReasonKeyMissing
+		}
+	case !validKeyValue(e.keyValue):
+		reason = ReasonKeyUnknown
+	default:
+		k, err := e.lookupKey(keys)
+		if err != nil {
+			return err
+		}
+		reason = e.useKey(d, k)
+	}
+	if reason != ReasonNone {
+		e.denied = denial{reason: reason, body: BodyForbidden}
+	}
+	return nil
+}
 
-	// Steps 4 and 5: the buckets and the quota, in one atomic step.
-	var period time.Duration
-	if !predeny {
-		if plan != nil {
-			if o, ok := plan.overrides[route]; ok {
-				b.addBucket(TierPlan, o.throttle, Key{Limit: o.key, Subject: customer})
-			} else if plan.throttle != nil {
-				b.addBucket(TierPlan, *plan.throttle, Key{Limit: plan.throttleKey, Subject: customer})
-			}
-		}
-		if route != nil && route.throttle != nil {
-			b.addBucket(TierRoute, *route.throttle, Key{Limit: route.throttleKey})
-		}
-		if stage != nil && stage.throttle != nil {
-			b.addBucket(TierStage, *stage.throttle, Key{Limit: stage.throttleKey})
-		}
-		if p.account != nil {
-			b.addBucket(TierAccount, *p.account, Key{Limit: p.accountKey})
-		}
-		if plan != nil && plan.quota != nil {
-			start, end := plan.quotaWindow(now)
-			period = end.Sub(start)
-			b.Ops = append(b.Ops, Op{
-				Key:   Key{Limit: plan.quotaKey, Subject: customer, Period: start.Unix()},
-				Tier:  TierQuota,
-				Quota: plan.quota.Limit,
-				End:   end,
-			})
-		}
-		if route != nil && route.Concurrency > 0 && r.Lease != "" {
-			b.Ops = append(b.Ops, Op{Key: Key{Limit: route.concurrencyKey}, Tier: TierConcurrency,
-				Quota: int64(route.Concurrency), Lease: r.Lease})
+// lookupKey finds the request's key among the policy's keys, then among
+// the run-time ones; nil when it is in neither.
+func (e *evaluation) lookupKey(keys Keys) (*APIKey, error) {
+	e.hashKey()
+	k := e.p.keys[e.keyHash]
+	if k == nil && keys != nil {
+		var err error
+		if k, err = keys.LookupKey(e.keyHash); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrKeys, err)
 		}
 	}
-	if plan != nil && !predeny {
-		b.Usage = Key{Limit: plan.usageKey, Subject: customer, Period: utcDay(now)}
-	}
-	if len(b.Hits) > 0 || len(b.Ops) > 0 || b.Usage.Limit != "" {
-		if err := st.Apply(now, b); err != nil {
-			err = fmt.Errorf("%w: %w", ErrState, err)
-			if predeny {
-				return pre, err
-			}
-			if n := len(b.Ops); n > 0 && b.Ops[n-1].Tier == TierConcurrency {
-				// The store may have taken the slot before the error
-				// (a timeout): the caller releases it like a taken one,
-				// and a release of a slot never taken is harmless.
-				d.Slot, d.Lease = b.Ops[n-1].Key, r.Lease
-			}
-			return d, err
-		}
-		d.StateUsed, d.Local = true, b.Local
-	}
+	return k, nil
+}
 
+// useKey returns why k (nil: unknown) cannot be used at e.now, or
+// ReasonNone; then e and d hold its customer and plan.
+func (e *evaluation) useKey(d *Decision, k *APIKey) Reason {
+	switch {
+	case k == nil:
+		return ReasonKeyUnknown
+	case !k.Enabled:
+		return ReasonKeyDisabled
+	case !k.Expires.IsZero() && !e.now.Before(k.Expires):
+		return ReasonKeyExpired
+	}
+	if e.plan = e.p.planFor(k, e.stage); e.plan == nil {
+		return ReasonKeyNoPlan
+	}
+	e.customer = k.Customer
+	d.Customer, d.KeyID, d.Plan = k.Customer, k.ID, e.plan.Name
+	d.StripKey = e.p.stripKey
+	return ReasonNone
+}
+
+// limits is steps 4 and 5, for a request not denied already: the ops of the
+// buckets (plan, route, stage, account), the quota and the route's
+// concurrency cap, which apply carries out in one atomic step; and the
+// usage counter of the key's customer.
+func (e *evaluation) limits(r *Request) {
+	if e.denied.set() {
+		return
+	}
+	b, plan, route, stage := &e.b, e.plan, e.route, e.stage
+	if plan != nil {
+		if o, ok := plan.overrides[route]; ok {
+			b.addBucket(TierPlan, o.throttle, Key{Limit: o.key, Subject: e.customer})
+		} else if plan.throttle != nil {
+			b.addBucket(TierPlan, *plan.throttle, Key{Limit: plan.throttleKey, Subject: e.customer})
+		}
+	}
+	if route != nil && route.throttle != nil {
+		b.addBucket(TierRoute, *route.throttle, Key{Limit: route.throttleKey})
+	}
+	if stage != nil && stage.throttle != nil {
+		b.addBucket(TierStage, *stage.throttle, Key{Limit: stage.throttleKey})
+	}
+	if e.p.account != nil {
+		b.addBucket(TierAccount, *e.p.account, Key{Limit: e.p.accountKey})
+	}
+	if plan != nil && plan.quota != nil {
+		start, end := plan.quotaWindow(e.now)
+		e.period = end.Sub(start)
+		b.Ops = append(b.Ops, Op{
+			Key:   Key{Limit: plan.quotaKey, Subject: e.customer, Period: start.Unix()},
+			Tier:  TierQuota,
+			Quota: plan.quota.Limit,
+			End:   end,
+		})
+	}
+	if route != nil && route.Concurrency > 0 && r.Lease != "" {
+		b.Ops = append(b.Ops, Op{Key: Key{Limit: route.concurrencyKey}, Tier: TierConcurrency,
+			Quota: int64(route.Concurrency), Lease: r.Lease})
+	}
+	if plan != nil {
+		b.Usage = Key{Limit: plan.usageKey, Subject: e.customer, Period: utcDay(e.now)}
+	}
+}
+
+// apply hands the batch, when there is anything in it, to st: one atomic
+// step that counts the WAF hits, then checks the ops and takes from them
+// only when all of them admit the request. An error is ErrState; d is then
+// the decision made without the state: the local denial, or an allow
+// without limits naming the concurrency slot the store may have taken.
+func (e *evaluation) apply(d *Decision, r *Request, st State) error {
+	b := &e.b
+	if len(b.Hits) == 0 && len(b.Ops) == 0 && b.Usage.Limit == "" {
+		return nil
+	}
+	if err := st.Apply(e.now, b); err != nil {
+		if e.denied.set() {
+			e.denied.decide(d)
+		} else if n := len(b.Ops); n > 0 && b.Ops[n-1].Tier == TierConcurrency {
+			// The store may have taken the slot before the error
+			// (a timeout): the caller releases it like a taken one,
+			// and a release of a slot never taken is harmless.
+			d.Slot, d.Lease = b.Ops[n-1].Key, r.Lease
+		}
+		return fmt.Errorf("%w: %w", ErrState, err)
+	}
+	d.StateUsed, d.Local = true, b.Local
+	return nil
+}
+
+// verdict is the last step, from the state's results: a WAF hit that
+// blocked answers first, then the local denial (with d.Counted naming a
+// count rule whose rate was exceeded); else d reports the limits, most
+// constrained first, and the slot taken, and a request that a limit did
+// not admit is denied (denyLimits).
+func (e *evaluation) verdict(d *Decision, r *Request) {
+	b := &e.b
 	if b.Blocked >= 0 {
-		d.denyWAF(wafRules[b.Blocked])
-		return d, nil
+		d.denyWAF(e.rules[b.Blocked])
+		return
 	}
 	for i, h := range b.Hits {
-		if wafRules[i].action == wafCount && h.Count > wafRules[i].rate.limit && d.Counted == "" {
-			d.Counted = wafRules[i].reason
+		if e.rules[i].action == wafCount && h.Count > e.rules[i].rate.limit && d.Counted == "" {
+			d.Counted = e.rules[i].reason
 		}
 	}
-	if predeny {
-		pre.Counted, pre.StateUsed, pre.Local = d.Counted, d.StateUsed, d.Local
-		return pre, nil
+	if e.denied.set() {
+		e.denied.decide(d)
+		return
 	}
-	d.setLimits(b.Ops, period)
+	d.setLimits(b.Ops, e.period)
 	if b.Taken {
 		if n := len(b.Ops); n > 0 && b.Ops[n-1].Tier == TierConcurrency {
 			d.Slot, d.Lease = b.Ops[n-1].Key, r.Lease
 		}
 	}
 	if b.Taken || len(b.Ops) == 0 {
-		return d, nil
+		return
 	}
+	e.denyLimits(d)
+}
+
+// denyLimits denies a request that a limit did not admit: the first such
+// op names the reason (a quota answers Limit Exceeded, a concurrency cap
+// with its route's status), the longest wait is Retry-After.
+func (e *evaluation) denyLimits(d *Decision) {
 	status, reason, body := 429, ReasonNone, BodyTooManyRequests
 	var wait time.Duration
-	for i := range b.Ops {
-		o := &b.Ops[i]
+	for i := range e.b.Ops {
+		o := &e.b.Ops[i]
 		if o.OK {
 			continue
 		}
@@ -282,7 +426,7 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 			case TierQuota:
 				body = BodyLimitExceeded
 			case TierConcurrency:
-				if status = route.concurrencyStatus; status == 503 {
+				if status = e.route.concurrencyStatus; status == 503 {
 					body = BodyUnavailable
 				}
 			}
@@ -291,7 +435,6 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 	}
 	d.deny(status, reason, body)
 	d.RetryAfter = finite(wait)
-	return d, nil
 }
 
 var tierReasons = [...]Reason{
@@ -307,53 +450,9 @@ var tierReasons = [...]Reason{
 // defaultBlock stands for waf.default_action: block.
 var defaultBlock = wafRule{name: "default_action", reason: "waf:default_action", action: wafBlock}
 
-func (d *Decision) deny(status int, reason Reason, body string) {
-	d.Verdict, d.Status, d.Reason, d.Body = Deny, status, reason, body
-}
-
-func (d *Decision) denyWAF(w *wafRule) {
-	status, body := w.status, w.body
-	if status == 0 {
-		status, body = 403, BodyForbidden
-	}
-	d.deny(status, w.reason, body)
-	if status == 429 {
-		d.RetryAfter = time.Second
-		if w.rate != nil {
-			d.RetryAfter = w.rate.window
-		}
-	}
-}
-
 // addBucket adds a bucket op to b.
 func (b *Batch) addBucket(t Tier, th Throttle, k Key) {
 	b.Ops = append(b.Ops, Op{Key: k, Tier: t, Throttle: th})
-}
-
-// setLimits reports the ops as the decision's limits, most constrained
-// (fewest remaining) first; ties keep the order of the tiers.
-func (d *Decision) setLimits(ops []Op, period time.Duration) {
-	n := 0
-	for i := range ops {
-		o := &ops[i]
-		if o.Tier == TierConcurrency {
-			continue // not a rate: no rate-limit header
-		}
-		l := Limit{Tier: o.Tier, Remaining: o.Remaining, Reset: finite(o.Reset), Wait: finite(o.Wait)}
-		if o.Tier == TierQuota {
-			l.Quota, l.Window = o.Quota, period
-		} else {
-			l.Quota, l.Window = o.Throttle.Burst, finite(o.Throttle.Window())
-		}
-		j := n
-		for j > 0 && d.Limits[j-1].Remaining > l.Remaining {
-			d.Limits[j] = d.Limits[j-1]
-			j--
-		}
-		d.Limits[j] = l
-		n++
-	}
-	d.NLimits = n
 }
 
 // utcDay returns the start of now's UTC day in Unix seconds.
@@ -380,25 +479,6 @@ func (p *Policy) planFor(k *APIKey, stage *Stage) *Plan {
 	return nil
 }
 
-// clientIP returns the client address by the policy's ip source.
-func (p *Policy) clientIP(r *Request) (ip netip.Addr, raw string, ok bool) {
-	raw = r.Peer
-	switch p.ip.kind {
-	case ipXFF:
-		if xff, ok := r.Headers["x-forwarded-for"]; ok {
-			if v, ok := xffEntry(xff, p.ip.xffHops); ok {
-				raw = v
-			}
-		}
-	case ipHeader:
-		if v, ok := r.Headers[p.ip.header]; ok {
-			raw = v
-		}
-	}
-	ip, ok = parseIP(raw)
-	return ip, raw, ok
-}
-
 // maxSubject is the longest WAF counter subject (a header value, a path)
 // kept as it is; a longer one is replaced by its digest.
 const maxSubject = 64
@@ -415,152 +495,4 @@ func counterSubject(s string) string {
 	}
 	sum := sha256.Sum256([]byte(s))
 	return "\x00" + string(sum[:16])
-}
-
-// invalidTarget says what is unreadable in a request's method and path
-// (Decision.Invalid); normalizePath refused the path or the method is
-// empty.
-func invalidTarget(method, target string) string {
-	path, _, _ := strings.Cut(target, "?")
-	path, _, _ = strings.Cut(path, "#")
-	switch {
-	case method == "" && target == "":
-		return "no method and no path (no HTTP request attributes?)"
-	case method == "":
-		return "no method"
-	case path == "":
-		return "no path"
-	case path[0] != '/':
-		return fmt.Sprintf("path %q does not start with \"/\"", clip(path))
-	case strings.IndexByte(path, 0) >= 0 || strings.Contains(path, "%00"):
-		return "path holds a NUL byte"
-	case strings.Contains(strings.ToUpper(path), "%2F"):
-		return fmt.Sprintf("path %q holds an escaped slash (%%2F)", clip(path))
-	}
-	if undotted, ok := dropParams(path); !ok {
-		return fmt.Sprintf("path %q has a dot segment with parameters (\"..;\"), which servers read in different ways", clip(path))
-	} else if dec, ok := percentDecode(undotted); ok && ambiguousDots(dec) {
-		return fmt.Sprintf("path %q has \"..\" after an empty segment, which servers read in different ways", clip(path))
-	}
-	return fmt.Sprintf("path %q holds a bad escape", clip(path))
-}
-
-// invalidAddr says why a client address is unreadable (Decision.Invalid).
-func invalidAddr(raw string) string {
-	if strings.TrimSpace(raw) == "" {
-		return "no client address"
-	}
-	return fmt.Sprintf("client address %q is not an IP address", clip(raw))
-}
-
-// clip shortens s, which a client sent, to at most 64 bytes for a message.
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
-}
-
-// xffEntry returns the entry hops places from the right end of an
-// X-Forwarded-For value; ok is false when there are not that many.
-func xffEntry(xff string, hops int) (string, bool) {
-	end := len(xff)
-	for i := len(xff) - 1; i >= -1; i-- {
-		if i >= 0 && xff[i] != ',' {
-			continue
-		}
-		if hops == 0 {
-			return xff[i+1 : end], true
-		}
-		hops--
-		end = i
-	}
-	return "", false
-}
-
-// parseIP parses an address with or without a port ("192.0.2.1",
-// "192.0.2.1:80", "2001:db8::1", "[2001:db8::1]:80"). It picks the form
-// first, so that the common address with a port costs no failed parse (and
-// no error allocation). The address is returned without its zone
-// (fe80::1%eth0 is fe80::1): the zone names the receiving host's interface,
-// not the client, and a zoned address would be counted apart.
-func parseIP(s string) (netip.Addr, bool) {
-	s = strings.TrimSpace(s)
-	var a netip.Addr
-	var err error
-	if withPort := strings.HasPrefix(s, "[") || strings.Count(s, ":") == 1; withPort {
-		var ap netip.AddrPort
-		ap, err = netip.ParseAddrPort(s)
-		a = ap.Addr()
-	} else {
-		a, err = netip.ParseAddr(s)
-	}
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	return a.Unmap().WithZone(""), true
-}
-
-// stageFor returns the stage a request belongs to (SPEC §2). known is false
-// when Envoy named a stage the policy does not have.
-func (p *Policy) stageFor(r *Request) (s *Stage, known bool) {
-	if r.API != "" || r.Stage != "" {
-		s := p.namedStage(r.API, r.Stage)
-		return s, s != nil
-	}
-	if len(p.hosts) > 0 && r.Host != "" {
-		if s, ok := p.hosts[hostName(r.Host)]; ok {
-			return s, true
-		}
-	}
-	return p.defaultStage, true
-}
-
-// namedStage finds the stage Envoy named by api and stage; stage may be
-// "api/stage" on its own.
-func (p *Policy) namedStage(apiName, stage string) *Stage {
-	if apiName == "" {
-		if strings.IndexByte(stage, '/') >= 0 {
-			return p.stages[stage]
-		}
-		if len(p.apis) != 1 {
-			return nil
-		}
-		for _, a := range p.apis {
-			apiName = a.name
-		}
-	}
-	a := p.apis[apiName]
-	if a == nil {
-		return nil
-	}
-	if stage == "" {
-		if len(a.stages) == 1 {
-			return a.stages[0]
-		}
-		if p.defaultStage != nil && p.defaultStage.API == apiName {
-			return p.defaultStage
-		}
-		return nil
-	}
-	for _, s := range a.stages {
-		if s.Stage == stage {
-			return s
-		}
-	}
-	return nil
-}
-
-// hostName returns host without its port, lower-case.
-func hostName(host string) string {
-	if i := strings.LastIndexByte(host, ':'); i >= 0 && strings.IndexByte(host[i:], ']') < 0 {
-		host = host[:i]
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	for i := 0; i < len(host); i++ {
-		if 'A' <= host[i] && host[i] <= 'Z' {
-			return strings.ToLower(host)
-		}
-	}
-	return host
 }

@@ -33,8 +33,10 @@ func validKeyValue(v string) bool {
 
 // Errors of Evaluate, wrapping the store's own: ErrKeys when a run-time key
 // could not be looked up, ErrState when the limits' state could not be
-// reached. Callers fail open or closed on ErrState; a key that could not be
-// checked is never a key that passed.
+// reached. Evaluate then returns the decision made without the store, and
+// its caller decides the answer: it fails open or closed on ErrState, and
+// answers ErrKeys with Decision.DenyUnavailable (a key that could not be
+// checked is never a key that passed).
 var (
 	ErrKeys  = errors.New("key lookup failed")
 	ErrState = errors.New("state unreachable")

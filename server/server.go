@@ -546,15 +546,17 @@ func (s *Server) logDenial(ctx context.Context, r *policy.Request, d *policy.Dec
 }
 
 // storeDown returns the answer for a request whose decision failed with
-// err: a key that could not be looked up is 503 (policy made d so); a
-// denial found without the store (a bad key) stands; the rest is allowed
-// without its limits with --on-store-error allow, else 503 (with local, the
-// Redis store decides locally and fails only when it cannot: while it
-// closes).
+// err, d being the decision made without the store; it is the one place
+// that decides a store failure. A key that could not be looked up is 503
+// whatever the mode (never let through unchecked); a denial found without
+// the store (a bad key) stands; the rest is allowed without its limits with
+// --on-store-error allow, else 503 (with local, the Redis store decides
+// locally and fails only when it cannot: while it closes).
 func (s *Server) storeDown(ctx context.Context, d policy.Decision, err error) policy.Decision {
 	outcome := "allowed without limits"
 	switch {
 	case errors.Is(err, policy.ErrKeys):
+		d.DenyUnavailable()
 		outcome = "denied (503): the key could not be checked"
 	case d.Verdict == policy.Deny:
 		outcome = "denied: decided without the store"
