@@ -14,12 +14,12 @@ import (
 //
 // A rejected request consumes nothing but WAF rate counts: the buckets and
 // the quota are checked and taken in one st.Apply call. An error means st or
-// keys could not be reached, wrapped in ErrKeys or ErrState, and the
-// decision is the one made without the store: a denial found before it (a
-// bad key), or an allow without limits. Evaluate does not choose the answer
-// to a store failure; its caller does, in one place: it fails open or
-// closed on ErrState, and answers ErrKeys with DenyUnavailable (a key that
-// could not be checked is never a key that passed).
+// keys could not be reached, wrapped in ErrKeys or ErrState. With ErrKeys
+// the decision is DenyUnavailable's (a key that could not be checked is
+// never a key that passed, whatever the caller's mode). With ErrState it is
+// the one made without the state: a denial found before it (a bad key), or
+// an allow without limits; the caller alone chooses to fail open or closed
+// on it.
 func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decision, error) {
 	d := Decision{Verdict: Allow, Status: 200, KeyHeader: p.keyHeader, Headers: p.Headers, Explain: p.Explain}
 	e := evaluations.Get().(*evaluation)
@@ -31,6 +31,9 @@ func (p *Policy) Evaluate(now time.Time, r *Request, st State, keys Keys) (Decis
 	e.waf(&d, r)
 	e.checkRoute()
 	if err := e.checkKey(&d, keys); err != nil {
+		// A key that could not be checked is never a key that passed:
+		// the one answer to this failure, whatever the caller's mode.
+		d.DenyUnavailable()
 		return d, err
 	}
 	e.limits(r)

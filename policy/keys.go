@@ -33,10 +33,10 @@ func validKeyValue(v string) bool {
 
 // Errors of Evaluate, wrapping the store's own: ErrKeys when a run-time key
 // could not be looked up, ErrState when the limits' state could not be
-// reached. Evaluate then returns the decision made without the store, and
-// its caller decides the answer: it fails open or closed on ErrState, and
-// answers ErrKeys with Decision.DenyUnavailable (a key that could not be
-// checked is never a key that passed).
+// reached. With ErrKeys, Evaluate's decision is Decision.DenyUnavailable's
+// (a key that could not be checked is never a key that passed); with
+// ErrState it is the one made without the state, and the caller fails open
+// or closed.
 var (
 	ErrKeys  = errors.New("key lookup failed")
 	ErrState = errors.New("state unreachable")

@@ -556,8 +556,7 @@ func (s *Server) storeDown(ctx context.Context, d policy.Decision, err error) po
 	outcome := "allowed without limits"
 	switch {
 	case errors.Is(err, policy.ErrKeys):
-		d.DenyUnavailable()
-		outcome = "denied (503): the key could not be checked"
+		outcome = "denied (503): the key could not be checked" // so Evaluate decided
 	case d.Verdict == policy.Deny:
 		outcome = "denied: decided without the store"
 	case s.cfg.OnStoreError != OnErrorAllow:
