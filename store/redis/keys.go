@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"crypto/sha256"
+	_ "embed"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,61 +16,28 @@ import (
 	"github.com/tollgate/tollgate/store/keyjson"
 )
 
+// The scripts of the run-time keys; the KEYS of those that change one are
+// keyKeys.
 var (
-	// saveKey replaces the key ARGV[1] (record ARGV[2], hash ARGV[3],
-	// customer ARGV[5]) in the keys hash KEYS[1], its hash index KEYS[2]
-	// and its orders KEYS[4] (ids) and KEYS[5] (customer NUL id), and
-	// announces the id on the channel KEYS[3], when the record held is
-	// ARGV[4] ("": none); 0 when it is not.
-	saveKeyScript = goredis.NewScript(`
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if (old or '') ~= ARGV[4] then return 0 end
-if old then
-  local o = cjson.decode(old)
-  redis.call('HDEL', KEYS[2], o['hash'])
-  redis.call('ZREM', KEYS[5], o['customer'] .. '\0' .. ARGV[1])
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
-redis.call('ZADD', KEYS[4], 0, ARGV[1])
-redis.call('ZADD', KEYS[5], 0, ARGV[5] .. '\0' .. ARGV[1])
-redis.call('PUBLISH', KEYS[3], ARGV[1])
-return 1`)
-	// deleteKey removes the key ARGV[1] (announced as saveKey does); 1
-	// when there was one.
-	deleteKeyScript = goredis.NewScript(`
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if not old then return 0 end
-local o = cjson.decode(old)
-redis.call('HDEL', KEYS[2], o['hash'])
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[5], o['customer'] .. '\0' .. ARGV[1])
-redis.call('PUBLISH', KEYS[3], ARGV[1])
-return 1`)
-	// lookupKey returns the record of the key whose hash is ARGV[1]; the
-	// record must hold that hash (an index entry can never lend another
-	// key's record).
-	lookupKeyScript = goredis.NewScript(`
-local id = redis.call('HGET', KEYS[2], ARGV[1])
-if not id then return false end
-local rec = redis.call('HGET', KEYS[1], id)
-if not rec or cjson.decode(rec)['hash'] ~= ARGV[1] then return false end
-return rec`)
-	// importKey is saveKey without the check of what it replaces (the
-	// customer is ARGV[4]).
-	importKeyScript = goredis.NewScript(`
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old then
-  local o = cjson.decode(old)
-  redis.call('HDEL', KEYS[2], o['hash'])
-  redis.call('ZREM', KEYS[5], o['customer'] .. '\0' .. ARGV[1])
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
-redis.call('ZADD', KEYS[4], 0, ARGV[1])
-redis.call('ZADD', KEYS[5], 0, ARGV[4] .. '\0' .. ARGV[1])
-return 1`)
+	// saveKeyScript replaces a key and announces it, unless it changed.
+	//go:embed save_key.lua
+	saveKeySrc    string
+	saveKeyScript = goredis.NewScript(saveKeySrc)
+
+	// deleteKeyScript removes a key and announces it.
+	//go:embed delete_key.lua
+	deleteKeySrc    string
+	deleteKeyScript = goredis.NewScript(deleteKeySrc)
+
+	// lookupKeyScript returns the record of the key with a hash.
+	//go:embed lookup_key.lua
+	lookupKeySrc    string
+	lookupKeyScript = goredis.NewScript(lookupKeySrc)
+
+	// importKeyScript replaces a key whatever it replaces.
+	//go:embed import_key.lua
+	importKeySrc    string
+	importKeyScript = goredis.NewScript(importKeySrc)
 )
 
 // keyKeys returns the Redis keys of the scripts that change run-time keys.
