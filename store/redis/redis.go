@@ -316,9 +316,7 @@ func newClient(u *url.URL) (goredis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
-		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.DisableIdentity = -1, true, true
-		opt.MinIdleConns = cmp.Or(opt.MinIdleConns, minIdle)
-		opt.DialerRetries = cmp.Or(opt.DialerRetries, 1)
+		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
 		return goredis.NewClient(opt), nil
 	case "sentinel":
 		opt, err := goredis.ParseFailoverURL(v.String())
@@ -328,22 +326,29 @@ func newClient(u *url.URL) (goredis.UniversalClient, error) {
 		if opt.MasterName == "" {
 			return nil, errors.New("a sentinel URL needs master_name=NAME")
 		}
-		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.DisableIdentity = -1, true, true
-		opt.MinIdleConns = cmp.Or(opt.MinIdleConns, minIdle)
-		opt.DialerRetries = cmp.Or(opt.DialerRetries, 1)
+		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
 		return goredis.NewFailoverClient(opt), nil
 	case "cluster":
 		opt, err := goredis.ParseClusterURL(v.String())
 		if err != nil {
 			return nil, err
 		}
-		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.DisableIdentity = -1, true, true
-		opt.MinIdleConns = cmp.Or(opt.MinIdleConns, minIdle)
-		opt.DialerRetries = cmp.Or(opt.DialerRetries, 1)
+		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
 		return goredis.NewClusterClient(opt), nil
 	default:
 		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, unix, redis-sentinel, redis-cluster)", u.Scheme)
 	}
+}
+
+// tune sets what newClient says on the fields that go-redis's three options
+// types share: no retries of a command (MaxRetries -1), one dial attempt,
+// the context's deadline honoured, no CLIENT SETINFO, and minIdle
+// connections kept open; dialer_retries or min_idle_conns set in the URL
+// stand.
+func tune(maxRetries, dialerRetries, minIdleConns *int, contextTimeout, disableIdentity *bool) {
+	*maxRetries, *contextTimeout, *disableIdentity = -1, true, true
+	*minIdleConns = cmp.Or(*minIdleConns, minIdle)
+	*dialerRetries = cmp.Or(*dialerRetries, 1)
 }
 
 // loadScripts loads every script, so that calls name them by their hash.
