@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/store/redis"
 	"github.com/tollgate/tollgate/store/redis/redistest"
 )
 
@@ -57,10 +58,10 @@ func TestRedisReplicasShareKeys(t *testing.T) {
 // soon polls cond for up to a third of the key cache's TTL.
 func soon(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(keyCacheTTL / 3)
+	deadline := time.Now().Add(redis.KeyCacheTTL / 3)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", keyCacheTTL/3, what)
+			t.Fatalf("waited %v for %s", redis.KeyCacheTTL/3, what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

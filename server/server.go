@@ -209,8 +209,7 @@ func New(cfg Config) (_ *Server, err error) {
 	}()
 	s.store = st
 	s.metrics.wafCounters(st.WAFCounters)
-	s.keys = newKeyCache(s.store, s.now)
-	s.keys.direct = keysInMemory(s.store)
+	s.keys = &keyCache{s.store}
 	readyCtx, readyCancel := context.WithTimeout(context.Background(), 2*time.Second)
 	if err := st.Ready(readyCtx); err != nil {
 		// Recovery is automatic (Redis), so this is no reason to stop.
@@ -318,12 +317,6 @@ func (s *Server) checkKeysAtStart() {
 	}
 }
 
-// keyWatcher is a store shared by replicas that announces changes to its
-// run-time keys (store/redis).
-type keyWatcher interface {
-	WatchKeys(ctx context.Context, changed func())
-}
-
 // Listen listens on a tcp "host:port" or a "unix:/path" address. A stale
 // socket file left by a crashed process is removed first; a new socket is
 // made readable and writable by its owner and group (0660).
@@ -377,11 +370,6 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	var watchers sync.WaitGroup
 	watchers.Go(func() { s.retryReleases(ctx) })
-	if kw, ok := s.store.(keyWatcher); ok {
-		// Changes to run-time keys made through another replica's admin
-		// API reach this one's key cache at once, not after its TTL.
-		watchers.Go(func() { kw.WatchKeys(ctx, s.keys.invalidate) })
-	}
 	if w, err := s.watchPolicy(); err != nil {
 		s.log.Warn("policy file not watched; reload with SIGHUP", "policy", s.cfg.PolicyFile, "err", err)
 	} else {
@@ -499,7 +487,7 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 	if s.budget > 0 {
 		r.Deadline = start.Add(s.budget)
 	}
-	d, err := p.Evaluate(now, r, s.store, s.keys)
+	d, err := p.Evaluate(now, r, s.store, s.store)
 	if err != nil {
 		s.storeFailed("decide")
 		d = s.storeDown(ctx, d, err)

@@ -310,9 +310,6 @@ func (s *Store) Apply(now time.Time, b *policy.Batch) error { return s.mem.Apply
 // (requests in flight end with the process).
 func (s *Store) Release(k policy.Key, lease string) error { return s.mem.Release(k, lease) }
 
-// KeysInMemory reports that key lookups are answered from memory.
-func (s *Store) KeysInMemory() bool { return true }
-
 // LookupKey implements policy.Keys, from memory.
 func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 	return s.mem.LookupKey(hash)

@@ -257,10 +257,6 @@ func sameKey(a, b *policy.APIKey) bool {
 		a.Expires.Equal(b.Expires) && a.Created.Equal(b.Created) && a.RotatedTo == b.RotatedTo
 }
 
-// KeysInMemory reports that key lookups are answered from memory, at no
-// cost worth caching.
-func (s *Store) KeysInMemory() bool { return true }
-
 // LookupKey implements policy.Keys.
 func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 	r := &s.keys

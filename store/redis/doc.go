@@ -8,6 +8,14 @@
 // Everything policy.State and the admin API keep: token buckets, WAF rate
 // counters, quota counters, usage history and the keys created at run time.
 //
+// LookupKey answers from a cache of the keys in use (keycache.go: an LRU of
+// keys found and one of hashes that are no key, each answer used for up to
+// KeyCacheTTL, one call to Redis for the lookups of a hash that arrive
+// together). The Store clears it on its own changes to the keys and on each
+// change another replica announces (a Redis channel), so that a change made
+// through any replica is seen by the next lookup; while Redis fails, an
+// expired answer is used rather than none.
+//
 // A decision is one round trip: Apply runs one Lua script (loaded once, called
 // by its SHA-1) that counts the WAF hits, refills and checks every bucket and
 // quota, and takes from all of them only when all admit, with Redis's own
@@ -95,10 +103,11 @@
 //
 // # Concurrency
 //
-// A Store is safe for concurrent use. Its goroutines are the two senders and
-// the heartbeat, from Open to Close, and the prober, which runs only while
-// the circuit is open. Close stops them all: the heartbeat first (it adds the
-// last local counts to Redis and withdraws the replica, when Redis answers),
-// then it closes the client, so that calls in flight fail at once, and
-// answers the decisions still queued with ErrClosed.
+// A Store is safe for concurrent use. Its goroutines are the two senders, the
+// heartbeat and the watcher of key changes, from Open to Close, and the
+// prober, which runs only while the circuit is open. Close stops them all:
+// the heartbeat first (it adds the last local counts to Redis and withdraws
+// the replica, when Redis answers) and the watcher, then it closes the
+// client, so that calls in flight fail at once, and answers the decisions
+// still queued with ErrClosed.
 package redis

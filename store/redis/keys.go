@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"crypto/sha256"
+	_ "embed"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,61 +16,28 @@ import (
 	"github.com/tollgate/tollgate/store/keyjson"
 )
 
+// The scripts of the run-time keys; the KEYS of those that change one are
+// keyKeys.
 var (
-	// saveKey replaces the key ARGV[1] (record ARGV[2], hash ARGV[3],
-	// customer ARGV[5]) in the keys hash KEYS[1], its hash index KEYS[2]
-	// and its orders KEYS[4] (ids) and KEYS[5] (customer NUL id), and
-	// announces the id on the channel KEYS[3], when the record held is
-	// ARGV[4] ("": none); 0 when it is not.
-	saveKeyScript = goredis.NewScript(`
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if (old or '') ~= ARGV[4] then return 0 end
-if old then
-  local o = cjson.decode(old)
-  redis.call('HDEL', KEYS[2], o['hash'])
-  redis.call('ZREM', KEYS[5], o['customer'] .. '\0' .. ARGV[1])
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
-redis.call('ZADD', KEYS[4], 0, ARGV[1])
-redis.call('ZADD', KEYS[5], 0, ARGV[5] .. '\0' .. ARGV[1])
-redis.call('PUBLISH', KEYS[3], ARGV[1])
-return 1`)
-	// deleteKey removes the key ARGV[1] (announced as saveKey does); 1
-	// when there was one.
-	deleteKeyScript = goredis.NewScript(`
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if not old then return 0 end
-local o = cjson.decode(old)
-redis.call('HDEL', KEYS[2], o['hash'])
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[5], o['customer'] .. '\0' .. ARGV[1])
-redis.call('PUBLISH', KEYS[3], ARGV[1])
-return 1`)
-	// lookupKey returns the record of the key whose hash is ARGV[1]; the
-	// record must hold that hash (an index entry can never lend another
-	// key's record).
-	lookupKeyScript = goredis.NewScript(`
-local id = redis.call('HGET', KEYS[2], ARGV[1])
-if not id then return false end
-local rec = redis.call('HGET', KEYS[1], id)
-if not rec or cjson.decode(rec)['hash'] ~= ARGV[1] then return false end
-return rec`)
-	// importKey is saveKey without the check of what it replaces (the
-	// customer is ARGV[4]).
-	importKeyScript = goredis.NewScript(`
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old then
-  local o = cjson.decode(old)
-  redis.call('HDEL', KEYS[2], o['hash'])
-  redis.call('ZREM', KEYS[5], o['customer'] .. '\0' .. ARGV[1])
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
-redis.call('ZADD', KEYS[4], 0, ARGV[1])
-redis.call('ZADD', KEYS[5], 0, ARGV[4] .. '\0' .. ARGV[1])
-return 1`)
+	// saveKeyScript replaces a key and announces it, unless it changed.
+	//go:embed save_key.lua
+	saveKeySrc    string
+	saveKeyScript = goredis.NewScript(saveKeySrc)
+
+	// deleteKeyScript removes a key and announces it.
+	//go:embed delete_key.lua
+	deleteKeySrc    string
+	deleteKeyScript = goredis.NewScript(deleteKeySrc)
+
+	// lookupKeyScript returns the record of the key with a hash.
+	//go:embed lookup_key.lua
+	lookupKeySrc    string
+	lookupKeyScript = goredis.NewScript(lookupKeySrc)
+
+	// importKeyScript replaces a key whatever it replaces.
+	//go:embed import_key.lua
+	importKeySrc    string
+	importKeyScript = goredis.NewScript(importKeySrc)
 )
 
 // keyKeys returns the Redis keys of the scripts that change run-time keys.
@@ -77,8 +45,15 @@ func (s *Store) keyKeys() []string {
 	return []string{s.keysKey, s.byHashKey, s.changesKey, s.keyIDsKey, s.keyCustomersKey}
 }
 
-// LookupKey implements policy.Keys in one call, within the decision budget.
+// LookupKey implements policy.Keys: from the key cache (keycache.go), or
+// else in one call, within the decision budget.
 func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
+	return s.keys.LookupKey(hash)
+}
+
+// lookupKey looks the key up in Redis, in one call within the decision
+// budget.
+func (s *Store) lookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 	ctx, cancel, err := s.decisionCall()
 	if err != nil {
 		return nil, err
@@ -103,7 +78,7 @@ func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 // SaveKey creates or replaces the run-time key k.ID, in one atomic step,
 // when the record held under that id is prev's (as RuntimeKeys decoded it;
 // nil: none), else it returns policy.ErrKeyChanged: two replicas' admin
-// calls on one key cannot both win.
+// calls on one key cannot both win. The next lookup sees the change.
 func (s *Store) SaveKey(k, prev *policy.APIKey) error {
 	rec, err := keyjson.Encode(k)
 	if err != nil {
@@ -117,7 +92,9 @@ func (s *Store) SaveKey(k, prev *policy.APIKey) error {
 	}
 	ctx, cancel := s.adminCall()
 	defer cancel()
-	n, err := saveKeyScript.Run(ctx, s.c, s.keyKeys(), k.ID, rec, policy.KeyHashText(k.Hash), want, k.Customer).Int()
+	tag := s.mine.begin()
+	n, err := saveKeyScript.Run(ctx, s.c, s.keyKeys(), k.ID, rec, policy.KeyHashText(k.Hash), want, k.Customer, tag).Int()
+	s.ended(tag, n == 1, err)
 	if err != nil {
 		return fmt.Errorf("redis %s: save key %q: %w", s.url, k.ID, err)
 	}
@@ -129,7 +106,7 @@ func (s *Store) SaveKey(k, prev *policy.APIKey) error {
 
 // ImportKeys creates or replaces many run-time keys, whatever they
 // replace, in one pipelined round trip (tollgate load prepare). Other
-// replicas are told once, at the end.
+// replicas are told once, at the end. The next lookup sees the keys.
 func (s *Store) ImportKeys(keys []*policy.APIKey) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.AdminTimeout+time.Duration(len(keys))*time.Millisecond)
 	defer cancel()
@@ -141,19 +118,24 @@ func (s *Store) ImportKeys(keys []*policy.APIKey) error {
 		}
 		importKeyScript.EvalSha(ctx, pipe, s.keyKeys(), k.ID, rec, policy.KeyHashText(k.Hash), k.Customer)
 	}
-	pipe.Publish(ctx, s.changesKey, "import")
-	if _, err := pipe.Exec(ctx); err != nil {
+	tag := s.mine.begin()
+	pipe.Publish(ctx, s.changesKey, tag)
+	_, err := pipe.Exec(ctx)
+	s.ended(tag, true, err)
+	if err != nil {
 		return fmt.Errorf("redis %s: import %d keys: %w", s.url, len(keys), err)
 	}
 	return nil
 }
 
 // DeleteKey removes the run-time key with the id and reports whether there
-// was one.
+// was one. The next lookup sees the change.
 func (s *Store) DeleteKey(id string) (bool, error) {
 	ctx, cancel := s.adminCall()
 	defer cancel()
-	n, err := deleteKeyScript.Run(ctx, s.c, s.keyKeys(), id).Int()
+	tag := s.mine.begin()
+	n, err := deleteKeyScript.Run(ctx, s.c, s.keyKeys(), id, tag).Int()
+	s.ended(tag, n == 1, err)
 	if err != nil {
 		return false, fmt.Errorf("redis %s: delete key %q: %w", s.url, id, err)
 	}
@@ -199,27 +181,4 @@ func (s *Store) RuntimeKey(id string) (*policy.APIKey, error) {
 		return nil, fmt.Errorf("redis %s: %s field %s: %w", s.url, s.keysKey, id, err)
 	}
 	return k, nil
-}
-
-// WatchKeys calls changed whenever a replica sharing the store (this one
-// included) changes a run-time key, and when the subscription is made again
-// after a lost connection (changes may have been missed), until ctx is done.
-// It returns when ctx is done.
-func (s *Store) WatchKeys(ctx context.Context, changed func()) {
-	sub := s.c.Subscribe(ctx, s.changesKey)
-	defer sub.Close()
-	// Subscription messages come with every (re)subscription: a change
-	// may have been missed while the connection was down.
-	ch := sub.ChannelWithSubscriptions(goredis.WithChannelHealthCheckInterval(time.Second))
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-ch:
-			if !ok {
-				return
-			}
-			changed()
-		}
-	}
 }

@@ -120,6 +120,12 @@ type Store struct {
 	// (keyorder.go): sorted sets whose members, all of score 0, are the
 	// ids, and the customers and ids joined by a NUL byte.
 	keyIDsKey, keyCustomersKey string
+	// keys caches LookupKey's answers (keycache.go); watching runs
+	// watchKeys, which clears it on other replicas' changes, and mine
+	// holds the tags of this Store's own (keywatch.go).
+	keys     *keyCache
+	watching sync.WaitGroup
+	mine     ownChanges
 
 	window  window // the calls' outcomes, for the circuit breaker
 	open    atomic.Bool
@@ -226,6 +232,8 @@ func Open(rawURL string, o Options) (*Store, error) {
 		keyIDsKey: o.Prefix + "key-ids", keyCustomersKey: o.Prefix + "key-customers",
 		replicasKey: o.Prefix + "replicas", kick: make(chan struct{}, 1)}
 	s.replicas.id = newReplicaID()
+	s.keys = newKeyCache(keysFunc(s.lookupKey), time.Now)
+	s.mine.prefix, s.mine.tags = s.replicas.id+"#", map[string]struct{}{}
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
 	if o.Local {
 		s.local = newFallback(o.LocalMaxCounters)
@@ -236,6 +244,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 	s.errClosed = fmt.Errorf("redis %s: apply: %w", s.url, ErrClosed)
 	ctx, cancel := context.WithTimeout(context.Background(), o.AdminTimeout)
 	defer cancel()
+	var sub *goredis.PubSub // nil: watchKeys subscribes
 	if err := s.loadScripts(ctx); err != nil {
 		var rerr goredis.Error
 		if errors.As(err, &rerr) && !isTransient(rerr) {
@@ -248,11 +257,13 @@ func Open(rawURL string, o Options) (*Store, error) {
 	} else {
 		s.beat() // the replica count and the clock offset, before the first decision
 		s.warm(ctx)
+		sub = s.subscribe(ctx) // other replicas' key changes are heard from here on
 	}
 	for range senders {
 		s.sending.Go(s.send)
 	}
 	s.beating.Go(s.heartbeat)
+	s.watching.Go(func() { s.watchKeys(s.stop, sub) })
 	return s, nil
 }
 
@@ -316,9 +327,7 @@ func newClient(u *url.URL) (goredis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
-		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.DisableIdentity = -1, true, true
-		opt.MinIdleConns = cmp.Or(opt.MinIdleConns, minIdle)
-		opt.DialerRetries = cmp.Or(opt.DialerRetries, 1)
+		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
 		return goredis.NewClient(opt), nil
 	case "sentinel":
 		opt, err := goredis.ParseFailoverURL(v.String())
@@ -328,22 +337,29 @@ func newClient(u *url.URL) (goredis.UniversalClient, error) {
 		if opt.MasterName == "" {
 			return nil, errors.New("a sentinel URL needs master_name=NAME")
 		}
-		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.DisableIdentity = -1, true, true
-		opt.MinIdleConns = cmp.Or(opt.MinIdleConns, minIdle)
-		opt.DialerRetries = cmp.Or(opt.DialerRetries, 1)
+		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
 		return goredis.NewFailoverClient(opt), nil
 	case "cluster":
 		opt, err := goredis.ParseClusterURL(v.String())
 		if err != nil {
 			return nil, err
 		}
-		opt.MaxRetries, opt.ContextTimeoutEnabled, opt.DisableIdentity = -1, true, true
-		opt.MinIdleConns = cmp.Or(opt.MinIdleConns, minIdle)
-		opt.DialerRetries = cmp.Or(opt.DialerRetries, 1)
+		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
 		return goredis.NewClusterClient(opt), nil
 	default:
 		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, unix, redis-sentinel, redis-cluster)", u.Scheme)
 	}
+}
+
+// tune sets what newClient says on the fields that go-redis's three options
+// types share: no retries of a command (MaxRetries -1), one dial attempt,
+// the context's deadline honoured, no CLIENT SETINFO, and minIdle
+// connections kept open; dialer_retries or min_idle_conns set in the URL
+// stand.
+func tune(maxRetries, dialerRetries, minIdleConns *int, contextTimeout, disableIdentity *bool) {
+	*maxRetries, *contextTimeout, *disableIdentity = -1, true, true
+	*minIdleConns = cmp.Or(*minIdleConns, minIdle)
+	*dialerRetries = cmp.Or(*dialerRetries, 1)
 }
 
 // loadScripts loads every script, so that calls name them by their hash.
@@ -429,9 +445,9 @@ func (s *Store) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the senders, the prober and the heartbeat and closes the
-// client. Decisions waiting to be sent fail with ErrClosed; those in a call
-// fail as the client closes under it. With Options.Local, the counts made
+// Close stops the senders, the prober, the heartbeat and the watcher of key
+// changes and closes the client. Decisions waiting to be sent fail with
+// ErrClosed; those in a call fail as the client closes under it. With Options.Local, the counts made
 // locally that Redis does not hold yet are added first, when Redis answers.
 func (s *Store) Close() error {
 	var err error
@@ -442,6 +458,7 @@ func (s *Store) Close() error {
 		s.cancelStop() // a heartbeat or a push in a call returns at once
 		close(s.done)
 		s.beating.Wait() // the last counts made locally go, and the replica withdraws
+		s.watching.Wait()
 		err = s.c.Close()
 		s.sending.Wait()
 		s.probing.Wait()

@@ -1,0 +1,11 @@
+-- Removes the key ARGV[1] (KEYS as in save_key.lua, and announced as it
+-- does, with the tag ARGV[2]); 1 when there was one.
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return 0 end
+local o = cjson.decode(old)
+redis.call('HDEL', KEYS[2], o['hash'])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], o['customer'] .. '\0' .. ARGV[1])
+redis.call('PUBLISH', KEYS[3], ARGV[2])
+return 1
