@@ -72,9 +72,6 @@ type Config struct {
 	// Token is the bearer token of the /v1 calls; empty: they answer 503.
 	Token string
 	Log   *slog.Logger
-	// KeysChanged is called after each change to the run-time keys, so
-	// that the next request sees it (the server's key cache); may be nil.
-	KeysChanged func()
 	// Changes serializes the changes to keys and grants, so that a check
 	// (is the id taken?) and the change it guards are one step; the server
 	// holds it through a policy reload too. nil: the API's own.
@@ -102,13 +99,6 @@ func New(cfg Config) *API {
 		a.log = slog.Default()
 	}
 	return a
-}
-
-// keysChanged tells the server that the run-time keys changed.
-func (a *API) keysChanged() {
-	if a.cfg.KeysChanged != nil {
-		a.cfg.KeysChanged()
-	}
 }
 
 // Route is one path and method of the admin HTTP API and its handler.

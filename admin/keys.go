@@ -195,7 +195,6 @@ func (a *API) CreateKey(body CreateKeyBody) (KeyView, error) {
 	if err := a.cfg.Keys.SaveKey(k, nil); err != nil {
 		return KeyView{}, err
 	}
-	a.keysChanged()
 	a.log.Info("admin: key created", "key_id", k.ID, "customer", k.Customer, "plans", k.Plans)
 	v := ViewOf(k)
 	v.Value = value
@@ -249,7 +248,6 @@ func (a *API) PatchKey(id string, body PatchKeyBody) (KeyView, error) {
 	if err := a.cfg.Keys.SaveKey(&k, old); err != nil {
 		return KeyView{}, err
 	}
-	a.keysChanged()
 	a.log.Info("admin: key changed", "key_id", k.ID, "fields", changed, "enabled", k.Enabled, "plans", k.Plans)
 	return ViewOf(&k), nil
 }
@@ -265,7 +263,6 @@ func (a *API) DeleteKey(id string) error {
 	if _, err := a.cfg.Keys.DeleteKey(k.ID); err != nil {
 		return err
 	}
-	a.keysChanged()
 	a.log.Info("admin: key deleted", "key_id", k.ID)
 	return nil
 }
@@ -350,7 +347,6 @@ func (a *API) RotateKey(id string, body RotateKeyBody) (KeyView, error) {
 	if err := a.cfg.Keys.SaveKey(nk, nil); err != nil {
 		return KeyView{}, err
 	}
-	defer a.keysChanged()
 	if err := a.cfg.Keys.SaveKey(retired, old); err != nil {
 		// Undo the new key, so that a failed call changes nothing.
 		if _, derr := a.cfg.Keys.DeleteKey(nk.ID); derr != nil {

@@ -16,13 +16,12 @@ func (s *Server) adminHandler() http.Handler {
 	api := admin.New(admin.Config{
 		Keys:        s.store,
 		Counters:    s.store,
-		Lookup:      s.keys,
+		Lookup:      s.store,
 		Policy:      s.policy.Load,
 		Now:         s.now,
 		Changes:     &s.adminMu,
 		Token:       s.cfg.AdminToken,
 		Log:         s.log,
-		KeysChanged: func() { s.keys.invalidate() },
 		StoreFailed: func() { s.storeFailed("admin") },
 	})
 	routes := append([]admin.Route{

@@ -130,7 +130,6 @@ func serveWrapped(t *testing.T, policyText string, edit func(*Config), wrap func
 	h.s = s
 	if wrap != nil {
 		s.store = wrap(s.store)
-		s.keys = &keyCache{s.store}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)

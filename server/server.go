@@ -122,7 +122,6 @@ type Server struct {
 	realClock bool // now is time.Now: a decision's instant also starts its latency
 	policy    atomic.Pointer[policy.Policy]
 	store     Store
-	keys      *keyCache
 	metrics   *metrics
 	// degraded is set while the store cannot do all of its work: a Redis
 	// store's circuit is open (storeEvents), or a file store's last write
@@ -209,7 +208,6 @@ func New(cfg Config) (_ *Server, err error) {
 	}()
 	s.store = st
 	s.metrics.wafCounters(st.WAFCounters)
-	s.keys = &keyCache{s.store}
 	readyCtx, readyCancel := context.WithTimeout(context.Background(), 2*time.Second)
 	if err := st.Ready(readyCtx); err != nil {
 		// Recovery is automatic (Redis), so this is no reason to stop.
