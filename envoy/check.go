@@ -34,7 +34,7 @@ func (s *AuthzServer) Check(ctx context.Context, req *authv3.CheckRequest) (*aut
 	return CheckResponse(&d), nil
 }
 
-// Context extension keys that name the stage (SPEC §2).
+// Context extension keys that name the stage (package policy's doc, "Stage and route").
 const (
 	ExtensionAPI   = "api"
 	ExtensionStage = "stage"

@@ -22,7 +22,7 @@
 // A missing piece stays empty, and the evaluator answers 400
 // request:invalid for a request it cannot read.
 //
-// # Responses (SPEC §4)
+// # Responses
 //
 //	decision            status.code          http_response
 //	allow               OK                   ok_response

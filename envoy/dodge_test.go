@@ -55,7 +55,7 @@ func reasonOf(resp *authv3.CheckResponse) string {
 }
 
 // TestKitRoutesEverySpelling: the payments Envoy sends POST /transactions
-// to ext_proc, where its in-flight cap applies (SPEC §3 step 6). Every
+// to ext_proc, where its in-flight cap applies (package policy's doc, "The decision", step 6). Every
 // spelling that tollgate reads as that route must take the same Envoy
 // route, or the cap is dodged through the catch-all ext_authz route
 // (issue 13's review found "/transactions/" going there). The spellings

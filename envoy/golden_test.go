@@ -150,7 +150,7 @@ func TestGoldenCasesListed(t *testing.T) {
 // TestCheckGolden answers each golden request through AuthzServer.Check
 // with the full engine and compares the answer with its golden response.
 // Run with -update to rewrite the responses, then review each by hand
-// against SPEC §4.
+// against the package doc's "Responses".
 func TestCheckGolden(t *testing.T) {
 	for _, name := range goldenNames() {
 		t.Run(name, func(t *testing.T) {

@@ -40,7 +40,7 @@ type ProcessServer struct {
 
 var _ extprocv3.ExternalProcessorServer = (*ProcessServer)(nil)
 
-// Keys that name the stage on an ext_proc stream (SPEC §2): gRPC metadata
+// Keys that name the stage on an ext_proc stream (package policy's doc, "Stage and route"): gRPC metadata
 // (the filter's grpc_initial_metadata, per route through ExtProcPerRoute)
 // or fields of the request attributes or of the metadata context's
 // "tollgate" namespace.
@@ -181,7 +181,7 @@ func (s *ProcessServer) drainCh() chan struct{} {
 // message: method, path and host from the pseudo-headers, the headers (raw
 // values, lower-case names, repeated ones joined with ","), the client
 // address from the source.address attribute, and the stage from the
-// stream's gRPC metadata, the attributes or the metadata context (SPEC §2).
+// stream's gRPC metadata, the attributes or the metadata context (package policy's doc, "Stage and route").
 // Missing pieces stay empty; the evaluator answers such requests with 400.
 func RequestFromProcess(ctx context.Context, req *extprocv3.ProcessingRequest, out *policy.Request) {
 	h := headersFromMap(req.GetRequestHeaders().GetHeaders())

@@ -252,7 +252,7 @@ func (r *reply) options(hs []header) []*corev3.HeaderValueOption {
 	return r.ptrs[lo:r.n:r.n]
 }
 
-// CheckResponse translates a decision into Envoy's answer (SPEC §4).
+// CheckResponse translates a decision into Envoy's answer (package doc, "Responses").
 //
 // An allowed request gets status OK and an ok_response: the upstream
 // headers x-tollgate-customer, x-tollgate-key-id and x-tollgate-plan when a

@@ -77,7 +77,9 @@ func withLimits(d policy.Decision, ls ...policy.Limit) policy.Decision {
 	return d
 }
 
-// The limits of SPEC §4's example headers.
+// The limits behind the example headers of the rate-limit header draft as
+// tollgate writes them: RateLimit-Policy: "plan";q=200;w=2,
+// "quota";q=100000;w=86400.
 var (
 	planLimit  = policy.Limit{Tier: policy.TierPlan, Quota: 200, Window: 2 * time.Second, Remaining: 57, Reset: 430 * time.Millisecond}
 	quotaLimit = policy.Limit{Tier: policy.TierQuota, Quota: 100000, Window: 24 * time.Hour, Remaining: 98123, Reset: 41233*time.Second + 200*time.Millisecond}

@@ -8,7 +8,7 @@ import (
 )
 
 // Compile decodes, validates and compiles a policy document: the generic
-// tree a YAML or JSON decoder produces from the file of SPEC §1
+// tree a YAML or JSON decoder produces from the policy file (package doc)
 // (map[string]any or map[any]any, []any, string, bool, int, int64, uint64,
 // float64, json.Number, time.Time, nil). file names the document in
 // messages.

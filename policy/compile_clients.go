@@ -37,7 +37,7 @@ func (c *compiler) clients(path string, v any) {
 		c.p.ip.kind = ipHeader
 	}
 	// xff_trusted_hops and header are checked with every source, but
-	// used only with their own: the example of SPEC §1 writes all three.
+	// used only with their own: the specification's example writes all three.
 	if path, v, ok := ip.get("xff_trusted_hops"); ok {
 		n, _ := c.integer(path, v, 0, math.MaxInt32)
 		c.p.ip.xffHops = int(n)

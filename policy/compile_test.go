@@ -16,7 +16,7 @@ import (
 type m = map[string]any
 type l = []any
 
-// specExample is the policy file of SPEC §1 as a YAML decoder delivers it
+// specExample is the example policy file of the product specification as a YAML decoder delivers it
 // (ints, time.Time for the unquoted timestamp).
 func specExample() m {
 	return m{

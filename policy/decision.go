@@ -26,7 +26,7 @@ func (v Verdict) String() string {
 // "waf:" followed by the rule name.
 type Reason string
 
-// Reasons of SPEC §4.
+// Reasons (package doc, "Answers").
 const (
 	ReasonNone            Reason = ""
 	ReasonInvalid         Reason = "request:invalid"
@@ -43,7 +43,7 @@ const (
 	ReasonQuota           Reason = "quota"
 	ReasonConcurrency     Reason = "concurrency"
 	// ReasonStore: the state or key store could not be reached (not in
-	// SPEC §4; see Decision.DenyUnavailable).
+	// not a denial of the policy; see Decision.DenyUnavailable).
 	ReasonStore Reason = "store:error"
 )
 
@@ -51,7 +51,7 @@ const (
 // client only with explain: true.
 func (r Reason) IsKey() bool { return len(r) > 4 && r[:4] == "key:" }
 
-// Response bodies of SPEC §3.
+// Response bodies of denials (package doc, "The decision").
 const (
 	BodyBadRequest      = `{"message":"Bad Request"}`
 	BodyForbidden       = `{"message":"Forbidden"}`
@@ -124,7 +124,7 @@ type Decision struct {
 	NLimits int
 
 	// Path is the request's path as routes match it (without query
-	// string, decoded, canonical: SPEC §2) and ClientIP the client's
+	// string, decoded, canonical: package doc, "Stage and route") and ClientIP the client's
 	// address by the policy's ip source; both are empty when the request
 	// could not be read. Invalid says what could not be read, on a
 	// request:invalid denial.
@@ -157,7 +157,7 @@ type Decision struct {
 	StateUsed bool
 	// Local is set when the state store decided on this replica's own
 	// state, with its share of each limit, because the state it shares
-	// with other replicas could not be reached in time (SPEC §5,
+	// with other replicas could not be reached in time (README, "Many replicas";
 	// --on-store-error local).
 	Local bool
 

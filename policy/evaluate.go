@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Evaluate decides one request at now, in the order of SPEC §3: WAF, route,
+// Evaluate decides one request at now, in the order of the package doc's "The decision": WAF, route,
 // API key, token buckets, quota. st holds the limits' state; keys finds
 // run-time API keys and may be nil.
 //

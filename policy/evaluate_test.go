@@ -8,7 +8,7 @@ import (
 	"github.com/tollgate/tollgate/policy"
 )
 
-// The worked checks of SPEC §3, over fixed instants.
+// The worked checks of the specification ("The decision" in the package doc), over fixed instants.
 
 func TestWorkedFreeKeyBurstThenRefill(t *testing.T) {
 	e := newEngine(example(t))
@@ -36,7 +36,7 @@ func TestWorkedFreeKeyBurstThenRefill(t *testing.T) {
 }
 
 func TestWorkedAccountTwoBatches(t *testing.T) {
-	// No apis: the request meets WAF and the account bucket only (SPEC §2).
+	// No apis: the request meets WAF and the account bucket only (package doc, "Stage and route").
 	e := newEngine(parse(t, `
 version: 1
 account:

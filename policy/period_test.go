@@ -50,7 +50,7 @@ func runWindowSteps(t *testing.T, q Quota, steps []windowStep) {
 	}
 }
 
-// TestQuotaDayWorkedCheck is the SPEC §3 worked check: with a day quota,
+// TestQuotaDayWorkedCheck is the worked check of the package doc's "The decision": with a day quota,
 // 23:59:58Z is in the day that ends at 00:00:00Z, which starts a new one.
 func TestQuotaDayWorkedCheck(t *testing.T) {
 	runWindowSteps(t, Quota{Limit: 5, Period: Day}, []windowStep{

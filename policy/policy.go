@@ -23,7 +23,7 @@ type Policy struct {
 	stripKey  bool
 	ip        ipSource
 
-	// Headers is the rate-limit header mode of SPEC §4.
+	// Headers is the rate-limit header mode (package envoy's doc, "Responses").
 	Headers HeaderMode
 	// Explain sends key:* reasons to clients.
 	Explain bool
@@ -43,7 +43,7 @@ type Policy struct {
 	waf waf
 }
 
-// HeaderMode selects the rate-limit headers of SPEC §4.
+// HeaderMode selects the rate-limit headers (package envoy's doc, "Responses").
 type HeaderMode uint8
 
 // Header modes.

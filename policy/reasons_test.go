@@ -133,7 +133,7 @@ api_keys:
 	if got, want := limits(d), "quota:0/4 plan:1/5 route:1/3"; got != want {
 		t.Errorf("denied: got limits %s, want %s (nothing taken)", got, want)
 	}
-	// When several limits fail, the reason is the first tier in SPEC
+	// When several limits fail, the reason is the first tier in the
 	// order and Retry-After the longest wait.
 	e2 := newEngine(p)
 	e2.tally(t, t0, r, 3)

@@ -27,7 +27,7 @@ type Request struct {
 	API, Stage string
 	// Lease is set by callers that see the end of the request (ext_proc):
 	// a unique id under which the request may hold a concurrency slot of
-	// its route (SPEC §3 step 6), released with State.Release. Empty: no
+	// its route (package doc, "The decision", step 6), released with State.Release. Empty: no
 	// concurrency cap applies (ext_authz).
 	Lease string
 	// Deadline is when the answers of a store shared with other replicas
@@ -140,7 +140,7 @@ func parseIP(s string) (netip.Addr, bool) {
 	return a.Unmap().WithZone(""), true
 }
 
-// stageFor returns the stage a request belongs to (SPEC §2). known is false
+// stageFor returns the stage a request belongs to (package doc, "Stage and route"). known is false
 // when Envoy named a stage the policy does not have.
 func (p *Policy) stageFor(r *Request) (s *Stage, known bool) {
 	if r.API != "" || r.Stage != "" {

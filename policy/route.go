@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// Route patterns and matching (SPEC §1, §2).
+// Route patterns and matching (package doc, "Stage and route").
 //
 // A pattern is "/" followed by segments separated by "/". A segment is a
 // literal, "{name}" (exactly one non-empty path segment) or, only as the last
@@ -291,7 +291,7 @@ func checkParamName(seg, name string) error {
 }
 
 // normalizePath returns the canonical path of a request target, the form
-// routes are matched in (SPEC §2): without its query string and fragment,
+// routes are matched in (package doc, "Stage and route"): without its query string and fragment,
 // without path parameters (";v=1" up to the end of each segment, as
 // servlet containers read them; an escaped "%3B" is not one), percent-decoded,
 // with "." and ".." segments resolved (RFC 3986 §5.2.4; ".." above the root

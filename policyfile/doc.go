@@ -1,4 +1,4 @@
-// Package policyfile reads tollgate's YAML policy file (SPEC §1) and
+// Package policyfile reads tollgate's YAML policy file (its format: package policy's doc) and
 // compiles it with policy.Compile.
 //
 // Parse decodes the YAML into the generic tree policy.Compile takes and

@@ -15,7 +15,7 @@ import (
 // FuzzCompile feeds YAML to Parse: it must never panic, and a file that
 // compiles must compile again to a policy that behaves the same.
 func FuzzCompile(f *testing.F) {
-	// The reference scenario and the SPEC §1 example: every section.
+	// The reference scenario and the product specification's example: every section.
 	for _, file := range []string{"../examples/payments/policy.yaml", "testdata/spec_example.yaml"} {
 		data, err := os.ReadFile(file)
 		if err != nil {

@@ -109,7 +109,7 @@ func TestLoadExample(t *testing.T) {
 	}
 }
 
-// TestParseSpecExample compiles the example of SPEC §1 as written there.
+// TestParseSpecExample compiles the example policy of the product specification as written there.
 func TestParseSpecExample(t *testing.T) {
 	if _, err := Load("testdata/spec_example.yaml"); err != nil {
 		t.Fatal(err)

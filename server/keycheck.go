@@ -19,7 +19,7 @@ const maxNamedKeys = 10
 var errStoreUnread = errors.New("run-time keys not checked")
 
 // checkRuntimeKeys checks the store's run-time keys against p, as a
-// reload must (SPEC §6): every key's plans must pass the checks that
+// reload must (README, "Admin API"): every key's plans must pass the checks that
 // creating it passed (each plan exists, at most one plan per stage), or the
 // key would be refused as key:no-plan; no key of the policy file may have a
 // run-time key's id, or two keys would answer to it. It reads the keys a

@@ -13,7 +13,7 @@ import (
 
 // LibraryLogs sends the log lines of the libraries a server uses, gRPC's and
 // go-redis's, and of the standard library's log package, to l, so that every
-// line the process writes is JSON (SPEC §8) and follows its level. These
+// line the process writes is JSON and follows its level. These
 // loggers are one per process: call it once, before the server starts
 // (cmd/tollgate's serve does).
 func LibraryLogs(l *slog.Logger) {

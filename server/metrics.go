@@ -67,7 +67,7 @@ func newMetrics(degraded, reloadOK func() bool, loadedAt func() time.Time) *metr
 	m := &metrics{reg: prometheus.NewRegistry()}
 	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_decisions_total",
-		Help: "Decisions made, by outcome (allow, deny), reason (none, store:error or the SPEC §4 reason), api, stage and plan.",
+		Help: "Decisions made, by outcome (allow, deny), reason (none, store:error or the denial's reason, such as throttle:plan), api, stage and plan.",
 	}, []string{"outcome", "reason", "api", "stage", "plan"})
 	m.decisions = newLabelCache(decisions, func(l decisionLabels) []string {
 		return []string{l.verdict.String(), l.reason, l.api, l.stage, l.plan}

@@ -45,7 +45,7 @@ func addAdminFlags(fs *flag.FlagSet) *adminFlags {
 	return a
 }
 
-// adminClient calls the admin API (SPEC §6) with the admin token.
+// adminClient calls the admin API (README, "Admin API") with the admin token.
 type adminClient struct {
 	addr  string // as the user gave it, for messages
 	base  string // scheme, host and path prefix of every call's URL

@@ -15,7 +15,7 @@ import (
 
 const keysUsage = `usage: tollgate keys <command> [flags] [ID]
 
-commands (through the admin API, SPEC §6):
+commands (through the admin API, README "Admin API"):
   list       list the keys, page by page (never their values)
   get        show one key
   create     create a key and print its value, shown this once

@@ -1,5 +1,5 @@
 // Command tollgate is an Envoy ext_authz server that enforces WAF rules, API
-// keys, usage plans and token buckets. See the README and SPEC §7.
+// keys, usage plans and token buckets. See the README.
 package main
 
 import (

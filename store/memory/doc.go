@@ -18,7 +18,7 @@
 //     evenly. While a key has no previous window (its first window, or after
 //     a full window without hits) the count is exact.
 //
-// Memory stays bounded (SPEC §5): a shard is swept when it has grown to twice
+// Memory stays bounded (README, "Choices where the spec is silent"): a shard is swept when it has grown to twice
 // what its last sweep kept, inside Apply, and Sweep sweeps every shard. A
 // sweep drops only entries that carry no information: buckets that are full,
 // WAF counters whose current and previous windows have both passed, and quota

@@ -39,7 +39,7 @@ func apply(t testing.TB, s *Store, now time.Time, hits []policy.Hit, ops ...poli
 	return b
 }
 
-// TestBucketWorkedChecks drives the bucket checks of SPEC §3 through Apply
+// TestBucketWorkedChecks drives the bucket checks of package policy's doc through Apply
 // with one op per request.
 func TestBucketWorkedChecks(t *testing.T) {
 	type step struct {
@@ -166,7 +166,7 @@ func TestRejectedConsumesNothing(t *testing.T) {
 	}
 }
 
-// TestQuotaLimitAndPeriod is SPEC §3's quota check: 5/day, 5 allowed at
+// TestQuotaLimitAndPeriod is the quota check of package policy's doc: 5/day, 5 allowed at
 // 23:59:58Z, the 6th denied until the period ends, allowed again at 00:00Z.
 func TestQuotaLimitAndPeriod(t *testing.T) {
 	s := New()

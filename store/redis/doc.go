@@ -1,6 +1,6 @@
 // Package redis is the Redis store (--store redis://...): the state of every
 // tollgate replica that shares one Redis, so that limits hold across them
-// (SPEC §5). It uses github.com/redis/go-redis/v9: plain, TLS, Sentinel and
+// (README, "Many replicas"). It uses github.com/redis/go-redis/v9: plain, TLS, Sentinel and
 // Cluster deployments.
 //
 // # What it owns

@@ -89,7 +89,7 @@ func apply(t testing.TB, st policy.State, now time.Time, usage policy.Key, hits 
 	}
 }
 
-// TestBucketWorkedChecks: the bucket checks of SPEC §3 through the script,
+// TestBucketWorkedChecks: the bucket checks of package policy's doc through the script,
 // over fixed instants.
 func TestBucketWorkedChecks(t *testing.T) {
 	s, _ := open(t, false)
