@@ -4,6 +4,9 @@ POLICY    ?= examples/payments/policy.yaml
 STORE     ?= file:./tollgate-data
 BIN       := bin/tollgate
 PKGS      := ./...
+# The examples' tests are a module of their own (examples/go.mod), so that
+# the product's module does not require what only they use.
+EXAMPLES  := examples
 FUZZTIME  ?= 10s
 STATICCHECK_VERSION ?= v0.8.2
 
@@ -20,8 +23,9 @@ build: ## build bin/tollgate
 run: build ## serve the payments example: gRPC on :9001, admin API on 127.0.0.1:9002, state in ./tollgate-data
 	$(BIN) serve --policy $(POLICY) --grpc-addr :9001 --store $(STORE)
 
-test: ## run every test with the race detector
+test: ## run every test with the race detector, the product's and the examples'
 	$(GO) test -race -count=1 $(PKGS)
+	cd $(EXAMPLES) && $(GO) test -race -count=1 ./...
 
 bench: ## run the benchmarks (never part of make test)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./policy/ ./store/memory/ ./store/file/ ./store/redis/ ./envoy/ ./server/
@@ -35,15 +39,18 @@ fuzz: ## run each fuzz target briefly
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./envoy/
 	$(GO) test -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime $(FUZZTIME) ./envoy/
 
-lint: ## go vet and staticcheck (installed on demand; a missing linter fails)
+lint: ## go vet and staticcheck on both modules (installed on demand; a missing linter fails)
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS)
+	cd $(EXAMPLES) && $(GO) vet ./...
+	cd $(EXAMPLES) && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 fmt: ## fail when gofmt would change a file
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-tidy: ## fail when go mod tidy would change go.mod or go.sum
+tidy: ## fail when go mod tidy would change go.mod or go.sum, of either module
 	$(GO) mod tidy -diff
+	cd $(EXAMPLES) && $(GO) mod tidy -diff
 
 ci: fmt tidy lint test ## what CI runs
 

@@ -10,6 +10,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/tollgate/tollgate/envoy"
+	"github.com/tollgate/tollgate/internal/envoyconf"
 	"github.com/tollgate/tollgate/policy"
 )
 
@@ -65,7 +66,7 @@ func TestKitRoutesEverySpelling(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := loadBootstrap(t, "envoy.yaml", data)
+	b := envoyconf.Load(t, "envoy.yaml", data)
 	var hcm hcmv3.HttpConnectionManager
 	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
 		t.Fatal(err)

@@ -15,9 +15,11 @@ import (
 )
 
 // Policies of the tests: the shipped example and a small one whose limits
-// a handful of requests exhaust.
+// a handful of requests exhaust; the example's directory holds its Envoy
+// config and walkthrough.
 const (
-	paymentsPolicy = "../examples/payments/policy.yaml"
+	paymentsDir    = "../examples/payments"
+	paymentsPolicy = paymentsDir + "/policy.yaml"
 	tightPolicy    = "testdata/tight.yaml"
 )
 

@@ -19,6 +19,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/tollgate/tollgate/internal/envoyconf"
 )
 
 // walkStep is one request of the walkthrough: how many times it is sent,
@@ -228,7 +230,7 @@ func walkthrough(t *testing.T, pace time.Duration) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := loadBootstrap(t, "envoy.yaml", data)
+	b := envoyconf.Load(t, "envoy.yaml", data)
 	var hcm hcmv3.HttpConnectionManager
 	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package envoy_test
+package examples_test
 
 import (
 	"bufio"
@@ -15,10 +15,11 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 
+	"github.com/tollgate/tollgate/internal/envoyconf"
 	"github.com/tollgate/tollgate/policyfile"
 )
 
-const paymentsDir = "../examples/payments"
+const paymentsDir = "payments"
 
 // flagValue returns the value of --name=value or --name value in args.
 func flagValue(args []string, name string) (string, bool) {
@@ -99,7 +100,7 @@ func TestComposeMatchesEnvoy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := loadBootstrap(t, src, data)
+	b := envoyconf.Load(t, src, data)
 
 	// tollgate serves the policy it mounts, on the ports compose names.
 	policyPath, _ := flagValue(tg.Command, "policy")

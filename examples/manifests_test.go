@@ -1,4 +1,4 @@
-package envoy_test
+package examples_test
 
 import (
 	"bufio"
@@ -20,6 +20,7 @@ import (
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tollgate/tollgate/internal/envoyconf"
 	"github.com/tollgate/tollgate/policyfile"
 )
 
@@ -182,7 +183,7 @@ func (m *manifests) checkSecrets(t *testing.T, c corev1.Container) {
 // through a volume both mount, and the app on its port; the Service, the
 // probes and the secret name what exists.
 func TestSidecarManifests(t *testing.T) {
-	m := loadManifests(t, "../examples/sidecar/orders.yaml")
+	m := loadManifests(t, "sidecar/orders.yaml")
 	d := m.deployments["orders"]
 	if d == nil {
 		t.Fatal("no Deployment orders")
@@ -195,7 +196,7 @@ func TestSidecarManifests(t *testing.T) {
 			cfg = envoyC.Args[i+1]
 		}
 	}
-	b := loadBootstrap(t, "orders.yaml: envoy.yaml", []byte(m.mounted(t, d, envoyC, cfg)))
+	b := envoyconf.Load(t, "orders.yaml: envoy.yaml", []byte(m.mounted(t, d, envoyC, cfg)))
 	policyPath, _ := flagValue(tg.Args, "policy")
 	if _, err := policyfile.Parse("orders.yaml: policy.yaml", []byte(m.mounted(t, d, tg, policyPath))); err != nil {
 		t.Errorf("the embedded policy: %v", err)
@@ -248,7 +249,7 @@ func TestSidecarManifests(t *testing.T) {
 // AuthorizationPolicy uses that provider, and tollgate's store names the
 // Redis Service.
 func TestIstioManifests(t *testing.T) {
-	m := loadManifests(t, "../examples/istio/tollgate.yaml", "../examples/istio/mesh-config.yaml", "../examples/istio/authorization-policy.yaml")
+	m := loadManifests(t, "istio/tollgate.yaml", "istio/mesh-config.yaml", "istio/authorization-policy.yaml")
 	d := m.deployments["tollgate"]
 	if d == nil {
 		t.Fatal("no Deployment tollgate")

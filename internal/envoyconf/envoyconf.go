@@ -1,0 +1,176 @@
+// Package envoyconf checks the Envoy bootstrap configurations that tollgate
+// ships, for the tests of both modules of the repository: the product's
+// (envoy/) and the examples' (examples/, a module of its own so that the
+// product does not require what only those tests use). It lives under
+// internal/ and is still importable from the examples: the go command
+// allows an internal package to every import path under its parent, and
+// github.com/tollgate/tollgate/examples is one.
+//
+//	b, problems := envoyconf.Check(data) // every problem found
+//	b := envoyconf.Load(t, "envoy.yaml", data) // each problem fails t
+package envoyconf
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"go.yaml.in/yaml/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Check decodes an Envoy bootstrap in YAML strictly (an unknown
+// field or type is an error) and checks it as Envoy would not: every
+// message passes its generated validation, every google.protobuf.Any inside
+// (ValidateAll does not look in) decodes to a known type and passes too,
+// every cluster a route, a gRPC service or a load assignment names exists,
+// every cluster named by a gRPC service speaks HTTP/2, and every ext_authz
+// filter sends raw headers (encode_raw_headers: with header values as
+// strings, one that is not UTF-8 fails the Check: gRPC refuses to send it).
+// It returns the bootstrap and every problem found.
+func Check(data []byte) (*bootstrapv3.Bootstrap, []string) {
+	var tree any
+	if err := yaml.Unmarshal(data, &tree); err != nil {
+		return nil, []string{err.Error()}
+	}
+	js, err := json.Marshal(tree)
+	if err != nil {
+		return nil, []string{err.Error()}
+	}
+	b := new(bootstrapv3.Bootstrap)
+	if err := protojson.Unmarshal(js, b); err != nil {
+		return nil, []string{err.Error()}
+	}
+	var problems []string
+	refs := map[string][]string{} // cluster → where it is named
+	grpcRefs := map[string]bool{}
+	var walk func(m protoreflect.Message, at string)
+	walk = func(m protoreflect.Message, at string) {
+		if v, ok := m.Interface().(interface{ ValidateAll() error }); ok {
+			if err := v.ValidateAll(); err != nil {
+				problems = append(problems, fmt.Sprintf("%s (%s): %v", at, m.Descriptor().FullName(), err))
+			}
+		}
+		if a, ok := m.Interface().(*anypb.Any); ok {
+			inner, err := a.UnmarshalNew()
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %s: %v", at, a.GetTypeUrl(), err))
+				return
+			}
+			where := at + "<" + string(inner.ProtoReflect().Descriptor().Name()) + ">"
+			if ea, ok := inner.(*extauthzv3.ExtAuthz); ok && !ea.GetEncodeRawHeaders() {
+				problems = append(problems, where+": encode_raw_headers is not true: a header value that is not UTF-8 would fail the Check")
+			}
+			walk(inner.ProtoReflect(), where)
+			return
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			where := at + "." + string(fd.Name())
+			switch {
+			case fd.IsList() && fd.Kind() == protoreflect.MessageKind:
+				for i := 0; i < v.List().Len(); i++ {
+					walk(v.List().Get(i).Message(), fmt.Sprintf("%s[%d]", where, i))
+				}
+			case fd.IsMap() && fd.MapValue().Kind() == protoreflect.MessageKind:
+				v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+					walk(mv.Message(), where+"["+k.String()+"]")
+					return true
+				})
+			case fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap():
+				walk(v.Message(), where)
+			case fd.Kind() == protoreflect.StringKind && !fd.IsList() && (fd.Name() == "cluster" || fd.Name() == "cluster_name"):
+				refs[v.String()] = append(refs[v.String()], where)
+				if m.Descriptor().Name() == "EnvoyGrpc" {
+					grpcRefs[v.String()] = true
+				}
+			}
+			return true
+		})
+	}
+	walk(b.ProtoReflect(), "bootstrap")
+
+	clusters := map[string]bool{}
+	for _, c := range b.GetStaticResources().GetClusters() {
+		clusters[c.GetName()] = true
+		if !grpcRefs[c.GetName()] {
+			continue
+		}
+		opts := c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+		var hpo upstreamsv3.HttpProtocolOptions
+		if opts == nil || opts.UnmarshalTo(&hpo) != nil || hpo.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
+			problems = append(problems, fmt.Sprintf("cluster %s: named by a gRPC service, but not HTTP/2 (explicit_http_config.http2_protocol_options)", c.GetName()))
+		}
+	}
+	names := make([]string, 0, len(refs))
+	for n := range refs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if !clusters[n] {
+			problems = append(problems, fmt.Sprintf("cluster %q is named at %s but not defined", n, strings.Join(refs[n], ", ")))
+		}
+	}
+	problems = append(problems, perFilterNames(b)...)
+	return b, problems
+}
+
+// perFilterNames checks that every typed_per_filter_config of a route or
+// virtual host names an HTTP filter of its connection manager: a typo would
+// silently drop the stage or the disabling it holds.
+func perFilterNames(b *bootstrapv3.Bootstrap) []string {
+	var problems []string
+	for _, l := range b.GetStaticResources().GetListeners() {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				var hcm hcmv3.HttpConnectionManager
+				if f.GetTypedConfig().UnmarshalTo(&hcm) != nil {
+					continue
+				}
+				names := map[string]bool{}
+				for _, hf := range hcm.GetHttpFilters() {
+					names[hf.GetName()] = true
+				}
+				check := func(where string, cfgs map[string]*anypb.Any) {
+					for name := range cfgs {
+						if !names[name] {
+							problems = append(problems, fmt.Sprintf("%s: typed_per_filter_config %q names no HTTP filter of listener %s", where, name, l.GetName()))
+						}
+					}
+				}
+				for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
+					check("virtual host "+vh.GetName(), vh.GetTypedPerFilterConfig())
+					for i, r := range vh.GetRoutes() {
+						check(fmt.Sprintf("virtual host %s route %d", vh.GetName(), i), r.GetTypedPerFilterConfig())
+					}
+				}
+			}
+		}
+	}
+	return problems
+}
+
+// Load is Check that fails the test on any problem, each reported with
+// name, and returns the bootstrap.
+func Load(t testing.TB, name string, data []byte) *bootstrapv3.Bootstrap {
+	t.Helper()
+	b, problems := Check(data)
+	for _, p := range problems {
+		t.Errorf("%s: %s", name, p)
+	}
+	if b == nil {
+		t.FailNow()
+	}
+	return b
+}
