@@ -42,8 +42,8 @@ const (
 	ReasonThrottleAccount Reason = "throttle:account"
 	ReasonQuota           Reason = "quota"
 	ReasonConcurrency     Reason = "concurrency"
-	// ReasonStore: the state or key store could not be reached (not in
-	// not a denial of the policy; see Decision.DenyUnavailable).
+	// ReasonStore: the state or key store could not be reached; not a
+	// denial of the policy (see Decision.DenyUnavailable).
 	ReasonStore Reason = "store:error"
 )
 

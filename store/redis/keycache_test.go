@@ -369,3 +369,15 @@ func TestOwnChangesEnded(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnChangesBounded: tags whose announcement never comes back (a message
+// dropped by a full channel) do not pile up.
+func TestOwnChangesBounded(t *testing.T) {
+	o := &ownChanges{prefix: "r#", tags: map[string]struct{}{}}
+	for range 3 * maxOwnChanges {
+		o.begin()
+	}
+	if n := len(o.tags); n > maxOwnChanges {
+		t.Fatalf("got %d tags waiting, want at most %d", n, maxOwnChanges)
+	}
+}

@@ -34,10 +34,19 @@ type ownChanges struct {
 func (o *ownChanges) begin() string {
 	tag := o.prefix + strconv.FormatUint(o.n.Add(1), 10)
 	o.mu.Lock()
+	if len(o.tags) >= maxOwnChanges {
+		// Announcements that never came back (a message dropped by a
+		// full channel) would otherwise stay here for good; forgetting
+		// them costs at most a purge of the cache each when heard.
+		clear(o.tags)
+	}
 	o.tags[tag] = struct{}{}
 	o.mu.Unlock()
 	return tag
 }
+
+// maxOwnChanges bounds the tags waiting for their announcement.
+const maxOwnChanges = 4096
 
 // take forgets the tag and reports whether it was there: for the watcher,
 // whether the announcement is one of this Store's to skip; for the caller of
