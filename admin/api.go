@@ -212,7 +212,7 @@ func (a *API) authed(h handler) http.Handler {
 	}
 	return a.handle(func(r *http.Request) (reply, error) {
 		if a.cfg.Token == "" {
-			return reply{}, errorf(ErrOff, "the admin API is off: no admin token is configured (--admin-token-file or TOLLGATE_ADMIN_TOKEN)")
+			return reply{}, errorf(errOff, "the admin API is off: no admin token is configured (--admin-token-file or TOLLGATE_ADMIN_TOKEN)")
 		}
 		token, ok := bearerToken(r.Header.Get("Authorization"))
 		// Both sides are hashed first, so that the comparison takes the

@@ -22,7 +22,7 @@ func decodeBody(r *http.Request, v any, emptyOK bool) error {
 		var typ *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &tooBig):
-			return errorf(ErrTooLarge, "body: larger than %d bytes", maxBody)
+			return errorf(errTooLarge, "body: larger than %d bytes", maxBody)
 		case errors.Is(err, io.EOF):
 			if emptyOK {
 				return nil
@@ -44,7 +44,7 @@ func decodeBody(r *http.Request, v any, emptyOK bool) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return errorf(ErrTooLarge, "body: larger than %d bytes", maxBody)
+			return errorf(errTooLarge, "body: larger than %d bytes", maxBody)
 		}
 		return errorf(ErrInvalid, "body: unexpected data after the JSON object")
 	}

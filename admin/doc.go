@@ -7,9 +7,9 @@
 // ErrorBody and the request bodies) are shared with the CLI. Each handler
 // decodes its request and calls a domain function that returns a value or
 // an error; one adapter (status) maps the domain errors (ErrInvalid,
-// ErrNotFound, ErrConflict, ...) to HTTP statuses. The store is seen
+// ErrNotFound, errConflict, ...) to HTTP statuses. The store is seen
 // through the few methods the API needs (KeyStore, CounterStore); the
-// usage series' arithmetic is the pure Series. The server (package server)
+// usage series' arithmetic is the pure quotaSeries. The server (package server)
 // mounts Routes with its own (health, readiness, metrics) through Mux.
 //
 // Imports run one way: cmd -> server -> admin -> policy; nothing here reads

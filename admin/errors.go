@@ -16,11 +16,11 @@ import (
 var (
 	ErrInvalid         = errors.New("invalid request")      // 400
 	ErrUnauthenticated = errors.New("unauthenticated")      // 401
-	ErrForbidden       = errors.New("forbidden")            // 403
+	errForbidden       = errors.New("forbidden")            // 403
 	ErrNotFound        = errors.New("not found")            // 404
-	ErrConflict        = errors.New("conflict")             // 409
-	ErrTooLarge        = errors.New("request too large")    // 413
-	ErrOff             = errors.New("the admin API is off") // 503
+	errConflict        = errors.New("conflict")             // 409
+	errTooLarge        = errors.New("request too large")    // 413
+	errOff             = errors.New("the admin API is off") // 503
 	errMethod          = errors.New("method not allowed")   // 405
 	errNoPath          = errors.New("no such path")         // 404
 )
@@ -49,13 +49,13 @@ var statuses = []struct {
 }{
 	{ErrInvalid, http.StatusBadRequest},
 	{ErrUnauthenticated, http.StatusUnauthorized},
-	{ErrForbidden, http.StatusForbidden},
+	{errForbidden, http.StatusForbidden},
 	{ErrNotFound, http.StatusNotFound},
 	{errNoPath, http.StatusNotFound},
 	{errMethod, http.StatusMethodNotAllowed},
-	{ErrConflict, http.StatusConflict},
-	{ErrTooLarge, http.StatusRequestEntityTooLarge},
-	{ErrOff, http.StatusServiceUnavailable},
+	{errConflict, http.StatusConflict},
+	{errTooLarge, http.StatusRequestEntityTooLarge},
+	{errOff, http.StatusServiceUnavailable},
 }
 
 // status returns the HTTP status and message of err, and whether err is a

@@ -18,22 +18,22 @@ import (
 // maxNameLen bounds a key's name, in bytes.
 const maxNameLen = 200
 
-// DefaultGrace is how long a rotated key keeps working when the rotate call
+// defaultGrace is how long a rotated key keeps working when the rotate call
 // names no grace.
-const DefaultGrace = 24 * time.Hour
+const defaultGrace = 24 * time.Hour
 
 // maxGrace bounds a rotation's grace.
 const maxGrace = 366 * 24 * time.Hour
 
-// ViewOf returns the key as the admin API shows it, without its value.
-func ViewOf(k *policy.APIKey) KeyView {
+// viewOf returns the key as the admin API shows it, without its value.
+func viewOf(k *policy.APIKey) KeyView {
 	v := KeyView{ID: k.ID, Customer: k.Customer, Name: k.Name, Plans: k.Plans, Enabled: k.Enabled,
-		Source: SourceAPI, Hash: policy.KeyHashText(k.Hash), RotatedTo: k.RotatedTo}
+		Source: sourceAPI, Hash: policy.KeyHashText(k.Hash), RotatedTo: k.RotatedTo}
 	if v.Plans == nil {
 		v.Plans = []string{}
 	}
 	if k.FromPolicy {
-		v.Source = SourcePolicy
+		v.Source = sourcePolicy
 	}
 	if !k.Expires.IsZero() {
 		t := k.Expires.UTC()
@@ -60,29 +60,29 @@ func (a *API) findKey(p *policy.Policy, id string) (*policy.APIKey, error) {
 }
 
 // writableKey returns the run-time key with the id for a change:
-// ErrNotFound when there is no key, ErrConflict when it is the policy file's.
+// ErrNotFound when there is no key, errConflict when it is the policy file's.
 func (a *API) writableKey(p *policy.Policy, id string) (*policy.APIKey, error) {
 	k, err := a.findKey(p, id)
 	if err != nil {
 		return nil, err
 	}
 	if k.FromPolicy {
-		return nil, errorf(ErrConflict, "key %q is defined in the policy file %s and is read-only here: change it there", id, p.File)
+		return nil, errorf(errConflict, "key %q is defined in the policy file %s and is read-only here: change it there", id, p.File)
 	}
 	return k, nil
 }
 
-// idTaken returns ErrConflict when a key (run-time or policy file) has id.
+// idTaken returns errConflict when a key (run-time or policy file) has id.
 func (a *API) idTaken(p *policy.Policy, id string) error {
 	if p.KeyByID(id) != nil {
-		return errorf(ErrConflict, "key id %q is taken by a key of the policy file", id)
+		return errorf(errConflict, "key id %q is taken by a key of the policy file", id)
 	}
 	rt, err := a.cfg.Keys.RuntimeKey(id)
 	if err != nil {
 		return err
 	}
 	if rt != nil {
-		return errorf(ErrConflict, "key id %q is taken", id)
+		return errorf(errConflict, "key id %q is taken", id)
 	}
 	return nil
 }
@@ -153,7 +153,7 @@ func (a *API) Key(id string) (KeyView, error) {
 	if err != nil {
 		return KeyView{}, err
 	}
-	return ViewOf(k), nil
+	return viewOf(k), nil
 }
 
 // CreateKey creates the run-time key that body describes and returns it
@@ -196,7 +196,7 @@ func (a *API) CreateKey(body CreateKeyBody) (KeyView, error) {
 		return KeyView{}, err
 	}
 	a.log.Info("admin: key created", "key_id", k.ID, "customer", k.Customer, "plans", k.Plans)
-	v := ViewOf(k)
+	v := viewOf(k)
 	v.Value = value
 	return v, nil
 }
@@ -249,7 +249,7 @@ func (a *API) PatchKey(id string, body PatchKeyBody) (KeyView, error) {
 		return KeyView{}, err
 	}
 	a.log.Info("admin: key changed", "key_id", k.ID, "fields", changed, "enabled", k.Enabled, "plans", k.Plans)
-	return ViewOf(&k), nil
+	return viewOf(&k), nil
 }
 
 // DeleteKey deletes the run-time key id.
@@ -267,11 +267,11 @@ func (a *API) DeleteKey(id string) error {
 	return nil
 }
 
-// parseRotation checks a rotate call's body: the grace (DefaultGrace when
+// parseRotation checks a rotate call's body: the grace (defaultGrace when
 // nil) and the new key's id (a fresh one when nil).
 func parseRotation(body RotateKeyBody) (grace time.Duration, newID string, err error) {
 	var bad problems
-	grace = DefaultGrace
+	grace = defaultGrace
 	if body.Grace != nil {
 		g, err := time.ParseDuration(*body.Grace)
 		switch {
@@ -290,15 +290,15 @@ func parseRotation(body RotateKeyBody) (grace time.Duration, newID string, err e
 	return grace, newID, bad.err()
 }
 
-// rotatable returns ErrConflict when k cannot be rotated at now: it
+// rotatable returns errConflict when k cannot be rotated at now: it
 // expired, or a rotation already retired it.
 func rotatable(k *policy.APIKey, now time.Time) error {
 	switch {
 	case k.RotatedTo != "" && (k.Expires.IsZero() || now.Before(k.Expires)):
-		return errorf(ErrConflict, "key %q was rotated to %q and is in its grace until %s: rotate %q instead",
+		return errorf(errConflict, "key %q was rotated to %q and is in its grace until %s: rotate %q instead",
 			k.ID, k.RotatedTo, k.Expires.UTC().Format(time.RFC3339), k.RotatedTo)
 	case !k.Expires.IsZero() && !now.Before(k.Expires):
-		return errorf(ErrConflict, "key %q expired at %s: create a new key instead", k.ID, k.Expires.UTC().Format(time.RFC3339))
+		return errorf(errConflict, "key %q expired at %s: create a new key instead", k.ID, k.Expires.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
@@ -320,7 +320,7 @@ func rotation(old *policy.APIKey, newID string, grace time.Duration, now time.Ti
 // RotateKey makes a new key for the same customer, plans, name, state and
 // contract expiry as the run-time key id, and returns it with its value;
 // the old key then expires when the grace ends (rotation). A key in its
-// grace is not rotated again (ErrConflict): its expiry is the grace end,
+// grace is not rotated again (errConflict): its expiry is the grace end,
 // not the contract's, and a retried call would make a second new key.
 // Usage and quota belong to the customer, so they carry over.
 func (a *API) RotateKey(id string, body RotateKeyBody) (KeyView, error) {
@@ -356,7 +356,7 @@ func (a *API) RotateKey(id string, body RotateKeyBody) (KeyView, error) {
 	}
 	a.log.Info("admin: key rotated", "key_id", old.ID, "new_key_id", nk.ID, "customer", nk.Customer,
 		"old_expires", retired.Expires.UTC())
-	v := ViewOf(nk)
+	v := viewOf(nk)
 	v.Value = value
 	return v, nil
 }

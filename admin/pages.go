@@ -184,7 +184,7 @@ func keyPage(ctx context.Context, keys allKeys, customer, plan string, pg page) 
 			ans.Next = mark // k is on the next page
 			return ans, nil
 		}
-		ans.Items = append(ans.Items, ViewOf(k))
+		ans.Items = append(ans.Items, viewOf(k))
 	}
 }
 

@@ -10,13 +10,13 @@ import (
 // day is one UTC day.
 const day = 24 * time.Hour
 
-// SeriesDay is one UTC day of a usage report as the store holds it.
-type SeriesDay struct {
+// seriesDay is one UTC day of a usage report as the store holds it.
+type seriesDay struct {
 	// Used is the customer's requests admitted on the plan during the day
 	// (the usage-history counter).
 	Used int64
 	// Period numbers the quota period that the day's usage counts towards:
-	// an index into SeriesQuota.Periods.
+	// an index into seriesQuota.Periods.
 	Period int
 	// Exact is set for a day of the current quota period from today on:
 	// the period's counter itself says what is consumed, exact in any
@@ -24,28 +24,28 @@ type SeriesDay struct {
 	Exact bool
 }
 
-// PeriodCounter is a quota period's counter: the requests counted, and
+// periodCounter is a quota period's counter: the requests counted, and
 // those granted on top of the limit.
-type PeriodCounter struct{ Used, Granted int64 }
+type periodCounter struct{ Used, Granted int64 }
 
-// SeriesQuota is what the remaining quota of a usage report is computed
+// seriesQuota is what the remaining quota of a usage report is computed
 // from.
-type SeriesQuota struct {
+type seriesQuota struct {
 	Limit int64
 	// Before is the usage of the first day's quota period on the days
 	// before the report starts.
 	Before int64
-	// Periods are the counters of the periods that SeriesDay.Period names.
-	Periods []PeriodCounter
+	// Periods are the counters of the periods that seriesDay.Period names.
+	Periods []periodCounter
 }
 
-// Series returns the [used, remaining] pairs of a usage report's days.
+// quotaSeries returns the [used, remaining] pairs of a usage report's days.
 // remaining is nil without a quota (q nil); else it is the limit, plus the
 // requests granted in the day's period, less what the period consumed up to
 // the end of the day: the usage of the period's days so far (Before
 // included for the first day's), or the period's counter on an Exact day.
 // It is never below zero.
-func Series(days []SeriesDay, q *SeriesQuota) []UsagePair {
+func quotaSeries(days []seriesDay, q *seriesQuota) []UsagePair {
 	out := make([]UsagePair, 0, len(days))
 	var running int64
 	for i, d := range days {
@@ -74,14 +74,14 @@ func Series(days []SeriesDay, q *SeriesQuota) []UsagePair {
 // maxPeriodDays bounds the days of a quota period (a month).
 const maxPeriodDays = 32
 
-// readSeries reads from c what Series needs for customer's usage on plan pl
+// readSeries reads from c what quotaSeries needs for customer's usage on plan pl
 // over the days UTC days from start, at now. A day's usage counts towards
 // the quota period that holds the end of that UTC day (now, for today), so
 // remaining is exact for periods that start at UTC midnight (timezone UTC,
 // the default) and for the current period from today on, and counts whole
 // UTC days otherwise. It stops when ctx is done (the client left, the
 // server stops).
-func readSeries(ctx context.Context, c Counters, pl *policy.Plan, customer string, start time.Time, days int, now time.Time) ([]SeriesDay, *SeriesQuota, error) {
+func readSeries(ctx context.Context, c Counters, pl *policy.Plan, customer string, start time.Time, days int, now time.Time) ([]seriesDay, *seriesQuota, error) {
 	used := func(d time.Time) (int64, error) {
 		if err := ctx.Err(); err != nil {
 			return 0, err
@@ -89,13 +89,13 @@ func readSeries(ctx context.Context, c Counters, pl *policy.Plan, customer strin
 		n, _, err := c.Counter(pl.UsageKey(customer, d))
 		return n, err
 	}
-	out := make([]SeriesDay, 0, days)
+	out := make([]seriesDay, 0, days)
 	quota, hasQuota := pl.Quota()
-	var q *SeriesQuota
+	var q *seriesQuota
 	today := now.UTC().Truncate(day)
 	var current policy.Key // the current quota period's counter
 	if hasQuota {
-		q = &SeriesQuota{Limit: quota.Limit}
+		q = &seriesQuota{Limit: quota.Limit}
 		current, _, _ = pl.QuotaKey(customer, now)
 	}
 	// endOf returns the instant whose quota period a day's usage counts
@@ -113,12 +113,12 @@ func readSeries(ctx context.Context, c Counters, pl *policy.Plan, customer strin
 		if err != nil {
 			return nil, nil, err
 		}
-		sd := SeriesDay{Used: n}
+		sd := seriesDay{Used: n}
 		if q != nil {
 			k, _, _ := pl.QuotaKey(customer, endOf(d))
 			if i == 0 || k != period {
 				period = k
-				var pc PeriodCounter
+				var pc periodCounter
 				if pc.Used, pc.Granted, err = c.Counter(k); err != nil {
 					return nil, nil, err
 				}
@@ -145,13 +145,13 @@ func readSeries(ctx context.Context, c Counters, pl *policy.Plan, customer strin
 	return out, q, nil
 }
 
-// UsageSeries returns customer's [used, remaining] pairs on plan pl for the
+// usageSeries returns customer's [used, remaining] pairs on plan pl for the
 // days UTC days from start, at now, from the counters c (readSeries, then
-// Series).
-func UsageSeries(ctx context.Context, c Counters, pl *policy.Plan, customer string, start time.Time, days int, now time.Time) ([]UsagePair, error) {
+// quotaSeries).
+func usageSeries(ctx context.Context, c Counters, pl *policy.Plan, customer string, start time.Time, days int, now time.Time) ([]UsagePair, error) {
 	sd, q, err := readSeries(ctx, c, pl, customer, start, days, now)
 	if err != nil {
 		return nil, err
 	}
-	return Series(sd, q), nil
+	return quotaSeries(sd, q), nil
 }

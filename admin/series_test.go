@@ -28,40 +28,40 @@ func pairs(s []UsagePair) string {
 }
 
 func TestSeries(t *testing.T) {
-	days := func(used ...int64) []SeriesDay {
-		out := make([]SeriesDay, len(used))
+	days := func(used ...int64) []seriesDay {
+		out := make([]seriesDay, len(used))
 		for i, n := range used {
-			out[i] = SeriesDay{Used: n}
+			out[i] = seriesDay{Used: n}
 		}
 		return out
 	}
 	for _, c := range []struct {
 		name string
-		days []SeriesDay
-		q    *SeriesQuota
+		days []seriesDay
+		q    *seriesQuota
 		want string
 	}{
 		{"no quota", days(3, 0, 7), nil, "3/- 0/- 7/-"},
-		{"empty", nil, &SeriesQuota{Limit: 10, Periods: []PeriodCounter{{}}}, ""},
-		{"day periods", []SeriesDay{{Used: 3, Period: 0}, {Used: 5, Period: 1}, {Used: 7, Period: 2}},
-			&SeriesQuota{Limit: 10, Periods: []PeriodCounter{{Used: 3}, {Used: 5, Granted: 2}, {Used: 7}}},
+		{"empty", nil, &seriesQuota{Limit: 10, Periods: []periodCounter{{}}}, ""},
+		{"day periods", []seriesDay{{Used: 3, Period: 0}, {Used: 5, Period: 1}, {Used: 7, Period: 2}},
+			&seriesQuota{Limit: 10, Periods: []periodCounter{{Used: 3}, {Used: 5, Granted: 2}, {Used: 7}}},
 			"3/7 5/7 7/3"},
 		{"one period runs on", days(1, 2, 3),
-			&SeriesQuota{Limit: 10, Periods: []PeriodCounter{{}}}, "1/9 2/7 3/4"},
+			&seriesQuota{Limit: 10, Periods: []periodCounter{{}}}, "1/9 2/7 3/4"},
 		{"before the report counts", days(1, 2),
-			&SeriesQuota{Limit: 10, Before: 4, Periods: []PeriodCounter{{}}}, "1/5 2/3"},
+			&seriesQuota{Limit: 10, Before: 4, Periods: []periodCounter{{}}}, "1/5 2/3"},
 		{"grant of the period", days(1, 2),
-			&SeriesQuota{Limit: 10, Periods: []PeriodCounter{{Granted: 5}}}, "1/14 2/12"},
+			&seriesQuota{Limit: 10, Periods: []periodCounter{{Granted: 5}}}, "1/14 2/12"},
 		{"never below zero", days(8, 8),
-			&SeriesQuota{Limit: 10, Periods: []PeriodCounter{{}}}, "8/2 8/0"},
-		{"a new period starts from zero, before not carried", []SeriesDay{{Used: 4}, {Used: 4}, {Used: 1, Period: 1}},
-			&SeriesQuota{Limit: 10, Before: 1, Periods: []PeriodCounter{{}, {}}}, "4/5 4/1 1/9"},
-		{"exact day: the period's counter", []SeriesDay{{Used: 2}, {Used: 3, Exact: true}},
-			&SeriesQuota{Limit: 10, Periods: []PeriodCounter{{Used: 9, Granted: 1}}}, "2/9 3/2"},
-		{"exact day over the limit", []SeriesDay{{Used: 3, Exact: true}},
-			&SeriesQuota{Limit: 10, Periods: []PeriodCounter{{Used: 12}}}, "3/0"},
+			&seriesQuota{Limit: 10, Periods: []periodCounter{{}}}, "8/2 8/0"},
+		{"a new period starts from zero, before not carried", []seriesDay{{Used: 4}, {Used: 4}, {Used: 1, Period: 1}},
+			&seriesQuota{Limit: 10, Before: 1, Periods: []periodCounter{{}, {}}}, "4/5 4/1 1/9"},
+		{"exact day: the period's counter", []seriesDay{{Used: 2}, {Used: 3, Exact: true}},
+			&seriesQuota{Limit: 10, Periods: []periodCounter{{Used: 9, Granted: 1}}}, "2/9 3/2"},
+		{"exact day over the limit", []seriesDay{{Used: 3, Exact: true}},
+			&seriesQuota{Limit: 10, Periods: []periodCounter{{Used: 12}}}, "3/0"},
 	} {
-		if got := pairs(Series(c.days, c.q)); got != c.want {
+		if got := pairs(quotaSeries(c.days, c.q)); got != c.want {
 			t.Errorf("%s: got %q, want %q", c.name, got, c.want)
 		}
 	}
@@ -152,7 +152,7 @@ func TestUsageSeries(t *testing.T) {
 			k, _, _ := pl.QuotaKey("acme", date(d).Add(time.Hour))
 			cs.m[k] = v
 		}
-		got, err := UsageSeries(context.Background(), cs, pl, "acme", date(c.start), c.days, now)
+		got, err := usageSeries(context.Background(), cs, pl, "acme", date(c.start), c.days, now)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -166,13 +166,13 @@ func TestUsageSeriesStops(t *testing.T) {
 	pl := planOf(t, "{limit: 10, period: day}")
 	start, now := date("2026-11-01"), date("2026-11-20")
 	boom := errors.New("store down")
-	if _, err := UsageSeries(context.Background(), &counters{err: boom}, pl, "acme", start, 5, now); !errors.Is(err, boom) {
+	if _, err := usageSeries(context.Background(), &counters{err: boom}, pl, "acme", start, 5, now); !errors.Is(err, boom) {
 		t.Errorf("store error: got %v, want %v", err, boom)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	cs := &counters{}
-	if _, err := UsageSeries(ctx, cs, pl, "acme", start, 5, now); !errors.Is(err, context.Canceled) || cs.read != 0 {
+	if _, err := usageSeries(ctx, cs, pl, "acme", start, 5, now); !errors.Is(err, context.Canceled) || cs.read != 0 {
 		t.Errorf("cancelled: got %v after %d reads, want %v after none", err, cs.read, context.Canceled)
 	}
 }

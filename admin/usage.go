@@ -106,7 +106,7 @@ func (a *API) usageReport(ctx context.Context, p *policy.Policy, uq usageQuery, 
 	}
 	ans := UsageAnswer{Plan: uq.plan.Name, Start: uq.start, End: uq.end, Items: make(map[string][]UsagePair, len(customers)), Next: next}
 	for _, c := range customers {
-		series, err := UsageSeries(ctx, a.cfg.Counters, uq.plan, c, uq.first, uq.days, now)
+		series, err := usageSeries(ctx, a.cfg.Counters, uq.plan, c, uq.first, uq.days, now)
 		if err != nil {
 			return UsageAnswer{}, err
 		}
@@ -185,7 +185,7 @@ func (a *API) Grant(ctx context.Context, customer string, body GrantBody) (Quota
 
 // Me returns the API key in the policy's key header of h, its plans,
 // limits and quota use. A missing key is ErrUnauthenticated; an unknown,
-// disabled or expired key ErrForbidden, with the reason only when the
+// disabled or expired key errForbidden, with the reason only when the
 // policy sets explain.
 func (a *API) Me(h http.Header) (MeAnswer, error) {
 	p, now := a.cfg.Policy(), a.cfg.Now()
@@ -221,7 +221,7 @@ func (a *API) Me(h http.Header) (MeAnswer, error) {
 		if !p.Explain {
 			reason = "forbidden"
 		}
-		return MeAnswer{}, errorf(ErrForbidden, "%s", reason)
+		return MeAnswer{}, errorf(errForbidden, "%s", reason)
 	}
 	ans := MeAnswer{KeyID: k.ID, Customer: k.Customer, Name: k.Name, Plans: []MePlan{}}
 	if !k.Expires.IsZero() {

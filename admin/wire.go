@@ -10,8 +10,8 @@ import (
 
 // Sources of a key, as KeyView.Source shows them.
 const (
-	SourcePolicy = "policy"
-	SourceAPI    = "api"
+	sourcePolicy = "policy"
+	sourceAPI    = "api"
 )
 
 // ErrorBody is the body of every error answer.
