@@ -60,8 +60,10 @@ func putKey(st Store, k *policy.APIKey) {
 func hashOf(v string) [sha256.Size]byte { return sha256.Sum256([]byte(v)) }
 
 // cachingStore is a countingStore whose key lookups, while it fails, keep
-// the answers it gave before, as the Redis store's key cache does
-// (store/redis: TestKeyCacheStaleIfError).
+// the answers it gave before, as the Redis store's key cache does: a fake
+// of that behaviour, so that the server's modes can be tested against it;
+// the cache itself is tested in store/redis (TestKeyCacheStaleIfError,
+// TestKeyCacheOfStore).
 type cachingStore struct {
 	*countingStore
 	mu   sync.Mutex

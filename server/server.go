@@ -390,6 +390,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		// flight (a long usage report) is cancelled instead of running on
 		// past the stop and holding it up to ShutdownGrace.
 		s.adminCtx = ctx
+		// Built here rather than in New so that it takes the store as
+		// Serve finds it (tests wrap the store between New and Serve).
 		s.admin.Handler = s.adminHandler()
 		s.admin.BaseContext = func(net.Listener) context.Context { return ctx }
 		go func() {
