@@ -49,15 +49,28 @@
 //
 // ProcessServer serves one stream per request. Its request_headers message
 // is translated like a CheckRequest (pseudo-headers :method, :path and
-// :authority; the source.address request attribute; the stage from the
+// :authority, else the request.method, request.path and request.host
+// attributes; the source.address request attribute; the stage from the
 // stream's gRPC metadata "api" and "stage", the attributes or the metadata
 // context's "tollgate" namespace) with a Lease, so that the route's
 // concurrency cap applies. A denial is an ImmediateResponse with the status,
 // body and headers a denied_response would carry; an allowance is a request
 // header mutation with the upstream headers of an ok_response, and the
-// response_headers message gets the rate-limit headers. Header values are set
-// in raw_value only. The slot a request took is released exactly once, by a
-// Releaser, on response_headers or when the stream ends or is cancelled.
+// response_headers message gets the rate-limit headers. The slot a request
+// took is released exactly once, by a Releaser, on response_headers or when
+// the stream ends or is cancelled.
+//
+// Two kinds of client call ext_proc: Envoy, and gRPC's own ext_proc client
+// (gRFC A93, a proxyless gRPC service). A proxyless client sends no
+// pseudo-headers and no source.address, only the request.* attributes: its
+// address is the stream's gRPC peer. A gRPC request (content-type
+// application/grpc*, or a proxyless client) is denied with grpc_status too
+// (400 INVALID_ARGUMENT, 403 PERMISSION_DENIED, 429 RESOURCE_EXHAUSTED, 503
+// UNAVAILABLE) and the body's message in details. Header values go in one
+// field only, the one the client reads: raw_value for Envoy (with its
+// default runtime guard send_header_raw_value it reads nothing else, and it
+// rejects a mutation with both), value for a proxyless client (grpc-go reads
+// value for text headers), raw_value for -bin headers and non-UTF-8 values.
 //
 // # Example
 //

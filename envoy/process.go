@@ -4,18 +4,22 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -51,6 +55,12 @@ const (
 	// AttributeSource is the request attribute of the client's address
 	// (request_attributes: [source.address]).
 	AttributeSource = "source.address"
+	// AttributeMethod, AttributePath and AttributeHost are the request
+	// attributes a proxyless gRPC client (gRFC A93) sends in place of the
+	// :method, :path and :authority pseudo-headers.
+	AttributeMethod = "request.method"
+	AttributePath   = "request.path"
+	AttributeHost   = "request.host"
 )
 
 // leases makes the lease ids of the streams: a random prefix per process
@@ -78,6 +88,7 @@ var leases = func() func() string {
 func (s *ProcessServer) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 	ctx := stream.Context()
 	var d policy.Decision
+	var c caller
 	decided, held := false, false
 	release := func() {
 		if held {
@@ -125,6 +136,7 @@ func (s *ProcessServer) Process(stream extprocv3.ExternalProcessor_ProcessServer
 			}
 			var r policy.Request
 			RequestFromProcess(ctx, req, &r)
+			c = callerOf(req, r.Headers)
 			if !observe {
 				r.Lease = leases()
 			}
@@ -134,14 +146,14 @@ func (s *ProcessServer) Process(stream extprocv3.ExternalProcessor_ProcessServer
 				if observe {
 					continue
 				}
-				return stream.Send(ImmediateResponse(&d))
+				return stream.Send(immediateResponse(&d, c))
 			}
-			resp = requestHeadersResponse(&d)
+			resp = requestHeadersResponse(&d, c)
 		case *extprocv3.ProcessingRequest_ResponseHeaders:
 			// Released before the reply: once Envoy has it, the next
 			// request may come, and it must find the slot free.
 			release()
-			resp = responseHeadersResponse(&d, decided)
+			resp = responseHeadersResponse(&d, c, decided)
 		case *extprocv3.ProcessingRequest_RequestBody:
 			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
 		case *extprocv3.ProcessingRequest_ResponseBody:
@@ -178,11 +190,17 @@ func (s *ProcessServer) drainCh() chan struct{} {
 }
 
 // RequestFromProcess fills out from an ext_proc stream's request_headers
-// message: method, path and host from the pseudo-headers, the headers (raw
-// values, lower-case names, repeated ones joined with ","), the client
-// address from the source.address attribute, and the stage from the
-// stream's gRPC metadata, the attributes or the metadata context (package policy's doc, "Stage and route").
-// Missing pieces stay empty; the evaluator answers such requests with 400.
+// message: method, path and host from the pseudo-headers, else from the
+// request.method, request.path and request.host attributes (a proxyless gRPC
+// client sends no pseudo-headers); the headers (raw values, lower-case names,
+// repeated ones joined with ","); the client address from the source.address
+// attribute, else, for a proxyless client only, the address of the stream's
+// own gRPC peer in ctx (the client itself; behind Envoy it would be Envoy's
+// address, so a request from Envoy without source.address keeps no address
+// and gets 400); and the stage from the stream's gRPC
+// metadata, the attributes or the metadata context (package policy's doc,
+// "Stage and route"). Missing pieces stay empty; the evaluator answers such
+// requests with 400.
 func RequestFromProcess(ctx context.Context, req *extprocv3.ProcessingRequest, out *policy.Request) {
 	h := headersFromMap(req.GetRequestHeaders().GetHeaders())
 	*out = policy.Request{Method: h[":method"], Path: h[":path"], Host: h[":authority"], Headers: h}
@@ -190,23 +208,21 @@ func RequestFromProcess(ctx context.Context, req *extprocv3.ProcessingRequest, o
 		out.Host = h["host"]
 	}
 	for _, attrs := range req.GetAttributes() {
-		if v := stringField(attrs, AttributeSource); v != "" {
-			out.Peer = v
-		}
-		if v := stringField(attrs, MetadataAPI); v != "" {
-			out.API = v
-		}
-		if v := stringField(attrs, MetadataStage); v != "" {
-			out.Stage = v
+		setField(&out.Peer, attrs, AttributeSource)
+		setField(&out.API, attrs, MetadataAPI)
+		setField(&out.Stage, attrs, MetadataStage)
+		fillField(&out.Method, attrs, AttributeMethod)
+		fillField(&out.Path, attrs, AttributePath)
+		fillField(&out.Host, attrs, AttributeHost)
+	}
+	if out.Peer == "" && proxyless(req, h) {
+		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+			out.Peer = p.Addr.String()
 		}
 	}
 	if ns := req.GetMetadataContext().GetFilterMetadata()[MetadataNamespace]; ns != nil {
-		if v := stringField(ns, MetadataAPI); v != "" {
-			out.API = v
-		}
-		if v := stringField(ns, MetadataStage); v != "" {
-			out.Stage = v
-		}
+		setField(&out.API, ns, MetadataAPI)
+		setField(&out.Stage, ns, MetadataStage)
 	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if v := md.Get(MetadataAPI); len(v) > 0 {
@@ -218,14 +234,78 @@ func RequestFromProcess(ctx context.Context, req *extprocv3.ProcessingRequest, o
 	}
 }
 
+// setField sets *dst to the string field name of s when s has one.
+func setField(dst *string, s *structpb.Struct, name string) {
+	if v := stringField(s, name); v != "" {
+		*dst = v
+	}
+}
+
+// fillField sets an empty *dst to the string field name of s.
+func fillField(dst *string, s *structpb.Struct, name string) {
+	if *dst == "" {
+		*dst = stringField(s, name)
+	}
+}
+
+// caller is the kind of client a stream's request came from, which decides
+// the form of the answers.
+type caller struct {
+	// grpc: a gRPC request (content-type application/grpc*, or a
+	// proxyless client); its denials carry grpc_status.
+	grpc bool
+	// proxyless: gRPC's own ext_proc client (gRFC A93), not Envoy; it reads
+	// header values from value, Envoy from raw_value (headerOptions).
+	proxyless bool
+}
+
+// callerOf tells from a request_headers message and its headers (as
+// RequestFromProcess read them) who sent it.
+func callerOf(req *extprocv3.ProcessingRequest, h map[string]string) caller {
+	p := proxyless(req, h)
+	return caller{proxyless: p, grpc: p || strings.HasPrefix(h["content-type"], "application/grpc")}
+}
+
+// proxyless tells whether a request_headers message with headers h comes
+// from a proxyless gRPC client: it carries a request.method, request.path or
+// request.host attribute and neither :method nor :path, which Envoy always
+// sends.
+func proxyless(req *extprocv3.ProcessingRequest, h map[string]string) bool {
+	if _, ok := h[":method"]; ok {
+		return false
+	}
+	if _, ok := h[":path"]; ok {
+		return false
+	}
+	for _, attrs := range req.GetAttributes() {
+		f := attrs.GetFields()
+		if f[AttributeMethod] != nil || f[AttributePath] != nil || f[AttributeHost] != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // stringField returns the string field name of s, or "".
 func stringField(s *structpb.Struct, name string) string {
 	return strings.TrimSpace(s.GetFields()[name].GetStringValue())
 }
 
-// rawOptions turns hs into header options that overwrite (or add), with the
-// value in raw_value only: Envoy answers 500 to a mutation that sets both.
-func rawOptions(hs []header) []*corev3.HeaderValueOption {
+// headerOptions turns hs into header options that overwrite (or add), each
+// value in one field only: Envoy answers a mutation that sets both value and
+// raw_value with an error (500), and no one field is read by both clients.
+//
+// Envoy reads raw_value only: applyHeaderMutations in
+// source/extensions/filters/http/ext_proc/mutation_utils.cc (envoyproxy/envoy
+// at 4519ef40, lines 161-175) rejects both set, then takes raw_value when the
+// runtime guard envoy.reloadable_features.send_header_raw_value is on (a
+// RUNTIME_GUARD, on by default) and value only when it is turned off.
+// grpc-go's ext_proc client reads value: ApplyAdditions in
+// internal/xds/httpfilter/extconfig.go (grpc-go v1.85.0, lines 142-145) takes
+// header.GetValue(), and raw_value only for "-bin" keys. So a proxyless
+// client (c.proxyless) gets value, Envoy raw_value; a value that is not valid
+// UTF-8 cannot be a proto string and stays in raw_value.
+func headerOptions(hs []header, c caller) []*corev3.HeaderValueOption {
 	if len(hs) == 0 {
 		return nil
 	}
@@ -233,7 +313,12 @@ func rawOptions(hs []header) []*corev3.HeaderValueOption {
 	vals := make([]corev3.HeaderValue, len(hs))
 	out := make([]*corev3.HeaderValueOption, len(hs))
 	for i, h := range hs {
-		vals[i] = corev3.HeaderValue{Key: h.name, RawValue: []byte(h.value)}
+		vals[i].Key = h.name
+		if c.proxyless && !strings.HasSuffix(h.name, "-bin") && utf8.ValidString(h.value) {
+			vals[i].Value = h.value
+		} else {
+			vals[i].RawValue = []byte(h.value)
+		}
 		opts[i] = corev3.HeaderValueOption{Header: &vals[i], AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
 		out[i] = &opts[i]
 	}
@@ -245,29 +330,54 @@ func rawOptions(hs []header) []*corev3.HeaderValueOption {
 var detailsReplacer = strings.NewReplacer(":", "_", "-", "_")
 
 // ImmediateResponse translates a denial into the ext_proc answer that ends
-// the request: the same status, body and headers as CheckResponse's
-// denied_response.
+// an HTTP request: the same status, body and headers as CheckResponse's
+// denied_response, header values in raw_value.
 func ImmediateResponse(d *policy.Decision) *extprocv3.ProcessingResponse {
+	return immediateResponse(d, caller{})
+}
+
+// immediateResponse is ImmediateResponse for a request from c. A gRPC
+// request's answer also carries grpc_status (403 PERMISSION_DENIED, 429
+// RESOURCE_EXHAUSTED, 400 INVALID_ARGUMENT, 503 UNAVAILABLE) and, in
+// details, the body's message, which a gRPC client sees as the status
+// message (without grpc_status, grpc-go's client makes it INTERNAL); an HTTP
+// request's details name the reason for Envoy's %RESPONSE_CODE_DETAILS%.
+func immediateResponse(d *policy.Decision, c caller) *extprocv3.ProcessingResponse {
 	var arr [512]byte
 	var hs headerList
 	denialHeaders(&hs, arr[:0], d)
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
-		ImmediateResponse: &extprocv3.ImmediateResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(denialStatus(d))},
-			Headers: &extprocv3.HeaderMutation{SetHeaders: rawOptions(hs.list())},
-			Body:    []byte(d.Body),
-			Details: "tollgate_" + detailsReplacer.Replace(string(d.Reason)),
-		}}}
+	st := denialStatus(d)
+	im := &extprocv3.ImmediateResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(st)},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: headerOptions(hs.list(), c)},
+		Body:    []byte(d.Body),
+		Details: "tollgate_" + detailsReplacer.Replace(string(d.Reason)),
+	}
+	if c.grpc {
+		im.GrpcStatus = &extprocv3.GrpcStatus{Status: uint32(grpcCode(st))}
+		im.Details = denialMessage(d.Body, st)
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: im}}
+}
+
+// denialMessage returns the message of a denial's JSON body
+// ({"message":"Too Many Requests"}), else the status text.
+func denialMessage(body string, status int) string {
+	var m struct{ Message string }
+	if json.Unmarshal([]byte(body), &m) == nil && m.Message != "" {
+		return m.Message
+	}
+	return http.StatusText(status)
 }
 
 // requestHeadersResponse is the answer to an allowed request's headers: the
 // upstream headers of CheckResponse's ok_response, as a header mutation.
-func requestHeadersResponse(d *policy.Decision) *extprocv3.ProcessingResponse {
+func requestHeadersResponse(d *policy.Decision, c caller) *extprocv3.ProcessingResponse {
 	var arr [512]byte
 	var hs headerList
 	var rm [4]string
 	up, remove := allowHeaders(&hs, arr[:0], d, rm[:0])
-	mut := &extprocv3.HeaderMutation{SetHeaders: rawOptions(hs.list()[:up])}
+	mut := &extprocv3.HeaderMutation{SetHeaders: headerOptions(hs.list()[:up], c)}
 	if len(remove) > 0 {
 		mut.RemoveHeaders = append([]string(nil), remove...)
 	}
@@ -278,7 +388,7 @@ func requestHeadersResponse(d *policy.Decision) *extprocv3.ProcessingResponse {
 // responseHeadersResponse is the answer to the upstream response's headers:
 // the decision's rate-limit headers added to the client's response (none
 // when no request was decided on the stream).
-func responseHeadersResponse(d *policy.Decision, decided bool) *extprocv3.ProcessingResponse {
+func responseHeadersResponse(d *policy.Decision, c caller, decided bool) *extprocv3.ProcessingResponse {
 	common := &extprocv3.CommonResponse{}
 	if decided {
 		var arr [512]byte
@@ -286,7 +396,7 @@ func responseHeadersResponse(d *policy.Decision, decided bool) *extprocv3.Proces
 		var rm [4]string
 		up, _ := allowHeaders(&hs, arr[:0], d, rm[:0])
 		if rate := hs.list()[up:]; len(rate) > 0 {
-			common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: rawOptions(rate)}
+			common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: headerOptions(rate, c)}
 		}
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
