@@ -2,15 +2,11 @@ package envoy_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/tollgate/tollgate/envoy"
-	"github.com/tollgate/tollgate/internal/envoyconf"
 	"github.com/tollgate/tollgate/policy"
 )
 
@@ -62,16 +58,7 @@ func reasonOf(resp *authv3.CheckResponse) string {
 // (issue 13's review found "/transactions/" going there). The spellings
 // are as Envoy's normalize_path and merge_slashes leave them.
 func TestKitRoutesEverySpelling(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join(paymentsDir, "envoy.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := envoyconf.Load(t, "envoy.yaml", data)
-	var hcm hcmv3.HttpConnectionManager
-	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
-		t.Fatal(err)
-	}
-	vh := hcm.GetRouteConfig().GetVirtualHosts()[0]
+	vh := paymentsHCM(t).GetRouteConfig().GetVirtualHosts()[0]
 	e := newEngine(t, paymentsPolicy)
 	for _, path := range []string{"/transactions", "/transactions/", "/transactions;x=1", "/transactions;x=1/",
 		"/transactions/;x", "/transactions/;a/;b", "/transactions?a=1", "/transactions/?a=1"} {

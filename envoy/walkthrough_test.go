@@ -226,17 +226,9 @@ func walkthrough(t *testing.T, pace time.Duration) {
 	if len(steps) < 7 {
 		t.Fatalf("got %d walkthrough steps, want the whole walkthrough", len(steps))
 	}
-	data, err := os.ReadFile(filepath.Join(paymentsDir, "envoy.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := envoyconf.Load(t, "envoy.yaml", data)
-	var hcm hcmv3.HttpConnectionManager
-	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
-		t.Fatal(err)
-	}
+	hcm := paymentsHCM(t)
 	vh := hcm.GetRouteConfig().GetVirtualHosts()[0]
-	raw := encodesRawHeaders(t, &hcm)
+	raw := encodesRawHeaders(t, hcm)
 	var ext map[string]string
 	if cfg := vh.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]; cfg != nil {
 		var per extauthzv3.ExtAuthzPerRoute
@@ -346,4 +338,20 @@ func withHeaderMap(req *authv3.CheckRequest) *authv3.CheckRequest {
 	}
 	h.Headers, h.HeaderMap = nil, hm
 	return out
+}
+
+// paymentsHCM returns the HTTP connection manager of the payments Envoy
+// (examples/payments/envoy.yaml), checked like every shipped configuration.
+func paymentsHCM(t *testing.T) *hcmv3.HttpConnectionManager {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(paymentsDir, "envoy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := envoyconf.Load(t, "envoy.yaml", data)
+	var hcm hcmv3.HttpConnectionManager
+	if err := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+		t.Fatal(err)
+	}
+	return &hcm
 }
