@@ -18,6 +18,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tollgate/tollgate/internal/testclock"
 )
 
 // adminToken is the admin token of the test servers.
@@ -27,23 +29,8 @@ const adminToken = "test-admin-token-0123456789"
 // both sides.
 var t0 = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 
-// clock is a settable Config.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// clock is the tests' settable clock.
+type clock = testclock.Clock
 
 // syncBuffer is a log sink safe for concurrent writes.
 type syncBuffer struct {
@@ -116,7 +103,7 @@ func serveWrapped(t *testing.T, policyText string, edit func(*Config), wrap func
 	if err := os.WriteFile(file, []byte(policyText), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, clock: &clock{t: t0}, logs: &syncBuffer{}, policy: file, http: &http.Client{Timeout: 10 * time.Second}}
+	h := &harness{t: t, clock: testclock.New(t0), logs: &syncBuffer{}, policy: file, http: &http.Client{Timeout: 10 * time.Second}}
 	cfg := Config{PolicyFile: file, GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Store: "memory:",
 		AdminToken: adminToken, Now: h.clock.Now,
 		Logger: slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/testclock"
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/store/memory"
 )
@@ -55,7 +56,7 @@ func BenchmarkApply(b *testing.B) {
 	}
 	b.Run("memory", func(b *testing.B) { run(b, memory.New()) })
 	b.Run("file", func(b *testing.B) {
-		c := &clock{t: t0}
+		c := testclock.New(t0)
 		s, err := Open(b.TempDir(), Options{FlushInterval: 100 * time.Millisecond, Now: c.Now})
 		if err != nil {
 			b.Fatal(err)
@@ -68,7 +69,7 @@ func BenchmarkApply(b *testing.B) {
 // BenchmarkFlush is one flush after each of 10,000 customers made a request:
 // 20,000 counters (quota and usage) written in one transaction, with fsync.
 func BenchmarkFlush(b *testing.B) {
-	c := &clock{t: t0}
+	c := testclock.New(t0)
 	s, err := Open(b.TempDir(), Options{FlushInterval: time.Hour, Now: c.Now})
 	if err != nil {
 		b.Fatal(err)

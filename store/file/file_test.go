@@ -7,12 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/tollgate/tollgate/internal/testclock"
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/store/memory"
 )
@@ -24,23 +24,8 @@ func countOf(used int64, until time.Time) memory.Count {
 // t0 is a fixed instant at noon UTC.
 var t0 = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 
-// clock is a settable clock for the store's Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
+// clock is the tests' settable clock.
+type clock = testclock.Clock
 
 // open opens a store in dir with the clock and a flush interval long
 // enough that only Flush and Close write (unless the test says otherwise).
@@ -93,7 +78,7 @@ func counter(t *testing.T, s *Store, k policy.Key) (used, granted int64) {
 // TestCountersSurviveClose: a graceful stop loses nothing: after Close and
 // Open, the quota counts on from where it was and usage is kept.
 func TestCountersSurviveClose(t *testing.T) {
-	dir, c := t.TempDir(), &clock{t: t0}
+	dir, c := t.TempDir(), testclock.New(t0)
 	s := open(t, dir, c)
 	if n := spend(t, s, t0, 10, 7); n != 7 {
 		t.Fatalf("step 1: got %d admitted, want 7", n)
@@ -139,7 +124,7 @@ func snapshot(t *testing.T, s *Store, c *clock) *Store {
 // TestCrashLosesOnlyUnflushed: the disk holds every count up to the last
 // flush; what came after it is what a crash loses.
 func TestCrashLosesOnlyUnflushed(t *testing.T) {
-	c := &clock{t: t0}
+	c := testclock.New(t0)
 	s := open(t, t.TempDir(), c)
 	spend(t, s, t0, 100, 6)
 	if err := s.Flush(); err != nil {
@@ -158,7 +143,7 @@ func TestCrashLosesOnlyUnflushed(t *testing.T) {
 // TestFlusherWritesOnItsOwn: without Flush or Close, the flusher writes
 // within its interval.
 func TestFlusherWritesOnItsOwn(t *testing.T) {
-	c := &clock{t: t0}
+	c := testclock.New(t0)
 	flushed := make(chan int, 100)
 	s, err := Open(t.TempDir(), Options{FlushInterval: 20 * time.Millisecond, Now: c.Now,
 		OnFlush: func(n int, _ time.Duration, err error) {
@@ -185,7 +170,7 @@ func TestFlusherWritesOnItsOwn(t *testing.T) {
 
 // TestGrantIsDurable: a grant is on disk when Grant returns.
 func TestGrantIsDurable(t *testing.T) {
-	c := &clock{t: t0}
+	c := testclock.New(t0)
 	s := open(t, t.TempDir(), c)
 	spend(t, s, t0, 5, 5)
 	if err := s.Grant(quotaKey, 3, dayEnd); err != nil {
@@ -203,7 +188,7 @@ func TestGrantIsDurable(t *testing.T) {
 // TestKeysSurviveClose: run-time keys are written through; a deleted key
 // stays deleted.
 func TestKeysSurviveClose(t *testing.T) {
-	dir, c := t.TempDir(), &clock{t: t0}
+	dir, c := t.TempDir(), testclock.New(t0)
 	s := open(t, dir, c)
 	a := &policy.APIKey{ID: "acme-rt", Customer: "acme", Name: "Acme batch", Hash: sha256.Sum256([]byte("value-a")),
 		Plans: []string{"pro"}, Enabled: true, Created: t0, Expires: t0.Add(48 * time.Hour)}
@@ -245,7 +230,7 @@ func TestKeysSurviveClose(t *testing.T) {
 // Counter reads it from disk; a counter that outlived the retention is
 // pruned.
 func TestHistoryReadFromDisk(t *testing.T) {
-	dir, c := t.TempDir(), &clock{t: t0}
+	dir, c := t.TempDir(), testclock.New(t0)
 	s := open(t, dir, c)
 	spend(t, s, t0, 100, 4)
 	if err := s.Close(); err != nil {
@@ -286,7 +271,7 @@ func TestHistoryReadFromDisk(t *testing.T) {
 // TestPruneKeepsLive: a prune deletes only what ended more than the
 // retention ago, whatever the order of the keys.
 func TestPruneKeepsLive(t *testing.T) {
-	c := &clock{t: t0}
+	c := testclock.New(t0)
 	s := open(t, t.TempDir(), c)
 	old := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 	// A month quota that began long ago but ends within the retention,
@@ -316,7 +301,7 @@ func TestPruneKeepsLive(t *testing.T) {
 // TestSecondOpenFails: one directory, one process: a second Open names the
 // file and says it is in use.
 func TestSecondOpenFails(t *testing.T) {
-	dir, c := t.TempDir(), &clock{t: t0}
+	dir, c := t.TempDir(), testclock.New(t0)
 	open(t, dir, c)
 	_, err := Open(dir, Options{Now: c.Now})
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, DBName)) || !strings.Contains(err.Error(), "in use") {
@@ -327,7 +312,7 @@ func TestSecondOpenFails(t *testing.T) {
 // TestBadRecordsReported: Open reports every record it cannot read, with
 // its place, and opens nothing.
 func TestBadRecordsReported(t *testing.T) {
-	dir, c := t.TempDir(), &clock{t: t0}
+	dir, c := t.TempDir(), testclock.New(t0)
 	s := open(t, dir, c)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -357,7 +342,7 @@ func TestBadRecordsReported(t *testing.T) {
 
 // TestFormatChecked: a database of another layout is refused.
 func TestFormatChecked(t *testing.T) {
-	dir, c := t.TempDir(), &clock{t: t0}
+	dir, c := t.TempDir(), testclock.New(t0)
 	s := open(t, dir, c)
 	s.Close()
 	db, err := bolt.Open(filepath.Join(dir, DBName), 0o600, nil)
@@ -374,7 +359,7 @@ func TestFormatChecked(t *testing.T) {
 // TestFailedFlushKeepsCounts: a write that fails is reported by Ready and
 // OnFlush, and the counts it held stay for the next write.
 func TestFailedFlushKeepsCounts(t *testing.T) {
-	c := &clock{t: t0}
+	c := testclock.New(t0)
 	var flushErrs []error
 	s, err := Open(t.TempDir(), Options{FlushInterval: time.Hour, Now: c.Now,
 		OnFlush: func(_ int, _ time.Duration, err error) { flushErrs = append(flushErrs, err) }})
@@ -435,7 +420,7 @@ func TestCodecRoundTrip(t *testing.T) {
 // TestWAFCountersBounded: Options.MaxCounters bounds the WAF counters the
 // file store keeps in memory.
 func TestWAFCountersBounded(t *testing.T) {
-	c := &clock{t: t0}
+	c := testclock.New(t0)
 	s, err := Open(t.TempDir(), Options{FlushInterval: time.Hour, Now: c.Now, MaxCounters: 256})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate/tollgate/internal/testclock"
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/store/keyjson"
 	"github.com/tollgate/tollgate/store/memory"
@@ -52,29 +53,14 @@ func hashOf(v string) [sha256.Size]byte { return sha256.Sum256([]byte(v)) }
 
 func ptr[T any](v T) *T { return &v }
 
-// clock is a clock that moves only when told.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+// clock is the tests' settable clock.
+type clock = testclock.Clock
 
 // TestKeyCacheNegative: a flood of one unknown key costs one store lookup;
 // the negative cache stays bounded under many distinct unknown keys.
 func TestKeyCacheNegative(t *testing.T) {
 	st := &countingStore{Store: memory.New()}
-	clk := &clock{t: t0}
+	clk := testclock.New(t0)
 	c := newKeyCache(st, clk.Now)
 	for i := range 10000 {
 		if k, err := c.LookupKey(hashOf("tg_unknown_00000000000000001")); k != nil || err != nil {
@@ -100,7 +86,7 @@ func TestKeyCacheNegative(t *testing.T) {
 // next lookup; without it the cached answer stands until the TTL.
 func TestKeyCacheInvalidate(t *testing.T) {
 	st := &countingStore{Store: memory.New()}
-	clk := &clock{t: t0}
+	clk := testclock.New(t0)
 	c := newKeyCache(st, clk.Now)
 	h := hashOf("tg_runtime_key_000000000000001")
 	steps := []struct {
@@ -144,7 +130,7 @@ func TestKeyCacheInvalidate(t *testing.T) {
 // request.
 func TestKeyCacheErrorsNotCached(t *testing.T) {
 	st := &countingStore{Store: memory.New()}
-	c := newKeyCache(st, (&clock{t: t0}).Now)
+	c := newKeyCache(st, testclock.New(t0).Now)
 	h := hashOf("tg_runtime_key_000000000000001")
 	putKey(st, &policy.APIKey{ID: "k", Customer: "k", Hash: h, Plans: []string{"pro"}, Enabled: true})
 	st.fail.Store(true)
@@ -162,7 +148,7 @@ func TestKeyCacheErrorsNotCached(t *testing.T) {
 // before an invalidation is not.
 func TestKeyCacheStaleIfError(t *testing.T) {
 	st := &countingStore{Store: memory.New()}
-	clk := &clock{t: t0}
+	clk := testclock.New(t0)
 	c := newKeyCache(st, clk.Now)
 	known, unknown := hashOf("tg_runtime_key_000000000000001"), hashOf("tg_not_a_key_00000000000000001")
 	putKey(st, &policy.APIKey{ID: "k", Customer: "k", Hash: known, Plans: []string{"pro"}, Enabled: true})
@@ -186,7 +172,7 @@ func TestKeyCacheStaleIfError(t *testing.T) {
 // answer read before the last change (run with -race).
 func TestKeyCacheRaceWithInvalidate(t *testing.T) {
 	st := &countingStore{Store: memory.New()}
-	c := newKeyCache(st, (&clock{t: t0}).Now)
+	c := newKeyCache(st, testclock.New(t0).Now)
 	h := hashOf("tg_runtime_key_000000000000001")
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -354,7 +340,7 @@ func TestOwnChangesEnded(t *testing.T) {
 		{"failed", false, errDown, false, false, false},
 		{"failed, heard first", false, errDown, true, true, false},
 	} {
-		s := &Store{keys: newKeyCache(memory.New(), (&clock{t: t0}).Now)}
+		s := &Store{keys: newKeyCache(memory.New(), testclock.New(t0).Now)}
 		s.mine.prefix, s.mine.tags = "r#", map[string]struct{}{}
 		tag := s.mine.begin()
 		if c.heardBefore && !s.mine.take(tag) {
