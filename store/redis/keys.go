@@ -19,7 +19,8 @@ import (
 // The scripts of the run-time keys; the KEYS of those that change one are
 // keyKeys.
 var (
-	// saveKeyScript replaces a key and announces it, unless it changed.
+	// saveKeyScript replaces a key and announces it, unless it changed;
+	// an import's keys are replaced whatever they replace, unannounced.
 	//go:embed save_key.lua
 	saveKeySrc    string
 	saveKeyScript = goredis.NewScript(saveKeySrc)
@@ -33,11 +34,6 @@ var (
 	//go:embed lookup_key.lua
 	lookupKeySrc    string
 	lookupKeyScript = goredis.NewScript(lookupKeySrc)
-
-	// importKeyScript replaces a key whatever it replaces.
-	//go:embed import_key.lua
-	importKeySrc    string
-	importKeyScript = goredis.NewScript(importKeySrc)
 )
 
 // keyKeys returns the Redis keys of the scripts that change run-time keys.
@@ -116,7 +112,7 @@ func (s *Store) ImportKeys(keys []*policy.APIKey) error {
 		if err != nil {
 			return err
 		}
-		importKeyScript.EvalSha(ctx, pipe, s.keyKeys(), k.ID, rec, policy.KeyHashText(k.Hash), k.Customer)
+		saveKeyScript.EvalSha(ctx, pipe, s.keyKeys(), k.ID, rec, policy.KeyHashText(k.Hash), "*", k.Customer, "")
 	}
 	tag := s.mine.begin()
 	pipe.Publish(ctx, s.changesKey, tag)

@@ -364,7 +364,7 @@ func tune(maxRetries, dialerRetries, minIdleConns *int, contextTimeout, disableI
 
 // loadScripts loads every script, so that calls name them by their hash.
 func (s *Store) loadScripts(ctx context.Context) error {
-	for _, sc := range []*goredis.Script{applyScript, saveKeyScript, deleteKeyScript, lookupKeyScript, grantScript, importKeyScript, keyPageScript, heartbeatScript, pushScript} {
+	for _, sc := range []*goredis.Script{applyScript, saveKeyScript, deleteKeyScript, lookupKeyScript, grantScript, keyPageScript, heartbeatScript, pushScript} {
 		if err := sc.Load(ctx, s.c).Err(); err != nil {
 			return fmt.Errorf("redis %s: load script: %w", s.url, err)
 		}

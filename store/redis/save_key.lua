@@ -1,10 +1,11 @@
 -- Replaces the key ARGV[1] (record ARGV[2], hash ARGV[3], customer ARGV[5])
 -- in the keys hash KEYS[1], its hash index KEYS[2] and its orders KEYS[4]
--- (ids) and KEYS[5] (customer NUL id), and announces the change on the
--- channel KEYS[3] with the tag ARGV[6] (keywatch.go), when the record held
--- is ARGV[4] ("": none); 0 when it is not.
+-- (ids) and KEYS[5] (customer NUL id), when the record held is ARGV[4] ("":
+-- none; "*": whatever it is, for imports); 0 when it is not. With a tag
+-- ARGV[6], the change is announced on the channel KEYS[3] (keywatch.go);
+-- an import announces once, after its keys.
 local old = redis.call('HGET', KEYS[1], ARGV[1])
-if (old or '') ~= ARGV[4] then return 0 end
+if ARGV[4] ~= '*' and (old or '') ~= ARGV[4] then return 0 end
 if old then
   local o = cjson.decode(old)
   redis.call('HDEL', KEYS[2], o['hash'])
@@ -14,5 +15,5 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], 0, ARGV[1])
 redis.call('ZADD', KEYS[5], 0, ARGV[5] .. '\0' .. ARGV[1])
-redis.call('PUBLISH', KEYS[3], ARGV[6])
+if ARGV[6] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[6]) end
 return 1
