@@ -116,10 +116,10 @@ func (e *evaluation) reset(p *Policy, now time.Time, r *Request) {
 // header. A request whose method, path or client address cannot be read is
 // denied here (400, request:invalid) and read returns false.
 func (e *evaluation) read(d *Decision, r *Request) bool {
-	path, ok := normalizePath(r.Path)
-	if r.Method == "" || !ok {
+	path, fault := normalizeTarget(r.Path)
+	if r.Method == "" || fault != pathOK {
 		d.deny(400, ReasonInvalid, BodyBadRequest)
-		d.Invalid = invalidTarget(r.Method, r.Path)
+		d.Invalid = invalidTarget(r.Method, r.Path, fault)
 		return false
 	}
 	d.Path = path

@@ -56,10 +56,10 @@ func (p *Policy) clientIP(r *Request) (ip netip.Addr, raw string, ok bool) {
 	return ip, raw, ok
 }
 
-// invalidTarget says what is unreadable in a request's method and path
-// (Decision.Invalid); normalizePath refused the path or the method is
-// empty.
-func invalidTarget(method, target string) string {
+// invalidTarget says what is unreadable in a request's method and target
+// (Decision.Invalid): the method is empty, or normalizeTarget refused the
+// target for f.
+func invalidTarget(method, target string, f pathFault) string {
 	path, _, _ := strings.Cut(target, "?")
 	path, _, _ = strings.Cut(path, "#")
 	switch {
@@ -67,18 +67,19 @@ func invalidTarget(method, target string) string {
 		return "no method and no path (no HTTP request attributes?)"
 	case method == "":
 		return "no method"
-	case path == "":
-		return "no path"
-	case path[0] != '/':
-		return fmt.Sprintf("path %q does not start with \"/\"", clip(path))
-	case strings.IndexByte(path, 0) >= 0 || strings.Contains(path, "%00"):
-		return "path holds a NUL byte"
-	case strings.Contains(strings.ToUpper(path), "%2F"):
-		return fmt.Sprintf("path %q holds an escaped slash (%%2F)", clip(path))
 	}
-	if undotted, ok := dropParams(path); !ok {
+	switch f {
+	case pathEmpty:
+		return "no path"
+	case pathRelative:
+		return fmt.Sprintf("path %q does not start with \"/\"", clip(path))
+	case pathNUL:
+		return "path holds a NUL byte"
+	case pathSlash:
+		return fmt.Sprintf("path %q holds an escaped slash (%%2F)", clip(path))
+	case pathDotParams:
 		return fmt.Sprintf("path %q has a dot segment with parameters (\"..;\"), which servers read in different ways", clip(path))
-	} else if dec, ok := percentDecode(undotted); ok && ambiguousDots(dec) {
+	case pathDots:
 		return fmt.Sprintf("path %q has \"..\" after an empty segment, which servers read in different ways", clip(path))
 	}
 	return fmt.Sprintf("path %q holds a bad escape", clip(path))

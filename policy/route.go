@@ -316,27 +316,54 @@ func checkParamName(seg, name string) error {
 // returned as a substring, without allocating; so is one whose only
 // difference is a trailing slash.
 func normalizePath(target string) (path string, ok bool) {
-	path = target
+	path, f := normalizeTarget(target)
+	return path, f == pathOK
+}
+
+// pathFault says why normalizeTarget refused a target.
+type pathFault uint8
+
+// The faults of a target, pathOK for none.
+const (
+	pathOK        pathFault = iota
+	pathEmpty               // no path before the query string
+	pathRelative            // not starting with "/"
+	pathNUL                 // a NUL byte, raw or escaped
+	pathSlash               // an escaped slash, %2F
+	pathEscape              // a bad escape
+	pathDotParams           // a dot segment with parameters ("..;x")
+	pathDots                // ".." right after an empty segment
+)
+
+// normalizeTarget is normalizePath, saying why it refused a target.
+func normalizeTarget(target string) (string, pathFault) {
+	path := target
 	if i := strings.IndexAny(target, "?#"); i >= 0 {
 		path = target[:i]
 	}
-	if path == "" || path[0] != '/' {
-		return "", false
+	switch {
+	case path == "":
+		return "", pathEmpty
+	case path[0] != '/':
+		return "", pathRelative
 	}
 	slow := strings.IndexByte(path, '%') >= 0 || strings.IndexByte(path, 0) >= 0 ||
 		strings.Contains(path, "/.") || strings.IndexByte(path, ';') >= 0 || strings.Contains(path, "//")
 	if !slow {
-		return trimSlash(path), true
+		return trimSlash(path), pathOK
 	}
 	undotted, ok := dropParams(path)
 	if !ok {
-		return "", false
+		return "", pathDotParams
 	}
-	dec, ok := percentDecode(undotted)
-	if !ok || ambiguousDots(dec) {
-		return "", false
+	dec, f := percentDecode(undotted)
+	switch {
+	case f != pathOK:
+		return "", f
+	case ambiguousDots(dec):
+		return "", pathDots
 	}
-	return trimSlash(mergeSlashes(removeDotSegments(dec))), true
+	return trimSlash(mergeSlashes(removeDotSegments(dec))), pathOK
 }
 
 // ambiguousDots reports whether p (decoded) has a ".." segment right after
@@ -432,29 +459,34 @@ func mergeSlashes(p string) string {
 }
 
 // percentDecode decodes the escapes of p except %25, %3F, %23 and %3B, which it
-// writes upper-case. ok is false for a bad escape, NUL or "%2F".
-func percentDecode(p string) (s string, ok bool) {
+// writes upper-case. It refuses a bad escape, a NUL or "%2F".
+func percentDecode(p string) (string, pathFault) {
 	if strings.IndexByte(p, '%') < 0 {
-		return p, strings.IndexByte(p, 0) < 0
+		if strings.IndexByte(p, 0) >= 0 {
+			return "", pathNUL
+		}
+		return p, pathOK
 	}
 	b := make([]byte, 0, len(p))
 	for i := 0; i < len(p); i++ {
 		c := p[i]
 		if c == 0 {
-			return "", false
+			return "", pathNUL
 		}
 		if c != '%' {
 			b = append(b, c)
 			continue
 		}
 		if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
-			return "", false
+			return "", pathEscape
 		}
 		c = unhex(p[i+1])<<4 | unhex(p[i+2])
 		i += 2
 		switch c {
-		case 0, '/':
-			return "", false
+		case 0:
+			return "", pathNUL
+		case '/':
+			return "", pathSlash
 		case '%', '?', '#', ';':
 			const hex = "0123456789ABCDEF"
 			b = append(b, '%', hex[c>>4], hex[c&15])
@@ -462,7 +494,7 @@ func percentDecode(p string) (s string, ok bool) {
 			b = append(b, c)
 		}
 	}
-	return string(b), true
+	return string(b), pathOK
 }
 
 func isHex(c byte) bool {
