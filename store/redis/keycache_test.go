@@ -53,9 +53,6 @@ func hashOf(v string) [sha256.Size]byte { return sha256.Sum256([]byte(v)) }
 
 func ptr[T any](v T) *T { return &v }
 
-// clock is the tests' settable clock.
-type clock = testclock.Clock
-
 // TestKeyCacheNegative: a flood of one unknown key costs one store lookup;
 // the negative cache stays bounded under many distinct unknown keys.
 func TestKeyCacheNegative(t *testing.T) {
