@@ -20,8 +20,8 @@ help: ## list the targets
 build: ## build bin/tollgate
 	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/tollgate
 
-run: build ## serve the payments example: gRPC on :9001, admin API on 127.0.0.1:9002, state in ./tollgate-data
-	$(BIN) serve --policy $(POLICY) --grpc-addr :9001 --store $(STORE)
+run: build ## serve the payments example: gRPC on :9001, HTTP authorization on :9003, admin API on 127.0.0.1:9002, state in ./tollgate-data
+	$(BIN) serve --policy $(POLICY) --grpc-addr :9001 --http-addr :9003 --store $(STORE)
 
 test: ## run every test with the race detector, the product's and the examples'
 	$(GO) test -race -count=1 $(PKGS)

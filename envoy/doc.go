@@ -2,10 +2,11 @@
 // external processing APIs and tollgate's decision core: a CheckRequest or an
 // ext_proc request_headers message becomes a policy.Request, a
 // policy.Decision becomes a CheckResponse or ext_proc answers. It decides
-// nothing itself and reads no clock; AuthzServer and ProcessServer hand each
-// request to a Decider (the server) and answer with what it decided. The
-// Envoy configurations that users copy live beside it (ext_authz.yaml,
-// ext_proc.yaml).
+// nothing itself and reads no clock; AuthzServer, ProcessServer and
+// HTTPServer (the same over plain HTTP) hand each request to a Decider (the
+// server) and answer with what it decided. The Envoy configurations that
+// users copy live beside it (ext_authz.yaml, ext_proc.yaml,
+// ext_authz_http.yaml).
 //
 // # Requests
 //
@@ -72,6 +73,30 @@
 // rejects a mutation with both), value for a proxyless client (grpc-go reads
 // value for text headers), raw_value for -bin headers and non-UTF-8 values.
 //
+// # HTTP authorization
+//
+// HTTPServer answers the same decisions over plain HTTP, for Envoy's
+// ext_authz http_service and for proxies with an auth subrequest (nginx
+// auth_request, Caddy forward_auth, Traefik ForwardAuth):
+//
+//	request                          method, path, host
+//	ANY /ext_authz/<path>            the request's own; path behind the prefix
+//	ANY /forward_auth                X-Forwarded-Method, -Uri, -Host (Caddy, Traefik),
+//	                                 or X-Original-Method, -URI and Host (nginx)
+//
+// The headers are the original request's. The client address is the
+// right-most X-Forwarded-For entry, which the proxy appended, else X-Real-IP,
+// else the TCP peer; the policy's clients.ip reads it as it reads Envoy's
+// source address. X-Tollgate-Stage: api/stage names the stage, as the
+// context extensions do. Any other path is 404.
+//
+// An allowed request is 200 with an empty body and, as headers, what an
+// ok_response carries: the upstream headers, the rate-limit headers, and the
+// headers to remove in x-envoy-auth-headers-to-remove (Envoy's convention;
+// nginx and Caddy configurations clear them themselves). A denied request is
+// the denied_response as it is: status, headers and JSON body. Both are
+// built by the code that builds CheckResponse.
+//
 // # Example
 //
 //	srv := grpc.NewServer()
@@ -80,10 +105,10 @@
 //
 // # Concurrency
 //
-// RequestFromCheck, RequestFromProcess, CheckResponse and ImmediateResponse
-// are pure functions and safe for concurrent use. AuthzServer and
-// ProcessServer are safe for concurrent use when their Decider and Releaser
-// are; they hold no state of their own beyond one stream's decision. A policy.Request filled by
-// RequestFromCheck shares the CheckRequest's header map and must not
-// outlive it.
+// RequestFromCheck, RequestFromProcess, RequestFromHTTP, CheckResponse and
+// ImmediateResponse are pure functions and safe for concurrent use.
+// AuthzServer, ProcessServer and HTTPServer are safe for concurrent use when
+// their Decider and Releaser are; they hold no state of their own beyond
+// one stream's decision. A policy.Request filled by RequestFromCheck shares
+// the CheckRequest's header map and must not outlive it.
 package envoy

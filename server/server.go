@@ -60,6 +60,10 @@ type Config struct {
 	// memory.DefaultMaxCounters): the embedded stores' counters, or with
 	// Redis those of local decisions (memory.WithMaxCounters).
 	WAFCounters int
+	// HTTPAddr is the listen address of the HTTP authorization endpoint
+	// (Envoy's http_service, nginx auth_request, Caddy forward_auth),
+	// "host:port" or "unix:/path"; empty: off.
+	HTTPAddr string
 	// AdminAddr is the admin HTTP API's listen address, "host:port" or
 	// "unix:/path" (default 127.0.0.1:9002); "-" turns the admin API off.
 	AdminAddr string
@@ -152,6 +156,9 @@ type Server struct {
 	health *health.Server
 	lis    net.Listener
 
+	authz    *http.Server // nil: no HTTP authorization endpoint (httpauth.go)
+	authzLis net.Listener
+
 	admin    *http.Server // nil: the admin API is off
 	adminLis net.Listener
 	// adminCtx is the context of the admin calls, done when Serve stops.
@@ -218,9 +225,14 @@ func New(cfg Config) (_ *Server, err error) {
 	if s.lis, err = Listen(cfg.GRPCAddr); err != nil {
 		return nil, err
 	}
+	if err := s.listenHTTPAuthz(); err != nil {
+		s.lis.Close()
+		return nil, err
+	}
 	if s.cfg.AdminAddr != "-" {
 		if s.adminLis, err = Listen(s.cfg.AdminAddr); err != nil {
 			s.lis.Close()
+			s.closeHTTPAuthz()
 			return nil, fmt.Errorf("admin: %w", err)
 		}
 		s.admin = &http.Server{
@@ -374,7 +386,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		watchers.Go(func() { s.watchLoop(ctx, w) })
 	}
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	servers := 1
 	go func() {
 		if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -402,6 +414,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			errc <- nil
 		}()
 		attrs = append(attrs, "admin", s.adminLis.Addr().String())
+	}
+	if s.authz != nil {
+		servers++
+		go s.serveHTTPAuthz(ctx, errc)
+		attrs = append(attrs, "http", s.authzLis.Addr().String())
 	}
 	s.log.Info("serving", attrs...)
 	if s.cfg.GRPCClientCA == "" && openToAll(s.cfg.GRPCAddr) {
@@ -461,12 +478,14 @@ func (s *Server) stopServers() {
 			}
 		}
 	})
-	if s.admin != nil {
-		stops.Go(func() {
-			if err := s.admin.Shutdown(stopCtx); err != nil {
-				s.admin.Close()
-			}
-		})
+	for _, srv := range []*http.Server{s.admin, s.authz} {
+		if srv != nil {
+			stops.Go(func() {
+				if err := srv.Shutdown(stopCtx); err != nil {
+					srv.Close()
+				}
+			})
+		}
 	}
 	stops.Wait()
 }

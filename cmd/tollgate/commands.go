@@ -51,8 +51,9 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 // commandHelp is each command's synopsis and description, for -h.
 var commandHelp = map[string][2]string{
 	"serve": {"--policy FILE [flags]", `Serve the policy to Envoy: ext_authz Check, ext_proc Process and the gRPC health
-service on the gRPC address, and the admin API (keys, usage, metrics, health) on the
-admin address. The policy reloads on SIGHUP and when its file changes; a bad file keeps
+service on the gRPC address; with --http-addr the same decisions over HTTP (Envoy's
+http_service, nginx auth_request, Caddy forward_auth); the admin API (keys, usage,
+metrics, health) on the admin address. The policy reloads on SIGHUP and when its file changes; a bad file keeps
 the old policy. SIGTERM or SIGINT stops gracefully (counts are written first).`},
 	"check": {"[--policy] FILE...", `Validate policy files and print every error of each (file, field path, value).
 Exit status 1 when any file has an error.`},
@@ -90,6 +91,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.GRPCTLSCert, "grpc-tls-cert", "", "PEM `file` of the gRPC port's certificate (chain): the port speaks TLS only; re-read when it changes")
 	fs.StringVar(&cfg.GRPCTLSKey, "grpc-tls-key", "", "PEM `file` of the private key of --grpc-tls-cert")
 	fs.StringVar(&cfg.GRPCClientCA, "grpc-client-ca", "", "PEM `file` of the CAs that gRPC clients' certificates must chain to (mTLS: a client without one is refused)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "", "HTTP authorization listen `address` (host:port or unix:/path): Envoy's http_service at /ext_authz/, nginx auth_request and Caddy forward_auth at /forward_auth; off by default")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin HTTP API listen `address` (host:port or unix:/path; - for none)")
 	tokenFile := fs.String("admin-token-file", "", "`file` holding the admin API's bearer token (default: $TOLLGATE_ADMIN_TOKEN; neither: the /v1 calls answer 503)")
 	fs.StringVar(&cfg.Store, "store", server.DefaultStore, "state store `url`: file:DIR, memory:, redis://host:port/db (rediss://, redis-sentinel://, redis-cluster://)")

@@ -35,8 +35,8 @@ import (
 // message passes its generated validation, every google.protobuf.Any inside
 // (ValidateAll does not look in) decodes to a known type and passes too,
 // every cluster a route, a gRPC service or a load assignment names exists,
-// every cluster named by a gRPC service speaks HTTP/2, and every ext_authz
-// filter sends raw headers (encode_raw_headers: with header values as
+// every cluster named by a gRPC service speaks HTTP/2, and every gRPC
+// ext_authz filter sends raw headers (encode_raw_headers: with header values as
 // strings, one that is not UTF-8 fails the Check: gRPC refuses to send it).
 // It returns the bootstrap and every problem found.
 func Check(data []byte) (*bootstrapv3.Bootstrap, []string) {
@@ -69,7 +69,7 @@ func Check(data []byte) (*bootstrapv3.Bootstrap, []string) {
 				return
 			}
 			where := at + "<" + string(inner.ProtoReflect().Descriptor().Name()) + ">"
-			if ea, ok := inner.(*extauthzv3.ExtAuthz); ok && !ea.GetEncodeRawHeaders() {
+			if ea, ok := inner.(*extauthzv3.ExtAuthz); ok && ea.GetGrpcService() != nil && !ea.GetEncodeRawHeaders() {
 				problems = append(problems, where+": encode_raw_headers is not true: a header value that is not UTF-8 would fail the Check")
 			}
 			walk(inner.ProtoReflect(), where)
