@@ -146,7 +146,11 @@ func TestComposeMatchesEnvoy(t *testing.T) {
 		t.Fatal("tollgate: no build section")
 	}
 	dockerfile := filepath.Join(tg.Build.Context, tg.Build.Dockerfile)
-	checkDockerfile(t, dockerfile, tg.Build.Context, []uint32{listens["tollgate"], portOf(t, adminAddr)})
+	ports := []uint32{listens["tollgate"], portOf(t, adminAddr)}
+	if httpAddr, ok := flagValue(tg.Command, "http-addr"); ok {
+		ports = append(ports, portOf(t, httpAddr))
+	}
+	checkDockerfile(t, dockerfile, tg.Build.Context, ports)
 }
 
 // checkEndpoints checks that each endpoint of b's clusters is a service of
