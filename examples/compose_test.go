@@ -3,6 +3,7 @@ package examples_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -145,7 +146,11 @@ func TestComposeMatchesEnvoy(t *testing.T) {
 		t.Fatal("tollgate: no build section")
 	}
 	dockerfile := filepath.Join(tg.Build.Context, tg.Build.Dockerfile)
-	checkDockerfile(t, dockerfile, tg.Build.Context, []uint32{listens["tollgate"], portOf(t, adminAddr)})
+	ports := []uint32{listens["tollgate"], portOf(t, adminAddr)}
+	if httpAddr, ok := flagValue(tg.Command, "http-addr"); ok {
+		ports = append(ports, portOf(t, httpAddr))
+	}
+	checkDockerfile(t, dockerfile, tg.Build.Context, ports)
 }
 
 // checkEndpoints checks that each endpoint of b's clusters is a service of
@@ -220,6 +225,69 @@ func checkDockerfile(t *testing.T, path, context string, ports []uint32) {
 	for _, p := range ports {
 		if !slices.Contains(exposed, strconv.Itoa(int(p))) {
 			t.Errorf("%s: EXPOSE %v lacks %d", path, exposed, p)
+		}
+	}
+}
+
+// TestComposeProxyKits loads the payments docker-compose.yaml with its
+// nginx and caddy profiles and checks the proxies' kits against it: each
+// service runs the kit it mounts, the kit listens on the port the service
+// publishes and names tollgate's HTTP port and the echo upstream as compose
+// serves them, and those are the addresses the proxy tests replace.
+func TestComposeProxyKits(t *testing.T) {
+	opts, err := cli.NewProjectOptions([]string{filepath.Join(paymentsDir, "docker-compose.yaml")},
+		cli.WithWorkingDirectory(paymentsDir), cli.WithOsEnv, cli.WithProfiles([]string{"nginx", "caddy"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr, ok := flagValue(p.Services["tollgate"].Command, "http-addr")
+	if !ok {
+		t.Fatal("tollgate: no --http-addr")
+	}
+	tollgate := "tollgate:" + strconv.Itoa(int(portOf(t, httpAddr)))
+	echo := "echo:"
+	if v := p.Services["echo"].Environment["HTTP_PORT"]; v != nil {
+		echo += *v
+	}
+	if tollgate != kitTollgate || echo != kitUpstream {
+		t.Errorf("compose serves tollgate's HTTP port at %s and the upstream at %s; the proxy tests replace %s and %s", tollgate, echo, kitTollgate, kitUpstream)
+	}
+	for _, k := range []struct {
+		service, configFlag string
+		want                func(port uint32) []string
+	}{
+		{"nginx", "-c", func(port uint32) []string {
+			return []string{fmt.Sprintf("listen %d;", port), "server " + tollgate + ";", "server " + echo + ";"}
+		}},
+		{"caddy", "--config", func(port uint32) []string {
+			return []string{fmt.Sprintf("http://:%d {", port), "reverse_proxy " + tollgate + " {", "reverse_proxy " + echo + "\n"}
+		}},
+	} {
+		s, ok := p.Services[k.service]
+		if !ok {
+			t.Errorf("docker-compose.yaml: no service %q in profile %s", k.service, k.service)
+			continue
+		}
+		cfg := ""
+		if i := slices.Index(s.Command, k.configFlag); i >= 0 && i+1 < len(s.Command) {
+			cfg = s.Command[i+1]
+		}
+		data, err := os.ReadFile(mountOf(t, s, cfg))
+		if err != nil {
+			t.Errorf("%s: %v", k.service, err)
+			continue
+		}
+		if len(s.Ports) != 1 {
+			t.Fatalf("%s: publishes %d ports, want 1", k.service, len(s.Ports))
+		}
+		for _, w := range k.want(s.Ports[0].Target) {
+			if !strings.Contains(string(data), w) {
+				t.Errorf("%s: %s has no %q", k.service, cfg, w)
+			}
 		}
 	}
 }
