@@ -60,8 +60,10 @@ func (s *HTTPServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // whether r is one. The Envoy form (ANY /ext_authz/<path>) is the original
 // request behind a prefix; the forward form (ANY /forward_auth) carries the
 // original method, URI and host in X-Forwarded-Method, X-Forwarded-Uri and
-// X-Forwarded-Host, or X-Original-Method and X-Original-URI. Either way the
-// headers are the original request's, and:
+// X-Forwarded-Host, or X-Original-Method and X-Original-URI (the
+// X-Forwarded-* pair wins: a proxy that sends the other must clear it, or a
+// client could name the request to check). Either way the headers are the
+// original request's, and:
 //   - the client address is the right-most X-Forwarded-For entry (the one
 //     the proxy appended), else X-Real-IP, else the TCP peer; the policy's
 //     clients.ip then reads it as Envoy's source address;
