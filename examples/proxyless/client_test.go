@@ -176,7 +176,8 @@ func runClient(t *testing.T, bootstrap string, calls ...call) []answer {
 func withoutGRPCEnv(env []string) []string {
 	var out []string
 	for _, kv := range env {
-		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "GRPC_XDS_") || strings.HasPrefix(name, "GRPC_EXPERIMENTAL_") || name == clientScript {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "GRPC_XDS_") || strings.HasPrefix(name, "GRPC_EXPERIMENTAL_") || name == clientScript {
 			continue
 		}
 		out = append(out, kv)

@@ -51,26 +51,31 @@ func grpcCheckRequest(method, key, source string) *authv3.CheckRequest {
 
 // envoyGRPCLocalReply is what Envoy answers a gRPC call that ext_authz
 // denied with resp: a trailers-only response, as a header list. It models
-// Envoy's source (the report of issue 15 cites it with lines):
+// Envoy's source (envoyproxy/envoy; commits as the search index stores the
+// files):
 //
-//   - ext_authz_grpc_impl.cc, GrpcClientImpl::onSuccess: status.code 0
-//     allows; any other code denies, with the HTTP status of
-//     denied_response.status (403 when it is unset), its headers and its
-//     body; the code itself is not used.
-//   - ext_authz.cc, Filter::onComplete, case Denied: sendLocalReply with
-//     that status and body, a modify_headers function that removes then
-//     adds each denied header, and no gRPC status (absl::nullopt).
-//   - http/utility.cc, Utility::prepareLocalReply, for a gRPC request
-//     (content-type application/grpc or application/grpc+...): modify_headers
-//     runs first; then :status becomes 200 and content-type
-//     application/grpc; grpc-status is set only when no header set it,
-//     from grpc/status.cc httpToGrpcStatus (400 INTERNAL, 401
-//     UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED, 429 and
-//     502-504 UNAVAILABLE, else UNKNOWN); a non-empty body becomes
-//     grpc-message, percent-encoded (PercentEncoding::encode: bytes below
-//     ' ', from '~' up, and '%'), replacing any grpc-message header;
-//     content-length goes. encodeLocalReply sends it as headers only, with
-//     end of stream.
+//   - source/extensions/filters/common/ext_authz/ext_authz_grpc_impl.cc
+//     (0532e028), GrpcClientImpl::onSuccess, lines 127-175: status.code 0
+//     allows; any other code denies (the code itself only goes to the
+//     logs), with the HTTP status of denied_response.status, 403 when it is
+//     unset, its headers (their value field) and its body.
+//   - source/extensions/filters/http/ext_authz/ext_authz.cc (008b93a2),
+//     Filter::onComplete, case CheckStatus::Denied: sendLocalReply with that
+//     status and body, a modify_headers function that first removes each
+//     denied header's name, then adds each header, and no gRPC status
+//     (absl::nullopt); the newest stored version does the same.
+//   - source/common/http/filter_manager.cc, sendLocalReply and
+//     sendLocalReplyViaFilterChain: a request is gRPC when its content-type
+//     is application/grpc or application/grpc+... (grpc/common.cc,
+//     Common::hasGrpcContentType); route headers, then modify_headers.
+//   - source/common/http/utility.cc (0075dc33), Utility::prepareLocalReply:
+//     modify_headers runs first; for a gRPC request :status becomes 200 and
+//     content-type application/grpc; grpc-status is set only when no header
+//     set it, from grpc/status.cc (02da7907) httpToGrpcStatus, lines 9-29;
+//     a non-empty body becomes grpc-message, percent-encoded
+//     (PercentEncoding::encode), replacing any grpc-message header;
+//     content-length goes. Utility::encodeLocalReply sends a gRPC reply as
+//     headers only, with end of stream.
 func envoyGRPCLocalReply(resp *authv3.CheckResponse) [][2]string {
 	code := int(resp.GetDeniedResponse().GetStatus().GetCode())
 	if code == 0 {
@@ -253,7 +258,8 @@ func TestExtAuthzGRPCCaller(t *testing.T) {
 			`{"message":"Forbidden"}`,
 			`rpc error: code = PermissionDenied desc = {"message":"Forbidden"}`, []string{"x-tollgate-reason: waf:blocked-networks"}, false},
 		{"free key, call 21, proposed answer", proposed(limited, codes.ResourceExhausted, "Too Many Requests"), 429,
-			[]string{"content-type: application/json", "x-tollgate-reason: throttle:plan", "retry-after: 1", policyHeader, rateHeader, "grpc-status: 8"},
+			[]string{"content-type: application/json", "x-tollgate-reason: throttle:plan", "retry-after: 1", policyHeader, rateHeader,
+				"grpc-status: 8"},
 			"Too Many Requests",
 			"rpc error: code = ResourceExhausted desc = Too Many Requests",
 			[]string{rateHeader, policyHeader, "retry-after: 1", "x-tollgate-reason: throttle:plan"}, false},

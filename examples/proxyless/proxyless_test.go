@@ -68,18 +68,20 @@ func TestProxylessPayments(t *testing.T) {
 		msg  string
 	}{{codes.ResourceExhausted, "Too Many Requests"}, {codes.PermissionDenied, "Forbidden"}, {codes.PermissionDenied, "Forbidden"}} {
 		if a := answers[20+i]; a.Code != want.code.String() || a.Message != want.msg || a.Backend != nil {
-			t.Errorf("call %d: got %s %q (backend reached: %v), want %s %q, backend not reached", 21+i, a.Code, a.Message, a.Backend != nil, want.code, want.msg)
+			t.Errorf("call %d: got %s %q (backend reached: %v), want %s %q, backend not reached",
+				21+i, a.Code, a.Message, a.Backend != nil, want.code, want.msg)
 		}
 	}
 
 	// Why each call was denied, by tollgate's log: the client's address is
 	// the ext_proc connection's peer.
+	const route = "POST /partners/{id}/transactions"
 	for _, c := range []struct {
 		g    *tollgate
 		want []denial
 	}{
-		{g, []denial{{429, "throttle:plan", "127.0.0.1", "POST /partners/{id}/transactions"}, {403, "key:missing", "127.0.0.1", "POST /partners/{id}/transactions"}}},
-		{blocked, []denial{{403, "waf:blocked-networks", "127.0.0.1", "POST /partners/{id}/transactions"}}},
+		{g, []denial{{429, "throttle:plan", "127.0.0.1", route}, {403, "key:missing", "127.0.0.1", route}}},
+		{blocked, []denial{{403, "waf:blocked-networks", "127.0.0.1", route}}},
 	} {
 		if got := c.g.denials(t); !slices.Equal(got, c.want) {
 			t.Errorf("tollgate's denials: got %+v, want %+v", got, c.want)
@@ -103,7 +105,8 @@ func checkAllowed(t *testing.T, n int, a answer) {
 		t.Errorf("call %d: got %s %q, want OK", n, a.Code, a.Message)
 		return
 	}
-	if got, want := strings.Join(a.Header["ratelimit-policy"], "|"), `"plan";q=20;w=2, "quota";q=1000;w=86400, "route";q=2000;w=2, "account";q=5000;w=1, "stage";q=10000;w=2`; got != want {
+	const policy = `"plan";q=20;w=2, "quota";q=1000;w=86400, "route";q=2000;w=2, "account";q=5000;w=1, "stage";q=10000;w=2`
+	if got, want := strings.Join(a.Header["ratelimit-policy"], "|"), policy; got != want {
 		t.Errorf("call %d: header ratelimit-policy: got %q, want %q", n, got, want)
 	}
 	if got, want := strings.Join(a.Header["ratelimit"], "|"), fmt.Sprintf(`"plan";r=%d;`, 20-n); !strings.HasPrefix(got, want) {

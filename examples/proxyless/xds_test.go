@@ -60,7 +60,8 @@ func readmeResources(t *testing.T, tollgateAddr, backendAddr string) map[resourc
 		t.Fatal(err)
 	}
 	text := readmeBlock(t, "yaml", resourcesBlock)
-	for _, r := range [][2]string{{tollgatePlaceholder, tollgateAddr}, {backendHost, host}, {"port_value: " + backendPort, "port_value: " + port}} {
+	for _, r := range [][2]string{{tollgatePlaceholder, tollgateAddr}, {backendHost, host},
+		{"port_value: " + backendPort, "port_value: " + port}} {
 		if !strings.Contains(text, r[0]) {
 			t.Fatalf("README.md: the xDS resources hold no %q", r[0])
 		}
