@@ -180,6 +180,58 @@ func replay(t *testing.T, reply [][2]string, method string) (*status.Status, met
 	return status.Convert(err), trailer
 }
 
+// proposed is resp as tollgate could answer a gRPC request: a grpc-status
+// header with the code SPEC §4 names, which Envoy keeps, and the message
+// alone as the body, which Envoy makes grpc-message.
+func proposed(resp *authv3.CheckResponse, code codes.Code, message string) *authv3.CheckResponse {
+	d := resp.GetDeniedResponse()
+	hs := append(slices.Clone(d.GetHeaders()), &corev3.HeaderValueOption{
+		Header: &corev3.HeaderValue{Key: "grpc-status", Value: strconv.Itoa(int(code))}})
+	return &authv3.CheckResponse{Status: resp.GetStatus(), HttpResponse: &authv3.CheckResponse_DeniedResponse{
+		DeniedResponse: &authv3.DeniedHttpResponse{Status: d.GetStatus(), Headers: hs, Body: message}}}
+}
+
+// envoyDenial is a denial tollgate answered and what a gRPC caller behind
+// Envoy sees of it.
+type envoyDenial struct {
+	name    string
+	resp    *authv3.CheckResponse
+	status  int      // denied_response.status
+	headers []string // denied_response.headers, "key: value"
+	body    string
+	client  string   // what the gRPC client sees
+	trailer []string // its trailer metadata of tollgate's keys, "key: value", sorted
+	readme  bool     // README.md shows what the client sees
+}
+
+// check checks the CheckResponse fields Envoy reads, then replays Envoy's
+// local reply to a gRPC client and checks what it sees, and that readme
+// shows it when it should.
+func (c envoyDenial) check(t *testing.T, readme string) {
+	t.Helper()
+	d := c.resp.GetDeniedResponse()
+	if c.resp.GetStatus().GetCode() == 0 || d == nil {
+		t.Fatalf("got %v, want a denial", c.resp)
+	}
+	var hs []string
+	for _, o := range d.GetHeaders() {
+		hs = append(hs, o.GetHeader().GetKey()+": "+o.GetHeader().GetValue())
+	}
+	if got := int(d.GetStatus().GetCode()); got != c.status || d.GetBody() != c.body || !slices.Equal(hs, c.headers) {
+		t.Errorf("denied_response: got %d %q %q\nwant %d %q %q", got, hs, d.GetBody(), c.status, c.headers, c.body)
+	}
+	st, trailer := replay(t, envoyGRPCLocalReply(c.resp), partnerMethod)
+	if got := st.Err().Error(); got != c.client {
+		t.Errorf("the gRPC client: got %s, want %s", got, c.client)
+	}
+	if c.readme && !strings.Contains(readme, "`"+c.client+"`") {
+		t.Errorf("README.md does not show `%s`", c.client)
+	}
+	if got := strings.FieldsFunc(show(trailer, ""), func(r rune) bool { return r == '\n' }); !slices.Equal(got, c.trailer) {
+		t.Errorf("the gRPC client's trailer: got %q, want %q", got, c.trailer)
+	}
+}
+
 // TestExtAuthzGRPCCaller sends tollgate, over real gRPC, the CheckRequests
 // the payments example's Envoy sends for gRPC calls (grpc-go has no
 // ext_authz client), checks the CheckResponse fields Envoy reads, and
@@ -219,31 +271,12 @@ func TestExtAuthzGRPCCaller(t *testing.T) {
 		}
 	}
 	limited := check(grpcCheckRequest(partnerMethod, freeKey, client))
-	// proposed is resp as tollgate could answer a gRPC request: a
-	// grpc-status header with the code SPEC §4 names, which Envoy keeps,
-	// and the message alone as the body, which Envoy makes grpc-message.
-	proposed := func(resp *authv3.CheckResponse, code codes.Code, message string) *authv3.CheckResponse {
-		d := resp.GetDeniedResponse()
-		hs := append(slices.Clone(d.GetHeaders()), &corev3.HeaderValueOption{
-			Header: &corev3.HeaderValue{Key: "grpc-status", Value: strconv.Itoa(int(code))}})
-		return &authv3.CheckResponse{Status: resp.GetStatus(), HttpResponse: &authv3.CheckResponse_DeniedResponse{
-			DeniedResponse: &authv3.DeniedHttpResponse{Status: d.GetStatus(), Headers: hs, Body: message}}}
-	}
 	// The rate-limit headers of call 21 (no token left in the plan's bucket).
 	const (
 		policyHeader = `ratelimit-policy: "plan";q=20;w=2, "quota";q=1000;w=86400, "route";q=2000;w=2, "account";q=5000;w=1, "stage";q=10000;w=2`
 		rateHeader   = `ratelimit: "plan";r=0;t=2, "quota";r=980;t=43200, "route";r=1980;t=1, "account";r=4980;t=1, "stage";r=9980;t=1`
 	)
-	for _, c := range []struct {
-		name    string
-		resp    *authv3.CheckResponse
-		status  int      // denied_response.status
-		headers []string // denied_response.headers, "key: value"
-		body    string
-		client  string   // what the gRPC client sees
-		trailer []string // its trailer metadata of tollgate's keys, "key: value", sorted
-		readme  bool     // README.md shows what the client sees
-	}{
+	for _, c := range []envoyDenial{
 		{"free key, call 21", limited, 429,
 			[]string{"content-type: application/json", "x-tollgate-reason: throttle:plan", "retry-after: 1", policyHeader, rateHeader},
 			`{"message":"Too Many Requests"}`,
@@ -264,28 +297,6 @@ func TestExtAuthzGRPCCaller(t *testing.T) {
 			"rpc error: code = ResourceExhausted desc = Too Many Requests",
 			[]string{rateHeader, policyHeader, "retry-after: 1", "x-tollgate-reason: throttle:plan"}, false},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			d := c.resp.GetDeniedResponse()
-			if c.resp.GetStatus().GetCode() == 0 || d == nil {
-				t.Fatalf("got %v, want a denial", c.resp)
-			}
-			var hs []string
-			for _, o := range d.GetHeaders() {
-				hs = append(hs, o.GetHeader().GetKey()+": "+o.GetHeader().GetValue())
-			}
-			if got := int(d.GetStatus().GetCode()); got != c.status || d.GetBody() != c.body || !slices.Equal(hs, c.headers) {
-				t.Errorf("denied_response: got %d %q %q\nwant %d %q %q", got, hs, d.GetBody(), c.status, c.headers, c.body)
-			}
-			st, trailer := replay(t, envoyGRPCLocalReply(c.resp), partnerMethod)
-			if got := st.Err().Error(); got != c.client {
-				t.Errorf("the gRPC client: got %s, want %s", got, c.client)
-			}
-			if c.readme && !strings.Contains(readme, "`"+c.client+"`") {
-				t.Errorf("README.md does not show `%s`", c.client)
-			}
-			if got := strings.FieldsFunc(show(trailer, ""), func(r rune) bool { return r == '\n' }); !slices.Equal(got, c.trailer) {
-				t.Errorf("the gRPC client's trailer: got %q, want %q", got, c.trailer)
-			}
-		})
+		t.Run(c.name, func(t *testing.T) { c.check(t, readme) })
 	}
 }
