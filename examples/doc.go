@@ -1,6 +1,7 @@
 // Package examples holds no code: its tests check the examples tollgate
 // ships (payments/, sidecar/, istio/) with the loaders of the tools that
 // run them (docker compose's compose-go, Kubernetes' and Istio's API
-// types). They are a Go module of their own, so that the product's module
-// does not require those loaders; `make test` runs both.
+// types); proxyless/ runs gRPC's own ext_proc client against tollgate.
+// They are a Go module of their own, so that the product's module does not
+// require those loaders; `make test` runs both.
 package examples
