@@ -27,11 +27,13 @@ var _ authv3.AuthorizationServer = (*AuthzServer)(nil)
 
 // Check translates req, decides it and translates the decision back. It
 // never returns an error: a request tollgate cannot read is a 400 decision.
+// A denied gRPC request (content-type application/grpc*) is answered with
+// grpc-status and the message as body, for the caller behind Envoy.
 func (s *AuthzServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	var r policy.Request
 	RequestFromCheck(req, &r)
 	d := s.Decider.Decide(ctx, &r)
-	return CheckResponse(&d), nil
+	return checkResponse(&d, isGRPC(r.Headers["content-type"])), nil
 }
 
 // Context extension keys that name the stage (package policy's doc, "Stage and route").

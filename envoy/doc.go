@@ -38,7 +38,10 @@
 // denied_response carries the status, the JSON body, content-type,
 // x-tollgate-reason (key:* reasons only with explain: true), retry-after on
 // every 429 and the rate-limit headers. Every header is lower case and
-// overwrites one of the same name.
+// overwrites one of the same name. A denied gRPC request (content-type
+// application/grpc*) also carries grpc-status with the code above, which
+// Envoy's local reply keeps (it would map 429 to UNAVAILABLE), and its body
+// is the message alone, which the caller gets as grpc-message.
 //
 // The rate-limit headers follow the decision's header mode: ietf sends
 // RateLimit-Policy and RateLimit with one item per limit, most constrained

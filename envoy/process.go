@@ -263,7 +263,7 @@ type caller struct {
 // RequestFromProcess read them) who sent it.
 func callerOf(req *extprocv3.ProcessingRequest, h map[string]string) caller {
 	p := proxyless(req, h)
-	return caller{proxyless: p, grpc: p || strings.HasPrefix(h["content-type"], "application/grpc")}
+	return caller{proxyless: p, grpc: p || isGRPC(h["content-type"])}
 }
 
 // proxyless tells whether a request_headers message with headers h comes
@@ -339,8 +339,9 @@ func ImmediateResponse(d *policy.Decision) *extprocv3.ProcessingResponse {
 // immediateResponse is ImmediateResponse for a request from c. A gRPC
 // request's answer also carries grpc_status (403 PERMISSION_DENIED, 429
 // RESOURCE_EXHAUSTED, 400 INVALID_ARGUMENT, 503 UNAVAILABLE) and, in
-// details, the body's message, which a gRPC client sees as the status
-// message (without grpc_status, grpc-go's client makes it INTERNAL); an HTTP
+// details and as the body, the JSON body's message, which a gRPC client sees
+// as the status message (without grpc_status, grpc-go's client makes it
+// INTERNAL); an HTTP
 // request's details name the reason for Envoy's %RESPONSE_CODE_DETAILS%.
 func immediateResponse(d *policy.Decision, c caller) *extprocv3.ProcessingResponse {
 	var arr [512]byte
@@ -354,8 +355,11 @@ func immediateResponse(d *policy.Decision, c caller) *extprocv3.ProcessingRespon
 		Details: "tollgate_" + detailsReplacer.Replace(string(d.Reason)),
 	}
 	if c.grpc {
+		// Envoy makes the body the caller's grpc-message; grpc-go's
+		// client takes details.
 		im.GrpcStatus = &extprocv3.GrpcStatus{Status: uint32(grpcCode(st))}
 		im.Details = denialMessage(d.Body, st)
+		im.Body = []byte(im.Details)
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: im}}
 }

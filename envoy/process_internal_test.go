@@ -1,6 +1,7 @@
 package envoy
 
 import (
+	"strconv"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -9,7 +10,9 @@ import (
 )
 
 // TestImmediateResponseGRPCStatus: every denial status maps to its gRPC
-// code, with the body's message (else the status text) in details.
+// code, with the body's message (else the status text) in details and as
+// the body (Envoy's grpc-message); over ext_authz, the same code in a
+// grpc-status header and the message as the body.
 func TestImmediateResponseGRPCStatus(t *testing.T) {
 	cases := []struct {
 		status  int
@@ -27,8 +30,18 @@ func TestImmediateResponseGRPCStatus(t *testing.T) {
 	for _, c := range cases {
 		d := &policy.Decision{Verdict: policy.Deny, Status: c.status, Body: c.body, Reason: policy.ReasonKeyMissing}
 		im := immediateResponse(d, caller{grpc: true}).GetImmediateResponse()
-		if got := codes.Code(im.GetGrpcStatus().GetStatus()); im.GetGrpcStatus() == nil || got != c.code || im.GetDetails() != c.details {
-			t.Errorf("%d %s: got %v %q, want %v %q", c.status, c.body, im.GetGrpcStatus(), im.GetDetails(), c.code, c.details)
+		if got := codes.Code(im.GetGrpcStatus().GetStatus()); im.GetGrpcStatus() == nil || got != c.code || im.GetDetails() != c.details ||
+			string(im.GetBody()) != c.details {
+			t.Errorf("%d %s: got %v %q %q, want %v %q twice", c.status, c.body, im.GetGrpcStatus(), im.GetDetails(), im.GetBody(), c.code, c.details)
+		}
+		denied := checkResponse(d, true).GetDeniedResponse()
+		if got := denied.GetHeaders()[0].GetHeader(); got.GetKey() != "grpc-status" || got.GetValue() != strconv.Itoa(int(c.code)) ||
+			denied.GetBody() != c.details {
+			t.Errorf("%d %s over ext_authz: got %v %q, want grpc-status %d and %q", c.status, c.body, got, denied.GetBody(), c.code, c.details)
+		}
+		denied = CheckResponse(d).GetDeniedResponse()
+		if denied.GetBody() != c.body || denied.GetHeaders()[0].GetHeader().GetKey() != "content-type" {
+			t.Errorf("%d %s over ext_authz for HTTP: got %v %q, want no grpc-status and the body", c.status, c.body, denied.GetHeaders(), denied.GetBody())
 		}
 		if im := ImmediateResponse(d).GetImmediateResponse(); im.GetGrpcStatus() != nil || im.GetDetails() != "tollgate_key_missing" {
 			t.Errorf("%d %s over HTTP: got %v %q, want no grpc_status, tollgate_key_missing", c.status, c.body, im.GetGrpcStatus(), im.GetDetails())

@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -24,6 +25,10 @@ const (
 	HeaderContentType = "content-type"
 	HeaderReason      = "x-tollgate-reason"
 	HeaderRetryAfter  = "retry-after"
+	// HeaderGRPCStatus is the status a gRPC caller behind Envoy's ext_authz
+	// sees: Envoy keeps it in its local reply instead of mapping the HTTP
+	// status (which makes 429 UNAVAILABLE and 400 INTERNAL).
+	HeaderGRPCStatus = "grpc-status"
 
 	// Rate-limit headers, headers: ietf
 	// (draft-ietf-httpapi-ratelimit-headers-10).
@@ -40,10 +45,11 @@ const (
 const contentTypeJSON = "application/json"
 
 // Header counts: the rate-limit headers of headers: both, the three
-// upstream headers of an allow, the three fixed headers of a denial.
+// upstream headers of an allow, the four fixed headers of a denial (with
+// grpc-status for a gRPC request over ext_authz).
 const (
 	maxRateHeaders = 5
-	maxHeaders     = 3 + maxRateHeaders
+	maxHeaders     = 4 + maxRateHeaders
 )
 
 // header is one header of an answer. A value built from numbers is
@@ -191,6 +197,17 @@ func grpcCode(status int) codes.Code {
 	}
 }
 
+// grpcStatusText holds the grpc-status values of grpcCode's codes.
+var grpcStatusText = map[codes.Code]string{
+	codes.InvalidArgument:   strconv.Itoa(int(codes.InvalidArgument)),
+	codes.ResourceExhausted: strconv.Itoa(int(codes.ResourceExhausted)),
+	codes.Unavailable:       strconv.Itoa(int(codes.Unavailable)),
+	codes.PermissionDenied:  strconv.Itoa(int(codes.PermissionDenied)),
+}
+
+// isGRPC reports whether a request with this content type is a gRPC call.
+func isGRPC(contentType string) bool { return strings.HasPrefix(contentType, "application/grpc") }
+
 // allowHeaders adds the headers of an allowed request to l: first the
 // upstream request headers (the key's customer, id and plan), up of them,
 // then the rate-limit headers for the client's response; it resolves l and
@@ -252,7 +269,11 @@ func (r *reply) options(hs []header) []*corev3.HeaderValueOption {
 	return r.ptrs[lo:r.n:r.n]
 }
 
-// CheckResponse translates a decision into Envoy's answer (package doc, "Responses").
+// CheckResponse translates a decision on an HTTP request into Envoy's answer
+// (package doc, "Responses"); checkResponse also answers gRPC requests.
+func CheckResponse(d *policy.Decision) *authv3.CheckResponse { return checkResponse(d, false) }
+
+// checkResponse translates a decision into Envoy's answer (package doc, "Responses").
 //
 // An allowed request gets status OK and an ok_response: the upstream
 // headers x-tollgate-customer, x-tollgate-key-id and x-tollgate-plan when a
@@ -266,8 +287,10 @@ func (r *reply) options(hs []header) []*corev3.HeaderValueOption {
 // denied_response with the HTTP status, the body and the headers content-type,
 // x-tollgate-reason (key:* reasons only when d.Explain), retry-after on 429
 // and 503 and the rate-limit
-// headers. Every header overwrites one of the same name.
-func CheckResponse(d *policy.Decision) *authv3.CheckResponse {
+// headers. Every header overwrites one of the same name. A denial of a gRPC
+// request (grpc) also carries grpc-status, and its body is the message alone
+// ("Too Many Requests"), which Envoy makes the caller's grpc-message.
+func checkResponse(d *policy.Decision, grpc bool) *authv3.CheckResponse {
 	var arr [512]byte
 	buf := arr[:0]
 	var hs headerList
@@ -289,12 +312,17 @@ func CheckResponse(d *policy.Decision) *authv3.CheckResponse {
 	}
 
 	status := denialStatus(d)
-	r.status.Code = int32(grpcCode(status))
+	code := grpcCode(status)
+	r.status.Code = int32(code)
+	r.denied.Body = d.Body
+	if grpc {
+		hs.add(HeaderGRPCStatus, grpcStatusText[code])
+		r.denied.Body = denialMessage(d.Body, status)
+	}
 	denialHeaders(&hs, buf, d)
 	r.http.Code = typev3.StatusCode(status)
 	r.denied.Status = &r.http
 	r.denied.Headers = r.options(hs.list())
-	r.denied.Body = d.Body
 	r.deniedOf.DeniedResponse = &r.denied
 	r.resp.HttpResponse = &r.deniedOf
 	return &r.resp

@@ -180,17 +180,6 @@ func replay(t *testing.T, reply [][2]string, method string) (*status.Status, met
 	return status.Convert(err), trailer
 }
 
-// proposed is resp as tollgate could answer a gRPC request: a grpc-status
-// header with the code SPEC §4 names, which Envoy keeps, and the message
-// alone as the body, which Envoy makes grpc-message.
-func proposed(resp *authv3.CheckResponse, code codes.Code, message string) *authv3.CheckResponse {
-	d := resp.GetDeniedResponse()
-	hs := append(slices.Clone(d.GetHeaders()), &corev3.HeaderValueOption{
-		Header: &corev3.HeaderValue{Key: "grpc-status", Value: strconv.Itoa(int(code))}})
-	return &authv3.CheckResponse{Status: resp.GetStatus(), HttpResponse: &authv3.CheckResponse_DeniedResponse{
-		DeniedResponse: &authv3.DeniedHttpResponse{Status: d.GetStatus(), Headers: hs, Body: message}}}
-}
-
 // envoyDenial is a denial tollgate answered and what a gRPC caller behind
 // Envoy sees of it.
 type envoyDenial struct {
@@ -236,11 +225,10 @@ func (c envoyDenial) check(t *testing.T, readme string) {
 // the payments example's Envoy sends for gRPC calls (grpc-go has no
 // ext_authz client), checks the CheckResponse fields Envoy reads, and
 // replays Envoy's local reply for each denial (envoyGRPCLocalReply) to a
-// real grpc-go client: what a gRPC caller behind Envoy sees. A 429 reaches
-// it as UNAVAILABLE, not the RESOURCE_EXHAUSTED of SPEC §4, with the JSON
-// body as its message; the last case is the answer tollgate could give
-// instead (proposed), which Envoy would pass on as RESOURCE_EXHAUSTED "Too
-// Many Requests".
+// real grpc-go client: what a gRPC caller behind Envoy sees. tollgate's
+// grpc-status header keeps Envoy from mapping the HTTP status (429 would be
+// UNAVAILABLE), and its body, the message alone, is the caller's message:
+// RESOURCE_EXHAUSTED "Too Many Requests".
 func TestExtAuthzGRPCCaller(t *testing.T) {
 	g := startTollgate(t, paymentsPolicy, newClock().Now)
 	cc, err := grpc.NewClient(g.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -278,24 +266,18 @@ func TestExtAuthzGRPCCaller(t *testing.T) {
 	)
 	for _, c := range []envoyDenial{
 		{"free key, call 21", limited, 429,
-			[]string{"content-type: application/json", "x-tollgate-reason: throttle:plan", "retry-after: 1", policyHeader, rateHeader},
-			`{"message":"Too Many Requests"}`,
-			`rpc error: code = Unavailable desc = {"message":"Too Many Requests"}`,
-			[]string{rateHeader, policyHeader, "retry-after: 1", "x-tollgate-reason: throttle:plan"}, true},
-		{"no key", check(grpcCheckRequest(partnerMethod, "", client)), 403,
-			[]string{"content-type: application/json"},
-			`{"message":"Forbidden"}`,
-			`rpc error: code = PermissionDenied desc = {"message":"Forbidden"}`, nil, false},
-		{"free key, blocklisted address", check(grpcCheckRequest(partnerMethod, freeKey, "203.0.113.7")), 403,
-			[]string{"content-type: application/json", "x-tollgate-reason: waf:blocked-networks"},
-			`{"message":"Forbidden"}`,
-			`rpc error: code = PermissionDenied desc = {"message":"Forbidden"}`, []string{"x-tollgate-reason: waf:blocked-networks"}, false},
-		{"free key, call 21, proposed answer", proposed(limited, codes.ResourceExhausted, "Too Many Requests"), 429,
-			[]string{"content-type: application/json", "x-tollgate-reason: throttle:plan", "retry-after: 1", policyHeader, rateHeader,
-				"grpc-status: 8"},
+			[]string{"grpc-status: 8", "content-type: application/json", "x-tollgate-reason: throttle:plan", "retry-after: 1", policyHeader, rateHeader},
 			"Too Many Requests",
 			"rpc error: code = ResourceExhausted desc = Too Many Requests",
-			[]string{rateHeader, policyHeader, "retry-after: 1", "x-tollgate-reason: throttle:plan"}, false},
+			[]string{rateHeader, policyHeader, "retry-after: 1", "x-tollgate-reason: throttle:plan"}, true},
+		{"no key", check(grpcCheckRequest(partnerMethod, "", client)), 403,
+			[]string{"grpc-status: 7", "content-type: application/json"},
+			"Forbidden",
+			"rpc error: code = PermissionDenied desc = Forbidden", nil, false},
+		{"free key, blocklisted address", check(grpcCheckRequest(partnerMethod, freeKey, "203.0.113.7")), 403,
+			[]string{"grpc-status: 7", "content-type: application/json", "x-tollgate-reason: waf:blocked-networks"},
+			"Forbidden",
+			"rpc error: code = PermissionDenied desc = Forbidden", []string{"x-tollgate-reason: waf:blocked-networks"}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.check(t, readme) })
 	}
