@@ -53,41 +53,46 @@ func (s *HTTPServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := s.Decider.Decide(r.Context(), &req)
-	WriteDecision(w, &d)
+	WriteDecision(w, &d, isGRPC(req.Headers["content-type"]))
 }
 
 // RequestFromHTTP fills out from an authorization subrequest and reports
 // whether r is one. The Envoy form (ANY /ext_authz/<path>) is the original
 // request behind a prefix; the forward form (ANY /forward_auth) carries the
-// original method, URI and host in X-Forwarded-Method, X-Forwarded-Uri and
-// X-Forwarded-Host, or X-Original-Method and X-Original-URI (the
-// X-Forwarded-* pair wins: a proxy that sends the other must clear it, or a
-// client could name the request to check). Either way the headers are the
-// original request's, and:
+// original method and URI in X-Forwarded-Method and X-Forwarded-Uri (Caddy,
+// Traefik) or, when there is no X-Forwarded-Uri, X-Original-Method and
+// X-Original-URI (nginx): one pair, never a mix (a proxy of the second
+// convention must clear the first, or a client could name the request to
+// check), and the host in X-Forwarded-Host, else Host. Either way the
+// headers are the original request's, and:
 //   - the client address is the right-most X-Forwarded-For entry (the one
 //     the proxy appended), else X-Real-IP, else the TCP peer; the policy's
 //     clients.ip then reads it as Envoy's source address;
 //   - X-Tollgate-Stage: api/stage names the stage.
 //
-// Missing pieces stay empty, and the evaluator answers such requests with
-// 400.
+// The form is told from the path as sent, before any decoding, which is
+// also what the Envoy form's path is cut from. Missing pieces stay empty,
+// and the evaluator answers such requests with 400.
 func RequestFromHTTP(r *http.Request, out *policy.Request) bool {
+	// The target as the client sent it, escapes and query included
+	// (Envoy's attributes.request.http.path), not Go's decoding of it.
+	uri := r.RequestURI
+	if !strings.HasPrefix(uri, "/") {
+		uri = r.URL.RequestURI() // absolute form
+	}
+	path, _, _ := strings.Cut(uri, "?")
 	*out = policy.Request{Headers: headerMap(r.Header)}
 	h := out.Headers
 	switch {
-	case r.URL.Path == ForwardAuthPath:
-		out.Method = first(h["x-forwarded-method"], h["x-original-method"])
-		out.Path = first(h["x-forwarded-uri"], h["x-original-uri"])
-		out.Host = first(h["x-forwarded-host"], r.Host)
-	case strings.HasPrefix(r.URL.Path, HTTPPathPrefix+"/"):
-		out.Method, out.Host = r.Method, r.Host
-		// The path as the client sent it, escapes and query included
-		// (Envoy's attributes.request.http.path), not Go's decoding.
-		uri := r.RequestURI
-		if !strings.HasPrefix(uri, HTTPPathPrefix+"/") {
-			uri = r.URL.RequestURI()
+	case path == ForwardAuthPath:
+		if u := h["x-forwarded-uri"]; u != "" {
+			out.Method, out.Path = h["x-forwarded-method"], u
+		} else {
+			out.Method, out.Path = h["x-original-method"], h["x-original-uri"]
 		}
-		out.Path = uri[len(HTTPPathPrefix):]
+		out.Host = first(h["x-forwarded-host"], r.Host)
+	case strings.HasPrefix(path, HTTPPathPrefix+"/"):
+		out.Method, out.Host, out.Path = r.Method, r.Host, uri[len(HTTPPathPrefix):]
 	default:
 		return false
 	}
@@ -147,8 +152,10 @@ func headerMap(hs http.Header) map[string]string {
 // headers (x-tollgate-customer, x-tollgate-key-id, x-tollgate-plan when a
 // key was used), the rate-limit headers, and the headers to remove in
 // x-envoy-auth-headers-to-remove. Denied: the decision's status, content
-// type, reason, Retry-After and rate-limit headers, and its JSON body.
-func WriteDecision(w http.ResponseWriter, d *policy.Decision) {
+// type, reason, Retry-After and rate-limit headers, and its JSON body; for
+// a gRPC request (grpc), grpc-status and the message alone as body, as
+// CheckResponse answers it.
+func WriteDecision(w http.ResponseWriter, d *policy.Decision, grpc bool) {
 	var arr [512]byte
 	var hs headerList
 	out := w.Header()
@@ -163,11 +170,12 @@ func WriteDecision(w http.ResponseWriter, d *policy.Decision) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	body := denialAnswer(&hs, d, grpc)
 	denialHeaders(&hs, arr[:0], d)
 	setHeaders(out, hs.list())
-	out.Set("Content-Length", strconv.Itoa(len(d.Body)))
+	out.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(denialStatus(d))
-	_, _ = w.Write([]byte(d.Body))
+	_, _ = w.Write([]byte(body))
 }
 
 // setHeaders sets each of hs on out, overwriting one of the same name.

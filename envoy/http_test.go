@@ -1,8 +1,10 @@
 package envoy_test
 
 import (
+	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -28,10 +30,11 @@ func serveHTTP(t testing.TB, d envoy.Decider) string {
 }
 
 // httpForms are the ways a proxy asks: Envoy's http_service (the original
-// request behind /ext_authz, the client in X-Forwarded-For), nginx's
-// auth_request (X-Original-*, the original Host, the client in X-Real-IP)
-// and Caddy's forward_auth (X-Forwarded-*, with a client's own
-// X-Forwarded-For entry before the one the proxy appended).
+// request behind /ext_authz, the client in X-Real-IP as the kit sets it),
+// nginx's auth_request (X-Original-*, the original Host, X-Forwarded-For
+// with a client's own entry before the one nginx appended, as the kit's
+// $proxy_add_x_forwarded_for makes it) and Caddy's forward_auth
+// (X-Forwarded-*, the client in X-Forwarded-For).
 var httpForms = []string{"envoy", "nginx", "caddy"}
 
 // httpFromCheck builds the subrequest a proxy of form sends for the request
@@ -70,17 +73,17 @@ func httpFromCheck(t *testing.T, base, form string, req *authv3.CheckRequest) (*
 		p, q, _ := strings.Cut(h.GetPath(), "?")
 		hr.URL.Opaque, hr.URL.RawQuery = envoy.HTTPPathPrefix+p, q
 		hr.Host = h.GetHost()
-		hr.Header.Set("X-Forwarded-For", peer)
+		hr.Header.Set("X-Real-IP", peer)
 	case "nginx":
 		hr.Header.Set("X-Original-Method", h.GetMethod())
 		hr.Header.Set("X-Original-URI", h.GetPath())
 		hr.Host = h.GetHost()
-		hr.Header.Set("X-Real-IP", peer)
+		hr.Header.Set("X-Forwarded-For", "192.0.2.66, "+peer)
 	case "caddy":
 		hr.Header.Set("X-Forwarded-Method", h.GetMethod())
 		hr.Header.Set("X-Forwarded-Uri", h.GetPath())
 		hr.Header.Set("X-Forwarded-Host", h.GetHost())
-		hr.Header.Set("X-Forwarded-For", "192.0.2.66, "+peer)
+		hr.Header.Set("X-Forwarded-For", peer)
 	}
 	return hr, true
 }
@@ -227,6 +230,13 @@ func TestRequestFromHTTP(t *testing.T) {
 			headers: map[string]string{"X-Forwarded-Method": "PUT", "X-Original-Method": "DELETE", "X-Forwarded-Uri": "/f", "X-Original-URI": "/o",
 				"X-Forwarded-For": "198.51.100.7", "X-Real-IP": "192.0.2.1"},
 			want: policy.Request{Method: "PUT", Path: "/f", Host: "h", Peer: "198.51.100.7"}},
+		{name: "one convention, never a mix", method: "GET", target: "/forward_auth", host: "h",
+			headers: map[string]string{"X-Forwarded-Method": "PUT", "X-Original-Method": "DELETE", "X-Original-URI": "/o",
+				"X-Forwarded-Host": "api.example.com", "X-Real-IP": "192.0.2.1"},
+			want: policy.Request{Method: "DELETE", Path: "/o", Host: "api.example.com", Peer: "192.0.2.1"}},
+		{name: "X-Forwarded-Uri without its method", method: "GET", target: "/forward_auth", host: "h",
+			headers: map[string]string{"X-Forwarded-Uri": "/f", "X-Original-Method": "DELETE", "X-Original-URI": "/o"},
+			want:    policy.Request{Path: "/f", Host: "h", Peer: "127.0.0.1"}},
 		{name: "forward form without the original request", method: "POST", target: "/forward_auth", host: "h",
 			want: policy.Request{Host: "h", Peer: "127.0.0.1"}},
 		{name: "empty last X-Forwarded-For entry", method: "GET", target: "/forward_auth", host: "h",
@@ -272,7 +282,8 @@ func TestRequestFromHTTP(t *testing.T) {
 func TestHTTPNotADecision(t *testing.T) {
 	rec := &recorder{}
 	base := serveHTTP(t, rec)
-	for _, p := range []string{"/healthz", "/", "/ext_authz", "/ext_authzfoo/bar", "/forward_auth/x", "/metrics"} {
+	for _, p := range []string{"/healthz", "/", "/ext_authz", "/ext_authzfoo/bar", "/forward_auth/x", "/metrics",
+		"/ext%5Fauthz/partners/p-1", "/forward%5Fauth", "/%65xt_authz/a"} {
 		resp, err := http.Get(base + p)
 		if err != nil {
 			t.Fatal(err)
@@ -303,5 +314,57 @@ func TestHTTPRepeatedHeaders(t *testing.T) {
 	resp.Body.Close()
 	if got := rec.take()[0].Headers["x-api-key"]; got != "one,two" {
 		t.Errorf("got %q, want one,two", got)
+	}
+}
+
+// TestHTTPAbsoluteTarget: a request line in absolute form (as to a proxy)
+// is read like its origin form.
+func TestHTTPAbsoluteTarget(t *testing.T) {
+	rec := &recorder{}
+	base := serveHTTP(t, rec)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST http://api.example.com/ext_authz/a%2Db?c=d HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	got := rec.take()
+	if resp.StatusCode != 200 || len(got) != 1 || got[0].Method != "POST" || got[0].Path != "/a%2Db?c=d" || got[0].Host != "api.example.com" {
+		t.Errorf("got %d %+v, want 200 and POST /a%%2Db?c=d for api.example.com", resp.StatusCode, got)
+	}
+}
+
+// TestHTTPGRPCDenial: a gRPC request's denial over HTTP is CheckResponse's
+// for a gRPC request: grpc-status and the message alone; an HTTP request's
+// and a grpc-web request's keep the JSON body.
+func TestHTTPGRPCDenial(t *testing.T) {
+	e := newEngine(t, paymentsPolicy)
+	base := serveHTTP(t, e)
+	for _, c := range []struct{ contentType, status, body string }{
+		{"application/grpc", "7", "Forbidden"},
+		{"application/grpc+proto", "7", "Forbidden"},
+		{"application/grpc-web", "", `{"message":"Forbidden"}`},
+		{"application/json", "", `{"message":"Forbidden"}`},
+	} {
+		hr, _ := http.NewRequest("POST", base+"/ext_authz/partners/p-1/transactions", nil)
+		hr.Host = "api.example.com"
+		hr.Header.Set("Content-Type", c.contentType)
+		s := httpSeen(t, hr)
+		status := ""
+		for _, l := range s.denial {
+			if v, ok := strings.CutPrefix(l, "grpc-status: "); ok {
+				status = v
+			}
+		}
+		if s.status != 403 || status != c.status || s.body != c.body {
+			t.Errorf("%s: got %d grpc-status %q %q, want 403 %q %q", c.contentType, s.status, status, s.body, c.status, c.body)
+		}
 	}
 }

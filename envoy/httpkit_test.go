@@ -97,14 +97,14 @@ func match(t *testing.T, m *matcherv3.ListStringMatcher, name string) bool {
 	return false
 }
 
-// ask sends the auth request Envoy makes for a request (headers with
-// lower-case names, x-forwarded-for as Envoy appended it) to base and
-// returns what the client and the upstream get.
+// ask sends the auth request Envoy makes for a request from peer (headers
+// with lower-case names) to base and returns what the client and the
+// upstream get.
 //
 // For a policy other than the payments example, the kit is pasted as its
 // comments say: without the stage (the policy's hosts decide) and with the
 // headers its WAF rules read (extra) allowed.
-func (k *httpKit) ask(t *testing.T, base, method, path, host string, headers map[string]string, payments bool, extra ...string) seen {
+func (k *httpKit) ask(t *testing.T, base, method, path, host, peer string, headers map[string]string, payments bool, extra ...string) seen {
 	t.Helper()
 	hr, err := http.NewRequest(method, base, nil)
 	if err != nil {
@@ -119,8 +119,15 @@ func (k *httpKit) ask(t *testing.T, base, method, path, host string, headers map
 		}
 	}
 	for _, h := range k.svc.GetAuthorizationRequest().GetHeadersToAdd() {
+		v := h.GetValue()
+		switch {
+		case v == "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%":
+			v = peer
+		case strings.Contains(v, "%"):
+			t.Fatalf("headers_to_add %s: %s: this model knows one formatter", h.GetKey(), v)
+		}
 		if payments || h.GetKey() != envoy.HeaderStage {
-			hr.Header.Set(h.GetKey(), h.GetValue())
+			hr.Header.Set(h.GetKey(), v)
 		}
 	}
 	resp, err := http.DefaultClient.Do(hr)
@@ -184,12 +191,14 @@ func TestHTTPKit(t *testing.T) {
 			for k, v := range h.GetHeaders() {
 				headers[k] = v
 			}
-			headers["x-forwarded-for"] = peer // use_remote_address: Envoy appends the peer
+			// A client's own say on its address, which must not count.
+			headers["x-forwarded-for"] = "192.0.2.66"
+			headers["x-real-ip"] = "192.0.2.67"
 			e := newEngine(t, c.policy, c.edits...)
 			base := serveHTTP(t, e)
 			var got seen
 			for range c.warmup + 1 {
-				got = k.ask(t, base, h.GetMethod(), h.GetPath(), h.GetHost(), headers, payments, "x-client")
+				got = k.ask(t, base, h.GetMethod(), h.GetPath(), h.GetHost(), peer, headers, payments, "x-client")
 			}
 			want := checkSeen(readCheckResponse(t, filepath.Join(goldenDir, name+".response.json")))
 			slices.Sort(want.response)

@@ -205,8 +205,27 @@ var grpcStatusText = map[codes.Code]string{
 	codes.PermissionDenied:  strconv.Itoa(int(codes.PermissionDenied)),
 }
 
-// isGRPC reports whether a request with this content type is a gRPC call.
-func isGRPC(contentType string) bool { return strings.HasPrefix(contentType, "application/grpc") }
+// denialAnswer returns the body of a denial and, for a gRPC request, adds
+// grpc-status to l: a gRPC caller behind Envoy gets Envoy's local reply,
+// which keeps that header (else it maps the HTTP status: 429 would be
+// UNAVAILABLE, 400 INTERNAL) and makes the body its message, so the body is
+// the message alone ("Too Many Requests").
+func denialAnswer(l *headerList, d *policy.Decision, grpc bool) string {
+	if !grpc {
+		return d.Body
+	}
+	status := denialStatus(d)
+	l.add(HeaderGRPCStatus, grpcStatusText[grpcCode(status)])
+	return denialMessage(d.Body, status)
+}
+
+// isGRPC reports whether a request with this content type is a gRPC call:
+// application/grpc, or application/grpc+ and a codec, as Envoy tells
+// (Grpc::Common::hasGrpcContentType; application/grpc-web is not gRPC).
+func isGRPC(contentType string) bool {
+	rest, ok := strings.CutPrefix(contentType, "application/grpc")
+	return ok && (rest == "" || rest[0] == '+')
+}
 
 // allowHeaders adds the headers of an allowed request to l: first the
 // upstream request headers (the key's customer, id and plan), up of them,
@@ -312,13 +331,8 @@ func checkResponse(d *policy.Decision, grpc bool) *authv3.CheckResponse {
 	}
 
 	status := denialStatus(d)
-	code := grpcCode(status)
-	r.status.Code = int32(code)
-	r.denied.Body = d.Body
-	if grpc {
-		hs.add(HeaderGRPCStatus, grpcStatusText[code])
-		r.denied.Body = denialMessage(d.Body, status)
-	}
+	r.status.Code = int32(grpcCode(status))
+	r.denied.Body = denialAnswer(&hs, d, grpc)
 	denialHeaders(&hs, buf, d)
 	r.http.Code = typev3.StatusCode(status)
 	r.denied.Status = &r.http
