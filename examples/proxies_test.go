@@ -248,6 +248,9 @@ func runProxy(t *testing.T, name string, command func(port int) *exec.Cmd) strin
 		out := &syncBuffer{}
 		cmd := command(port)
 		cmd.Stdout, cmd.Stderr = out, out
+		// Its own process group (nginx forks workers), killed with the
+		// test binary should it die before its cleanups run.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}
@@ -255,18 +258,18 @@ func runProxy(t *testing.T, name string, command func(port int) *exec.Cmd) strin
 		go func() { exited <- cmd.Wait() }()
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		if err := waitListening(addr, exited); err != nil {
-			cmd.Process.Kill()
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			if attempt < 3 && strings.Contains(strings.ToLower(out.String()), "address already in use") {
 				continue
 			}
 			t.Fatalf("%s: %v; its output:\n%s", name, err, out)
 		}
 		t.Cleanup(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 			select {
 			case <-exited:
 			case <-time.After(30 * time.Second):
-				cmd.Process.Kill()
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 				<-exited
 			}
 			if t.Failed() {
