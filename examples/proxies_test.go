@@ -2,10 +2,8 @@ package examples_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +18,8 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/internal/testclock"
+	"github.com/tollgate/tollgate/internal/testlog"
+	"github.com/tollgate/tollgate/internal/testserve"
 	"github.com/tollgate/tollgate/server"
 )
 
@@ -36,24 +36,6 @@ const (
 // speed.
 var t0 = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 
-// syncBuffer is an output sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // startTollgate serves the policy text with tollgate's HTTP authorization
 // port on loopback, a memory store and a test clock, and stops it when the
 // test ends. It returns the HTTP port's address.
@@ -63,24 +45,9 @@ func startTollgate(t *testing.T, policyText string) (string, *testclock.Clock) {
 	if err := os.WriteFile(file, []byte(policyText), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	clock, logs := testclock.New(t0), &syncBuffer{}
-	s, err := server.New(server.Config{PolicyFile: file, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AdminAddr: "-",
-		Store: "memory:", Now: clock.Now, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("tollgate serve: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("tollgate's log:\n%s", logs)
-		}
-	})
+	clock := testclock.New(t0)
+	s := testserve.Start(t, server.Config{PolicyFile: file, GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", AdminAddr: "-",
+		Store: "memory:", Now: clock.Now})
 	return s.HTTPAddr().String(), clock
 }
 
@@ -245,7 +212,7 @@ func runProxy(t *testing.T, name string, command func(port int) *exec.Cmd) strin
 		}
 		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		out := &syncBuffer{}
+		out := &testlog.Buffer{}
 		cmd := command(port)
 		cmd.Stdout, cmd.Stderr = out, out
 		// Its own process group (nginx forks workers), killed with the

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tollgate/tollgate/internal/testclock"
+	"github.com/tollgate/tollgate/internal/testlog"
 )
 
 // adminToken is the admin token of the test servers.
@@ -32,24 +32,6 @@ var t0 = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 // clock is the tests' settable clock.
 type clock = testclock.Clock
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // harness is a served tollgate on loopback: gRPC, the admin API, a memory
 // store, a test clock and a policy file of its own in a temporary
 // directory.
@@ -57,7 +39,7 @@ type harness struct {
 	t      *testing.T
 	s      *Server
 	clock  *clock
-	logs   *syncBuffer
+	logs   *testlog.Buffer
 	policy string // the policy file's path
 	base   string // the admin API's base URL
 	authz  authv3.AuthorizationClient
@@ -103,7 +85,7 @@ func serveWrapped(t *testing.T, policyText string, edit func(*Config), wrap func
 	if err := os.WriteFile(file, []byte(policyText), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, clock: testclock.New(t0), logs: &syncBuffer{}, policy: file, http: &http.Client{Timeout: 10 * time.Second}}
+	h := &harness{t: t, clock: testclock.New(t0), logs: &testlog.Buffer{}, policy: file, http: &http.Client{Timeout: 10 * time.Second}}
 	cfg := Config{PolicyFile: file, GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Store: "memory:",
 		AdminToken: adminToken, Now: h.clock.Now,
 		Logger: slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}

@@ -2,17 +2,13 @@ package proxyless_test
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +17,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tollgate/tollgate/internal/testclock"
+	"github.com/tollgate/tollgate/internal/testlog"
+	"github.com/tollgate/tollgate/internal/testserve"
 	"github.com/tollgate/tollgate/server"
 )
 
@@ -33,28 +31,10 @@ const paymentsPolicy = "../payments/policy.yaml"
 // move makes the 21st the first denied one, however slow the calls are.
 var t0 = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // tollgate is a tollgate serving in this process.
 type tollgate struct {
 	addr string // its gRPC address, host:port
-	logs *syncBuffer
+	logs *testlog.Buffer
 }
 
 // denial is one "denied" debug line of tollgate's log.
@@ -91,22 +71,8 @@ func (g *tollgate) denials(t *testing.T) []denial {
 // are written). It stops when the test ends.
 func startTollgate(t *testing.T, policyFile string, now func() time.Time) *tollgate {
 	t.Helper()
-	logs := new(syncBuffer)
-	s, err := server.New(server.Config{PolicyFile: policyFile, GRPCAddr: "127.0.0.1:0", AdminAddr: "-", Store: "memory:",
-		Now: now, Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("tollgate serve: got %v, want nil", err)
-		}
-	})
-	return &tollgate{addr: s.Addr().String(), logs: logs}
+	s := testserve.Start(t, server.Config{PolicyFile: policyFile, GRPCAddr: "127.0.0.1:0", AdminAddr: "-", Store: "memory:", Now: now})
+	return &tollgate{addr: s.Addr().String(), logs: s.Logs}
 }
 
 // newClock returns the tests' clock, standing at t0.
