@@ -11,14 +11,17 @@
 // http_service does: the original method and path behind /ext_authz, the
 // Host and the key header, the client's address in X-Forwarded-For (so the
 // WAF sees blocked addresses) and the stage in X-Tollgate-Stage. It speaks
-// HTTP/1.1 with keep-alive over at most Conns connections shared by the
-// workers: a connection carries one request at a time, and a worker that
-// finds none free waits, as behind a proxy's capped connection pool.
-// HTTP/1.1 is what nginx, Caddy and Traefik speak to an auth service, and
-// Envoy's default for a cluster. h2c (which the server also serves, and the
-// Envoy kit configures) is not measured: through net/http's client it was
-// slower than HTTP/1.1 against the same server, and one HTTP/1.1
-// connection per worker no faster than four (BENCHMARKS.md, issue 15).
+// HTTP/1.1 with keep-alive (net/http's Transport) over at most Conns
+// connections shared by the workers: a connection carries one request at a
+// time, and a worker that finds none free waits for one, as behind a
+// proxy's capped pool. With one connection per worker (tollgate load's
+// default in this mode) as many requests are in flight as over gRPC,
+// which is also how Envoy's and nginx's HTTP/1.1 pools behave: a
+// connection per request in flight. HTTP/1.1 is what nginx, Caddy and
+// Traefik speak to an auth service, and Envoy's default for a cluster; h2c,
+// which the server also serves, is not offered: through net/http's client
+// it was slower than HTTP/1.1 with a connection per worker against the same
+// server (BENCHMARKS.md, issue 15).
 //
 // A closed loop measures what a server does under the load it can take: a
 // stalled server slows the senders down instead of queueing their requests

@@ -78,7 +78,7 @@ type Config struct {
 	Mode   Mode
 	// Workers send one request at a time each (a closed loop), over Conns
 	// connections: gRPC ones shared round-robin, HTTP/1.1 ones taken by
-	// whichever worker finds one free.
+	// whichever worker finds one free (Conns = Workers: one each).
 	Workers, Conns int
 	// Duration of the measured part, after Warmup (whose requests are
 	// sent but not counted). Requests, when above 0, ends the run after

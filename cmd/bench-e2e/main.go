@@ -347,12 +347,12 @@ func (b *bench) serve(ctx context.Context, sc scenario, rs *redistest.Server, se
 // load runs tollgate load against srv in sc's mode and returns its report.
 func (b *bench) load(ctx context.Context, sc scenario, srv *served.Server) (load.Report, error) {
 	var r load.Report
-	target := srv.GRPC
+	target, conns := srv.GRPC, 4
 	if sc.mode == load.HTTP {
-		target = srv.HTTP
+		target, conns = srv.HTTP, b.workers // HTTP/1.1: a connection per request in flight
 	}
 	cmd := exec.CommandContext(ctx, b.bin, "load", "--target", target, "--mode", string(sc.mode), "--policy", b.policyFile,
-		"--keys", strconv.Itoa(sc.keys), "--workers", strconv.Itoa(b.workers), "--conns", "4",
+		"--keys", strconv.Itoa(sc.keys), "--workers", strconv.Itoa(b.workers), "--conns", strconv.Itoa(conns),
 		"--duration", b.duration.String(), "--warmup", "2s", "--mix", "anonymous=20,keyed=70,blocked=5,invalid=5", "--json")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
@@ -414,7 +414,7 @@ func appendRows(out string, rows, notes []string, workers, rounds int) error {
 	}
 	defer f.Close()
 	fmt.Fprintf(f, "\n### %s — %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine())
-	fmt.Fprintf(f, "`make bench-e2e`: `tollgate load --workers %d --conns 4 --duration 10s --warmup 2s`, mix anonymous 20, keyed 70, blocked 5, invalid keys 5; load generator and server share the cores; HTTP rows: `--mode http` to `serve --http-addr`, 4 HTTP/1.1 keep-alive connections. %d rounds, each measuring the floor and then every scenario; ratio: decisions/s over the floor's of the same round and mode (`serve --noop` spoken to over ext_authz, ext_proc or HTTP), the row being the round of the median ratio (the floor's: of the median decisions/s); server CPU: cores busy, warm-up included.\n\n", workers, rounds)
+	fmt.Fprintf(f, "`make bench-e2e`: `tollgate load --workers %d --conns 4 --duration 10s --warmup 2s`, mix anonymous 20, keyed 70, blocked 5, invalid keys 5; load generator and server share the cores; HTTP rows: `--mode http --conns %d` to `serve --http-addr`, an HTTP/1.1 keep-alive connection per worker. %d rounds, each measuring the floor and then every scenario; ratio: decisions/s over the floor's of the same round and mode (`serve --noop` spoken to over ext_authz, ext_proc or HTTP), the row being the round of the median ratio (the floor's: of the median decisions/s); server CPU: cores busy, warm-up included.\n\n", workers, workers, rounds)
 	fmt.Fprintln(f, "| date | commit | scenario | workers | decisions/s | ratio to floor | ratio per round | p50 | p90 | p99 | p99.9 | server CPU (cores) | memory |")
 	fmt.Fprintln(f, "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|")
 	for _, r := range rows {

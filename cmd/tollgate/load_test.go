@@ -53,11 +53,12 @@ func TestLoadAgainstRealServer(t *testing.T) {
 
 // TestLoadHTTPFloor: serve --noop with --http-addr answers every HTTP
 // authorization request 200 without a decision, blocked addresses and
-// invalid keys included: the floor HTTP mode is measured against.
+// invalid keys included: the floor HTTP mode is measured against. Without
+// --conns, HTTP mode opens one connection per worker.
 func TestLoadHTTPFloor(t *testing.T) {
 	p := startProc(t, example, "file:"+t.TempDir(), "--noop", "--http-addr", "127.0.0.1:0")
 	out, errOut, status := runArgs(t, "load", "--target", p.http, "--mode", "http", "--policy", example, "--keys", "10",
-		"--workers", "4", "--conns", "2", "--requests", "500", "--warmup", "0s", "--mix", "keyed=1,blocked=1,invalid=1", "--json")
+		"--workers", "6", "--requests", "500", "--warmup", "0s", "--mix", "keyed=1,blocked=1,invalid=1", "--json")
 	if status != 0 {
 		t.Fatalf("exit %d: %s", status, errOut)
 	}
@@ -65,8 +66,9 @@ func TestLoadHTTPFloor(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	if r.Requests != 500 || r.Allowed != 500 {
-		t.Errorf("got %d requests, %d allowed, 403: %d, other %v, errors %d (%s); want 500 allowed", r.Requests, r.Allowed, r.Forbidden, r.OtherStatuses, r.Errors, r.FirstError)
+	if r.Requests != 500 || r.Allowed != 500 || r.Conns != 6 {
+		t.Errorf("got %d requests, %d allowed, 403: %d, other %v, errors %d (%s), %d connections; want 500 allowed, 6 connections",
+			r.Requests, r.Allowed, r.Forbidden, r.OtherStatuses, r.Errors, r.FirstError, r.Conns)
 	}
 }
 
