@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -14,13 +12,6 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tollgate/tollgate/policy"
 )
@@ -32,6 +23,7 @@ type Mode string
 const (
 	Authz   Mode = "authz" // ext_authz Check, one unary call per request
 	Process Mode = "proc"  // ext_proc, one stream per request (request and response headers)
+	HTTP    Mode = "http"  // HTTP authorization, Envoy's form: one HTTP/1.1 request per request
 )
 
 // Mix weighs the kinds of requests.
@@ -80,11 +72,13 @@ func ParseMix(s string) (Mix, error) {
 
 // Config is one load run.
 type Config struct {
-	// Target is tollgate's gRPC address: host:port or unix:/path.
+	// Target is tollgate's gRPC address, or with HTTP its HTTP
+	// authorization address (serve --http-addr): host:port or unix:/path.
 	Target string
 	Mode   Mode
 	// Workers send one request at a time each (a closed loop), over Conns
-	// connections shared round-robin.
+	// connections: gRPC ones shared round-robin, HTTP/1.1 ones taken by
+	// whichever worker finds one free (Conns = Workers: one each).
 	Workers, Conns int
 	// Duration of the measured part, after Warmup (whose requests are
 	// sent but not counted). Requests, when above 0, ends the run after
@@ -233,18 +227,6 @@ func (pl *plan) pick(rng *rand.Rand, keys int, weights [4]int, total int) (reque
 	return r, ip
 }
 
-// dial connects to a tcp or unix: target.
-func dial(target string) (*grpc.ClientConn, error) {
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	if path, ok := strings.CutPrefix(target, "unix:"); ok {
-		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", path)
-		}))
-		target = "passthrough:///unix"
-	}
-	return grpc.NewClient(target, opts...)
-}
-
 // Run sends the load and reports what it measured. It is a closed loop:
 // each worker waits for an answer before it sends again, so when the server
 // slows down the offered load drops with it (coordinated omission) and the
@@ -257,17 +239,20 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	if c.Duration <= 0 && c.Requests <= 0 {
 		return nil, errors.New("load: give a duration or a request count")
 	}
+	switch c.Mode {
+	case Authz, Process, HTTP:
+	default:
+		return nil, fmt.Errorf("load: mode %q: want %s, %s or %s", c.Mode, Authz, Process, HTTP)
+	}
 	pl, err := planOf(c.Policy)
 	if err != nil {
 		return nil, err
 	}
-	conns := make([]*grpc.ClientConn, c.Conns)
-	for i := range conns {
-		if conns[i], err = dial(c.Target); err != nil {
-			return nil, fmt.Errorf("load: %s: %w", c.Target, err)
-		}
-		defer conns[i].Close()
+	senders, closeConns, err := connect(&c, pl)
+	if err != nil {
+		return nil, err
 	}
+	defer closeConns()
 	weights := [4]int{c.Mix.Anonymous, c.Mix.Keyed, c.Mix.Blocked, c.Mix.InvalidKey}
 	total := weights[0] + weights[1] + weights[2] + weights[3]
 	if total == 0 {
@@ -293,7 +278,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	results := make([]*worker, c.Workers)
 	for w := range c.Workers {
 		wk := &worker{hist: hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3),
-			rng: rand.New(rand.NewPCG(c.Seed, uint64(w)+1)), conn: conns[w%len(conns)]}
+			rng: rand.New(rand.NewPCG(c.Seed, uint64(w)+1)), sender: senders[w]}
 		results[w] = wk
 		measuring.Go(func() { wk.run(ctx, &c, pl, weights, total, start, end, budget) })
 	}
@@ -329,9 +314,9 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 
 // worker is one closed-loop sender and what it measured.
 type worker struct {
-	hist *hdrhistogram.Histogram
-	rng  *rand.Rand
-	conn *grpc.ClientConn
+	hist   *hdrhistogram.Histogram
+	rng    *rand.Rand
+	sender sender
 
 	allowed, forbidden, tooMany, other, errors int64
 	others                                     map[int]int64
@@ -339,15 +324,6 @@ type worker struct {
 }
 
 func (w *worker) run(ctx context.Context, c *Config, pl *plan, weights [4]int, total int, start, end time.Time, budget chan struct{}) {
-	authz := authv3.NewAuthorizationClient(w.conn)
-	proc := extprocv3.NewExternalProcessorClient(w.conn)
-	headers := map[string]string{"user-agent": "tollgate-load/1", "accept": "*/*"}
-	check := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:            &authv3.AttributeContext_Peer{Address: &corev3.Address{}},
-		ContextExtensions: map[string]string{"api": pl.api, "stage": pl.stage},
-		Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Host: "load.example.com", Headers: headers}},
-	}}
-	md := metadata.Pairs("api", pl.api, "stage", pl.stage)
 	for ctx.Err() == nil {
 		now := time.Now()
 		measured := !now.Before(start)
@@ -362,29 +338,8 @@ func (w *worker) run(ctx context.Context, c *Config, pl *plan, weights [4]int, t
 			}
 		}
 		req, ip := pl.pick(w.rng, c.Keys, weights, total)
-		var status int
-		var err error
 		t0 := time.Now()
-		if c.Mode == Process {
-			status, err = w.stream(ctx, proc, md, pl, req, ip)
-		} else {
-			http := check.Attributes.Request.Http
-			http.Method, http.Path = req.method, req.path
-			if req.key != "" {
-				headers[pl.keyHeader] = req.key
-			} else {
-				delete(headers, pl.keyHeader)
-			}
-			check.Attributes.Source.Address.Address = &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 40000}}}
-			var resp *authv3.CheckResponse
-			if resp, err = authz.Check(ctx, check); err == nil {
-				status = 200
-				if resp.GetStatus().GetCode() != 0 {
-					status = int(resp.GetDeniedResponse().GetStatus().GetCode())
-				}
-			}
-		}
+		status, err := w.sender.send(ctx, req, ip)
 		took := time.Since(t0)
 		if !measured {
 			continue
@@ -413,49 +368,4 @@ func (w *worker) run(ctx context.Context, c *Config, pl *plan, weights [4]int, t
 			w.others[status]++
 		}
 	}
-}
-
-// stream runs one request as Envoy's ext_proc filter does: request headers,
-// and when they are allowed, response headers; then the stream ends.
-func (w *worker) stream(ctx context.Context, proc extprocv3.ExternalProcessorClient, md metadata.MD, pl *plan, req request, ip string) (int, error) {
-	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, md))
-	defer cancel()
-	s, err := proc.Process(ctx)
-	if err != nil {
-		return 0, err
-	}
-	hs := []*corev3.HeaderValue{{Key: ":method", RawValue: []byte(req.method)}, {Key: ":path", RawValue: []byte(req.path)},
-		{Key: ":authority", RawValue: []byte("load.example.com")}}
-	if req.key != "" {
-		hs = append(hs, &corev3.HeaderValue{Key: pl.keyHeader, RawValue: []byte(req.key)})
-	}
-	msg := &extprocv3.ProcessingRequest{
-		Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{Headers: hs}}},
-		Attributes: map[string]*structpb.Struct{"envoy.filters.http.ext_proc": {Fields: map[string]*structpb.Value{
-			"source.address": structpb.NewStringValue(net.JoinHostPort(ip, "40000"))}}},
-	}
-	if err := s.Send(msg); err != nil {
-		return 0, err
-	}
-	resp, err := s.Recv()
-	if err != nil {
-		return 0, err
-	}
-	status := 200
-	if im := resp.GetImmediateResponse(); im != nil {
-		status = int(im.GetStatus().GetCode())
-	} else {
-		if err := s.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
-			ResponseHeaders: &extprocv3.HttpHeaders{}}}); err != nil {
-			return 0, err
-		}
-		if _, err := s.Recv(); err != nil {
-			return 0, err
-		}
-	}
-	s.CloseSend()
-	if _, err := s.Recv(); err != nil && !errors.Is(err, io.EOF) {
-		return status, nil // the server ended the stream after its answer
-	}
-	return status, nil
 }

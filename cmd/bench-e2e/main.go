@@ -4,7 +4,8 @@
 // machine's cores), first against the floor (`serve --noop`), then against
 // each scenario, and appends one row per scenario to BENCHMARKS.md: machine,
 // commit, concurrency, decisions per second and their ratio to the floor
-// measured in the same run, latency percentiles, and the server's CPU.
+// of the same mode (ext_authz, ext_proc, HTTP) measured in the same run,
+// latency percentiles, and the server's CPU.
 package main
 
 import (
@@ -47,114 +48,152 @@ type scenario struct {
 	mode  load.Mode
 }
 
+// floors are what each mode's scenarios are compared with: the same server
+// with --noop (the same listener and translation, no policy and no store),
+// spoken to in the same mode. In report order.
+var floors = []scenario{
+	{"floor (serve --noop)", "noop", 1000, load.Authz},
+	{"floor (serve --noop), ext_proc", "noop", 1000, load.Process},
+	{"floor (serve --noop), HTTP", "noop", 1000, load.HTTP},
+}
+
+// bench is what every measurement of a run shares.
+type bench struct {
+	bin, policyFile, plan, work string
+	workers                     int
+	duration                    time.Duration
+}
+
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench-e2e", flag.ContinueOnError)
-	bin := fs.String("bin", "bin/tollgate", "the tollgate `binary`")
-	policyFile := fs.String("policy", "examples/payments/policy.yaml", "the policy `file` served")
-	plan := fs.String("plan", "enterprise", "the usage `plan` of the seeded keys")
+	b := &bench{}
+	fs.StringVar(&b.bin, "bin", "bin/tollgate", "the tollgate `binary`")
+	fs.StringVar(&b.policyFile, "policy", "examples/payments/policy.yaml", "the policy `file` served")
+	fs.StringVar(&b.plan, "plan", "enterprise", "the usage `plan` of the seeded keys")
 	out := fs.String("out", "BENCHMARKS.md", "the `file` the rows are appended to")
-	workers := fs.Int("workers", 50, "load `workers`")
-	duration := fs.Duration("duration", 10*time.Second, "measured `time` per scenario")
+	fs.IntVar(&b.workers, "workers", 50, "load `workers`")
+	fs.DurationVar(&b.duration, "duration", 10*time.Second, "measured `time` per scenario")
 	million := fs.Int("million", 1_000_000, "`customers` of the large scenario")
 	rounds := fs.Int("rounds", 3, "`rounds` of the floor and every scenario; each row is the round of the median ratio")
 	only := fs.String("only", "", "run only the scenarios whose names hold this `text` (the floor always runs)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp("", "tollgate-bench")
-	if err != nil {
+	var err error
+	if b.work, err = os.MkdirTemp("", "tollgate-bench"); err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	defer os.RemoveAll(b.work)
 
-	scenarios := []scenario{
-		{"embedded store, 1,000 customers", "file", 1000, load.Authz},
-		{fmt.Sprintf("embedded store, %d customers", *million), "file", *million, load.Authz},
-		{"Redis store, 1,000 customers", "redis", 1000, load.Authz},
-		{"ext_proc, embedded store, 1,000 customers", "file", 1000, load.Process},
-	}
-	floorSc := scenario{"floor (serve --noop)", "noop", 1000, load.Authz}
-	floorProcSc := scenario{"floor (serve --noop), ext_proc", "noop", 1000, load.Process}
+	small := scenario{"embedded store, 1,000 customers", "file", 1000, load.Authz}
+	large := scenario{fmt.Sprintf("embedded store, %d customers", *million), "file", *million, load.Authz}
+	redisSc := scenario{"Redis store, 1,000 customers", "redis", 1000, load.Authz}
+	httpSc := scenario{"HTTP, embedded store, 1,000 customers", "file", 1000, load.HTTP}
 	var selected []scenario
-	for _, sc := range scenarios {
+	for _, sc := range []scenario{small, large, redisSc,
+		{"ext_proc, embedded store, 1,000 customers", "file", 1000, load.Process}, httpSc} {
 		if *only == "" || strings.Contains(sc.name, *only) {
 			selected = append(selected, sc)
 		}
 	}
-	// Each round measures the floors, then every scenario, and compares each
-	// with the floor of its own round: neighbours in time see the same
-	// machine. The report gives the round of the median ratio.
+	runs, err := b.rounds(ctx, selected, max(*rounds, 1))
+	if err != nil {
+		return err
+	}
+	var rows []string
+	for _, sc := range append(slices.Clone(floors), selected...) {
+		rs := runs[sc.name]
+		switch {
+		case len(rs) == 0:
+		case sc.store == "noop":
+			rows = append(rows, median(rs, func(r trial) float64 { return r.m.r.PerSecond }))
+		default:
+			rows = append(rows, median(rs, trial.ratio))
+		}
+	}
+	// The targets that compare two scenarios, round by round.
+	var notes []string
+	compare := func(what string, a, b scenario) {
+		if n := compareRounds(runs[a.name], runs[b.name]); n != "" {
+			notes = append(notes, what+": "+n)
+		}
+	}
+	compare(fmt.Sprintf("%d customers over 1,000 customers (decisions/s, same round)", *million), large, small)
+	compare("Redis store over the embedded store, 1,000 customers (decisions/s, same round)", redisSc, small)
+	compare("HTTP over ext_authz (gRPC), embedded store, 1,000 customers (decisions/s, same round)", httpSc, small)
+	return appendRows(*out, rows, notes, b.workers, *rounds)
+}
+
+// rounds measures the scenarios n times. Each round measures the ext_authz
+// floor first and each other mode's floor just before that mode's first
+// scenario, then compares every scenario with the floor of its mode and
+// round: neighbours in time see the same machine. It returns the trials by
+// scenario name, floors included.
+func (b *bench) rounds(ctx context.Context, selected []scenario, n int) (map[string][]trial, error) {
 	runs := map[string][]trial{}
 	seeded := map[string]bool{}
-	for round := range max(*rounds, 1) {
-		floor, err := measure(ctx, *bin, *policyFile, *plan, work, floorSc, *workers, *duration, nil, false)
-		if err != nil {
-			return fmt.Errorf("floor: %w", err)
-		}
-		runs[floorSc.name] = append(runs[floorSc.name], trial{floor, floor})
-		var floorProc *result
-		for _, sc := range selected {
-			base := floor
-			if sc.mode == load.Process {
-				if floorProc == nil {
-					// ext_proc is compared with a floor that speaks ext_proc.
-					fp, err := measure(ctx, *bin, *policyFile, *plan, work, floorProcSc, *workers, *duration, nil, false)
-					if err != nil {
-						return fmt.Errorf("ext_proc floor: %w", err)
-					}
-					floorProc = &fp
-					runs[floorProcSc.name] = append(runs[floorProcSc.name], trial{fp, fp})
-				}
-				base = *floorProc
+	for round := range n {
+		measured := map[load.Mode]result{}
+		floorOf := func(mode load.Mode) (result, error) {
+			if f, ok := measured[mode]; ok {
+				return f, nil
 			}
-			var redisSrv *redistest.Server
-			if sc.store == "redis" {
-				if redisSrv, err = redistest.Launch(work); err != nil {
-					return err
-				}
+			i := slices.IndexFunc(floors, func(sc scenario) bool { return sc.mode == mode })
+			f, err := b.measure(ctx, floors[i], nil, false)
+			if err != nil {
+				return f, fmt.Errorf("%s: %w", floors[i].name, err)
+			}
+			measured[mode] = f
+			runs[floors[i].name] = append(runs[floors[i].name], trial{f, f})
+			return f, nil
+		}
+		if _, err := floorOf(load.Authz); err != nil {
+			return nil, err
+		}
+		for _, sc := range selected {
+			base, err := floorOf(sc.mode)
+			if err != nil {
+				return nil, err
 			}
 			// A fresh Redis each time; the file store's keys stay seeded.
 			seed := sc.store == "redis" || !seeded[sc.name]
 			seeded[sc.name] = true
-			m, err := measure(ctx, *bin, *policyFile, *plan, work, sc, *workers, *duration, redisSrv, seed)
-			if redisSrv != nil {
-				redisSrv.Stop()
-			}
+			m, err := b.measureWithRedis(ctx, sc, seed)
 			if err != nil {
-				return fmt.Errorf("%s: %w", sc.name, err)
+				return nil, fmt.Errorf("%s: %w", sc.name, err)
 			}
 			runs[sc.name] = append(runs[sc.name], trial{m, base})
 			fmt.Fprintf(os.Stderr, "round %d: %s\n", round+1, m.row(base, nil))
 		}
 	}
-	var rows []string
-	for _, sc := range append([]scenario{floorSc, floorProcSc}, selected...) {
-		rs := runs[sc.name]
-		if len(rs) == 0 {
-			continue
-		}
-		if sc.store == "noop" {
-			rows = append(rows, median(rs, func(r trial) float64 { return r.m.r.PerSecond }))
-			continue
-		}
-		rows = append(rows, median(rs, trial.ratio))
+	return runs, nil
+}
+
+// measureWithRedis is measure, with a Redis of its own when sc's store is
+// Redis.
+func (b *bench) measureWithRedis(ctx context.Context, sc scenario, seed bool) (result, error) {
+	if sc.store != "redis" {
+		return b.measure(ctx, sc, nil, seed)
 	}
-	// The targets that compare two scenarios, round by round.
-	var notes []string
-	small, large := runs[scenarios[0].name], runs[scenarios[1].name]
-	compare := func(what string, a, b []trial) {
-		if len(a) == 0 || len(a) != len(b) {
-			return
-		}
-		var rs []float64
-		for i := range a {
-			rs = append(rs, a[i].m.r.PerSecond/b[i].m.r.PerSecond)
-		}
-		notes = append(notes, fmt.Sprintf("%s: %s", what, ratios(rs)))
+	rs, err := redistest.Launch(b.work)
+	if err != nil {
+		return result{}, err
 	}
-	compare(fmt.Sprintf("%d customers over 1,000 customers (decisions/s, same round)", *million), large, small)
-	compare("Redis store over the embedded store, 1,000 customers (decisions/s, same round)", runs[scenarios[2].name], small)
-	return appendRows(*out, rows, notes, *workers, *rounds)
+	defer rs.Stop()
+	return b.measure(ctx, sc, rs, seed)
+}
+
+// compareRounds formats a's decisions/s over b's, round by round; "" when
+// either was not measured.
+func compareRounds(a, b []trial) string {
+	if len(a) == 0 || len(a) != len(b) {
+		return ""
+	}
+	var rs []float64
+	for i := range a {
+		rs = append(rs, a[i].m.r.PerSecond/b[i].m.r.PerSecond)
+	}
+	return ratios(rs)
 }
 
 // trial is one round's measurement of a scenario and the floor it is compared
@@ -227,23 +266,9 @@ func (m result) row(floor result, rounds []float64) string {
 
 // measure seeds the store, starts the server, runs the load and reads the
 // server's CPU and heap.
-func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenario, workers int, duration time.Duration, rs *redistest.Server, seed bool) (result, error) {
+func (b *bench) measure(ctx context.Context, sc scenario, rs *redistest.Server, seed bool) (result, error) {
 	res := result{sc: sc}
-	store := "file:" + filepath.Join(work, strings.NewReplacer(" ", "-", ",", "").Replace(sc.name))
-	if rs != nil {
-		store = rs.URL()
-	}
-	serveArgs := []string{"serve", "--policy", policyFile, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-		"--store", store, "--pprof"}
-	if sc.store == "noop" {
-		serveArgs = append(serveArgs, "--noop")
-	} else if seed {
-		fmt.Fprintf(os.Stderr, "%s: seeding %d keys\n", sc.name, sc.keys)
-		if out, err := exec.CommandContext(ctx, bin, "load", "prepare", "--store", store, "--keys", strconv.Itoa(sc.keys), "--plan", plan).CombinedOutput(); err != nil {
-			return res, fmt.Errorf("prepare: %v: %s", err, out)
-		}
-	}
-	srv, err := served.Start(ctx, bin, serveArgs, []string{"TOLLGATE_ADMIN_TOKEN=bench"}, 5*time.Minute)
+	srv, err := b.serve(ctx, sc, rs, seed)
 	if err != nil {
 		return res, err
 	}
@@ -260,21 +285,13 @@ func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenari
 		return res, err
 	}
 	started := time.Now()
-	cmd := exec.CommandContext(ctx, bin, "load", "--target", srv.GRPC, "--mode", string(sc.mode), "--policy", policyFile,
-		"--keys", strconv.Itoa(sc.keys), "--workers", strconv.Itoa(workers), "--conns", "4",
-		"--duration", duration.String(), "--warmup", "2s", "--mix", "anonymous=20,keyed=70,blocked=5,invalid=5", "--json")
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return res, fmt.Errorf("load: %w", err)
+	if res.r, err = b.load(ctx, sc, srv); err != nil {
+		return res, err
 	}
 	wall := time.Since(started)
 	cpuAfter, err := srv.CPUTime()
 	if err != nil {
 		return res, err
-	}
-	if err := json.Unmarshal(out, &res.r); err != nil {
-		return res, fmt.Errorf("load report: %w", err)
 	}
 	// The warm-up's CPU is in the window too: spread over the whole run.
 	res.cpu = (cpuAfter - cpuBefore).Seconds() / wall.Seconds()
@@ -302,6 +319,50 @@ func measure(ctx context.Context, bin, policyFile, plan, work string, sc scenari
 		return res, fmt.Errorf("%d calls failed: %s", res.r.Errors, res.r.FirstError)
 	}
 	return res, nil
+}
+
+// serve seeds sc's store when seed is set (the floor has none), and starts
+// the server of sc: on rs when it is Redis, with --http-addr for HTTP.
+func (b *bench) serve(ctx context.Context, sc scenario, rs *redistest.Server, seed bool) (*served.Server, error) {
+	store := "file:" + filepath.Join(b.work, strings.NewReplacer(" ", "-", ",", "").Replace(sc.name))
+	if rs != nil {
+		store = rs.URL()
+	}
+	args := []string{"serve", "--policy", b.policyFile, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
+		"--store", store, "--pprof"}
+	if sc.mode == load.HTTP {
+		args = append(args, "--http-addr", "127.0.0.1:0")
+	}
+	if sc.store == "noop" {
+		args = append(args, "--noop")
+	} else if seed {
+		fmt.Fprintf(os.Stderr, "%s: seeding %d keys\n", sc.name, sc.keys)
+		if out, err := exec.CommandContext(ctx, b.bin, "load", "prepare", "--store", store, "--keys", strconv.Itoa(sc.keys), "--plan", b.plan).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("prepare: %v: %s", err, out)
+		}
+	}
+	return served.Start(ctx, b.bin, args, []string{"TOLLGATE_ADMIN_TOKEN=bench"}, 5*time.Minute)
+}
+
+// load runs tollgate load against srv in sc's mode and returns its report.
+func (b *bench) load(ctx context.Context, sc scenario, srv *served.Server) (load.Report, error) {
+	var r load.Report
+	target, conns := srv.GRPC, 4
+	if sc.mode == load.HTTP {
+		target, conns = srv.HTTP, b.workers // HTTP/1.1: a connection per request in flight
+	}
+	cmd := exec.CommandContext(ctx, b.bin, "load", "--target", target, "--mode", string(sc.mode), "--policy", b.policyFile,
+		"--keys", strconv.Itoa(sc.keys), "--workers", strconv.Itoa(b.workers), "--conns", strconv.Itoa(conns),
+		"--duration", b.duration.String(), "--warmup", "2s", "--mix", "anonymous=20,keyed=70,blocked=5,invalid=5", "--json")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return r, fmt.Errorf("load: %w", err)
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return r, fmt.Errorf("load report: %w", err)
+	}
+	return r, nil
 }
 
 // activeCustomers estimates how many of keys customers the measured keyed
@@ -353,7 +414,7 @@ func appendRows(out string, rows, notes []string, workers, rounds int) error {
 	}
 	defer f.Close()
 	fmt.Fprintf(f, "\n### %s — %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine())
-	fmt.Fprintf(f, "`make bench-e2e`: `tollgate load --workers %d --conns 4 --duration 10s --warmup 2s`, mix anonymous 20, keyed 70, blocked 5, invalid keys 5; load generator and server share the cores. %d rounds, each measuring the floor and then every scenario; ratio: decisions/s over the floor's of the same round, the row being the round of the median ratio (the floor's: of the median decisions/s); server CPU: cores busy, warm-up included.\n\n", workers, rounds)
+	fmt.Fprintf(f, "`make bench-e2e`: `tollgate load --workers %d --conns 4 --duration 10s --warmup 2s`, mix anonymous 20, keyed 70, blocked 5, invalid keys 5; load generator and server share the cores; HTTP rows: `--mode http --conns %d` to `serve --http-addr`, an HTTP/1.1 keep-alive connection per worker. %d rounds, each measuring the floor and then every scenario; ratio: decisions/s over the floor's of the same round and mode (`serve --noop` spoken to over ext_authz, ext_proc or HTTP), the row being the round of the median ratio (the floor's: of the median decisions/s); server CPU: cores busy, warm-up included.\n\n", workers, workers, rounds)
 	fmt.Fprintln(f, "| date | commit | scenario | workers | decisions/s | ratio to floor | ratio per round | p50 | p90 | p99 | p99.9 | server CPU (cores) | memory |")
 	fmt.Fprintln(f, "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|")
 	for _, r := range rows {

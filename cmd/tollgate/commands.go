@@ -61,8 +61,8 @@ Exit status 1 when any file has an error.`},
 (only the hash goes in the file; give the value to the customer).`},
 	"decide": {"--policy FILE --method M --path P [flags]", `Print the decision for one request, as a server with fresh state would make it:
 verdict, status, reason, stage, route, key and the limits that applied.`},
-	"load": {"[prepare] [flags]", `Send ext_authz or ext_proc load to a running tollgate and report the decisions
-per second and their latency. 'tollgate load prepare' first seeds a store with the
+	"load": {"[prepare] [flags]", `Send ext_authz, ext_proc or HTTP authorization (--mode http) load to a running
+tollgate and report the decisions per second and their latency. 'tollgate load prepare' first seeds a store with the
 run-time keys that keyed requests use (run 'tollgate load prepare -h').`},
 	"load prepare": {"--store URL --plan P [flags]", `Seed a store with the run-time keys that 'tollgate load' sends, before the server
 starts on that store.`},

@@ -22,10 +22,10 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fs := newFlags("load", stderr)
 	var c load.Config
-	fs.StringVar(&c.Target, "target", "127.0.0.1:9001", "tollgate's gRPC `address` (host:port or unix:/path)")
-	mode := fs.String("mode", "authz", "`api`: authz (ext_authz Check) or proc (an ext_proc stream per request)")
+	fs.StringVar(&c.Target, "target", "127.0.0.1:9001", "tollgate's gRPC `address`, or its --http-addr for --mode http (host:port or unix:/path)")
+	mode := fs.String("mode", "authz", "`api`: authz (ext_authz Check), proc (an ext_proc stream per request) or http (Envoy's HTTP form: each request behind /ext_authz, over HTTP/1.1; --target is then --http-addr)")
 	fs.IntVar(&c.Workers, "workers", 50, "concurrent `workers`, each one request at a time")
-	fs.IntVar(&c.Conns, "conns", 4, "gRPC `connections` the workers share")
+	fs.IntVar(&c.Conns, "conns", 0, "`connections` the workers share: gRPC ones multiplex requests (default 4); an HTTP/1.1 one carries one at a time (default: one per worker)")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured `time` (after the warm-up)")
 	fs.DurationVar(&c.Warmup, "warmup", 2*time.Second, "`time` sent but not measured, first")
 	fs.Int64Var(&c.Requests, "requests", 0, "stop after this many measured `requests` instead of --duration")
@@ -38,13 +38,21 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	switch load.Mode(*mode) {
-	case load.Authz, load.Process:
+	case load.Authz, load.Process, load.HTTP:
 		c.Mode = load.Mode(*mode)
 	default:
-		return fmt.Errorf("--mode %q: want authz or proc", *mode)
+		return fmt.Errorf("--mode %q: want authz, proc or http", *mode)
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if !given["conns"] {
+		// The same requests in flight in every mode: HTTP/1.1 needs a
+		// connection for each, as a proxy's pool opens them.
+		c.Conns = 4
+		if c.Mode == load.HTTP {
+			c.Conns = c.Workers
+		}
+	}
 	if given["requests"] && !given["duration"] {
 		c.Duration = 0 // the count ends the run
 	}

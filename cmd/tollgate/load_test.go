@@ -10,18 +10,22 @@ import (
 
 // TestLoadAgainstRealServer seeds a data directory with 200 load keys
 // (tollgate load prepare), serves it with the real binary, and runs
-// tollgate load in both modes: every answer is counted, none fails, and the
-// mix shows in the answers (keyed requests allowed, blocked addresses, IPv6
-// among them, and invalid keys 403).
+// tollgate load in each mode (HTTP on --http-addr): every answer is
+// counted, none fails, and the mix shows in the answers (keyed requests
+// allowed, blocked addresses, IPv6 among them, and invalid keys 403).
 func TestLoadAgainstRealServer(t *testing.T) {
 	dir := t.TempDir()
 	out, errOut, status := runArgs(t, "load", "prepare", "--store", "file:"+dir, "--keys", "200", "--plan", "enterprise")
 	if status != 0 {
 		t.Fatalf("prepare: exit %d: %s%s", status, out, errOut)
 	}
-	p := startProc(t, example, "file:"+dir)
-	for _, mode := range []string{"authz", "proc"} {
-		out, errOut, status := runArgs(t, "load", "--target", p.grpc, "--mode", mode, "--policy", example, "--keys", "200",
+	p := startProc(t, example, "file:"+dir, "--http-addr", "127.0.0.1:0")
+	for _, mode := range []string{"authz", "proc", "http"} {
+		target := p.grpc
+		if mode == "http" {
+			target = p.http
+		}
+		out, errOut, status := runArgs(t, "load", "--target", target, "--mode", mode, "--policy", example, "--keys", "200",
 			"--workers", "8", "--conns", "2", "--requests", "2000", "--warmup", "100ms", "--json")
 		if status != 0 {
 			t.Fatalf("%s: exit %d: %s", mode, status, errOut)
@@ -44,6 +48,27 @@ func TestLoadAgainstRealServer(t *testing.T) {
 	out, _, status = runArgs(t, "load", "--target", p.grpc, "--policy", example, "--keys", "200", "--workers", "2", "--requests", "50", "--warmup", "0s")
 	if status != 0 || !containsAll(out, "requests", "p99", "200:", "coordinated omission") {
 		t.Errorf("table: exit %d: %s", status, out)
+	}
+}
+
+// TestLoadHTTPFloor: serve --noop with --http-addr answers every HTTP
+// authorization request 200 without a decision, blocked addresses and
+// invalid keys included: the floor HTTP mode is measured against. Without
+// --conns, HTTP mode opens one connection per worker.
+func TestLoadHTTPFloor(t *testing.T) {
+	p := startProc(t, example, "file:"+t.TempDir(), "--noop", "--http-addr", "127.0.0.1:0")
+	out, errOut, status := runArgs(t, "load", "--target", p.http, "--mode", "http", "--policy", example, "--keys", "10",
+		"--workers", "6", "--requests", "500", "--warmup", "0s", "--mix", "keyed=1,blocked=1,invalid=1", "--json")
+	if status != 0 {
+		t.Fatalf("exit %d: %s", status, errOut)
+	}
+	var r load.Report
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if r.Requests != 500 || r.Allowed != 500 || r.Conns != 6 {
+		t.Errorf("got %d requests, %d allowed, 403: %d, other %v, errors %d (%s), %d connections; want 500 allowed, 6 connections",
+			r.Requests, r.Allowed, r.Forbidden, r.OtherStatuses, r.Errors, r.FirstError, r.Conns)
 	}
 }
 

@@ -44,7 +44,7 @@ commands:
   decide   print the decision for one request, without a server
   keys     list, create, change, rotate and delete API keys (admin API)
   usage    show daily usage per customer, or grant more quota (admin API)
-  load     send ext_authz or ext_proc load to a tollgate and report what it measured
+  load     send ext_authz, ext_proc or HTTP load to a tollgate and report what it measured
            (load prepare: seed a store with the keys it sends)
   version  print the version (also --version)
 

@@ -65,6 +65,7 @@ type proc struct {
 	cmd   *exec.Cmd
 	grpc  string // its gRPC address
 	admin string // its admin API's base URL
+	http  string // its HTTP authorization address (--http-addr), or ""
 	authz authv3.AuthorizationClient
 	conn  *grpc.ClientConn
 	logs  *lockedBuffer
@@ -139,6 +140,7 @@ func startProcEnv(t *testing.T, env []string, policyFile, store string, extra ..
 		p.grpc, _ = rec["grpc"].(string)
 		admin, _ := rec["admin"].(string)
 		p.admin = "http://" + admin
+		p.http, _ = rec["http"].(string)
 	case err := <-p.exit:
 		t.Fatalf("tollgate exited before serving: %v\n%s", err, p.logs.String())
 	case <-time.After(30 * time.Second):

@@ -24,11 +24,11 @@ import (
 // Server is a running `tollgate serve`.
 type Server struct {
 	Cmd *exec.Cmd
-	// GRPC and Admin are the addresses it serves on, from its "serving"
-	// log line.
-	GRPC, Admin string
-	exit        chan error
-	http        *http.Client
+	// GRPC, Admin and HTTP (--http-addr; "" without) are the addresses it
+	// serves on, from its "serving" log line.
+	GRPC, Admin, HTTP string
+	exit              chan error
+	http              *http.Client
 }
 
 // Start runs bin with args (a serve command line) and env added to the
@@ -64,6 +64,7 @@ func Start(ctx context.Context, bin string, args, env []string, wait time.Durati
 	case rec := <-serving:
 		s.GRPC, _ = rec["grpc"].(string)
 		s.Admin, _ = rec["admin"].(string)
+		s.HTTP, _ = rec["http"].(string)
 		return s, nil
 	case err := <-s.exit:
 		return nil, fmt.Errorf("tollgate serve exited: %v", err)
