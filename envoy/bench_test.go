@@ -2,12 +2,14 @@ package envoy_test
 
 import (
 	"context"
+	"net/http"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/tollgate/tollgate/envoy"
+	"github.com/tollgate/tollgate/policy"
 )
 
 // BenchmarkCheck measures AuthzServer.Check without the network:
@@ -51,6 +53,37 @@ func BenchmarkCheck(b *testing.B) {
 				if _, err := s.Check(ctx, c.req); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// discard is a ResponseWriter that keeps one header map, cleared per
+// answer, and drops the body: what WriteDecision costs, not a recorder.
+type discard struct{ h http.Header }
+
+func (d *discard) Header() http.Header         { return d.h }
+func (d *discard) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discard) WriteHeader(int)             {}
+
+// BenchmarkWriteDecision measures the HTTP answer of an allowance with a
+// key and five limits, and of a 429.
+func BenchmarkWriteDecision(b *testing.B) {
+	e := newEngine(b, tightPolicy)
+	r := &policy.Request{Method: "POST", Path: "/orders", Host: "shop.example.com", Peer: "198.51.100.7",
+		Headers: map[string]string{"x-api-key": "tg_test_tiny_000000000000000001"}}
+	allowed := e.Decide(context.Background(), r)
+	var denied policy.Decision
+	for denied.Verdict != policy.Deny {
+		denied = e.Decide(context.Background(), r)
+	}
+	for name, d := range map[string]*policy.Decision{"allow": &allowed, "deny": &denied} {
+		b.Run(name, func(b *testing.B) {
+			w := &discard{h: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.h)
+				envoy.WriteDecision(w, d, false)
 			}
 		})
 	}

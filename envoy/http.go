@@ -181,6 +181,22 @@ func WriteDecision(w http.ResponseWriter, d *policy.Decision, grpc bool) {
 // setHeaders sets each of hs on out, overwriting one of the same name.
 func setHeaders(out http.Header, hs []header) {
 	for _, h := range hs {
-		out.Set(h.name, h.value)
+		if key, ok := canonicalNames[h.name]; ok {
+			out[key] = []string{h.value}
+		} else {
+			out.Set(h.name, h.value)
+		}
 	}
 }
+
+// canonicalNames holds the canonical form of every header name an answer
+// has: http.Header.Set makes a new string of each lower-case name, on
+// every answer.
+var canonicalNames = func() map[string]string {
+	m := map[string]string{}
+	for _, name := range []string{HeaderCustomer, HeaderKeyID, HeaderPlan, HeaderContentType, HeaderReason, HeaderRetryAfter,
+		HeaderGRPCStatus, HeaderRateLimitPolicy, HeaderRateLimit, HeaderXRateLimitLimit, HeaderXRateLimitRemaining, HeaderXRateLimitReset} {
+		m[name] = http.CanonicalHeaderKey(name)
+	}
+	return m
+}()
