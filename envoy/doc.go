@@ -84,10 +84,12 @@
 //
 //	request                          method, path, host
 //	ANY /ext_authz/<path>            the request's own; path behind the prefix
-//	ANY /forward_auth                X-Forwarded-Method, -Uri, -Host (Caddy, Traefik),
-//	                                 or X-Original-Method, -URI and Host (nginx)
+//	ANY /forward_auth                X-Forwarded-Method and -Uri (Caddy, Traefik), else
+//	                                 X-Original-Method and -URI (nginx), never a mix;
+//	                                 X-Forwarded-Host, else Host
 //
-// The headers are the original request's. The client address is the
+// The form is told from the path as sent, before decoding. The headers are
+// the original request's. The client address is the
 // right-most X-Forwarded-For entry, which the proxy appended, else X-Real-IP,
 // else the TCP peer; the policy's clients.ip reads it as it reads Envoy's
 // source address. X-Tollgate-Stage: api/stage names the stage, as the
@@ -97,7 +99,8 @@
 // ok_response carries: the upstream headers, the rate-limit headers, and the
 // headers to remove in x-envoy-auth-headers-to-remove (Envoy's convention;
 // nginx and Caddy configurations clear them themselves). A denied request is
-// the denied_response as it is: status, headers and JSON body. Both are
+// the denied_response as it is: status, headers and JSON body (for a gRPC
+// request, grpc-status and the message alone). Both are
 // built by the code that builds CheckResponse.
 //
 // # Example
