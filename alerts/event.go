@@ -1,0 +1,82 @@
+package alerts
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"time"
+)
+
+// Event types (CloudEvents "type").
+const (
+	TypeThreshold = "io.tollgate.quota.threshold"
+	TypeForecast  = "io.tollgate.quota.forecast"
+)
+
+// Event is one quota event: a threshold of a customer's quota reached, or a
+// forecast that the quota runs out before its period ends. Its ID is the
+// same for every delivery and for every replica that sees it.
+type Event struct {
+	ID   string
+	Type string
+	// Time is when it was seen.
+	Time time.Time
+	// Sinks names the sinks (notifications.sinks) it goes to.
+	Sinks []string
+	Data  Data
+}
+
+// Data is an event's CloudEvents data.
+type Data struct {
+	Customer string `json:"customer"`
+	Plan     string `json:"plan"`
+	// Threshold is the percent reached; absent on forecasts.
+	Threshold   *int       `json:"threshold,omitempty"`
+	Used        int64      `json:"used"`
+	Limit       int64      `json:"limit"`
+	PeriodStart time.Time  `json:"period_start"`
+	PeriodEnd   time.Time  `json:"period_end"`
+	Exhaustion  *time.Time `json:"exhaustion"`
+}
+
+// EventID is the id of the event of type typ for a customer's plan in the
+// period that starts at periodStart; threshold is the percent (0 for a
+// forecast). One event per customer, plan, period and threshold: one id.
+func EventID(typ, customer, plan string, periodStart time.Time, threshold int) string {
+	h := sha256.New()
+	for _, s := range []string{typ, customer, plan, periodStart.UTC().Format(time.RFC3339), strconv.Itoa(threshold)} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// Pending is an event waiting in an outbox for delivery.
+type Pending struct {
+	Event Event
+	// Created is when it was added, Attempts how many deliveries failed.
+	Created  time.Time
+	Attempts int
+}
+
+// Outbox keeps events until they are delivered: in memory, in the file
+// store's bbolt file, or in Redis, where the replicas share it. An event is
+// added once per id, ever: a second Add of the same id (another replica,
+// or after a restart) is a no-op, also after the first was delivered (its
+// id is kept until keep has passed).
+type Outbox interface {
+	// Add stores e, due at once, unless its id was added before; it
+	// reports whether e was new.
+	Add(ctx context.Context, e Event, keep time.Duration) (bool, error)
+	// Claim returns up to n events due at now and hides them from other
+	// claims until now+lease.
+	Claim(ctx context.Context, now time.Time, n int, lease time.Duration) ([]Pending, error)
+	// Done ends an event's delivery.
+	Done(ctx context.Context, id string) error
+	// Retry makes an event due again at next, with one more failed attempt.
+	Retry(ctx context.Context, id string, next time.Time) error
+	// Stats returns how many events wait and when the oldest was added
+	// (zero when none).
+	Stats(ctx context.Context) (pending int, oldest time.Time, err error)
+}
