@@ -21,7 +21,9 @@
 //	                  {match: "METHOD /path/{param}/{rest+}", throttle, api_key: required|optional|none,
 //	                   waf: skip, concurrency}]}}
 //	default_stage:  api/stage
+//	notifications:  {sinks: name: {webhook: {url, secret_file, timeout}}}
 //	usage_plans:    name: {throttle, quota: {limit, period: day|week|month, timezone, week_start, anchor_day},
+//	                  alerts: {thresholds: [percent], forecast: true|false, sinks: [name]},
 //	                  stages: [api/stage or {stage, routes: {match: throttle}}]}
 //	api_keys:       [{id, customer, hash: "sha256:<hex>", plans, enabled, expires}]
 //	waf:            {ip_sets: name: [CIDR], rules: [{name, ip_set | rate_based: {limit, window, key, ipv6_prefix},
@@ -30,6 +32,17 @@
 // A throttle is {rate, burst}: rate a decimal ≥ 0 per second, burst an
 // integer ≥ 0; 0/0 stops all traffic; a throttle left out is no limit. Key
 // values never appear in the file, only their SHA-256.
+//
+// A sink is a webhook that quota events are posted to (package alerts): url
+// an absolute http or https URL, secret_file the file holding the secret
+// the events are signed with (read by the server, never by this package;
+// left out, events go unsigned), timeout one attempt's bound, 100ms to 1m
+// (default 5s). A plan's alerts need its quota and name at least one sink:
+// thresholds are whole percents 1..100 of the quota's limit, grants
+// included, each listed once (100 is exhaustion; a higher one could never
+// be reached, as a denied request takes nothing); forecast: true asks for
+// an event when, at the recent rate, the quota runs out before its period
+// ends. At least one of the two is needed.
 //
 // # Stage and route
 //
