@@ -36,11 +36,13 @@ const WarmUp = 15 * time.Minute
 // the plain EWMA.
 type rate struct {
 	// start is the period's start, last the instant of the newest
-	// observation (start before the first), used the use then and ewma
-	// the (unnormalized) average then, in requests per hour.
+	// observation (start before the first), used the use then.
 	start, last time.Time
 	used        int64
-	ewma        float64
+	// ewma is the (unnormalized) average at last, in requests per hour,
+	// and weight the weight of the time since start, 1 − exp(−T/Tau),
+	// kept with the same α so that an observation costs one exponential.
+	ewma, weight float64
 	// since is this process's first observation in the period.
 	since time.Time
 }
@@ -52,49 +54,42 @@ func newRate(start, now time.Time) rate { return rate{start: start, last: start,
 // observe folds in the use seen at now. Observations may arrive out of
 // order (decisions race to the detector): time and use never go back.
 func (r *rate) observe(used int64, now time.Time) {
-	r.ewma = r.next(used, now)
+	r.ewma, r.weight = r.next(used, now)
 	if now.After(r.last) {
 		r.last = now
 	}
 	r.used = max(r.used, used)
 }
 
-// next returns the unnormalized average with used at now folded in.
-func (r *rate) next(used int64, now time.Time) float64 {
+// next returns the unnormalized average and the weight with used at now
+// folded in.
+func (r *rate) next(used int64, now time.Time) (ewma, weight float64) {
 	du := float64(max(used-r.used, 0))
 	dt := now.Sub(r.last)
 	if dt <= 0 {
 		// The limit of α·Δused/Δt as Δt → 0: concurrent decisions see
 		// the same instant.
-		return r.ewma + du/Tau.Hours()
+		return r.ewma + du/Tau.Hours(), r.weight
 	}
 	alpha := -math.Expm1(-float64(dt) / float64(Tau))
-	return r.ewma + alpha*(du/dt.Hours()-r.ewma)
+	return r.ewma + alpha*(du/dt.Hours()-r.ewma), r.weight + alpha*(1-r.weight)
 }
 
 // perHour returns the estimate, in requests per hour, at the newest
 // observation.
-func (r *rate) perHour() float64 { return r.normalize(r.ewma, r.last) }
+func (r *rate) perHour() float64 { return normalize(r.ewma, r.weight) }
 
 // perHourAt returns the estimate that observing used at now would give,
 // without recording it.
-func (r *rate) perHourAt(used int64, now time.Time) float64 {
-	last := r.last
-	if now.After(last) {
-		last = now
-	}
-	return r.normalize(r.next(used, now), last)
-}
+func (r *rate) perHourAt(used int64, now time.Time) float64 { return normalize(r.next(used, now)) }
 
-// normalize divides an average whose newest observation is at last by the
-// weight of the time since the period's start; 0 at the start itself,
-// where no time has passed to measure a rate over.
-func (r *rate) normalize(ewma float64, last time.Time) float64 {
-	w := -math.Expm1(-float64(last.Sub(r.start)) / float64(Tau))
-	if w <= 0 {
+// normalize divides an average by the weight of the time it covers; 0 at a
+// period's start, where no time has passed to measure a rate over.
+func normalize(ewma, weight float64) float64 {
+	if weight <= 0 {
 		return 0
 	}
-	return ewma / w
+	return ewma / weight
 }
 
 // runsOut returns when a quota with limit, used at now, runs out at

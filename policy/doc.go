@@ -33,17 +33,6 @@
 // integer ≥ 0; 0/0 stops all traffic; a throttle left out is no limit. Key
 // values never appear in the file, only their SHA-256.
 //
-// A sink is a webhook that quota events are posted to (package alerts): url
-// an absolute http or https URL, secret_file the file holding the secret
-// the events are signed with (read by the server, never by this package;
-// left out, events go unsigned), timeout one attempt's bound, 100ms to 1m
-// (default 5s). A plan's alerts need its quota and name at least one sink:
-// thresholds are whole percents 1..100 of the quota's limit, grants
-// included, each listed once (100 is exhaustion; a higher one could never
-// be reached, as a denied request takes nothing); forecast: true asks for
-// an event when, at the recent rate, the quota runs out before its period
-// ends. At least one of the two is needed.
-//
 // # Stage and route
 //
 // A request belongs to the stage named by Envoy (Request.API and Stage:
@@ -95,6 +84,22 @@
 // admits the request; for a quota, until the period ends) and the limits
 // that applied, most constrained first, from which package envoy builds the
 // rate-limit headers.
+//
+// # Alerts
+//
+// notifications.sinks names the webhooks that quota events go to: url an
+// absolute http or https URL; secret_file the file holding the secret the
+// events are signed with (read by the server, never by this package; left
+// out, events go unsigned); timeout one attempt's bound, 100ms to 1m
+// (default 5s). A plan's alerts need its quota and name at least one sink.
+// Thresholds are whole percents 1..100 of the quota's limit, grants
+// included, each listed once; 100 is exhaustion, and a higher one could
+// never be reached, as a denied request takes nothing. forecast: true asks
+// for an event when, at the recent rate, the quota runs out before its
+// period ends. At least one of the two is needed. Package alerts sends one
+// event per customer, plan, period and threshold, and one forecast per
+// customer, plan and period; Plan.QuotaWindow gives the period, the same on
+// every replica.
 //
 // # Concurrency
 //
