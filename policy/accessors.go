@@ -75,6 +75,49 @@ func (pl *Plan) QuotaKey(customer string, now time.Time) (k Key, end time.Time, 
 	return Key{Limit: pl.quotaKey, Subject: customer, Period: start.Unix()}, end, true
 }
 
+// QuotaWindow returns the plan's quota period that holds now: [start, end),
+// the same on every replica (Quota.Window); ok is false when the plan has
+// no quota.
+func (pl *Plan) QuotaWindow(now time.Time) (start, end time.Time, ok bool) {
+	if pl.quota == nil {
+		return time.Time{}, time.Time{}, false
+	}
+	start, end = pl.quotaWindow(now)
+	return start, end, true
+}
+
+// Alerts returns the plan's quota alerts; ok is false when it has none. The
+// slices are shared: callers must not modify them.
+func (pl *Plan) Alerts() (a Alerts, ok bool) {
+	if pl.alerts == nil {
+		return Alerts{}, false
+	}
+	return *pl.alerts, true
+}
+
+// PlanAlerts returns the quota alerts of the plan called name; ok is false
+// when there is no such plan or it has no alerts. It does not allocate; the
+// slices are shared: callers must not modify them.
+func (p *Policy) PlanAlerts(name string) (a Alerts, ok bool) {
+	if pl := p.plans[name]; pl != nil {
+		return pl.Alerts()
+	}
+	return Alerts{}, false
+}
+
+// Sinks returns notifications.sinks, sorted by name.
+func (p *Policy) Sinks() []Sink { return slices.Clone(p.sinks) }
+
+// Sink returns the sink called name; ok is false when there is none.
+func (p *Policy) Sink(name string) (s Sink, ok bool) {
+	for _, s := range p.sinks {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Sink{}, false
+}
+
 // StageNames returns the "api/stage" names of the plan's stages, sorted.
 func (pl *Plan) StageNames() []string {
 	names := make([]string, 0, len(pl.stages))

@@ -54,9 +54,10 @@ type compiler struct {
 	routes       map[*Stage]map[string]*Route // by match string as written
 	hostOwner    map[string]string            // host -> api
 	defaultStage string                       // default_stage as written, when a string
+	sinkNames    map[string]bool              // notifications.sinks as written, good or bad
 }
 
-var topFields = []string{"version", "account", "clients", "headers", "explain", "apis", "default_stage", "usage_plans", "api_keys", "waf"}
+var topFields = []string{"version", "account", "clients", "headers", "explain", "apis", "default_stage", "usage_plans", "api_keys", "waf", "notifications"}
 
 func (c *compiler) compile(doc any) {
 	if doc == nil {
@@ -103,6 +104,9 @@ func (c *compiler) compile(doc any) {
 				c.errorf(path, "%q is not a stage (%s)", s, c.stageList())
 			}
 		}
+	}
+	if path, v, ok := o.get("notifications"); ok {
+		c.notifications(path, v) // before the plans, whose alerts name sinks
 	}
 	if path, v, ok := o.get("usage_plans"); ok {
 		c.plans(path, v)

@@ -18,7 +18,7 @@ func (c *compiler) plan(path, name string, v any) {
 	if !validName(name, math.MaxInt) {
 		c.errorf(path, "%q is not a valid plan name (letters, digits, \"_\", \".\" and \"-\")", name)
 	}
-	o, ok := c.section(path, v, "throttle", "quota", "stages")
+	o, ok := c.section(path, v, "throttle", "quota", "stages", "alerts")
 	if !ok {
 		return
 	}
@@ -36,6 +36,10 @@ func (c *compiler) plan(path, name string, v any) {
 			pl.quota = q
 			pl.quotaKey = c.limitID("quota|" + name)
 		}
+	}
+	if path, v, ok := o.get("alerts"); ok {
+		_, _, hasQuota := o.get("quota")
+		pl.alerts = c.alerts(path, v, hasQuota)
 	}
 	spath, sv, _ := o.get("stages")
 	for i, item := range c.list(spath, sv) {

@@ -309,7 +309,7 @@ func TestCompileErrors(t *testing.T) {
 		{"non-string keys", map[any]any{"version": 1, 7: "x", true: 1},
 			"policy.yaml: key 7 is not a string\npolicy.yaml: key true is not a string"},
 		{"unknown top field", m{"version": 1, "acount": m{}},
-			`policy.yaml: unknown field "acount" (want version, account, clients, headers, explain, apis, default_stage, usage_plans, api_keys, waf)`},
+			`policy.yaml: unknown field "acount" (want version, account, clients, headers, explain, apis, default_stage, usage_plans, api_keys, waf, notifications)`},
 		{"rate too precise", m{"version": 1, "account": m{"throttle": m{"rate": 0.0000001, "burst": 1}}},
 			`policy.yaml: account.throttle.rate: 1e-07 has more than 6 decimals`},
 		{"rate NaN", m{"version": 1, "account": m{"throttle": m{"rate": math.NaN(), "burst": 1}}},

@@ -21,7 +21,9 @@
 //	                  {match: "METHOD /path/{param}/{rest+}", throttle, api_key: required|optional|none,
 //	                   waf: skip, concurrency}]}}
 //	default_stage:  api/stage
+//	notifications:  {sinks: name: {webhook: {url, secret_file, timeout}}}
 //	usage_plans:    name: {throttle, quota: {limit, period: day|week|month, timezone, week_start, anchor_day},
+//	                  alerts: {thresholds: [percent], forecast: true|false, sinks: [name]},
 //	                  stages: [api/stage or {stage, routes: {match: throttle}}]}
 //	api_keys:       [{id, customer, hash: "sha256:<hex>", plans, enabled, expires}]
 //	waf:            {ip_sets: name: [CIDR], rules: [{name, ip_set | rate_based: {limit, window, key, ipv6_prefix},
@@ -82,6 +84,22 @@
 // admits the request; for a quota, until the period ends) and the limits
 // that applied, most constrained first, from which package envoy builds the
 // rate-limit headers.
+//
+// # Alerts
+//
+// notifications.sinks names the webhooks that quota events go to: url an
+// absolute http or https URL; secret_file the file holding the secret the
+// events are signed with (read by the server, never by this package; left
+// out, events go unsigned); timeout one attempt's bound, 100ms to 1m
+// (default 5s). A plan's alerts need its quota and name at least one sink.
+// Thresholds are whole percents 1..100 of the quota's limit, grants
+// included, each listed once; 100 is exhaustion, and a higher one could
+// never be reached, as a denied request takes nothing. forecast: true asks
+// for an event when, at the recent rate, the quota runs out before its
+// period ends. At least one of the two is needed. Package alerts sends one
+// event per customer, plan, period and threshold, and one forecast per
+// customer, plan and period; Plan.QuotaWindow gives the period, the same on
+// every replica.
 //
 // # Concurrency
 //

@@ -41,6 +41,9 @@ type Policy struct {
 	keysInIDOrder, keysInCustomerOrder []*APIKey
 
 	waf waf
+
+	// sinks holds notifications.sinks, by name.
+	sinks []Sink
 }
 
 // HeaderMode selects the rate-limit headers (package envoy's doc, "Responses").
@@ -127,6 +130,7 @@ type Plan struct {
 	stages      map[*Stage]bool
 	// overrides holds per-route throttles, by route.
 	overrides map[*Route]planOverride
+	alerts    *Alerts // nil: no alerts
 	// period caches the quota period last computed, so that most
 	// decisions skip the calendar arithmetic.
 	period atomic.Pointer[period]
@@ -162,6 +166,32 @@ type Quota struct {
 	// AnchorDay is the day of month a month period starts on, 1..31; on
 	// shorter months the period starts on the month's last day.
 	AnchorDay int
+}
+
+// Sink is a destination of quota events (notifications.sinks): a webhook.
+type Sink struct {
+	Name string
+	// URL is the webhook's absolute http or https URL.
+	URL string
+	// SecretFile is the file that holds the HMAC secret the events are
+	// signed with, as written in the policy (relative to the working
+	// directory of the process that reads it); empty: unsigned. Package
+	// policy never reads it.
+	SecretFile string
+	// Timeout bounds one delivery attempt.
+	Timeout time.Duration
+}
+
+// Alerts is a usage plan's quota alerts.
+type Alerts struct {
+	// Thresholds are percents of the quota's limit (grants included),
+	// 1..100, sorted, each once.
+	Thresholds []int
+	// Forecast asks for one event per period when the quota will run out
+	// before the period ends at the recent rate.
+	Forecast bool
+	// Sinks names the sinks the plan's events go to, in the order written.
+	Sinks []string
 }
 
 // Period is a quota period.

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/bad_*.err from the current errors")
@@ -106,6 +108,19 @@ func TestLoadExample(t *testing.T) {
 	}
 	if _, ok := p.Plan("enterprise").Quota(); ok {
 		t.Error("enterprise: got a quota, want none")
+	}
+	wantSinks := []policy.Sink{{Name: "ops", URL: "http://localhost:9099/hooks", Timeout: 5 * time.Second}}
+	if got := p.Sinks(); !slices.Equal(got, wantSinks) {
+		t.Errorf("sinks: got %+v, want %+v", got, wantSinks)
+	}
+	for _, plan := range []string{"free", "pro"} {
+		a, ok := p.PlanAlerts(plan)
+		if !ok || !slices.Equal(a.Thresholds, []int{80, 100}) || !a.Forecast || !slices.Equal(a.Sinks, []string{"ops"}) {
+			t.Errorf("%s alerts: got %+v %v, want thresholds [80 100], forecast, sinks [ops]", plan, a, ok)
+		}
+	}
+	if a, ok := p.PlanAlerts("enterprise"); ok {
+		t.Errorf("enterprise alerts: got %+v, want none (no quota)", a)
 	}
 }
 
