@@ -164,7 +164,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	t := time.NewTicker(d.o.Poll)
 	defer t.Stop()
 	for {
-		for d.claim(ctx) && ctx.Err() == nil {
+		for ctx.Err() == nil && d.claim(ctx) {
 		}
 		select {
 		case <-ctx.Done():
