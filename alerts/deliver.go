@@ -70,7 +70,8 @@ type DeliverOptions struct {
 	// are sent where the policy says when they are sent. An event whose
 	// sink the policy no longer names is dropped (counted in
 	// tollgate_events_dropped_total): a reload removed it, and a policy
-	// that fails to load does not replace the one in force.
+	// that fails to load does not replace the one in force. It is called
+	// from several goroutines at once.
 	Sinks func(name string) (Sink, bool)
 	// Client sends the deliveries (default: one that follows no
 	// redirects: a 3xx is a failure, and a signed body goes only where
