@@ -52,31 +52,40 @@ func EventID(typ, customer, plan string, periodStart time.Time, threshold int) s
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-// Pending is an event waiting in an outbox for delivery.
+// Pending is an event waiting in an outbox for delivery to one sink.
 type Pending struct {
+	// Event is the event; its Sinks holds Sink alone.
 	Event Event
-	// Created is when it was added, Attempts how many deliveries failed.
+	Sink  string
+	// Created is when it was added (its Event.Time), Attempts how many
+	// deliveries failed.
 	Created  time.Time
 	Attempts int
 }
 
 // Outbox keeps events until they are delivered: in memory, in the file
-// store's bbolt file, or in Redis, where the replicas share it. An event is
-// added once per id, ever: a second Add of the same id (another replica,
-// or after a restart) is a no-op, also after the first was delivered (its
-// id is kept until keep has passed).
+// store's bbolt file, or in Redis, where the replicas share it. It holds
+// one entry per event and sink, so that each sink's delivery ends on its own
+// (a sink that fails does not make another get the event again). An entry is
+// added once per id and sink, ever: a second Add of the same id (another
+// replica, or after a restart) is a no-op, also after the first was delivered
+// (the id is kept for keep after the event's Time; in Redis, after the Add,
+// on Redis's clock).
 type Outbox interface {
-	// Add stores e, due at once, unless its id was added before; it
-	// reports whether e was new.
+	// Add stores an entry of e for each of e.Sinks, due at once, unless
+	// that id and sink were added before; it reports whether one was new.
 	Add(ctx context.Context, e Event, keep time.Duration) (bool, error)
-	// Claim returns up to n events due at now and hides them from other
-	// claims until now+lease.
+	// Claim returns up to n entries due at now, the longest due first, and
+	// hides them from other claims until now+lease. An entry that cannot
+	// be read is claimed too, and reported in the error beside the others.
 	Claim(ctx context.Context, now time.Time, n int, lease time.Duration) ([]Pending, error)
-	// Done ends an event's delivery.
-	Done(ctx context.Context, id string) error
-	// Retry makes an event due again at next, with one more failed attempt.
-	Retry(ctx context.Context, id string, next time.Time) error
-	// Stats returns how many events wait and when the oldest was added
+	// Done ends the delivery of event id to sink; an entry that is gone
+	// is not an error.
+	Done(ctx context.Context, id, sink string) error
+	// Retry makes event id due again for sink at next, with one more
+	// failed attempt; an entry that is gone is not an error.
+	Retry(ctx context.Context, id, sink string, next time.Time) error
+	// Stats returns how many entries wait and when the oldest was added
 	// (zero when none).
 	Stats(ctx context.Context) (pending int, oldest time.Time, err error)
 }

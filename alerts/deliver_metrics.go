@@ -1,0 +1,87 @@
+package alerts
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// statsTimeout bounds the outbox's Stats call of a scrape.
+const statsTimeout = time.Second
+
+// deliverMetrics are a Deliverer's Prometheus collectors. The sink label
+// holds sink names from the policy: few.
+type deliverMetrics struct {
+	sent, failed, dropped *prometheus.CounterVec
+	enqueueDropped        prometheus.Counter
+	stats                 outboxStats
+}
+
+func newDeliverMetrics(d *Deliverer) *deliverMetrics {
+	return &deliverMetrics{
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_events_sent_total",
+			Help: "Quota events delivered (a 2xx answer), by sink.",
+		}, []string{"sink"}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_events_failed_total",
+			Help: "Failed deliveries of quota events (not a 2xx, or no answer in time), each retried until the event is 24h old, by sink.",
+		}, []string{"sink"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tollgate_events_dropped_total",
+			Help: "Quota events given up: still failing 24h after they were seen, or for a sink the policy no longer names, by sink.",
+		}, []string{"sink"}),
+		enqueueDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tollgate_events_enqueue_dropped_total",
+			Help: "Quota events lost before the outbox because its writer's queue was full.",
+		}),
+		stats: outboxStats{
+			d: d,
+			pending: prometheus.NewDesc("tollgate_events_pending",
+				"Deliveries of quota events waiting in the outbox (one per event and sink); replicas sharing Redis all report the shared outbox.", nil, nil),
+			oldest: prometheus.NewDesc("tollgate_events_oldest_pending_seconds",
+				"Age of the oldest event waiting in the outbox (0 when none).", nil, nil),
+		},
+	}
+}
+
+// Collectors returns the Deliverer's Prometheus collectors, for the
+// server's registry: the counters tollgate_events_sent_total,
+// tollgate_events_failed_total and tollgate_events_dropped_total (by sink)
+// and tollgate_events_enqueue_dropped_total, and the gauges
+// tollgate_events_pending and tollgate_events_oldest_pending_seconds, read
+// from the outbox at each scrape.
+func (d *Deliverer) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{d.m.sent, d.m.failed, d.m.dropped, d.m.enqueueDropped, d.m.stats}
+}
+
+// outboxStats collects the outbox's Stats.
+type outboxStats struct {
+	d               *Deliverer
+	pending, oldest *prometheus.Desc
+}
+
+// Describe implements prometheus.Collector.
+func (c outboxStats) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.pending
+	ch <- c.oldest
+}
+
+// Collect implements prometheus.Collector. An outbox that does not answer
+// leaves both gauges out of the scrape rather than failing it: the store's
+// own metrics tell of its trouble.
+func (c outboxStats) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
+	defer cancel()
+	n, oldest, err := c.d.o.Outbox.Stats(ctx)
+	if err != nil {
+		return
+	}
+	age := 0.0
+	if !oldest.IsZero() {
+		age = max(c.d.o.Now().Sub(oldest).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, age)
+}
