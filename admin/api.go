@@ -78,6 +78,9 @@ type Config struct {
 	Changes sync.Locker
 	// StoreFailed counts a store error of an admin call; may be nil.
 	StoreFailed func()
+	// Forecaster estimates the recent rate of a customer's use of a
+	// quota; nil: forecasts are null.
+	Forecaster Forecaster
 }
 
 // API is the admin API: the keys, the usage reports and grants, and
@@ -118,6 +121,7 @@ func (a *API) Routes() []Route {
 		{"POST", "/v1/keys/{id}/rotate", a.authed(a.rotateKey)},
 		{"GET", "/v1/usage", a.authed(a.usage)},
 		{"POST", "/v1/usage/{customer}/grant", a.authed(a.grant)},
+		{"GET", "/v1/usage/{customer}/forecast", a.authed(a.forecast)},
 		// /v1/me is authenticated by the caller's own API key, not the
 		// admin token.
 		{"GET", "/v1/me", a.handle(a.me)},

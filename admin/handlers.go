@@ -72,9 +72,9 @@ func (a *API) rotateKey(r *http.Request) (reply, error) {
 }
 
 // usage answers GET /v1/usage?plan=P&customer=C&start=YYYY-MM-DD&end=YYYY-MM-DD
-// (usageReport).
+// (usageReport), with &forecast=true each customer's forecast too.
 func (a *API) usage(r *http.Request) (reply, error) {
-	q, err := queryParams(r.URL.Query(), "plan", "customer", "start", "end", "limit", "after")
+	q, err := queryParams(r.URL.Query(), "plan", "customer", "start", "end", "limit", "after", "forecast")
 	if err != nil {
 		return reply{}, err
 	}
@@ -84,6 +84,9 @@ func (a *API) usage(r *http.Request) (reply, error) {
 		return reply{}, err
 	}
 	ans, err := a.usageReport(r.Context(), p, uq, now)
+	if err == nil && uq.forecast {
+		err = a.addForecasts(r.Context(), &ans, uq.plan, now)
+	}
 	return ok(ans), err
 }
 

@@ -32,6 +32,7 @@ type usageQuery struct {
 	first      time.Time
 	days       int
 	pg         page
+	forecast   bool // ?forecast=true
 }
 
 // parseUsageQuery checks the query of GET /v1/usage against p.
@@ -52,6 +53,13 @@ func parseUsageQuery(p *policy.Policy, q map[string]string) (usageQuery, error) 
 		bad.add("query: plan: required")
 	} else if uq.plan == nil {
 		bad.add("query: plan: %q is not a usage plan (plans: %v)", q["plan"], p.PlanNames())
+	}
+	switch q["forecast"] {
+	case "", "false":
+	case "true":
+		uq.forecast = true
+	default:
+		bad.add("query: forecast: %q: want true or false", q["forecast"])
 	}
 	if c, ok := q["customer"]; ok {
 		bad.checkID("query: customer", "valid", c)
@@ -243,6 +251,11 @@ func (a *API) Me(h http.Header) (MeAnswer, error) {
 		}
 		if ok {
 			mp.Quota = &v
+			f, _, err := a.forecastOf(pl, k.Customer, now)
+			if err != nil {
+				return MeAnswer{}, err
+			}
+			mp.Forecast = &f
 		}
 		ans.Plans = append(ans.Plans, mp)
 	}

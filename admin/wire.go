@@ -91,6 +91,23 @@ type UsageAnswer struct {
 	// Next is the after of the next page of customers; absent on the last
 	// page and when the report names its customer.
 	Next string `json:"next,omitempty"`
+	// Forecasts holds each customer's forecast for the current period,
+	// with ?forecast=true.
+	Forecasts map[string]ForecastView `json:"forecasts,omitempty"`
+}
+
+// ForecastView is a customer's forecast on a plan in the current quota
+// period: the recent rate of its use and when the quota runs out at that
+// rate, null when it lasts the period.
+type ForecastView struct {
+	Customer    string     `json:"customer"`
+	Plan        string     `json:"plan"`
+	Used        int64      `json:"used"`
+	Limit       int64      `json:"limit"` // grants included
+	PeriodStart time.Time  `json:"period_start"`
+	PeriodEnd   time.Time  `json:"period_end"`
+	RatePerHour float64    `json:"rate_per_hour"`
+	Exhaustion  *time.Time `json:"exhaustion"`
 }
 
 // QuotaView is a customer's quota in the current period.
@@ -123,6 +140,7 @@ type MePlan struct {
 	Stages   []string      `json:"stages"`
 	Throttle *ThrottleView `json:"throttle"` // null: no plan throttle
 	Quota    *QuotaView    `json:"quota"`    // null: unlimited
+	Forecast *ForecastView `json:"forecast"` // null: no quota
 }
 
 // ThrottleView is a plan's throttle.

@@ -23,6 +23,7 @@ func (s *Server) adminHandler() http.Handler {
 		Token:       s.cfg.AdminToken,
 		Log:         s.log,
 		StoreFailed: func() { s.storeFailed("admin") },
+		Forecaster:  s.detector,
 	})
 	routes := append([]admin.Route{
 		{Method: "GET", Path: "/healthz", Handler: http.HandlerFunc(s.healthz)},

@@ -121,8 +121,21 @@ func testAdminKeyLifecycle(t *testing.T, store string) {
 		t.Fatalf("7: got %s, want %s", got, want)
 	}
 	a = h.callWith("GET", "/v1/me", "", map[string]string{"x-api-key": value}).want(t, "7 me", 200, "")
+	plan := a.json["plans"].([]any)[0].(map[string]any)
+	forecast := plan["forecast"]
+	delete(plan, "forecast")
 	if got, want := jsonOf(t, a.json), `{"customer":"acme","expires":null,"key_id":"acme-rt","name":"Acme batch","plans":[{"plan":"free","quota":{"granted":2,"limit":8,"period":"day","period_start":"2026-11-20T00:00:00Z","remaining":0,"reset":"2026-11-21T00:00:00Z","timezone":"UTC","used":10},"stages":["payments/prod"],"throttle":{"burst":20,"rate":10}}]}`; got != want {
 		t.Fatalf("7: me: got %s, want %s", got, want)
+	}
+	// The quota is used up: it ran out now, whatever the rate.
+	a = h.call("GET", "/v1/usage/acme/forecast?plan=free", "").want(t, "7 forecast", 200, "")
+	if jsonOf(t, a.json) != jsonOf(t, forecast) {
+		t.Errorf("7: /v1/me's forecast %s, /v1/usage/acme/forecast %s: want the same", jsonOf(t, forecast), jsonOf(t, a.json))
+	}
+	rate, _ := a.json["rate_per_hour"].(float64)
+	delete(a.json, "rate_per_hour")
+	if got, want := jsonOf(t, a.json), `{"customer":"acme","exhaustion":"2026-11-20T12:00:00Z","limit":10,"period_end":"2026-11-21T00:00:00Z","period_start":"2026-11-20T00:00:00Z","plan":"free","used":10}`; got != want || rate <= 0 {
+		t.Errorf("7: forecast: got %s and a rate of %v an hour, want %s and a rate", got, rate, want)
 	}
 
 	// 8. Move to pro: the next request has pro's limits.

@@ -39,6 +39,7 @@ func (s *Server) reload(ifChanged bool) (bool, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	var p *policy.Policy
+	var sinks sinkSet
 	data, err := os.ReadFile(s.cfg.PolicyFile)
 	if err == nil {
 		sum := sha256.Sum256(data)
@@ -47,6 +48,11 @@ func (s *Server) reload(ifChanged bool) (bool, error) {
 		}
 		s.lastSum = sum
 		p, err = policyfile.Parse(s.cfg.PolicyFile, data)
+		if err == nil {
+			if sinks, err = readSinks(p); err != nil {
+				err = fmt.Errorf("%s: %w", s.cfg.PolicyFile, err)
+			}
+		}
 		if err == nil && s.store != nil {
 			// Held through the swap: a key the admin API creates or
 			// changes meanwhile is checked against the policy it is
@@ -73,6 +79,7 @@ func (s *Server) reload(ifChanged bool) (bool, error) {
 		return true, err
 	}
 	s.policy.Store(p)
+	s.sinks.Store(&sinks)
 	s.load.Store(&loadState{at: now, loadedAt: now})
 	if prev != nil {
 		s.metrics.reloads.WithLabelValues("success").Inc()

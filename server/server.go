@@ -21,6 +21,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/tollgate/tollgate/alerts"
 	"github.com/tollgate/tollgate/envoy"
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/store/memory"
@@ -150,6 +151,12 @@ type Server struct {
 	// retries takes the concurrency releases that failed (release.go).
 	retries chan slotRelease
 
+	// detector watches decisions for quota events, deliverer sends them
+	// from the store's outbox to the policy's sinks (alerts.go).
+	detector  *alerts.Detector
+	deliverer *alerts.Deliverer
+	sinks     atomic.Pointer[sinkSet]
+
 	grpc   *grpc.Server
 	tls    *tlsFiles // nil: plaintext gRPC
 	proc   *envoy.ProcessServer
@@ -215,6 +222,7 @@ func New(cfg Config) (_ *Server, err error) {
 	}()
 	s.store = st
 	s.metrics.wafCounters(st.WAFCounters)
+	s.newAlerting(st)
 	readyCtx, readyCancel := context.WithTimeout(context.Background(), 2*time.Second)
 	if err := st.Ready(readyCtx); err != nil {
 		// Recovery is automatic (Redis), so this is no reason to stop.
@@ -380,6 +388,9 @@ func (s *Server) Serve(ctx context.Context) error {
 
 	var watchers sync.WaitGroup
 	watchers.Go(func() { s.retryReleases(ctx) })
+	delivering, stopDelivering := context.WithCancel(context.Background())
+	var deliverer sync.WaitGroup
+	deliverer.Go(func() { s.runDeliverer(delivering) })
 	if w, err := s.watchPolicy(); err != nil {
 		s.log.Warn("policy file not watched; reload with SIGHUP", "policy", s.cfg.PolicyFile, "err", err)
 	} else {
@@ -440,6 +451,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		errs = append(errs, <-errc)
 	}
 	watchers.Wait()
+	// The decisions have ended: the events they queued go to the outbox
+	// before the store closes.
+	stopDelivering()
+	deliverer.Wait()
 	if err := s.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close store: %w", err))
 	}
@@ -517,6 +532,7 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 	if d.Slot.Limit != "" {
 		s.metrics.inFlight.Inc()
 	}
+	s.observe(&d, now, p)
 	// Allowed without the store: counted as reason store:error.
 	s.metrics.decision(&d, err != nil && d.Verdict == policy.Allow, time.Since(start))
 	if d.Verdict == policy.Deny && s.log.Enabled(ctx, slog.LevelDebug) {

@@ -52,6 +52,7 @@ func usageReport(ctx context.Context, args []string, stdout, stderr io.Writer, n
 	customer := cmd.fs.String("customer", "", "only `customer`")
 	startFlag := cmd.fs.String("start", "", "first UTC `day`, YYYY-MM-DD (default: 6 days before --end)")
 	endFlag := cmd.fs.String("end", "", "last UTC `day`, YYYY-MM-DD (default: today)")
+	forecast := cmd.fs.Bool("forecast", false, "add each customer's recent rate per hour and when its quota runs out at that rate, on the last day's rows")
 	if _, err := cmd.parse(args); err != nil {
 		return err
 	}
@@ -75,6 +76,9 @@ func usageReport(ctx context.Context, args []string, stdout, stderr io.Writer, n
 		start = t
 	}
 	q := url.Values{"plan": {*plan}, "start": {start.Format(time.DateOnly)}, "end": {end.Format(time.DateOnly)}}
+	if *forecast {
+		q.Set("forecast", "true")
+	}
 	if *customer != "" {
 		q.Set("customer", *customer)
 	} else {
@@ -103,8 +107,13 @@ func printUsage(stdout io.Writer, ans *admin.UsageAnswer, header bool) error {
 	}
 	slices.Sort(customers)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	forecasts := ans.Forecasts != nil
 	if header {
-		fmt.Fprintln(tw, "DATE\tCUSTOMER\tUSED\tREMAINING")
+		fmt.Fprint(tw, "DATE\tCUSTOMER\tUSED\tREMAINING")
+		if forecasts {
+			fmt.Fprint(tw, "\tRATE/H\tRUNS OUT")
+		}
+		fmt.Fprintln(tw)
 	}
 	for i := range days {
 		date := first.AddDate(0, 0, i).Format(time.DateOnly)
@@ -113,7 +122,19 @@ func printUsage(stdout io.Writer, ans *admin.UsageAnswer, header bool) error {
 			if i >= len(series) {
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", date, c, countText(series[i][0]), countText(series[i][1]))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s", date, c, countText(series[i][0]), countText(series[i][1]))
+			if forecasts {
+				// The forecast is of the current period: on the last day's row.
+				rate, out := "", ""
+				if f, ok := ans.Forecasts[c]; ok && i == days-1 {
+					rate, out = strconv.FormatFloat(f.RatePerHour, 'f', 1, 64), "-"
+					if f.Exhaustion != nil {
+						out = f.Exhaustion.UTC().Format(time.RFC3339)
+					}
+				}
+				fmt.Fprintf(tw, "\t%s\t%s", rate, out)
+			}
+			fmt.Fprintln(tw)
 		}
 	}
 	return tw.Flush()
