@@ -73,6 +73,7 @@ func (s *Server) reload(ifChanged bool) (bool, error) {
 		return true, err
 	}
 	s.policy.Store(p)
+	s.metrics.util.load(p)
 	s.load.Store(&loadState{at: now, loadedAt: now})
 	if prev != nil {
 		s.metrics.reloads.WithLabelValues("success").Inc()
