@@ -146,17 +146,22 @@ func ratio(n uint64, th policy.Throttle) float64 {
 // compare-and-swap, and a count is never added to a second it is not of.
 type window struct{ slots [windowSlots]atomic.Uint64 }
 
-// add counts one request in second sec.
+// add counts one request in second sec. The common case is one atomic
+// add: the slot already holds sec. Else the add went to a second that has
+// left the window (or, after the clock went back a minute, one ahead), and
+// the slot starts anew at sec with this request, unless another request
+// of sec has started it first.
 func (w *window) add(sec uint32) {
 	slot := &w.slots[sec%windowSlots]
+	if uint32(slot.Add(1)>>32) == sec {
+		return
+	}
 	for {
 		v := slot.Load()
 		if uint32(v>>32) == sec {
 			slot.Add(1)
 			return
 		}
-		// The slot holds a second windowSlots or more before (or, after
-		// the clock went back a minute, after): it starts anew.
 		if slot.CompareAndSwap(v, uint64(sec)<<32|1) {
 			return
 		}
