@@ -43,6 +43,7 @@ func Compile(file string, doc any) (*Policy, error) {
 	if err := c.err(); err != nil {
 		return nil, err
 	}
+	c.p.listBuckets()
 	return c.p, nil
 }
 

@@ -135,6 +135,11 @@ type Decision struct {
 	// API and Stage name the stage the request was checked against (empty
 	// when none); Route is the matched route's match string.
 	API, Stage, Route string
+	// StageBucket and RouteBucket are 1 + the positions of the stage's and
+	// the route's buckets in Policy.RateBuckets() of the policy that made
+	// the decision; 0 when there is none. Whether the request was counted
+	// in them is in Limits.
+	StageBucket, RouteBucket int
 	// Customer, KeyID and Plan are set when an API key was used.
 	Customer, KeyID, Plan string
 	// Concurrency is the matched route's in-flight cap (0 = none); it is

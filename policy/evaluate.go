@@ -133,10 +133,10 @@ func (e *evaluation) read(d *Decision, r *Request) bool {
 	e.path, e.ip = path, ip
 	e.stage, e.known = e.p.stageFor(r)
 	if e.stage != nil {
-		d.API, d.Stage = e.stage.API, e.stage.Stage
+		d.API, d.Stage, d.StageBucket = e.stage.API, e.stage.Stage, e.stage.bucket
 		e.route = e.stage.routes.match(r.Method, path)
 		if e.route != nil {
-			d.Route = e.route.Match
+			d.Route, d.RouteBucket = e.route.Match, e.route.bucket
 			d.Concurrency = e.route.Concurrency
 		}
 	}

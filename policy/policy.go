@@ -18,6 +18,8 @@ type Policy struct {
 
 	account    *Throttle // nil: no account limit
 	accountKey string    // Key.Limit of the account bucket
+	// buckets lists the account, stage and route buckets (RateBuckets).
+	buckets []RateBucket
 
 	keyHeader string // lower-case
 	stripKey  bool
@@ -85,6 +87,7 @@ type Stage struct {
 
 	throttle    *Throttle // stage-wide bucket; nil: none
 	throttleKey string    // Key.Limit of the stage bucket
+	bucket      int       // 1 + the bucket's position in Policy.buckets; 0: none
 	unknownDeny bool
 	routes      routeTable
 	routeList   []*Route // in the order written
@@ -110,6 +113,7 @@ type Route struct {
 
 	throttle    *Throttle // route bucket (own throttle, else route_defaults); nil: none
 	throttleKey string
+	bucket      int // 1 + the bucket's position in Policy.buckets; 0: none
 	apiKey      KeyMode
 	wafSkip     bool
 	// Concurrency is the in-flight cap (ext_proc only); 0: none.

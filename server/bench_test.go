@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/policyfile"
+	"github.com/tollgate/tollgate/store/memory"
 	"github.com/tollgate/tollgate/store/redis/redistest"
 )
 
@@ -77,6 +79,44 @@ func BenchmarkDecide(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkUtilization measures what tollgate_limit_utilization_ratio adds
+// to a decision: the count of an allowed keyed request of the payments
+// example in its route, stage and account buckets (three windows), from one
+// goroutine and from many (all in the same windows: the contended case).
+func BenchmarkUtilization(b *testing.B) {
+	data, err := os.ReadFile(examplePolicy)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := policyfile.Parse(examplePolicy, data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+	r := policy.Request{Method: "POST", Path: "/partners/p-17/transactions", Host: "api.example.com", Peer: "198.51.100.7:53124",
+		Headers: map[string]string{"x-api-key": "tg_demo_ent_00000000000000001"}}
+	d, err := p.Evaluate(now, &r, memory.New(), nil)
+	if err != nil || d.Verdict != policy.Allow || d.StageBucket == 0 || d.RouteBucket == 0 {
+		b.Fatalf("got %+v, %v; want an allowed decision in a stage and a route bucket", d, err)
+	}
+	u := newUtilization(func() time.Time { return now })
+	u.load(p)
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			u.admitted(p, &d, now)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				u.admitted(p, &d, now)
+			}
+		})
+	})
 }
 
 // BenchmarkDecideStores runs keyed decisions from many goroutines (callers)

@@ -40,6 +40,7 @@ type metrics struct {
 	latency   prometheus.Histogram
 	quota     *labelCache[string] // by plan
 	wafCount  *labelCache[string] // by rule
+	util      *utilization
 
 	storeErrors *prometheus.CounterVec
 	flushes     *prometheus.CounterVec
@@ -62,9 +63,10 @@ type decisionLabels struct {
 }
 
 // newMetrics registers the collectors. degraded, reloadOK and loadedAt are
-// read at scrape time.
-func newMetrics(degraded, reloadOK func() bool, loadedAt func() time.Time) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
+// read at scrape time, and now, the server's clock, to compute the
+// utilization.
+func newMetrics(degraded, reloadOK func() bool, loadedAt, now func() time.Time) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), util: newUtilization(now)}
 	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_decisions_total",
 		Help: "Decisions made, by outcome (allow, deny), reason (none, store:error or the denial's reason, such as throttle:plan), api, stage and plan.",
@@ -144,7 +146,7 @@ func newMetrics(degraded, reloadOK func() bool, loadedAt func() time.Time) *metr
 		Name: "tollgate_store_local_decisions_total",
 		Help: "Decisions made on this replica's own state with its share of each limit, because Redis could not answer in time (--on-store-error local).",
 	})
-	m.reg.MustRegister(decisions, m.latency, m.storeWait, m.storeTrip, m.local, quota, waf, m.storeErrors, m.flushes, m.flushTime, m.flushed, m.lastFlush, m.inFlight, m.reloads, m.admin,
+	m.reg.MustRegister(decisions, m.latency, m.util, m.storeWait, m.storeTrip, m.local, quota, waf, m.storeErrors, m.flushes, m.flushTime, m.flushed, m.lastFlush, m.inFlight, m.reloads, m.admin,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_store_degraded",
 			Help: "1 while the store cannot be reached (Redis: the circuit is open, decisions follow --on-store-error), else 0.",

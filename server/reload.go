@@ -80,6 +80,7 @@ func (s *Server) reload(ifChanged bool) (bool, error) {
 	}
 	s.policy.Store(p)
 	s.sinks.Store(&sinks)
+	s.metrics.util.load(p)
 	s.load.Store(&loadState{at: now, loadedAt: now})
 	if prev != nil {
 		s.metrics.reloads.WithLabelValues("success").Inc()

@@ -207,7 +207,7 @@ func New(cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.metrics = newMetrics(s.degraded.Load, func() bool { return s.load.Load().err == "" },
-		func() time.Time { return s.load.Load().loadedAt })
+		func() time.Time { return s.load.Load().loadedAt }, s.now)
 	if _, err := s.reload(false); err != nil {
 		return nil, err
 	}
@@ -535,6 +535,7 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 	s.observe(&d, now, p)
 	// Allowed without the store: counted as reason store:error.
 	s.metrics.decision(&d, err != nil && d.Verdict == policy.Allow, time.Since(start))
+	s.metrics.util.admitted(p, &d, now)
 	if d.Verdict == policy.Deny && s.log.Enabled(ctx, slog.LevelDebug) {
 		s.logDenial(ctx, r, &d)
 	}
