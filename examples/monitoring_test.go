@@ -1,3 +1,8 @@
+// The SDK marks its classic dashboard type deprecated for dashboardv2,
+// Grafana 12's new schema; the classic JSON is what every Grafana imports,
+// so the kit ships it and reads it with the classic type.
+//lint:file-ignore SA1019 dashboard.Dashboard is the classic schema the kit ships
+
 package examples_test
 
 import (
@@ -91,6 +96,9 @@ func TestMonitoringDashboard(t *testing.T) {
 			}
 			if pq.Datasource == nil || pq.Datasource.Uid == nil || *pq.Datasource.Uid != "${datasource}" {
 				t.Errorf("panel %q target %d: not on the data source variable ${datasource}", panelTitle(p), i)
+			}
+			if pq.RefId == nil || *pq.RefId == "" {
+				t.Errorf("panel %q target %d: no refId", panelTitle(p), i)
 			}
 		}
 	}
@@ -241,9 +249,9 @@ func TestMonitoringMetricsExist(t *testing.T) {
 	}
 	d := loadDashboard(t)
 	for _, p := range dashboardPanels(d) {
-		for i, q := range p.Targets {
-			if pq, ok := q.(*prometheus.Dataquery); ok {
-				where := fmt.Sprintf("dashboard panel %q target %d", panelTitle(p), i)
+		for _, q := range p.Targets {
+			if pq, ok := q.(*prometheus.Dataquery); ok && pq.RefId != nil {
+				where := fmt.Sprintf("dashboard panel %q query %s", panelTitle(p), *pq.RefId)
 				for _, name := range queryMetrics(t, where, pq.Expr) {
 					uses[name] = append(uses[name], where)
 				}
