@@ -123,24 +123,6 @@ var proxies = []proxy{
 	{name: "caddy", addr: "localhost:8082", start: startCaddy},
 }
 
-// proxyBinary returns the path of a proxy's binary. CI installs nginx and
-// caddy (.ci/run), so there, and wherever TOLLGATE_REQUIRE_PROXIES is set,
-// a missing one fails the test; elsewhere it skips it.
-func proxyBinary(t *testing.T, name, pkg string) string {
-	t.Helper()
-	for _, p := range []string{name, "/usr/sbin/" + name} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	msg := fmt.Sprintf("%s is not installed (Debian: apt-get install -y %s; .ci/run does)", name, pkg)
-	if os.Getenv("TOLLGATE_REQUIRE_PROXIES") != "" || os.Getenv("CI") != "" {
-		t.Fatal(msg + ", and this run requires it")
-	}
-	t.Skip(msg)
-	return ""
-}
-
 // kit returns a kit of examples/payments with tollgate's and the
 // upstream's addresses and the listen address replaced as edits say.
 func kit(t *testing.T, file string, edits ...string) string {
@@ -157,7 +139,7 @@ func kit(t *testing.T, file string, edits ...string) string {
 // workers run as root, which can use that directory).
 func startNginx(t *testing.T, tollgate, upstream string) string {
 	t.Helper()
-	bin := proxyBinary(t, "nginx", "nginx-light")
+	bin := toolBinary(t, "nginx", "nginx-light")
 	dir := t.TempDir()
 	var temps strings.Builder
 	for _, p := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
@@ -183,7 +165,7 @@ func startNginx(t *testing.T, tollgate, upstream string) string {
 // temporary directory.
 func startCaddy(t *testing.T, tollgate, upstream string) string {
 	t.Helper()
-	bin := proxyBinary(t, "caddy", "caddy")
+	bin := toolBinary(t, "caddy", "caddy")
 	dir := t.TempDir()
 	return runProxy(t, "caddy", func(port int) *exec.Cmd {
 		file := filepath.Join(dir, "Caddyfile")
