@@ -56,6 +56,19 @@ func (d *Deliverer) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{d.m.sent, d.m.failed, d.m.dropped, d.m.enqueueDropped, d.m.stats}
 }
 
+// ShowSinks makes the counters of each named sink exist at 0, so that a
+// dashboard and a rate() see a sink before its first event, as Prometheus
+// advises for labels known in advance. The server calls it with the
+// policy's sinks at each load; a sink a reload removed keeps its series
+// (its counts happened).
+func (d *Deliverer) ShowSinks(names []string) {
+	for _, n := range names {
+		d.m.sent.WithLabelValues(n)
+		d.m.failed.WithLabelValues(n)
+		d.m.dropped.WithLabelValues(n)
+	}
+}
+
 // outboxStats collects the outbox's Stats.
 type outboxStats struct {
 	d               *Deliverer

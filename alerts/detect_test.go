@@ -41,7 +41,8 @@ usage_plans:
     alerts: {thresholds: [100], sinks: [ops]}
 `
 
-// t0 is a fixed instant at noon UTC.
+// t0 is a fixed instant at noon UTC, on a whole second (Redis keeps the
+// outbox's times in milliseconds).
 var (
 	t0       = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 	dayStart = time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)

@@ -19,9 +19,6 @@ import (
 	"github.com/tollgate/tollgate/store/redis/redistest"
 )
 
-// t0 is a fixed instant on a whole second (Redis keeps the outbox's times
-// in milliseconds).
-var t0 = time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
 
 const lease = time.Minute
 

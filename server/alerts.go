@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/tollgate/tollgate/alerts"
@@ -71,6 +73,9 @@ func (s *Server) newAlerting(st Store) {
 	s.detector = alerts.NewDetector(alerts.DefaultDetectorSize)
 	s.deliverer = alerts.NewDeliverer(alerts.DeliverOptions{Outbox: outboxOf(st), Sinks: s.sink, Now: s.now, Logger: s.log})
 	s.metrics.reg.MustRegister(s.deliverer.Collectors()...)
+	if set := s.sinks.Load(); set != nil {
+		s.deliverer.ShowSinks(slices.Sorted(maps.Keys(*set)))
+	}
 }
 
 // observe hands the quota events that d, decided at now, makes to the

@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -80,6 +82,9 @@ func (s *Server) reload(ifChanged bool) (bool, error) {
 	}
 	s.policy.Store(p)
 	s.sinks.Store(&sinks)
+	if s.deliverer != nil {
+		s.deliverer.ShowSinks(slices.Sorted(maps.Keys(sinks)))
+	}
 	s.metrics.util.load(p)
 	s.load.Store(&loadState{at: now, loadedAt: now})
 	if prev != nil {
