@@ -19,7 +19,6 @@ import (
 	"github.com/tollgate/tollgate/store/redis/redistest"
 )
 
-
 const lease = time.Minute
 
 // event returns a threshold event seen at at, for sinks.
