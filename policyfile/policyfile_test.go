@@ -109,7 +109,7 @@ func TestLoadExample(t *testing.T) {
 	if _, ok := p.Plan("enterprise").Quota(); ok {
 		t.Error("enterprise: got a quota, want none")
 	}
-	wantSinks := []policy.Sink{{Name: "ops", URL: "http://localhost:9099/hooks", Timeout: 5 * time.Second}}
+	wantSinks := []policy.Sink{{Name: "ops", URL: "http://echo:8080/hooks/tollgate", Timeout: 5 * time.Second}}
 	if got := p.Sinks(); !slices.Equal(got, wantSinks) {
 		t.Errorf("sinks: got %+v, want %+v", got, wantSinks)
 	}
