@@ -20,6 +20,10 @@
 //   - keys: the keys created at run time through the admin API, by id,
 //     with their sha256 hash, never their value. SaveKey and DeleteKey
 //     write through: they return when the change is on disk;
+//   - outbox, outbox-due, outbox-seen, outbox-until: quota events
+//     waiting for delivery and the ids already added (Outbox); each change
+//     is its own transaction, written when it returns, not on the flush
+//     interval;
 //   - meta: the layout's format version.
 //
 // Open loads the keys and every counter that has not ended into memory. A

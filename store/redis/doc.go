@@ -6,7 +6,9 @@
 // # What it owns
 //
 // Everything policy.State and the admin API keep: token buckets, WAF rate
-// counters, quota counters, usage history and the keys created at run time.
+// counters, quota counters, usage history and the keys created at run time;
+// and the outbox of quota events the replicas share (Outbox: an id is added
+// once, SET NX; a claim takes a lease, so one replica delivers it).
 //
 // LookupKey answers from a cache of the keys in use (keycache.go: an LRU of
 // keys found and one of hashes that are no key, each answer used for up to
