@@ -18,7 +18,7 @@ func TestCheckKeyPlans(t *testing.T) {
 		{[]string{"pro"}, ""},
 		{[]string{"pro", "side"}, ""},
 		{nil, "body: plans: a key needs at least one plan"},
-		{[]string{"gold"}, `body: plans[0]: "gold" is not a usage plan (plans: enterprise, free, pro, side)`},
+		{[]string{"gold"}, `body: plans[0]: "gold" is not a usage plan (plans: enterprise, free, pro, side, trial)`},
 		{[]string{"pro", "pro"}, `body: plans[1]: "pro" is listed twice`},
 		{[]string{"free", "pro"}, `body: plans: plans "free" and "pro" both cover stage payments/prod (a key holds at most one plan per stage)`},
 	}

@@ -63,7 +63,7 @@ func TestKeysPaging(t *testing.T) {
 		putKey(h.s.store, k)
 		want = append(want, k.ID)
 	}
-	want = append(want, "acme-2026a", "globex-ent", "hooli-old", "initech-free", "umbrella-2025")
+	want = append(want, "acme-2026a", "globex-ent", "hooli-old", "initech-free", "umbrella-2025", "wayne-trial")
 	slices.Sort(want)
 
 	got, sizes := h.pageThrough("/v1/keys?limit=8", keyIDs)

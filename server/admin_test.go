@@ -238,7 +238,7 @@ func TestAdminBadInput(t *testing.T) {
 		{"POST", "/v1/keys/rt-1/rotate", `{"grace":"1h","plans":["pro"]}`, nil, 400, `unknown field "plans"`},
 		{"POST", "/v1/usage/acme/grant", `{"plan":"free","requests":5,"reason":"x"}`, nil, 400, `unknown field "reason"`},
 		// Bad values.
-		{"POST", "/v1/keys", `{"plans":["gold"]}`, nil, 400, `body: plans[0]: "gold" is not a usage plan (plans: enterprise, free, pro)`},
+		{"POST", "/v1/keys", `{"plans":["gold"]}`, nil, 400, `body: plans[0]: "gold" is not a usage plan (plans: enterprise, free, pro, trial)`},
 		{"POST", "/v1/keys", `{"plans":[]}`, nil, 400, "a key needs at least one plan"},
 		{"POST", "/v1/keys", `{}`, nil, 400, "a key needs at least one plan"},
 		{"POST", "/v1/keys", `{"plans":["free","pro"]}`, nil, 400, "at most one plan per stage"},

@@ -204,8 +204,8 @@ func TestKeysLifecycle(t *testing.T) {
 	if got, want := row(rs, created.ID), []string{created.ID, created.ID, "free", "active", "2099-01-01T00:00:00Z", "api"}; !slices.Equal(got, want) {
 		t.Errorf("3: got row %q, want %q", got, want)
 	}
-	if got, want := len(rs), 7; got != want {
-		t.Errorf("3: got %d rows, want %d (5 policy keys, 2 created):\n%s", got, want, out)
+	if got, want := len(rs), 8; got != want {
+		t.Errorf("3: got %d rows, want %d (6 policy keys, 2 created):\n%s", got, want, out)
 	}
 
 	// 4. list with filters, flags before and after.
@@ -233,7 +233,7 @@ func TestKeysLifecycle(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("5: got %q, want JSON: %v", out, err)
 	}
-	if got, want := len(list.Keys), 7; got != want {
+	if got, want := len(list.Keys), 8; got != want {
 		t.Errorf("5: got %d keys, want %d", got, want)
 	}
 	for _, k := range list.Keys {

@@ -110,7 +110,7 @@ func TestUsageErrors(t *testing.T) {
 func TestOperatorPaperCuts(t *testing.T) {
 	// check takes the file as an argument too, several at once.
 	out, _, status := runArgs(t, "check", example, "../../envoy/testdata/tight.yaml")
-	if status != 0 || !strings.Contains(out, "payments/policy.yaml: ok (1 stage, 3 plans)") || !strings.Contains(out, "tight.yaml: ok (2 stages,") {
+	if status != 0 || !strings.Contains(out, "payments/policy.yaml: ok (1 stage, 4 plans)") || !strings.Contains(out, "tight.yaml: ok (2 stages,") {
 		t.Errorf("check FILE FILE: got status %d, output %q", status, out)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")

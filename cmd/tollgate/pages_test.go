@@ -33,8 +33,8 @@ func TestListsStreamPages(t *testing.T) {
 
 	out := s.must(t, "keys", "list")
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if len(lines) != 1+1505 || !strings.HasPrefix(lines[0], "ID") || strings.Count(out, "CUSTOMER") != 1 {
-		t.Fatalf("keys list: got %d lines, want a header and 1505 keys", len(lines))
+	if len(lines) != 1+1506 || !strings.HasPrefix(lines[0], "ID") || strings.Count(out, "CUSTOMER") != 1 {
+		t.Fatalf("keys list: got %d lines, want a header and 1506 keys", len(lines))
 	}
 	if out := s.must(t, "keys", "list", "--json"); strings.Count(out, "\n") != 2 || !strings.Contains(out, `"next":"rt-0995"`) {
 		t.Fatalf("keys list --json: got %d lines, want two pages", strings.Count(out, "\n"))
