@@ -370,6 +370,14 @@ func TestUsageAndGrant(t *testing.T) {
 		t.Errorf("2: got %q, want %q", rs, want)
 	}
 
+	// 2b. --forecast: each customer's rate and when it runs out, on the
+	// last day's rows (3 of 100,000 last the day).
+	out = s.must(t, "usage", "--plan", "pro", "--start", today, "--end", today, "--forecast")
+	rs = rows(t, out, append(header, "RATE/H", "EXHAUSTION")...)
+	if len(rs) != 2 || rs[1][1] != "ucust" || rs[1][5] != "-" || rs[0][4] != "0.0" || rs[1][4] == "0.0" {
+		t.Errorf("2b: got %q, want acme at 0.0 an hour, ucust above it, neither running out today", rs)
+	}
+
 	// 3. A plan without a quota has no remaining.
 	out = s.must(t, "usage", "--plan", "enterprise", "--customer", "globex", "--start", today, "--end", today)
 	if got, want := rows(t, out, header...), [][]string{{today, "globex", "0", "-"}}; !slices.EqualFunc(got, want, slices.Equal) {

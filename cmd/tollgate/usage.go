@@ -111,7 +111,7 @@ func printUsage(stdout io.Writer, ans *admin.UsageAnswer, header bool) error {
 	if header {
 		fmt.Fprint(tw, "DATE\tCUSTOMER\tUSED\tREMAINING")
 		if forecasts {
-			fmt.Fprint(tw, "\tRATE/H\tRUNS OUT")
+			fmt.Fprint(tw, "\tRATE/H\tEXHAUSTION")
 		}
 		fmt.Fprintln(tw)
 	}
