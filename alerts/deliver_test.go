@@ -7,9 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -18,81 +16,11 @@ import (
 
 	"github.com/tollgate/tollgate/alerts"
 	"github.com/tollgate/tollgate/internal/busyhost"
+	"github.com/tollgate/tollgate/internal/hooktest"
 	"github.com/tollgate/tollgate/internal/testclock"
 	"github.com/tollgate/tollgate/store/redis"
 	"github.com/tollgate/tollgate/store/redis/redistest"
 )
-
-// delivery is one request a receiver got.
-type delivery struct {
-	header http.Header
-	body   []byte
-	id     string
-	at     time.Time // on the test's clock, when it has one
-	status int
-}
-
-// receiver is a webhook on loopback that answers each request with
-// answer(id, n) (n: the requests of that event id so far, this one
-// included); 0 holds the request until the client gives up.
-type receiver struct {
-	*httptest.Server
-	answer func(id string, n int) int
-	now    func() time.Time
-
-	mu  sync.Mutex
-	got []delivery
-}
-
-func newReceiver(t *testing.T, answer func(id string, n int) int) *receiver {
-	r := &receiver{answer: answer, now: time.Now}
-	r.Server = httptest.NewServer(http.HandlerFunc(r.serve))
-	t.Cleanup(r.Close)
-	return r
-}
-
-func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
-	body, _ := io.ReadAll(req.Body)
-	var ce struct {
-		ID string `json:"id"`
-	}
-	json.Unmarshal(body, &ce)
-	r.mu.Lock()
-	n := 1
-	for _, d := range r.got {
-		if d.id == ce.ID {
-			n++
-		}
-	}
-	status := r.answer(ce.ID, n)
-	r.got = append(r.got, delivery{header: req.Header.Clone(), body: body, id: ce.ID, at: r.now(), status: status})
-	r.mu.Unlock()
-	if status == 0 {
-		<-req.Context().Done() // no answer: the client's timeout ends it
-		return
-	}
-	w.WriteHeader(status)
-}
-
-// deliveries returns what the receiver got so far.
-func (r *receiver) deliveries() []delivery {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]delivery(nil), r.got...)
-}
-
-// accepted counts the 2xx answers by event id.
-func (r *receiver) accepted() map[string]int {
-	out := map[string]int{}
-	for _, d := range r.deliveries() {
-		if d.status/100 == 2 {
-			out[d.id]++
-		}
-	}
-	return out
-}
-
-func always(status int) func(string, int) int { return func(string, int) int { return status } }
 
 // sinks returns a DeliverOptions.Sinks over fixed sinks.
 func sinks(ss ...alerts.Sink) func(string) (alerts.Sink, bool) {
@@ -119,19 +47,6 @@ func run(t *testing.T, d *alerts.Deliverer) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
-}
-
-// waitFor waits for cond, polling; the deadline only stops a test that
-// would hang.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // pending returns the outbox's count of waiting entries.
@@ -179,8 +94,8 @@ func metric(t *testing.T, d *alerts.Deliverer, name, sink string) float64 {
 
 func TestDeliverCloudEvent(t *testing.T) {
 	secret := []byte("hook-secret")
-	ops := newReceiver(t, always(http.StatusNoContent))
-	plain := newReceiver(t, always(http.StatusOK))
+	ops := hooktest.New(t, hooktest.Always(http.StatusNoContent))
+	plain := hooktest.New(t, hooktest.Always(http.StatusOK))
 	o := alerts.NewMemoryOutbox()
 	d := alerts.NewDeliverer(alerts.DeliverOptions{Outbox: o, Sinks: sinks(
 		alerts.Sink{Name: "ops", URL: ops.URL + "/hook?token=x", Secret: secret},
@@ -195,32 +110,32 @@ func TestDeliverCloudEvent(t *testing.T) {
 			t.Fatal("Enqueue: queue full")
 		}
 	}
-	waitFor(t, "three deliveries", func() bool { return len(ops.deliveries()) == 2 && len(plain.deliveries()) == 1 })
-	waitFor(t, "an empty outbox", func() bool { return pending(t, o) == 0 })
+	hooktest.WaitFor(t, "three deliveries", func() bool { return len(ops.Deliveries()) == 2 && len(plain.Deliveries()) == 1 })
+	hooktest.WaitFor(t, "an empty outbox", func() bool { return pending(t, o) == 0 })
 
-	byID := map[string]delivery{}
-	for _, got := range ops.deliveries() {
-		byID[got.id] = got
-		if ct := got.header.Get("Content-Type"); ct != "application/cloudevents+json" {
-			t.Errorf("%s: Content-Type %q, want application/cloudevents+json", got.id, ct)
+	byID := map[string]hooktest.Delivery{}
+	for _, got := range ops.Deliveries() {
+		byID[got.ID] = got
+		if ct := got.Header.Get("Content-Type"); ct != "application/cloudevents+json" {
+			t.Errorf("%s: Content-Type %q, want application/cloudevents+json", got.ID, ct)
 		}
 		m := hmac.New(sha256.New, secret)
-		m.Write(got.body)
-		if sig, want := got.header.Get("X-Tollgate-Signature"), "sha256="+hex.EncodeToString(m.Sum(nil)); sig != want {
-			t.Errorf("%s: X-Tollgate-Signature %q, want %q", got.id, sig, want)
+		m.Write(got.Body)
+		if sig, want := got.Header.Get("X-Tollgate-Signature"), "sha256="+hex.EncodeToString(m.Sum(nil)); sig != want {
+			t.Errorf("%s: X-Tollgate-Signature %q, want %q", got.ID, sig, want)
 		}
 	}
-	checkBody(t, byID[threshold.ID].body, threshold, `{"customer":"acme","plan":"pro","threshold":80,"used":80000,"limit":100000,`+
+	checkBody(t, byID[threshold.ID].Body, threshold, `{"customer":"acme","plan":"pro","threshold":80,"used":80000,"limit":100000,`+
 		`"period_start":"`+rfc(threshold.Data.PeriodStart)+`","period_end":"`+rfc(threshold.Data.PeriodEnd)+`","exhaustion":null}`)
-	checkBody(t, byID[fc.ID].body, fc, `{"customer":"acme","plan":"pro","used":80000,"limit":100000,`+
+	checkBody(t, byID[fc.ID].Body, fc, `{"customer":"acme","plan":"pro","used":80000,"limit":100000,`+
 		`"period_start":"`+rfc(fc.Data.PeriodStart)+`","period_end":"`+rfc(fc.Data.PeriodEnd)+`","exhaustion":"`+rfc(*fc.Data.Exhaustion)+`"}`)
 
-	p := plain.deliveries()[0]
-	if sig := p.header.Get("X-Tollgate-Signature"); sig != "" {
+	p := plain.Deliveries()[0]
+	if sig := p.Header.Get("X-Tollgate-Signature"); sig != "" {
 		t.Errorf("a sink without a secret got a signature %q", sig)
 	}
-	if string(p.body) != string(byID[threshold.ID].body) {
-		t.Errorf("the two sinks got different bodies:\n%s\n%s", p.body, byID[threshold.ID].body)
+	if string(p.Body) != string(byID[threshold.ID].Body) {
+		t.Errorf("the two sinks got different bodies:\n%s\n%s", p.Body, byID[threshold.ID].Body)
 	}
 	for _, c := range []struct {
 		name, sink string
@@ -272,7 +187,7 @@ func checkBody(t *testing.T, body []byte, e alerts.Event, wantData string) {
 // accepted once. The backoff is cut short here; TestBackoffDefaults checks
 // the default.
 func TestDeliverRetriesSameID(t *testing.T) {
-	r := newReceiver(t, func(_ string, n int) int {
+	r := hooktest.New(t, func(_ string, n int) int {
 		switch n {
 		case 1:
 			return http.StatusServiceUnavailable
@@ -290,12 +205,12 @@ func TestDeliverRetriesSameID(t *testing.T) {
 	for i := range n {
 		d.Enqueue(event(fmt.Sprint("e", i), time.Now(), "ops"))
 	}
-	waitFor(t, "every event accepted", func() bool { return len(r.accepted()) == n })
-	waitFor(t, "an empty outbox", func() bool { return pending(t, o) == 0 })
+	hooktest.WaitFor(t, "every event accepted", func() bool { return len(r.Accepted()) == n })
+	hooktest.WaitFor(t, "an empty outbox", func() bool { return pending(t, o) == 0 })
 
 	bodies := map[string][]string{}
-	for _, got := range r.deliveries() {
-		bodies[got.id] = append(bodies[got.id], string(got.body))
+	for _, got := range r.Deliveries() {
+		bodies[got.ID] = append(bodies[got.ID], string(got.Body))
 	}
 	for i := range n {
 		id := fmt.Sprint("e", i)
@@ -303,7 +218,7 @@ func TestDeliverRetriesSameID(t *testing.T) {
 		if len(b) != 3 || b[0] != b[1] || b[1] != b[2] {
 			t.Errorf("%s: %d deliveries, want 3 of one body: %q", id, len(b), b)
 		}
-		if a := r.accepted()[id]; a != 1 {
+		if a := r.Accepted()[id]; a != 1 {
 			t.Errorf("%s accepted %d times, want 1", id, a)
 		}
 	}
@@ -341,24 +256,24 @@ func (l *retryLog) get() []time.Time {
 // 1h; the last comes 24h after the event, and then the event is dropped.
 func TestDeliverGivesUpAfter24h(t *testing.T) {
 	clock := testclock.New(t0)
-	r := newReceiver(t, always(http.StatusInternalServerError))
-	r.now = clock.Now
+	r := hooktest.New(t, hooktest.Always(http.StatusInternalServerError))
+	r.Now = clock.Now
 	o := &retryLog{Outbox: alerts.NewMemoryOutbox()}
 	d := alerts.NewDeliverer(alerts.DeliverOptions{Outbox: o, Sinks: sinks(alerts.Sink{Name: "ops", URL: r.URL}),
 		Now: clock.Now, Poll: time.Millisecond})
 	run(t, d)
 	d.Enqueue(event("e1", t0, "ops"))
-	waitFor(t, "the event dropped", func() bool {
+	hooktest.WaitFor(t, "the event dropped", func() bool {
 		if metric(t, d, "tollgate_events_dropped_total", "ops") == 1 {
 			return true
 		}
 		// Once the last failure is recorded, on to when it is due.
-		if nexts := o.get(); len(nexts) > 0 && len(nexts) == len(r.deliveries()) {
+		if nexts := o.get(); len(nexts) > 0 && len(nexts) == len(r.Deliveries()) {
 			clock.Set(nexts[len(nexts)-1])
 		}
 		return false
 	})
-	got, nexts := r.deliveries(), o.get()
+	got, nexts := r.Deliveries(), o.get()
 	if len(got) != len(nexts)+1 {
 		t.Fatalf("%d deliveries and %d retries, want one retry fewer", len(got), len(nexts))
 	}
@@ -368,7 +283,7 @@ func TestDeliverGivesUpAfter24h(t *testing.T) {
 		if k > 0 {
 			ceiling = min(2*ceiling, time.Hour)
 		}
-		wait := next.Sub(got[k].at)
+		wait := next.Sub(got[k].At)
 		if k == len(nexts)-1 {
 			if !next.Equal(end) {
 				t.Errorf("the last retry is at t0+%v, want t0+24h", next.Sub(t0))
@@ -379,7 +294,7 @@ func TestDeliverGivesUpAfter24h(t *testing.T) {
 			t.Errorf("wait %d: %v, want %v to %v", k+1, wait, ceiling/2, ceiling)
 		}
 	}
-	if last := got[len(got)-1].at; !last.Equal(end) {
+	if last := got[len(got)-1].At; !last.Equal(end) {
 		t.Errorf("the last delivery at t0+%v, want t0+24h", last.Sub(t0))
 	}
 	if n := pending(t, o); n != 0 {
@@ -392,16 +307,16 @@ func TestDeliverGivesUpAfter24h(t *testing.T) {
 
 // TestDeliverSinkGone drops an event whose sink the policy no longer names.
 func TestDeliverSinkGone(t *testing.T) {
-	r := newReceiver(t, always(http.StatusOK))
+	r := hooktest.New(t, hooktest.Always(http.StatusOK))
 	o := alerts.NewMemoryOutbox()
 	d := alerts.NewDeliverer(alerts.DeliverOptions{Outbox: o, Sinks: sinks(alerts.Sink{Name: "ops", URL: r.URL}), Poll: time.Millisecond})
 	run(t, d)
 	d.Enqueue(event("e1", time.Now(), "ops", "removed"))
-	waitFor(t, "the delivery and the drop", func() bool {
-		return len(r.accepted()) == 1 && metric(t, d, "tollgate_events_dropped_total", "removed") == 1
+	hooktest.WaitFor(t, "the delivery and the drop", func() bool {
+		return len(r.Accepted()) == 1 && metric(t, d, "tollgate_events_dropped_total", "removed") == 1
 	})
-	waitFor(t, "an empty outbox", func() bool { return pending(t, o) == 0 })
-	if got := r.accepted()["e1"]; got != 1 {
+	hooktest.WaitFor(t, "an empty outbox", func() bool { return pending(t, o) == 0 })
+	if got := r.Accepted()["e1"]; got != 1 {
 		t.Errorf("ops got e1 %d times, want 1", got)
 	}
 	if got := metric(t, d, "tollgate_events_dropped_total", "removed"); got != 1 {
@@ -440,33 +355,33 @@ func TestEnqueueNeverWaits(t *testing.T) {
 func TestDeliverAfterRestart(t *testing.T) {
 	dir := t.TempDir()
 	clock := testclock.New(t0)
-	down := newReceiver(t, always(http.StatusBadGateway))
+	down := hooktest.New(t, hooktest.Always(http.StatusBadGateway))
 	st := openFile(t, dir)
 	d := alerts.NewDeliverer(alerts.DeliverOptions{Outbox: st.Outbox(), Sinks: sinks(alerts.Sink{Name: "ops", URL: down.URL}),
 		Now: clock.Now, Poll: time.Millisecond})
 	stop := run(t, d)
 	e := event("e1", t0, "ops")
 	d.Enqueue(e)
-	waitFor(t, "a failed delivery", func() bool { return len(down.deliveries()) == 1 })
+	hooktest.WaitFor(t, "a failed delivery", func() bool { return len(down.Deliveries()) == 1 })
 	stop()
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
 
-	up := newReceiver(t, always(http.StatusOK))
+	up := hooktest.New(t, hooktest.Always(http.StatusOK))
 	st = openFile(t, dir)
 	clock.Advance(2 * time.Minute) // past the lease and the first backoff
 	d = alerts.NewDeliverer(alerts.DeliverOptions{Outbox: st.Outbox(), Sinks: sinks(alerts.Sink{Name: "ops", URL: up.URL}),
 		Now: clock.Now, Poll: time.Millisecond})
 	stop = run(t, d)
 	d.Enqueue(e) // seen again after the restart: not a second event
-	waitFor(t, "the delivery", func() bool { return len(up.accepted()) == 1 })
-	waitFor(t, "an empty outbox", func() bool { return pending(t, st.Outbox()) == 0 })
+	hooktest.WaitFor(t, "the delivery", func() bool { return len(up.Accepted()) == 1 })
+	hooktest.WaitFor(t, "an empty outbox", func() bool { return pending(t, st.Outbox()) == 0 })
 	stop()
-	if got := up.deliveries(); len(got) != 1 || got[0].id != "e1" {
+	if got := up.Deliveries(); len(got) != 1 || got[0].ID != "e1" {
 		t.Errorf("after the restart: %d deliveries, want e1 once", len(got))
 	}
-	if got := down.deliveries(); len(got) != 1 {
+	if got := down.Deliveries(); len(got) != 1 {
 		t.Errorf("before the restart: %d deliveries, want 1", len(got))
 	}
 }
@@ -476,7 +391,7 @@ func TestDeliverAfterRestart(t *testing.T) {
 func TestDeliverThreeReplicasOneRedis(t *testing.T) {
 	srv := redistest.Start(t)
 	busyhost.Spin(t, time.Minute)
-	r := newReceiver(t, always(http.StatusOK))
+	r := hooktest.New(t, hooktest.Always(http.StatusOK))
 	var outs []alerts.Outbox
 	var ds []*alerts.Deliverer
 	var stops []func()
@@ -496,19 +411,19 @@ func TestDeliverThreeReplicasOneRedis(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	waitFor(t, "every event delivered", func() bool { return len(r.accepted()) == n })
-	waitFor(t, "an empty outbox", func() bool { return pending(t, outs[0]) == 0 })
+	hooktest.WaitFor(t, "every event delivered", func() bool { return len(r.Accepted()) == n })
+	hooktest.WaitFor(t, "an empty outbox", func() bool { return pending(t, outs[0]) == 0 })
 	for _, stop := range stops {
 		stop() // their queues are written out: a late Add would show now
 	}
 	if p := pending(t, outs[0]); p != 0 {
 		t.Errorf("%d pending after the replicas stopped, want 0", p)
 	}
-	got := r.deliveries()
+	got := r.Deliveries()
 	if len(got) != n {
 		t.Errorf("%d deliveries, want %d", len(got), n)
 	}
-	for id, c := range r.accepted() {
+	for id, c := range r.Accepted() {
 		if c != 1 {
 			t.Errorf("%s delivered %d times", id, c)
 		}

@@ -89,8 +89,8 @@
 //
 // notifications.sinks names the webhooks that quota events go to: url an
 // absolute http or https URL; secret_file the file holding the secret the
-// events are signed with (read by the server, never by this package; left
-// out, events go unsigned); timeout one attempt's bound, 100ms to 1m
+// events are signed with (read by the server, never by this package,
+// without the whitespace around it; left out, events go unsigned); timeout one attempt's bound, 100ms to 1m
 // (default 5s). A plan's alerts need its quota and name at least one sink.
 // Thresholds are whole percents 1..100 of the quota's limit, grants
 // included, each listed once; 100 is exhaustion, and a higher one could

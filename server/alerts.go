@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -22,16 +23,20 @@ type sinkSet map[string]alerts.Sink
 // readSinks reads the sinks of p, with the secret of each secret_file
 // (relative paths from the working directory). A secret that cannot be read
 // fails the load like a bad policy file: events signed with nothing, or
-// not sent, would be found out only when one is due.
+// not sent, would be found out only when one is due. Whitespace around
+// the secret is not part of it, as with --admin-token-file: the newline that
+// echo or an editor ends the file with would otherwise sign every event
+// with a key the receiver does not have.
 func readSinks(p *policy.Policy) (sinkSet, error) {
 	set := sinkSet{}
 	for _, sk := range p.Sinks() {
 		out := alerts.Sink{Name: sk.Name, URL: sk.URL, Timeout: sk.Timeout}
 		if sk.SecretFile != "" {
-			secret, err := os.ReadFile(sk.SecretFile)
+			raw, err := os.ReadFile(sk.SecretFile)
 			if err != nil {
 				return nil, fmt.Errorf("notifications.sinks.%s.webhook.secret_file: %w", sk.Name, err)
 			}
+			secret := bytes.TrimSpace(raw)
 			if len(secret) == 0 {
 				return nil, fmt.Errorf("notifications.sinks.%s.webhook.secret_file: %s is empty", sk.Name, sk.SecretFile)
 			}
