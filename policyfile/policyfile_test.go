@@ -82,7 +82,7 @@ func TestLoadExample(t *testing.T) {
 	if got, want := p.StageNames(), []string{"payments/prod"}; !slices.Equal(got, want) {
 		t.Errorf("stages: got %v, want %v", got, want)
 	}
-	if got, want := p.PlanNames(), []string{"enterprise", "free", "pro"}; !slices.Equal(got, want) {
+	if got, want := p.PlanNames(), []string{"enterprise", "free", "pro", "trial"}; !slices.Equal(got, want) {
 		t.Errorf("plans: got %v, want %v", got, want)
 	}
 	for i, c := range demoKeys {

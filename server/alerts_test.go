@@ -32,8 +32,8 @@ func alertsPolicy(t *testing.T, url string) string {
 	return testPolicy(t,
 		"quota: {limit: 1000, period: day}", "quota: {limit: 10, period: day}",
 		"alerts: {thresholds: [80, 100], forecast: true, sinks: [ops]}", "alerts: {thresholds: [80, 100], sinks: [hook]}",
-		`      webhook: {url: "http://localhost:9099/hooks", timeout: 5s}`+"\n",
-		`      webhook: {url: "http://localhost:9099/hooks", timeout: 5s}`+"\n"+
+		`      webhook: {url: "http://echo:8080/hooks/tollgate", timeout: 5s}`+"\n",
+		`      webhook: {url: "http://echo:8080/hooks/tollgate", timeout: 5s}`+"\n"+
 			"    hook:\n"+
 			`      webhook: {url: "`+url+`/tollgate", secret_file: "`+secretFile+`"}`+"\n")
 }

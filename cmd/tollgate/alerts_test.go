@@ -27,8 +27,8 @@ func alertEdits(limit int, url string) [][2]string {
 	return [][2]string{
 		{"quota: {limit: 1000, period: day}", fmt.Sprintf("quota: {limit: %d, period: day}", limit)},
 		{"alerts: {thresholds: [80, 100], forecast: true, sinks: [ops]}", "alerts: {thresholds: [80, 100], sinks: [hook]}"},
-		{`      webhook: {url: "http://localhost:9099/hooks", timeout: 5s}` + "\n",
-			`      webhook: {url: "http://localhost:9099/hooks", timeout: 5s}` + "\n" +
+		{`      webhook: {url: "http://echo:8080/hooks/tollgate", timeout: 5s}` + "\n",
+			`      webhook: {url: "http://echo:8080/hooks/tollgate", timeout: 5s}` + "\n" +
 				"    hook:\n" + `      webhook: {url: "` + url + `/tollgate"}` + "\n"},
 	}
 }
