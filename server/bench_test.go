@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -48,6 +49,11 @@ func BenchmarkDecide(b *testing.B) {
 		{"waf-deny", 0, policy.Request{Method: "POST", Path: "/transactions", Host: "api.example.com", Peer: "203.0.113.9:53124", Headers: headers()}},
 		{"runtime-key-allow", time.Millisecond, policy.Request{Method: "POST", Path: "/partners/p-17/transactions", Host: "api.example.com", Peer: "198.51.100.7:53124",
 			Headers: headers("x-api-key", benchRuntimeKey)}},
+		// A plan with alerts (pro: thresholds and a forecast), so that the
+		// Detector does its whole per-decision step; two seconds apart, the
+		// customer stays under the plan's 100,000 a day and no event is due.
+		{"alerts-plan-allow", 2 * time.Second, policy.Request{Method: "POST", Path: "/partners/p-17/transactions", Host: "api.example.com", Peer: "198.51.100.7:53124",
+			Headers: headers("x-api-key", "tg_demo_pro_00000000000000001")}},
 		{"unknown-key-deny", 0, policy.Request{Method: "POST", Path: "/partners/p-17/transactions", Host: "api.example.com", Peer: "198.51.100.7:53124",
 			Headers: headers("x-api-key", "tg_not_a_known_key_000000000001")}},
 	}
@@ -76,6 +82,10 @@ func BenchmarkDecide(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				s.Decide(ctx, &r)
+			}
+			// The case measured what its name says.
+			if d := s.Decide(ctx, &r); (d.Verdict == policy.Allow) != strings.HasSuffix(c.name, "-allow") {
+				b.Fatalf("%s: got %s (%s)", c.name, d.Verdict, d.Reason)
 			}
 		})
 	}
