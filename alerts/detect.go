@@ -96,7 +96,10 @@ func (d *Detector) Len() int {
 // (Decision.Local) are skipped: their Remaining is of the share, not of
 // the quota.
 func (d *Detector) Observe(dec *policy.Decision, now time.Time, p *policy.Policy) []Event {
-	if dec.Plan == "" || dec.Customer == "" || dec.Local {
+	// A request denied by a limit other than the quota took nothing (a
+	// rejected request consumes nothing): the count and its rate are as
+	// the last decision left them.
+	if dec.Plan == "" || dec.Customer == "" || dec.Local || (dec.Verdict == policy.Deny && dec.Reason != policy.ReasonQuota) {
 		return nil
 	}
 	pl := p.Plan(dec.Plan)
