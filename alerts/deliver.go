@@ -68,10 +68,10 @@ type DeliverOptions struct {
 	Outbox Outbox
 	// Sinks returns the sink of a name from the policy in force: events
 	// are sent where the policy says when they are sent. An event whose
-	// sink the policy no longer names is dropped (counted in
-	// tollgate_events_dropped_total): a reload removed it, and a policy
-	// that fails to load does not replace the one in force. It is called
-	// from several goroutines at once.
+	// sink the policy does not name fails its attempt and is retried
+	// until DefaultGiveUp: a newer policy may name it (a replica of a
+	// rolling deploy made it), and one that removed the sink for good
+	// lets it lapse. It is called from several goroutines at once.
 	Sinks func(name string) (Sink, bool)
 	// Client sends the deliveries (default: one that follows no
 	// redirects: a 3xx is a failure, and a signed body goes only where
@@ -258,19 +258,24 @@ func (d *Deliverer) claim(ctx context.Context) bool {
 	return len(ps) == claimBatch
 }
 
+// errNoSink is the failure of an event whose sink the policy in force
+// does not name.
+var errNoSink = errors.New("the policy names no such sink")
+
 // deliver sends p to its sink and records the outcome in the outbox.
 func (d *Deliverer) deliver(ctx context.Context, p Pending) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
 	log := d.o.Logger.With("event", p.Event.ID, "sink", p.Sink)
-	s, ok := d.o.Sinks(p.Sink)
-	if !ok {
-		d.m.dropped.WithLabelValues(p.Sink).Inc()
-		log.Warn("alerts: event dropped: the policy names no such sink")
-		d.done(sctx, p, log)
-		return
+	// A sink this process's policy does not name may be one a newer
+	// policy does (a replica of a rolling deploy added it, or a reload
+	// here is half done): a failed attempt, retried, not a loss.
+	var err error
+	if s, ok := d.o.Sinks(p.Sink); ok {
+		err = d.post(ctx, s, p.Event)
+	} else {
+		err = errNoSink
 	}
-	err := d.post(ctx, s, p.Event)
 	if err == nil {
 		d.m.sent.WithLabelValues(p.Sink).Inc()
 		d.done(sctx, p, log)

@@ -30,7 +30,7 @@ func newDeliverMetrics(d *Deliverer) *deliverMetrics {
 		}, []string{"sink"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_events_dropped_total",
-			Help: "Quota events given up: still failing 24h after they were seen, or for a sink the policy no longer names, by sink.",
+			Help: "Quota events given up: still failing 24h after they were seen (a sink the policy does not name fails each attempt), by sink.",
 		}, []string{"sink"}),
 		enqueueDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tollgate_events_enqueue_dropped_total",

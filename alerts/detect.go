@@ -188,10 +188,31 @@ func (w *watch) due(a policy.Alerts, used, limit int64, now, end time.Time) (due
 	return due, forecast, perHour
 }
 
+// Unfire forgets that this process made e, so that the next decision at or
+// above its threshold (or, for a forecast, the next that forecasts it)
+// makes it again: the caller could not hand it on (a full queue). An event
+// of a period no longer watched is left alone.
+func (d *Detector) Unfire(e Event) {
+	k := watchKey{e.Data.Customer, e.Data.Plan}
+	s := d.shard(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.lru.Peek(k)
+	if !ok || !w.start.Equal(e.Data.PeriodStart) {
+		return
+	}
+	if e.Data.Threshold != nil {
+		w.fired.clear(*e.Data.Threshold)
+	} else {
+		w.forecast = false
+	}
+}
+
 // percents is a set of thresholds, 1..100.
 type percents [2]uint64
 
 func (p *percents) set(t int)     { p[t/64] |= 1 << (t % 64) }
+func (p *percents) clear(t int)   { p[t/64] &^= 1 << (t % 64) }
 func (p percents) has(t int) bool { return p[t/64]&(1<<(t%64)) != 0 }
 
 // Forecast returns the rate of a customer's use of a plan's quota, in
@@ -235,6 +256,13 @@ func reached(used, limit int64, pct int) bool {
 func newEvent(typ string, data Data, threshold int, now time.Time, sinks []string) Event {
 	if typ == TypeThreshold {
 		data.Threshold = &threshold
+	}
+	// One zone for every instant of an event, whatever the plan's quota
+	// period is counted in.
+	data.PeriodStart, data.PeriodEnd = data.PeriodStart.UTC(), data.PeriodEnd.UTC()
+	if data.Exhaustion != nil {
+		t := data.Exhaustion.UTC()
+		data.Exhaustion = &t
 	}
 	return Event{
 		ID:    EventID(typ, data.Customer, data.Plan, data.PeriodStart, threshold),

@@ -75,6 +75,20 @@ func (c *compiler) sink(path, name string, v any) (Sink, bool) {
 	return s, good
 }
 
+// shownURL is s as an error shows it: a webhook URL often holds a token, in
+// its user info or its query, which are left out.
+func shownURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(not a URL)"
+	}
+	if u.User != nil || u.RawQuery != "" {
+		u.User, u.RawQuery, u.ForceQuery = nil, "", false
+		return u.String() + " (user info and query left out)"
+	}
+	return s
+}
+
 // webhookURL decodes an absolute http or https URL with a host.
 func (c *compiler) webhookURL(path string, v any) (string, bool) {
 	s, ok := c.str(path, v)
@@ -83,7 +97,7 @@ func (c *compiler) webhookURL(path string, v any) (string, bool) {
 	}
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.Hostname() == "" {
-		c.errorf(path, "%q is not an absolute http or https URL such as https://hooks.example.com/tollgate", s)
+		c.errorf(path, "%q is not an absolute http or https URL such as https://hooks.example.com/tollgate", shownURL(s))
 		return "", false
 	}
 	return s, true

@@ -87,7 +87,10 @@ func (s *Server) newAlerting(st Store) {
 // Deliverer, without waiting.
 func (s *Server) observe(d *policy.Decision, now time.Time, p *policy.Policy) {
 	for _, e := range s.detector.Observe(d, now, p) {
-		s.deliverer.Enqueue(e)
+		if !s.deliverer.Enqueue(e) {
+			// Not lost: the next decision past the threshold makes it again.
+			s.detector.Unfire(e)
+		}
 	}
 }
 

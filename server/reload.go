@@ -80,8 +80,10 @@ func (s *Server) reload(ifChanged bool) (bool, error) {
 		s.log.Error("policy reload failed; the previous policy stays", "policy", s.cfg.PolicyFile, "err", err)
 		return true, err
 	}
-	s.policy.Store(p)
+	// The sinks first: an event of the new policy names only sinks the
+	// Deliverer then knows.
 	s.sinks.Store(&sinks)
+	s.policy.Store(p)
 	if s.deliverer != nil {
 		s.deliverer.ShowSinks(slices.Sorted(maps.Keys(sinks)))
 	}
