@@ -134,6 +134,26 @@ func TestDetectThresholdsJump(t *testing.T) {
 	}
 }
 
+// TestDetectUnfire: an event the caller could not hand on (Unfire) is made
+// again, with the same id, by the next decision past its threshold, and
+// only that one.
+func TestDetectUnfire(t *testing.T) {
+	p := detectPolicyT(t)
+	det := alerts.NewDetector(64)
+	got := det.Observe(decision("acme", "pro", 1000, 150), t0, p)
+	if kinds(got) != "threshold:50 threshold:80" {
+		t.Fatalf("step 0: got [%s], want [threshold:50 threshold:80]", kinds(got))
+	}
+	det.Unfire(got[1])
+	again := det.Observe(decision("acme", "pro", 1000, 149), t0.Add(time.Second), p)
+	if kinds(again) != "threshold:80" || again[0].ID != got[1].ID {
+		t.Errorf("step 1: got [%s], want threshold:80 again with id %s", kinds(again), got[1].ID)
+	}
+	if got := det.Observe(decision("acme", "pro", 1000, 148), t0.Add(2*time.Second), p); len(got) != 0 {
+		t.Errorf("step 2: got [%s], want none", kinds(got))
+	}
+}
+
 // TestDetectGrantDoesNotRefire checks that thresholds are percents of the
 // limit with its grants, and that a grant, which lowers the percent, does
 // not send a threshold again when use climbs back to it.
