@@ -72,11 +72,7 @@ func TestPlanAlertsDoesNotAllocate(t *testing.T) {
 
 func TestCompileAlertsErrors(t *testing.T) {
 	sinks := func(s m) m { return m{"version": 1, "notifications": m{"sinks": s}} }
-	cases := []struct {
-		name string
-		doc  any
-		want string
-	}{
+	cases := []compileError{
 		{"url relative", sinks(m{"ops": m{"webhook": m{"url": "/hooks"}}}),
 			`policy.yaml: notifications.sinks.ops.webhook.url: "/hooks" is not an absolute http or https URL such as https://hooks.example.com/tollgate`},
 		{"url scheme", sinks(m{"ops": m{"webhook": m{"url": "ftp://example.com/x"}}}),
@@ -125,19 +121,7 @@ func TestCompileAlertsErrors(t *testing.T) {
 			"policy.yaml: notifications.sinks.ops.webhook.url: \"hooks\" is not an absolute http or https URL such as https://hooks.example.com/tollgate\n" +
 				"policy.yaml: usage_plans.p.quota.limit: -1 is below the minimum 0"},
 	}
-	for i, c := range cases {
-		p, err := Compile("policy.yaml", c.doc)
-		if err == nil {
-			t.Errorf("step %d (%s): got a policy, want error %q", i, c.name, c.want)
-			continue
-		}
-		if p != nil {
-			t.Errorf("step %d (%s): got a policy with the error", i, c.name)
-		}
-		if err.Error() != c.want {
-			t.Errorf("step %d (%s): got error\n%s\nwant\n%s", i, c.name, err, c.want)
-		}
-	}
+	checkCompileErrors(t, cases)
 }
 
 // TestCompileAlertsAllErrorsAtOnce checks that one bad alerts section

@@ -297,11 +297,7 @@ func stage(d m) m { return d["apis"].(m)["payments"].(m)["stages"].(m)["prod"].(
 // message and that nothing falls back to a default. The file-level golden
 // tests live in policyfile.
 func TestCompileErrors(t *testing.T) {
-	cases := []struct {
-		name string
-		doc  any
-		want string
-	}{
+	cases := []compileError{
 		{"empty", nil, `policy.yaml: the policy is empty (want a mapping that starts with version: 1)`},
 		{"not a mapping", l{1}, `policy.yaml: got a list, want a mapping`},
 		{"version missing", m{}, `policy.yaml: version: required field is missing (want 1)`},
@@ -355,19 +351,7 @@ func TestCompileErrors(t *testing.T) {
 			"hash": "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}}},
 			`policy.yaml: api_keys[0].expires: "next year" is not an RFC 3339 time such as 2027-06-30T00:00:00Z`},
 	}
-	for i, c := range cases {
-		p, err := Compile("policy.yaml", c.doc)
-		if err == nil {
-			t.Errorf("step %d (%s): got a policy, want error %q", i, c.name, c.want)
-			continue
-		}
-		if p != nil {
-			t.Errorf("step %d (%s): got a policy with the error", i, c.name)
-		}
-		if err.Error() != c.want {
-			t.Errorf("step %d (%s): got error\n%s\nwant\n%s", i, c.name, err, c.want)
-		}
-	}
+	checkCompileErrors(t, cases)
 }
 
 // TestCompileNullSections checks that a section written as null counts as
@@ -524,6 +508,32 @@ func TestCompileCollectsEveryError(t *testing.T) {
 		var joined interface{ Unwrap() []error }
 		if !errors.As(err, &joined) || len(joined.Unwrap()) != len(want) {
 			t.Errorf("run %d: got %T, want %d joined errors", i, err, len(want))
+		}
+	}
+}
+
+// compileError is a document that must not compile, and its whole error.
+type compileError struct {
+	name string
+	doc  any
+	want string
+}
+
+// checkCompileErrors compiles each case's document and checks that it fails
+// with exactly the case's error, and no policy.
+func checkCompileErrors(t *testing.T, cases []compileError) {
+	t.Helper()
+	for i, c := range cases {
+		p, err := Compile("policy.yaml", c.doc)
+		if err == nil {
+			t.Errorf("step %d (%s): got a policy, want error %q", i, c.name, c.want)
+			continue
+		}
+		if p != nil {
+			t.Errorf("step %d (%s): got a policy with the error", i, c.name)
+		}
+		if err.Error() != c.want {
+			t.Errorf("step %d (%s): got error\n%s\nwant\n%s", i, c.name, err, c.want)
 		}
 	}
 }
