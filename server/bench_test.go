@@ -228,3 +228,54 @@ func BenchmarkDecideStores(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecideDecisionLog is what --decision-log adds to a keyed allowed
+// decision: off, and on (a file in a temporary directory). A tight loop
+// decides faster than the writer writes, so some lines are dropped
+// (dropped/op), which costs the decision what a queued line costs.
+func BenchmarkDecideDecisionLog(b *testing.B) {
+	req := policy.Request{Method: "POST", Path: "/partners/p-17/transactions", Host: "api.example.com", Peer: "198.51.100.7:53124",
+		Headers: map[string]string{":authority": "api.example.com", "user-agent": "bench/1.0", "accept": "*/*",
+			"x-api-key": "tg_demo_ent_00000000000000001"}}
+	for _, on := range []bool{false, true} {
+		name := "off"
+		if on {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			var mu sync.Mutex
+			now := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+			cfg := Config{PolicyFile: examplePolicy, GRPCAddr: "127.0.0.1:0", Store: "memory:", AdminAddr: "-",
+				Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+				Now: func() time.Time {
+					mu.Lock()
+					defer mu.Unlock()
+					now = now.Add(time.Millisecond)
+					return now
+				}}
+			if on {
+				cfg.DecisionLog = filepath.Join(b.TempDir(), "decisions.log")
+			}
+			s, err := New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.lis.Close() })
+			ctx := context.Background()
+			r := req
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Decide(ctx, &r)
+			}
+			if d := s.Decide(ctx, &r); d.Verdict != policy.Allow {
+				b.Fatalf("got %s (%s), want allow", d.Verdict, d.Reason)
+			}
+			if err := s.closeDecisionLog(); err != nil {
+				b.Fatal(err)
+			}
+			if s.dlog != nil {
+				b.ReportMetric(float64(s.dlog.Dropped())/float64(b.N), "dropped/op")
+			}
+		})
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/tollgate/tollgate/alerts"
+	"github.com/tollgate/tollgate/decisionlog"
 	"github.com/tollgate/tollgate/envoy"
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/store/memory"
@@ -81,6 +82,14 @@ type Config struct {
 	// Pprof serves net/http/pprof under /debug/pprof/ on the admin
 	// address (no token: keep the admin address private).
 	Pprof bool
+	// DecisionLog is the decision log's file (SPEC §10): a JSON line per
+	// decision, written off the decision path; empty: none.
+	DecisionLog string
+	// DecisionLogMaxSize is the size in MB at which the decision log is
+	// rotated (default decisionlog.DefaultMaxSize); DecisionLogMaxBackups
+	// how many rotated, gzipped files are kept (default
+	// decisionlog.DefaultMaxBackups).
+	DecisionLogMaxSize, DecisionLogMaxBackups int
 	// Logger receives the server's logs (default: slog.Default()).
 	Logger *slog.Logger
 	// Now is the clock (default time.Now); tests set it.
@@ -157,6 +166,8 @@ type Server struct {
 	deliverer *alerts.Deliverer
 	sinks     atomic.Pointer[sinkSet]
 
+	dlog *decisionlog.Writer // nil: no decision log (decisionlog.go)
+
 	grpc   *grpc.Server
 	tls    *tlsFiles // nil: plaintext gRPC
 	proc   *envoy.ProcessServer
@@ -230,6 +241,14 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	readyCancel()
 	s.checkKeysAtStart()
+	if err := s.openDecisionLog(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			s.closeDecisionLog()
+		}
+	}()
 	if s.lis, err = Listen(cfg.GRPCAddr); err != nil {
 		return nil, err
 	}
@@ -280,6 +299,10 @@ func (c *Config) complete() error {
 		c.WAFCounters = memory.DefaultMaxCounters
 	case c.WAFCounters < 0:
 		return fmt.Errorf("waf-counters %d: want at least 1", c.WAFCounters)
+	}
+	if c.DecisionLogMaxSize < 0 || c.DecisionLogMaxBackups < 0 {
+		return fmt.Errorf("decision-log-max-size %d, decision-log-max-backups %d: want positive numbers",
+			c.DecisionLogMaxSize, c.DecisionLogMaxBackups)
 	}
 	return nil
 }
@@ -455,6 +478,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	// before the store closes.
 	stopDelivering()
 	deliverer.Wait()
+	if err := s.closeDecisionLog(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := s.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close store: %w", err))
 	}
@@ -538,6 +564,9 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 	s.metrics.util.admitted(p, &d, now)
 	if d.Verdict == policy.Deny && s.log.Enabled(ctx, slog.LevelDebug) {
 		s.logDenial(ctx, r, &d)
+	}
+	if s.dlog != nil {
+		s.logDecision(r, &d, now)
 	}
 	return d
 }

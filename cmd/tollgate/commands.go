@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tollgate/tollgate/decisionlog"
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/policyfile"
 	"github.com/tollgate/tollgate/server"
@@ -102,6 +103,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.StoreTimeout, "store-timeout", redis.DefaultTimeout, "budget of a decision's call to a Redis store")
 	onStoreError := fs.String("on-store-error", string(server.OnErrorLocal), "when Redis cannot answer in time: `local` (this replica decides with its share of each limit), allow (without limits) or deny (503)")
 	fs.IntVar(&cfg.WAFCounters, "waf-counters", memory.DefaultMaxCounters, "most WAF rate counters held in memory (`n`; the default costs at most about 30 MB); past it the ones furthest below their limit are dropped, never a blocking one")
+	fs.StringVar(&cfg.DecisionLog, "decision-log", "", "`file` of the decision log: one JSON line per decision, written off the decision path (lines the disk cannot keep up with are dropped and counted); off by default")
+	fs.IntVar(&cfg.DecisionLogMaxSize, "decision-log-max-size", decisionlog.DefaultMaxSize, "size in `MB` at which the decision log is rotated (the old file is gzipped)")
+	fs.IntVar(&cfg.DecisionLogMaxBackups, "decision-log-max-backups", decisionlog.DefaultMaxBackups, "how many rotated decision log files are kept (`n`)")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", 10*time.Second, "how long a graceful stop waits for calls in flight")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on the admin address (no token)")
@@ -122,6 +126,12 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if cfg.WAFCounters < 1 {
 		return fmt.Errorf("--waf-counters %d: want at least 1", cfg.WAFCounters)
+	}
+	if cfg.DecisionLogMaxSize < 1 {
+		return fmt.Errorf("--decision-log-max-size %d: want at least 1 (MB)", cfg.DecisionLogMaxSize)
+	}
+	if cfg.DecisionLogMaxBackups < 1 {
+		return fmt.Errorf("--decision-log-max-backups %d: want at least 1", cfg.DecisionLogMaxBackups)
 	}
 	if cfg.FlushInterval <= 0 {
 		return fmt.Errorf("--flush-interval %v: want a positive duration such as 1s", cfg.FlushInterval)

@@ -1,0 +1,198 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+)
+
+// logLine is a decision log line as SPEC §10 lists its fields.
+type logLine struct {
+	TS       string   `json:"ts"`
+	API      string   `json:"api"`
+	Stage    string   `json:"stage"`
+	Route    string   `json:"route"`
+	Method   string   `json:"method"`
+	Path     string   `json:"path"`
+	IP       string   `json:"ip"`
+	KeyID    string   `json:"key_id"`
+	Customer string   `json:"customer"`
+	Plan     string   `json:"plan"`
+	Status   int      `json:"status"`
+	Reason   string   `json:"reason"`
+	Shadow   []string `json:"shadow"`
+}
+
+// checkRequest sends req over gRPC and returns what Envoy would do.
+func (h *harness) checkRequest(req *authv3.CheckRequest) decision {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := h.authz.Check(ctx, req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	d := decision{status: 200, headers: map[string]string{}}
+	hs := resp.GetOkResponse().GetHeaders()
+	if resp.GetStatus().GetCode() != 0 {
+		d.status = int(resp.GetDeniedResponse().GetStatus().GetCode())
+		hs = resp.GetDeniedResponse().GetHeaders()
+	}
+	for _, hv := range hs {
+		d.headers[hv.GetHeader().GetKey()] = hv.GetHeader().GetValue()
+	}
+	return d
+}
+
+// TestDecisionLogLines sends 50 mixed requests over gRPC (allowed, no key,
+// a disabled key, throttled, blocked by the WAF, unreadable) and finds one
+// line per request, in order, whose status and reason are what the client
+// got, with neither a key value nor a query string anywhere in the file.
+func TestDecisionLogLines(t *testing.T) {
+	logFile := filepath.Join(t.TempDir(), "decisions.log")
+	// explain: the key denials' reasons are sent to the client too.
+	h := serve(t, testPolicy(t, "explain: false", "explain: true"), func(c *Config) { c.DecisionLog = logFile })
+
+	const secret = "s3cret"
+	keyed := func(key string) *authv3.CheckRequest {
+		req := request(key)
+		req.Attributes.Request.Http.Path += "?token=" + secret + "&page=2"
+		return req
+	}
+	kinds := []struct {
+		name string
+		n    int
+		req  func() *authv3.CheckRequest
+	}{
+		{"free key", 25, func() *authv3.CheckRequest { return keyed(freeKey) }}, // burst 20: then 429
+		{"no key", 8, func() *authv3.CheckRequest { return keyed("") }},
+		{"disabled key", 3, func() *authv3.CheckRequest { return keyed("tg_demo_disabled_000000000001") }},
+		{"waf blocklist", 5, func() *authv3.CheckRequest {
+			req := transactionsFrom(netip.MustParseAddr("203.0.113.9"))
+			req.Attributes.Request.Http.Path += "?" + secret
+			return req
+		}},
+		{"invalid path", 5, func() *authv3.CheckRequest {
+			req := request("")
+			req.Attributes.Request.Http.Path = "/a%2Fb?token=" + secret
+			return req
+		}},
+		{"status", 4, func() *authv3.CheckRequest {
+			req := request("")
+			req.Attributes.Request.Http.Method, req.Attributes.Request.Http.Path = "GET", "/status?verbose="+secret
+			return req
+		}},
+	}
+	type sent struct {
+		kind string
+		got  decision
+	}
+	var all []sent
+	left := make([]int, len(kinds))
+	for i, k := range kinds {
+		left[i] = k.n
+	}
+	// Round robin over the kinds, so that the lines interleave.
+	for len(all) < 50 {
+		for i, k := range kinds {
+			if left[i] > 0 {
+				left[i]--
+				all = append(all, sent{k.name, h.checkRequest(k.req())})
+			}
+		}
+	}
+	statuses := map[int]int{}
+	for _, s := range all {
+		statuses[s.got.status]++
+	}
+	if statuses[200] != 24 || statuses[429] != 5 || statuses[403] != 16 || statuses[400] != 5 {
+		t.Fatalf("step 0: got statuses %v, want 24×200, 5×429, 16×403, 5×400", statuses)
+	}
+	if got := h.metric("tollgate_decision_log_dropped_total"); got != 0 {
+		t.Fatalf("step 1: got %v lines dropped, want 0", got)
+	}
+	// Stopping writes what is queued.
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	raw, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{secret, "?", "tg_demo_"} {
+		if strings.Contains(string(raw), bad) {
+			t.Fatalf("step 2: the log holds %q:\n%s", bad, raw)
+		}
+	}
+	var lines []logLine
+	sc := bufio.NewScanner(strings.NewReader(string(raw)))
+	for sc.Scan() {
+		dec := json.NewDecoder(strings.NewReader(sc.Text()))
+		dec.DisallowUnknownFields()
+		var l logLine
+		if err := dec.Decode(&l); err != nil {
+			t.Fatalf("step 3: line %d %q: %v", len(lines), sc.Text(), err)
+		}
+		lines = append(lines, l)
+	}
+	if len(lines) != len(all) {
+		t.Fatalf("step 3: got %d lines, want %d", len(lines), len(all))
+	}
+	for i, l := range lines {
+		s := all[i]
+		if l.Status != s.got.status || l.Reason != s.got.headers["x-tollgate-reason"] {
+			t.Errorf("line %d (%s): got status %d reason %q, want %d %q (what the client got)",
+				i, s.kind, l.Status, l.Reason, s.got.status, s.got.headers["x-tollgate-reason"])
+		}
+		if ts, err := time.Parse(time.RFC3339Nano, l.TS); err != nil || !ts.Equal(t0) {
+			t.Errorf("line %d: got ts %q, want %v", i, l.TS, t0)
+		}
+		if l.Shadow == nil || len(l.Shadow) != 0 {
+			t.Errorf("line %d: got shadow %v, want []", i, l.Shadow)
+		}
+		switch s.kind {
+		case "free key":
+			if l.KeyID != "initech-free" || l.Customer != "initech" || l.Plan != "free" ||
+				l.Path != "/partners/p-1/transactions" || l.Route != "POST /partners/{id}/transactions" ||
+				l.Method != "POST" || l.IP != "198.51.100.7" || l.API != "payments" || l.Stage != "prod" {
+				t.Errorf("line %d (%s): got %+v", i, s.kind, l)
+			}
+		case "invalid path":
+			if l.Path != "" || l.Status != 400 || l.Reason != "request:invalid" {
+				t.Errorf("line %d (%s): got %+v, want no path, 400 request:invalid", i, s.kind, l)
+			}
+		case "waf blocklist":
+			if l.IP != "203.0.113.9" || l.Path != "/transactions" {
+				t.Errorf("line %d (%s): got %+v", i, s.kind, l)
+			}
+		}
+	}
+}
+
+// TestDecisionLogFlags: a negative size is refused, not replaced by the
+// default; a log that cannot be opened stops the start.
+func TestDecisionLogFlags(t *testing.T) {
+	_, err := New(Config{PolicyFile: examplePolicy, Store: "memory:", GRPCAddr: "127.0.0.1:0", AdminAddr: "-",
+		DecisionLog: filepath.Join(t.TempDir(), "d.log"), DecisionLogMaxSize: -1})
+	if err == nil || !strings.Contains(err.Error(), "decision-log-max-size -1") {
+		t.Errorf("got error %v, want decision-log-max-size -1 refused", err)
+	}
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(Config{PolicyFile: examplePolicy, Store: "memory:", GRPCAddr: "127.0.0.1:0", AdminAddr: "-",
+		DecisionLog: filepath.Join(notDir, "d.log")})
+	if err == nil || !strings.HasPrefix(err.Error(), "decision log: ") {
+		t.Errorf("got error %v, want the decision log's", err)
+	}
+}
