@@ -25,96 +25,7 @@ import (
 	"github.com/tollgate/tollgate/decisionlog"
 	"github.com/tollgate/tollgate/envoy"
 	"github.com/tollgate/tollgate/policy"
-	"github.com/tollgate/tollgate/store/memory"
 )
-
-// Config is what `tollgate serve` is given.
-type Config struct {
-	// PolicyFile is the policy to serve.
-	PolicyFile string
-	// GRPCAddr is the gRPC listen address: "host:port" or "unix:/path".
-	GRPCAddr string
-	// GRPCTLSCert and GRPCTLSKey are PEM files of the gRPC port's
-	// certificate (chain) and private key: both set, the port speaks TLS
-	// 1.2 or later only (unix sockets too); both empty, plaintext. They are
-	// read again on the first handshake after one of them changes on disk.
-	GRPCTLSCert, GRPCTLSKey string
-	// GRPCClientCA is a PEM file of the CAs that the gRPC clients'
-	// certificates must chain to (mTLS): a client without such a
-	// certificate is refused at the handshake. Empty: no client
-	// certificate is asked for. It needs GRPCTLSCert and GRPCTLSKey.
-	GRPCClientCA string
-	// Store is the state store URL: "file:DIR" (the default,
-	// file:./tollgate-data), "memory:" or a Redis URL (redis://,
-	// rediss://, redis-sentinel://, redis-cluster://).
-	Store string
-	// FlushInterval bounds how long counts wait in memory before a file
-	// store writes them (default 1s).
-	FlushInterval time.Duration
-	// StoreTimeout is the budget of a decision's call to a Redis store
-	// (default redis.DefaultTimeout).
-	StoreTimeout time.Duration
-	// OnStoreError says how a decision is made when a Redis store cannot
-	// answer it in time (default OnErrorLocal). A run-time key that cannot
-	// be looked up is never let through, whatever the mode.
-	OnStoreError OnStoreError
-	// WAFCounters bounds the WAF rate counters held in memory (default
-	// memory.DefaultMaxCounters): the embedded stores' counters, or with
-	// Redis those of local decisions (memory.WithMaxCounters).
-	WAFCounters int
-	// HTTPAddr is the listen address of the HTTP authorization endpoint
-	// (Envoy's http_service, nginx auth_request, Caddy forward_auth),
-	// "host:port" or "unix:/path"; empty: off.
-	HTTPAddr string
-	// AdminAddr is the admin HTTP API's listen address, "host:port" or
-	// "unix:/path" (default 127.0.0.1:9002); "-" turns the admin API off.
-	AdminAddr string
-	// AdminToken is the bearer token of the /v1 admin calls; empty: the
-	// /v1 calls answer 503.
-	AdminToken string
-	// ShutdownGrace bounds how long a graceful stop waits for calls in
-	// flight (default 10s).
-	ShutdownGrace time.Duration
-	// Noop allows every request without looking at it (no policy, no
-	// store): the floor that load tests compare tollgate with, on the same
-	// gRPC stack and translation.
-	Noop bool
-	// Pprof serves net/http/pprof under /debug/pprof/ on the admin
-	// address (no token: keep the admin address private).
-	Pprof bool
-	// DecisionLog is the decision log's file (SPEC §10): a JSON line per
-	// decision, written off the decision path; empty: none.
-	DecisionLog string
-	// DecisionLogMaxSize is the size in MB at which the decision log is
-	// rotated (default decisionlog.DefaultMaxSize); DecisionLogMaxBackups
-	// how many rotated, gzipped files are kept (default
-	// decisionlog.DefaultMaxBackups).
-	DecisionLogMaxSize, DecisionLogMaxBackups int
-	// Logger receives the server's logs (default: slog.Default()).
-	Logger *slog.Logger
-	// Now is the clock (default time.Now); tests set it.
-	Now func() time.Time
-}
-
-// OnStoreError is what a decision does when Redis cannot answer it in
-// time (--on-store-error).
-type OnStoreError string
-
-const (
-	// OnErrorLocal decides on this replica's own state with its share of
-	// each limit (the live replicas' count last seen in Redis), and adds
-	// the quota and usage counted meanwhile to Redis when it answers again.
-	OnErrorLocal OnStoreError = "local"
-	// OnErrorAllow lets the request through without its limits.
-	OnErrorAllow OnStoreError = "allow"
-	// OnErrorDeny answers 503 Service Unavailable.
-	OnErrorDeny OnStoreError = "deny"
-)
-
-// Valid reports whether m is one of the modes.
-func (m OnStoreError) Valid() bool {
-	return m == OnErrorLocal || m == OnErrorAllow || m == OnErrorDeny
-}
 
 // streamWorkers is the number of gRPC worker goroutines: enough for the
 // calls in flight of a busy Envoy fleet (more are served on new goroutines).
@@ -123,9 +34,6 @@ const streamWorkers = 128
 // drainWait is how long a stop that ran out of grace waits for ext_proc
 // streams to end cleanly before it closes the connections.
 const drainWait = time.Second
-
-// DefaultAdminAddr is the admin API's address when Config.AdminAddr is empty.
-const DefaultAdminAddr = "127.0.0.1:9002"
 
 // Server is a running tollgate: the decision engine, its gRPC endpoint, the
 // admin HTTP API and the policy file watcher.
@@ -274,37 +182,6 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	s.newGRPC()
 	return s, nil
-}
-
-// complete fills in the defaults of the fields left zero and checks the
-// rest.
-func (c *Config) complete() error {
-	if c.ShutdownGrace == 0 {
-		c.ShutdownGrace = 10 * time.Second
-	}
-	if c.AdminAddr == "" {
-		c.AdminAddr = DefaultAdminAddr
-	}
-	if c.Store == "" {
-		c.Store = DefaultStore
-	}
-	if c.OnStoreError == "" {
-		c.OnStoreError = OnErrorLocal
-	}
-	if !c.OnStoreError.Valid() {
-		return fmt.Errorf("on-store-error %q: want local, allow or deny", c.OnStoreError)
-	}
-	switch {
-	case c.WAFCounters == 0:
-		c.WAFCounters = memory.DefaultMaxCounters
-	case c.WAFCounters < 0:
-		return fmt.Errorf("waf-counters %d: want at least 1", c.WAFCounters)
-	}
-	if c.DecisionLogMaxSize < 0 || c.DecisionLogMaxBackups < 0 {
-		return fmt.Errorf("decision-log-max-size %d, decision-log-max-backups %d: want positive numbers",
-			c.DecisionLogMaxSize, c.DecisionLogMaxBackups)
-	}
-	return nil
 }
 
 // newGRPC makes the gRPC server and registers its services: ext_authz,
@@ -529,102 +406,4 @@ func (s *Server) stopServers() {
 		}
 	}
 	stops.Wait()
-}
-
-// Decide evaluates one request against the current policy at the current
-// time. It is the one place that reads the clock. With a Redis store it sets
-// r.Deadline: the decision's budget.
-func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision {
-	if s.cfg.Noop {
-		return policy.Decision{Verdict: policy.Allow, Status: 200}
-	}
-	now := s.now()
-	start := now
-	if !s.realClock {
-		start = time.Now()
-	}
-	p := s.policy.Load()
-	if s.budget > 0 {
-		r.Deadline = start.Add(s.budget)
-	}
-	d, err := p.Evaluate(now, r, s.store, s.store)
-	if err != nil {
-		s.storeFailed("decide")
-		d = s.storeDown(ctx, d, err)
-	}
-	if d.Local {
-		s.metrics.local.Inc()
-	}
-	if d.Slot.Limit != "" {
-		s.metrics.inFlight.Inc()
-	}
-	s.observe(&d, now, p)
-	// Allowed without the store: counted as reason store:error.
-	s.metrics.decision(&d, err != nil && d.Verdict == policy.Allow, time.Since(start))
-	s.metrics.util.admitted(p, &d, now)
-	if d.Verdict == policy.Deny && s.log.Enabled(ctx, slog.LevelDebug) {
-		s.logDenial(ctx, r, &d)
-	}
-	if s.dlog != nil {
-		s.logDecision(r, &d, now)
-	}
-	return d
-}
-
-// clip shortens s, which a client sent, to at most n bytes for a log line.
-func clip(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
-}
-
-// logDenial writes the debug line of a denial: the answer, who asked and
-// for what (the method and the path as matched, never a query string or a
-// key value), and on request:invalid what could not be read.
-func (s *Server) logDenial(ctx context.Context, r *policy.Request, d *policy.Decision) {
-	attrs := []slog.Attr{
-		slog.Int("status", d.Status), slog.String("reason", string(d.Reason)),
-		slog.String("method", clip(r.Method, 16)), slog.String("path", clip(d.Path, 256)),
-	}
-	if d.ClientIP.IsValid() {
-		attrs = append(attrs, slog.String("ip", d.ClientIP.String()))
-	}
-	if d.Invalid != "" {
-		attrs = append(attrs, slog.String("invalid", d.Invalid))
-	}
-	attrs = append(attrs, slog.String("api", d.API), slog.String("stage", d.Stage), slog.String("route", d.Route),
-		slog.String("key_id", d.KeyID), slog.String("customer", d.Customer))
-	s.log.LogAttrs(ctx, slog.LevelDebug, "denied", attrs...)
-}
-
-// storeDown returns the answer for a request whose decision failed with
-// err, d being the decision made without the store; it is the one place
-// that decides a store failure. A key that could not be looked up is 503
-// whatever the mode (never let through unchecked); a denial found without
-// the store (a bad key) stands; the rest is allowed without its limits with
-// --on-store-error allow, else 503 (with local, the Redis store decides
-// locally and fails only when it cannot: while it closes).
-func (s *Server) storeDown(ctx context.Context, d policy.Decision, err error) policy.Decision {
-	outcome := "allowed without limits"
-	switch {
-	case errors.Is(err, policy.ErrKeys):
-		outcome = "denied (503): the key could not be checked" // so Evaluate decided
-	case d.Verdict == policy.Deny:
-		outcome = "denied: decided without the store"
-	case s.cfg.OnStoreError != OnErrorAllow:
-		d.DenyUnavailable()
-		outcome = "denied (503): --on-store-error " + string(s.cfg.OnStoreError)
-	}
-	// The store's circuit logs an outage's start and end; one line per
-	// request would flood the log.
-	if s.log.Enabled(ctx, slog.LevelDebug) {
-		s.log.Debug("store unavailable; request "+outcome, "err", err, "api", d.API, "stage", d.Stage, "route", d.Route)
-	}
-	return d
-}
-
-// storeFailed counts a store error of op ("decide", "admin", "ready").
-func (s *Server) storeFailed(op string) {
-	s.metrics.storeErrors.WithLabelValues(op).Inc()
 }
