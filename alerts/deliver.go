@@ -239,9 +239,28 @@ func (d *Deliverer) addOnce(ctx context.Context, e Event) error {
 // claim claims the due events and delivers them, together, and reports
 // whether there may be more due.
 func (d *Deliverer) claim(ctx context.Context) bool {
-	cctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	ps, err := d.o.Outbox.Claim(cctx, d.o.Now(), claimBatch, d.o.Lease)
-	cancel()
+	// A stop does not wait for a claim in flight: an outbox that does not
+	// answer (Redis paused: go-redis waits out a read's deadline, not a
+	// cancel) would hold it up to storeTimeout. What that claim took comes
+	// back after its lease.
+	type claimed struct {
+		ps  []Pending
+		err error
+	}
+	got := make(chan claimed, 1)
+	go func() {
+		cctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		defer cancel()
+		ps, err := d.o.Outbox.Claim(cctx, d.o.Now(), claimBatch, d.o.Lease)
+		got <- claimed{ps, err}
+	}()
+	var c claimed
+	select {
+	case c = <-got:
+	case <-ctx.Done():
+		return false
+	}
+	ps, err := c.ps, c.err
 	switch {
 	case err != nil && !d.claimFailing && ctx.Err() == nil:
 		d.o.Logger.Error("alerts: claim events from the outbox", "error", err)
