@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"net/netip"
 	"os"
@@ -29,27 +28,6 @@ type logLine struct {
 	Status   int      `json:"status"`
 	Reason   string   `json:"reason"`
 	Shadow   []string `json:"shadow"`
-}
-
-// checkRequest sends req over gRPC and returns what Envoy would do.
-func (h *harness) checkRequest(req *authv3.CheckRequest) decision {
-	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := h.authz.Check(ctx, req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	d := decision{status: 200, headers: map[string]string{}}
-	hs := resp.GetOkResponse().GetHeaders()
-	if resp.GetStatus().GetCode() != 0 {
-		d.status = int(resp.GetDeniedResponse().GetStatus().GetCode())
-		hs = resp.GetDeniedResponse().GetHeaders()
-	}
-	for _, hv := range hs {
-		d.headers[hv.GetHeader().GetKey()] = hv.GetHeader().GetValue()
-	}
-	return d
 }
 
 // TestDecisionLogLines sends 50 mixed requests over gRPC (allowed, no key,

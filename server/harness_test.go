@@ -235,9 +235,16 @@ type decision struct {
 // check sends one keyed request over gRPC.
 func (h *harness) check(key string) decision {
 	h.t.Helper()
+	return h.checkRequest(request(key))
+}
+
+// checkRequest sends req over gRPC and returns what Envoy would do: the
+// status and the client's headers.
+func (h *harness) checkRequest(req *authv3.CheckRequest) decision {
+	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := h.authz.Check(ctx, request(key))
+	resp, err := h.authz.Check(ctx, req)
 	if err != nil {
 		h.t.Fatal(err)
 	}
