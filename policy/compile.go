@@ -73,7 +73,7 @@ func (c *compiler) compile(doc any) {
 	if path, v, ok := o.get("account"); ok {
 		if a, ok := c.section(path, v, "throttle"); ok {
 			if path, v, ok := a.get("throttle"); ok {
-				if t, ok := c.throttle(path, v); ok {
+				if t, ok := c.throttle(path, v, false); ok {
 					c.p.account = t
 					c.p.accountKey = c.limitID("account|" + throttleID(*t))
 				}
@@ -131,13 +131,14 @@ func (c *compiler) version(o object) {
 	}
 }
 
-// throttle decodes {rate, burst}, both required.
-func (c *compiler) throttle(path string, v any) (*Throttle, bool) {
-	o, ok := c.object(path, v, "rate", "burst")
+// throttle decodes {rate, burst, mode}: rate and burst required, mode
+// (enforce or shadow) defaulting to shadow's value (a plan's mode).
+func (c *compiler) throttle(path string, v any, shadow bool) (*Throttle, bool) {
+	o, ok := c.object(path, v, "rate", "burst", "mode")
 	if !ok {
 		return nil, false
 	}
-	good := true
+	shadow, good := c.mode(o, shadow)
 	var rate float64
 	if path, v, ok := o.get("rate"); !ok {
 		c.errorf(path, "required field is missing")
@@ -156,7 +157,20 @@ func (c *compiler) throttle(path string, v any) (*Throttle, bool) {
 		return nil, false
 	}
 	t := NewThrottle(rate, burst)
+	t.Shadow = shadow
 	return &t, true
+}
+
+// mode decodes the optional field mode of o (SPEC §10): enforce or shadow.
+// It returns whether the limit is a shadow one, dflt when mode is not
+// there, and false when mode is bad (reported).
+func (c *compiler) mode(o object, dflt bool) (shadow, good bool) {
+	path, v, ok := o.get("mode")
+	if !ok {
+		return dflt, true
+	}
+	s, ok := c.choice(path, v, "enforce", "shadow")
+	return s == "shadow", ok
 }
 
 // rate decodes a throttle rate: a decimal 0..1e9 with at most six decimals.

@@ -18,21 +18,23 @@ func (c *compiler) plan(path, name string, v any) {
 	if !validName(name, math.MaxInt) {
 		c.errorf(path, "%q is not a valid plan name (letters, digits, \"_\", \".\" and \"-\")", name)
 	}
-	o, ok := c.section(path, v, "throttle", "quota", "stages", "alerts")
+	o, ok := c.section(path, v, "throttle", "quota", "stages", "alerts", "mode")
 	if !ok {
 		return
 	}
 	pl := &Plan{Name: name, stages: make(map[*Stage]bool), overrides: make(map[*Route]planOverride)}
 	c.p.plans[name] = pl
 	pl.usageKey = c.limitID("usage|" + name)
+	// The plan's mode is the default of its limits' own.
+	pl.shadow, _ = c.mode(o, false)
 	if path, v, ok := o.get("throttle"); ok {
-		if t, ok := c.throttle(path, v); ok {
+		if t, ok := c.throttle(path, v, pl.shadow); ok {
 			pl.throttle = t
 			pl.throttleKey = c.limitID("plan|" + name + "|" + throttleID(*t))
 		}
 	}
 	if path, v, ok := o.get("quota"); ok {
-		if q, ok := c.quota(path, v); ok {
+		if q, ok := c.quota(path, v, pl.shadow); ok {
 			pl.quota = q
 			pl.quotaKey = c.limitID("quota|" + name)
 		}
@@ -101,7 +103,7 @@ func (c *compiler) planRoute(path string, pl *Plan, st *Stage, match string, v a
 			c.errorf(path, "%q is not a route of stage %s", match, st.Name)
 		}
 	}
-	t, ok := c.throttle(path, v)
+	t, ok := c.throttle(path, v, pl.shadow)
 	if r == nil || !ok {
 		return
 	}
@@ -112,13 +114,16 @@ func (c *compiler) planRoute(path string, pl *Plan, st *Stage, match string, v a
 // sunday.
 var weekdays = []string{"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"}
 
-func (c *compiler) quota(path string, v any) (*Quota, bool) {
-	o, ok := c.object(path, v, "limit", "period", "timezone", "week_start", "anchor_day")
+// quota decodes {limit, period, timezone, week_start, anchor_day, mode};
+// mode defaults to shadow's value (the plan's mode).
+func (c *compiler) quota(path string, v any, shadow bool) (*Quota, bool) {
+	o, ok := c.object(path, v, "limit", "period", "timezone", "week_start", "anchor_day", "mode")
 	if !ok {
 		return nil, false
 	}
 	q := &Quota{Location: time.UTC, WeekStart: time.Monday, AnchorDay: 1}
-	good := true
+	var good bool
+	q.Shadow, good = c.mode(o, shadow)
 	if path, v, ok := o.get("limit"); !ok {
 		c.errorf(path, "required field is missing")
 		good = false

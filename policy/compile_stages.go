@@ -114,7 +114,7 @@ func (c *compiler) stage(path, apiName, name string, v any) *Stage {
 	c.p.stages[st.Name] = st
 	c.routes[st] = make(map[string]*Route)
 	if path, v, ok := o.get("throttle"); ok {
-		if t, ok := c.throttle(path, v); ok {
+		if t, ok := c.throttle(path, v, false); ok {
 			st.throttle = t
 			st.throttleKey = c.limitID("stage|" + st.Name + "|" + throttleID(*t))
 		}
@@ -123,7 +123,7 @@ func (c *compiler) stage(path, apiName, name string, v any) *Stage {
 	if path, v, ok := o.get("route_defaults"); ok {
 		if rd, ok := c.section(path, v, "throttle"); ok {
 			if path, v, ok := rd.get("throttle"); ok {
-				defaults, _ = c.throttle(path, v)
+				defaults, _ = c.throttle(path, v, false)
 			}
 		}
 	}
@@ -185,7 +185,7 @@ func (c *compiler) route(path string, st *Stage, defaults *Throttle, v any) {
 		r.Method, r.Pattern, matched = c.match(mpath, s)
 	}
 	if path, v, ok := o.get("throttle"); ok {
-		r.throttle, _ = c.throttle(path, v)
+		r.throttle, _ = c.throttle(path, v, false)
 	} else {
 		r.throttle = defaults
 	}

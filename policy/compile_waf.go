@@ -110,7 +110,7 @@ func parsePrefix(s string) (netip.Prefix, string) {
 	return p.Masked(), ""
 }
 
-var ruleFields = []string{"name", "ip_set", "rate_based", "scope", "action", "response"}
+var ruleFields = []string{"name", "ip_set", "rate_based", "scope", "action", "response", "mode"}
 
 // rule compiles waf.rules[i]; seen maps the names seen to their index.
 func (c *compiler) rule(path string, v any, sets map[string]*ipSet, seen map[string]int, listPath string, i int) (wafRule, bool) {
@@ -130,7 +130,24 @@ func (c *compiler) rule(path string, v any, sets map[string]*ipSet, seen map[str
 	r.action = map[string]wafAction{"block": wafBlock, "allow": wafAllow, "count": wafCount}[action]
 	good = c.ruleMatch(path, o, &r, action, sets) && good
 	good = c.ruleResponse(o, &r, action) && good
+	good = c.ruleMode(o, &r, action) && good
 	return r, good
+}
+
+// ruleMode compiles a rule's mode into r: shadow (SPEC §10) is for block
+// rules only, the others never deny.
+func (c *compiler) ruleMode(o object, r *wafRule, action string) bool {
+	shadow, ok := c.mode(o, false)
+	if !ok || !shadow {
+		return ok
+	}
+	if action != "block" && action != "" {
+		mpath, _, _ := o.get("mode")
+		c.errorf(mpath, "\"shadow\" is only allowed with action: block (allow and count rules never deny)")
+		return false
+	}
+	r.shadow = true
+	return true
 }
 
 // ruleName compiles a rule's name into r: its reason waf:<name>, unique

@@ -154,6 +154,12 @@ type Decision struct {
 	// Counted names the first WAF count rule that matched (or whose rate
 	// was exceeded), for logs and metrics; empty when none.
 	Counted Reason
+	// Shadow lists, comma-separated, the reasons of the shadow limits
+	// (SPEC §10) that would have denied an allowed request: the WAF rules
+	// first, then the limits in the order of the tiers ("waf:scanners",
+	// "throttle:plan,quota"). Empty on a denial: a request denied anyway
+	// is no extra denial.
+	Shadow string
 	// StripKey is set when the API key header (KeyHeader) must be removed
 	// before the request goes upstream.
 	StripKey bool
@@ -217,8 +223,8 @@ func (d *Decision) setLimits(ops []Op, period time.Duration) {
 	n := 0
 	for i := range ops {
 		o := &ops[i]
-		if o.Tier == TierConcurrency {
-			continue // not a rate: no rate-limit header
+		if o.Tier == TierConcurrency || o.Shadow {
+			continue // not a rate, or not enforced: no rate-limit header
 		}
 		l := Limit{Tier: o.Tier, Remaining: o.Remaining, Reset: finite(o.Reset), Wait: finite(o.Wait)}
 		if o.Tier == TierQuota {

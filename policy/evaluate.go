@@ -82,6 +82,10 @@ type scratch struct {
 	plan     *Plan  // the key's plan that covers the stage
 	customer string // the key's customer
 	period   time.Duration
+
+	// shadow lists, comma-separated, the reasons of the shadow limits
+	// that would have denied the request (Decision.Shadow).
+	shadow []byte
 }
 
 // denial is a denial decided before the state: by a WAF block rule, or else
@@ -106,7 +110,7 @@ func (n *denial) decide(d *Decision) {
 
 // reset readies e for a request of p at now.
 func (e *evaluation) reset(p *Policy, now time.Time, r *Request) {
-	e.scratch = scratch{p: p, now: now}
+	e.scratch = scratch{p: p, now: now, shadow: e.shadow[:0]}
 	e.b.Reset()
 	e.b.Deadline = r.Deadline
 }
@@ -171,12 +175,14 @@ func (e *evaluation) waf(d *Decision, r *Request) {
 		if !w.set.Contains(e.ip) {
 			continue
 		}
-		switch w.action {
-		case wafAllow:
+		switch {
+		case w.shadow:
+			e.addShadow(w.reason) // would block; goes on as if it had not matched
+		case w.action == wafAllow:
 			ended = true
-		case wafBlock:
+		case w.action == wafBlock:
 			e.denied.waf, ended = w, true
-		case wafCount:
+		case w.action == wafCount:
 			if d.Counted == "" {
 				d.Counted = w.reason
 			}
@@ -222,8 +228,8 @@ func (e *evaluation) addHit(w *wafRule, r *Request) {
 		// keys before two are likely to share a counter).
 		h.Key.Addr = netip.AddrFrom16([16]byte(e.keyHash[:16]))
 	}
-	if w.action == wafCount {
-		h.Limit = 1<<63 - 1 // counted, never blocks
+	if w.action == wafCount || w.shadow {
+		h.Limit = 1<<63 - 1 // counted, never blocks (verdict compares)
 	}
 	e.rules[len(e.b.Hits)] = w
 	e.b.Hits = append(e.b.Hits, h)
@@ -340,10 +346,11 @@ func (e *evaluation) limits(r *Request) {
 		start, end := plan.quotaWindow(e.now)
 		e.period = end.Sub(start)
 		b.Ops = append(b.Ops, Op{
-			Key:   Key{Limit: plan.quotaKey, Subject: e.customer, Period: start.Unix()},
-			Tier:  TierQuota,
-			Quota: plan.quota.Limit,
-			End:   end,
+			Key:    Key{Limit: plan.quotaKey, Subject: e.customer, Period: start.Unix()},
+			Tier:   TierQuota,
+			Quota:  plan.quota.Limit,
+			End:    end,
+			Shadow: plan.quota.Shadow,
 		})
 	}
 	if route != nil && route.Concurrency > 0 && r.Lease != "" {
@@ -392,8 +399,13 @@ func (e *evaluation) verdict(d *Decision, r *Request) {
 		return
 	}
 	for i, h := range b.Hits {
-		if e.rules[i].action == wafCount && h.Count > e.rules[i].rate.limit && d.Counted == "" {
-			d.Counted = e.rules[i].reason
+		w := e.rules[i]
+		switch {
+		case h.Count <= w.rate.limit:
+		case w.shadow:
+			e.addShadow(w.reason)
+		case w.action == wafCount && d.Counted == "":
+			d.Counted = w.reason
 		}
 	}
 	if e.denied.set() {
@@ -401,15 +413,30 @@ func (e *evaluation) verdict(d *Decision, r *Request) {
 		return
 	}
 	d.setLimits(b.Ops, e.period)
-	if b.Taken {
+	if b.Taken || len(b.Ops) == 0 {
 		if n := len(b.Ops); n > 0 && b.Ops[n-1].Tier == TierConcurrency {
 			d.Slot, d.Lease = b.Ops[n-1].Key, r.Lease
 		}
-	}
-	if b.Taken || len(b.Ops) == 0 {
+		for i := range b.Ops {
+			if o := &b.Ops[i]; o.Shadow && !o.OK {
+				e.addShadow(tierReasons[o.Tier])
+			}
+		}
+		if len(e.shadow) > 0 {
+			d.Shadow = string(e.shadow)
+		}
 		return
 	}
 	e.denyLimits(d)
+}
+
+// addShadow adds reason to the shadow limits that would have denied the
+// request.
+func (e *evaluation) addShadow(reason Reason) {
+	if len(e.shadow) > 0 {
+		e.shadow = append(e.shadow, ',')
+	}
+	e.shadow = append(e.shadow, reason...)
 }
 
 // denyLimits denies a request that a limit did not admit: the first such
@@ -420,7 +447,7 @@ func (e *evaluation) denyLimits(d *Decision) {
 	var wait time.Duration
 	for i := range e.b.Ops {
 		o := &e.b.Ops[i]
-		if o.OK {
+		if o.OK || o.Shadow {
 			continue
 		}
 		if reason == ReasonNone {
@@ -455,7 +482,7 @@ var defaultBlock = wafRule{name: "default_action", reason: "waf:default_action",
 
 // addBucket adds a bucket op to b.
 func (b *Batch) addBucket(t Tier, th Throttle, k Key) {
-	b.Ops = append(b.Ops, Op{Key: k, Tier: t, Throttle: th})
+	b.Ops = append(b.Ops, Op{Key: k, Tier: t, Throttle: th, Shadow: th.Shadow})
 }
 
 // utcDay returns the start of now's UTC day in Unix seconds.

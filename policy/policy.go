@@ -135,6 +135,9 @@ type Plan struct {
 	// overrides holds per-route throttles, by route.
 	overrides map[*Route]planOverride
 	alerts    *Alerts // nil: no alerts
+	// shadow is the plan's mode: shadow (SPEC §10), the default of its
+	// throttles' and quota's own modes.
+	shadow bool
 	// period caches the quota period last computed, so that most
 	// decisions skip the calendar arithmetic.
 	period atomic.Pointer[period]
@@ -170,6 +173,9 @@ type Quota struct {
 	// AnchorDay is the day of month a month period starts on, 1..31; on
 	// shorter months the period starts on the month's last day.
 	AnchorDay int
+	// Shadow is mode: shadow (SPEC §10): the quota is counted but never
+	// denies.
+	Shadow bool
 }
 
 // Sink is a destination of quota events (notifications.sinks): a webhook.
@@ -259,6 +265,9 @@ type wafRule struct {
 
 	status int    // response status (default 403)
 	body   string // response body (default BodyForbidden)
+	// shadow is mode: shadow (SPEC §10): the rule is evaluated and its
+	// rate counted, but a request it would block goes on.
+	shadow bool
 }
 
 type rateRule struct {

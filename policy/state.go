@@ -13,8 +13,9 @@ type State interface {
 	// Apply carries out one request's batch as one atomic step. It first
 	// adds one hit to each of b.Hits in order and stops at the first whose
 	// count is over its limit (b.Blocked). Then, only when no hit blocked
-	// and b.Ops is not empty, it refills and checks every op; when all of
-	// them admit the request it takes one from each, else it takes nothing.
+	// and b.Ops is not empty, it refills and checks every op; when all the
+	// enforced ones (not Shadow) admit the request it takes one from each
+	// of them and from each shadow op that admits, else it takes nothing.
 	// It fills in the results of b. An error means the state could not be
 	// reached; b's results are then undefined.
 	Apply(now time.Time, b *Batch) error
@@ -60,6 +61,10 @@ type Op struct {
 	End   time.Time
 	// Lease is the id a TierConcurrency op takes its slot under.
 	Lease string
+	// Shadow marks a limit in shadow mode (SPEC §10): it never denies
+	// the request, and takes only when it admits and the enforced ops
+	// take, so that its state follows what enforcing it would do.
+	Shadow bool
 
 	// Set by Apply.
 	OK        bool          // the op admits the request
@@ -74,8 +79,10 @@ type Op struct {
 type Batch struct {
 	Hits    []Hit
 	Ops     []Op
-	Blocked int  // index into Hits of the blocking hit, or -1
-	Taken   bool // every op admitted and one was taken from each
+	Blocked int // index into Hits of the blocking hit, or -1
+	// Taken is set when every enforced op admitted and one was taken from
+	// each (and from the shadow ops that admitted).
+	Taken bool
 	// Deadline is the request's (Request.Deadline): when the answer of a
 	// store shared by replicas is due.
 	Deadline time.Time
@@ -86,8 +93,8 @@ type Batch struct {
 
 	// Usage, when its Limit is set, is the usage-history counter of the
 	// key's customer and plan for the current UTC day (Period). Apply adds
-	// one to it when the request is admitted: no hit blocked and every op
-	// admitted (or there were none). The counter is history, not a limit:
+	// one to it when the request is admitted: no hit blocked and every
+	// enforced op admitted (or there were none). The counter is history, not a limit:
 	// stores keep it past its day, for usage reports.
 	Usage Key
 

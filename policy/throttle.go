@@ -25,6 +25,10 @@ type Throttle struct {
 	// RateMicro is the refill rate in millionths of a request per second.
 	RateMicro uint64
 	Burst     int64
+	// Shadow is mode: shadow (SPEC §10): the bucket is counted but never
+	// denies. The bucket arithmetic ignores it, and so does the limit's
+	// state key: a limit switched between modes keeps its state.
+	Shadow bool
 }
 
 // NewThrottle returns the throttle of rate requests per second and burst.

@@ -233,9 +233,9 @@ func (s *Store) countUsage(k policy.Key, n int64) {
 	sh.mu.Unlock()
 }
 
-// apply checks every op and, when all admit, takes one from each, under
-// the locks of the ops' shards taken in ascending order. It reports
-// whether it took.
+// apply checks every op and, when all the enforced ones admit, takes one
+// from each of them and from each shadow op that admits, under the locks of
+// the ops' shards taken in ascending order. It reports whether it took.
 func (s *Store) apply(now time.Time, ops []policy.Op) bool {
 	var idxBuf, lockBuf [policy.MaxLimits]int
 	var hashBuf [policy.MaxLimits]uint64
@@ -268,12 +268,15 @@ func (s *Store) apply(now time.Time, ops []policy.Op) bool {
 			cur = o.CheckBucket(b.b, now)
 		}
 		bkt = append(bkt, cur)
-		all = all && o.OK
+		all = all && (o.OK || o.Shadow)
 	}
 	if all {
 		n := now.UnixNano()
 		for i := range ops {
 			o, sh := &ops[i], &s.shards[idx[i]]
+			if !o.OK {
+				continue // a shadow op that would deny
+			}
 			switch o.Tier {
 			case policy.TierQuota:
 				q, _ := sh.quotas.get(hashes[i], o.Key)

@@ -32,7 +32,8 @@ var (
 // Redis's clock (µs; 0: none), the counts of hits and
 // ops, whether there is a usage counter and its expiry (Unix ms), the lease
 // TTL (µs), then per hit its limit and window (µs), per op "b", rate
-// (µreq/s), burst or "q", limit, expiry (Unix ms) or "c", cap, lease. A
+// (µreq/s), burst or "q", limit, expiry (Unix ms) or "c", cap, lease
+// ("B" and "Q" for shadow ops: policy.Op.Shadow). A
 // call's KEYS are its decisions' KEYS one after another, and its ARGV their
 // ARGV. The reply holds, per decision, the length of its part, then: the
 // blocking hit (1-based, 0: none; -1: Redis ran it past its deadline and
@@ -123,7 +124,7 @@ func (s *Store) applyShared(now time.Time, b *policy.Batch) error {
 		switch o.Tier {
 		case policy.TierQuota:
 			r.key(s, 'c', o.Key)
-			r.str("q")
+			r.str(kind(o.Shadow, "q", "Q"))
 			r.num(o.Quota)
 			r.num(o.End.Add(s.opts.Retention).UnixMilli())
 		case policy.TierConcurrency:
@@ -133,7 +134,7 @@ func (s *Store) applyShared(now time.Time, b *policy.Batch) error {
 			r.str(o.Lease)
 		default:
 			r.key(s, 'b', o.Key)
-			r.str("b")
+			r.str(kind(o.Shadow, "b", "B"))
 			r.num(int64(o.Throttle.RateMicro)) // under 2^53: see the package doc
 			r.num(o.Throttle.Burst)
 		}
@@ -186,7 +187,7 @@ func (s *Store) read(res []int64, b *policy.Batch) error {
 		switch o.Tier {
 		case policy.TierQuota:
 			o.CheckQuota(x, y, now)
-			if taken {
+			if taken && o.OK {
 				o.TakeQuota()
 				x++
 			}
@@ -204,12 +205,21 @@ func (s *Store) read(res []int64, b *policy.Batch) error {
 		// The bucket as the script refilled it at its instant.
 		cur := policy.Bucket{Tokens: x, Last: y * int64(time.Microsecond)}
 		cur = o.CheckBucket(cur, time.Unix(0, cur.Last))
-		if taken {
+		if taken && o.OK {
 			o.TakeBucket(cur)
 		}
 	}
 	b.Taken = taken
 	return nil
+}
+
+// kind returns an op's kind for the apply script: enforced, or
+// shadowKind for a shadow op.
+func kind(shadow bool, enforced, shadowKind string) string {
+	if shadow {
+		return shadowKind
+	}
+	return enforced
 }
 
 // b2i returns 1 for true, 0 for false.

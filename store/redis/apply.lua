@@ -163,11 +163,14 @@ local function decide(k, a)
     end
   end
 
-  -- 2. Check every op; take from each only when all admit.
+  -- 2. Check every op; take only when all the enforced ones admit: from
+  -- each of them, and from each shadow op (kind in upper case) that admits.
   local ops, all = {}, true
   for i = 1, no do
     local key, kind = KEYS[k + nh + i], ARGV[a]
-    local op = {k = key, kind = kind}
+    local op = {k = key, shadow = kind == 'B' or kind == 'Q'}
+    kind = string.lower(kind)
+    op.kind = kind
     if kind == 'b' then
       local rate, burst = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
       local full = burst * 1000000000
@@ -201,7 +204,7 @@ local function decide(k, a)
         last = now
       end
       op.rate, op.full, op.tokens, op.last = rate, full, tokens, last
-      all = all and tokens >= 1000000000
+      op.ok = tokens >= 1000000000
       reply[#reply + 1] = tokens
       reply[#reply + 1] = last
     elseif kind == 'c' then
@@ -211,7 +214,7 @@ local function decide(k, a)
       op.lease = ARGV[a + 2]
       redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
       local held = redis.call('ZCARD', key)
-      all = all and held < cap
+      op.ok = held < cap
       reply[#reply + 1] = held
       reply[#reply + 1] = 0
     else
@@ -219,10 +222,11 @@ local function decide(k, a)
       local st = counter(key, true)
       local used, granted = st.u, st.g
       op.expireAt = expireAt
-      all = all and used < quota + granted
+      op.ok = used < quota + granted
       reply[#reply + 1] = used
       reply[#reply + 1] = granted
     end
+    all = all and (op.ok or op.shadow)
     ops[i] = op
     a = a + 3
   end
@@ -231,7 +235,9 @@ local function decide(k, a)
     reply[2] = 1
     for i = 1, no do
       local op = ops[i]
-      if op.kind == 'b' then
+      if not op.ok then
+        -- a shadow op that would deny: takes nothing
+      elseif op.kind == 'b' then
         local left = op.tokens - 1000000000
         local v = string.format('%d %d', left, op.last)
         if op.rate > 0 and ARGV[first] == '' then

@@ -123,6 +123,12 @@ type lateInfo struct {
 	quota, usage, slot policy.Key
 	quotaEnd, usageEnd time.Time
 	lease              string
+	// shadowQuota is set when the quota is a shadow op, which Redis took
+	// only when it admitted: by its used and granted counts, at
+	// quotaAt in the reply, against quotaLimit.
+	shadowQuota bool
+	quotaAt     int
+	quotaLimit  int64
 }
 
 // note records in r what settling a late reply for b needs.
@@ -132,6 +138,8 @@ func (r *request) note(b *policy.Batch) {
 		switch o := &b.Ops[j]; o.Tier {
 		case policy.TierQuota:
 			r.late.quota, r.late.quotaEnd = o.Key, o.End
+			r.late.shadowQuota, r.late.quotaLimit = o.Shadow, o.Quota
+			r.late.quotaAt = 3 + len(b.Hits) + 2*j
 		case policy.TierConcurrency:
 			r.late.slot, r.late.lease = o.Key, o.Lease
 		}
@@ -140,6 +148,19 @@ func (r *request) note(b *policy.Batch) {
 		r.late.usage = b.Usage
 		r.late.usageEnd = time.Unix(b.Usage.Period, 0).Add(24*time.Hour + localUsageRetention)
 	}
+}
+
+// quotaTaken reports whether Redis, having taken the ops of a reply, took
+// the quota: a shadow quota only when it admitted.
+func (l *lateInfo) quotaTaken(reply []int64) bool {
+	if !l.shadowQuota {
+		return true
+	}
+	if l.quotaAt+1 >= len(reply) {
+		return false
+	}
+	used, granted := reply[l.quotaAt], reply[l.quotaAt+1]
+	return used < l.quotaLimit+granted
 }
 
 // settleLate takes account of the reply of a decision whose caller gave up
@@ -152,7 +173,7 @@ func (s *Store) settleLate(r *request, reply []int64) {
 		return // past its deadline: Redis took nothing
 	}
 	blocked, taken := reply[0] > 0, reply[1] == 1
-	if taken && r.late.quota.Limit != "" {
+	if taken && r.late.quota.Limit != "" && r.late.quotaTaken(reply) {
 		s.local.mem.Grant(r.late.quota, 1, r.late.quotaEnd)
 	}
 	if !blocked && (r.late.nops == 0 || taken) && r.late.usage.Limit != "" {
