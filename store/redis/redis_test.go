@@ -62,6 +62,12 @@ func quotaOp(limit string, q int64, start, end time.Time) policy.Op {
 	return policy.Op{Key: policy.Key{Limit: limit, Subject: "acme", Period: start.Unix()}, Tier: policy.TierQuota, Quota: q, End: end}
 }
 
+// shadow returns o in shadow mode.
+func shadow(o policy.Op) policy.Op {
+	o.Shadow = true
+	return o
+}
+
 func hit(limit string, max int64, window time.Duration) policy.Hit {
 	return policy.Hit{Key: policy.Key{Limit: limit, Addr: netip.MustParseAddr("198.51.100.7")}, Limit: max, Window: window}
 }
@@ -146,8 +152,9 @@ func TestBucketWorkedChecks(t *testing.T) {
 }
 
 // TestMatchesMemory: random batches of WAF hits, buckets, quotas and usage
-// counters, over microsecond instants, give the same results on Redis as on
-// store/memory, step by step: the script and the Go arithmetic agree.
+// counters, enforced and shadow ones, over microsecond instants, give the
+// same results on Redis as on store/memory, step by step: the script and
+// the Go arithmetic agree.
 func TestMatchesMemory(t *testing.T) {
 	s, _ := open(t, false)
 	m := memory.New()
@@ -157,6 +164,7 @@ func TestMatchesMemory(t *testing.T) {
 		bucketOp("plan", 3.123457, 7), bucketOp("route", 0.333333, 2), bucketOp("stage", 120.123456, 30),
 		bucketOp("big", 2_000_000, 8_000_000), bucketOp("off", 0, 0),
 		quotaOp("quota", 400, t0.Add(-time.Hour), t0.Add(time.Hour)),
+		shadow(bucketOp("shadow-plan", 1.5, 3)), shadow(quotaOp("shadow-quota", 150, t0.Add(-time.Hour), t0.Add(time.Hour))),
 	}
 	usage := policy.Key{Limit: "usage", Subject: "acme", Period: t0.Truncate(24 * time.Hour).Unix()}
 	now := t0
@@ -206,7 +214,7 @@ func TestMatchesMemory(t *testing.T) {
 	if taken < 300 || denied < 300 {
 		t.Errorf("got %d batches taken and %d denied, want both often", taken, denied)
 	}
-	for _, k := range []policy.Key{ops[5].Key, usage} {
+	for _, k := range []policy.Key{ops[5].Key, ops[7].Key, usage} {
 		gu, gg, err := s.Counter(k)
 		wu, wg, _ := m.Counter(k)
 		if err != nil || gu != wu || gg != wg {
