@@ -33,7 +33,9 @@
 //
 // An ok_response sets the upstream headers x-tollgate-customer,
 // x-tollgate-key-id and x-tollgate-plan when a key was used and removes
-// them otherwise, removes the API key header when strip_api_key is set,
+// them otherwise, sets x-tollgate-shadow to the reasons of the shadow
+// limits that would have denied the request (SPEC §10) and removes it
+// otherwise, removes the API key header when strip_api_key is set,
 // and adds the rate-limit headers to the client's response. A
 // denied_response carries the status, the JSON body, content-type,
 // x-tollgate-reason (key:* reasons only with explain: true), retry-after on

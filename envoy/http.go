@@ -150,7 +150,8 @@ func headerMap(hs http.Header) map[string]string {
 // WriteDecision writes d as the answer to an authorization subrequest: the
 // CheckResponse of d in HTTP. Allowed: 200 with an empty body, the upstream
 // headers (x-tollgate-customer, x-tollgate-key-id, x-tollgate-plan when a
-// key was used), the rate-limit headers, and the headers to remove in
+// key was used, x-tollgate-shadow when a shadow limit would have denied),
+// the rate-limit headers, and the headers to remove in
 // x-envoy-auth-headers-to-remove. Denied: the decision's status, content
 // type, reason, Retry-After and rate-limit headers, and its JSON body; for
 // a gRPC request (grpc), grpc-status and the message alone as body, as
@@ -160,7 +161,7 @@ func WriteDecision(w http.ResponseWriter, d *policy.Decision, grpc bool) {
 	var hs headerList
 	out := w.Header()
 	if d.Verdict == policy.Allow {
-		var rm [4]string
+		var rm [maxRemove]string
 		_, remove := allowHeaders(&hs, arr[:0], d, rm[:0])
 		setHeaders(out, hs.list())
 		if len(remove) > 0 {
@@ -194,7 +195,7 @@ func setHeaders(out http.Header, hs []header) {
 // every answer.
 var canonicalNames = func() map[string]string {
 	m := map[string]string{}
-	for _, name := range []string{HeaderCustomer, HeaderKeyID, HeaderPlan, HeaderContentType, HeaderReason, HeaderRetryAfter,
+	for _, name := range []string{HeaderCustomer, HeaderKeyID, HeaderPlan, HeaderShadow, HeaderContentType, HeaderReason, HeaderRetryAfter,
 		HeaderGRPCStatus, HeaderRateLimitPolicy, HeaderRateLimit, HeaderXRateLimitLimit, HeaderXRateLimitRemaining, HeaderXRateLimitReset} {
 		m[name] = http.CanonicalHeaderKey(name)
 	}

@@ -379,7 +379,7 @@ func denialMessage(body string, status int) string {
 func requestHeadersResponse(d *policy.Decision, c caller) *extprocv3.ProcessingResponse {
 	var arr [512]byte
 	var hs headerList
-	var rm [4]string
+	var rm [maxRemove]string
 	up, remove := allowHeaders(&hs, arr[:0], d, rm[:0])
 	mut := &extprocv3.HeaderMutation{SetHeaders: headerOptions(hs.list()[:up], c)}
 	if len(remove) > 0 {
@@ -397,7 +397,7 @@ func responseHeadersResponse(d *policy.Decision, c caller, decided bool) *extpro
 	if decided {
 		var arr [512]byte
 		var hs headerList
-		var rm [4]string
+		var rm [maxRemove]string
 		up, _ := allowHeaders(&hs, arr[:0], d, rm[:0])
 		if rate := hs.list()[up:]; len(rate) > 0 {
 			common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: headerOptions(rate, c)}

@@ -20,6 +20,9 @@ const (
 	HeaderCustomer = "x-tollgate-customer"
 	HeaderKeyID    = "x-tollgate-key-id"
 	HeaderPlan     = "x-tollgate-plan"
+	// HeaderShadow lists the shadow limits that would have denied an
+	// allowed request (SPEC §10), comma-separated.
+	HeaderShadow = "x-tollgate-shadow"
 
 	// Denial headers.
 	HeaderContentType = "content-type"
@@ -44,12 +47,14 @@ const (
 // contentTypeJSON is the content type of every denial body.
 const contentTypeJSON = "application/json"
 
-// Header counts: the rate-limit headers of headers: both, the three
+// Header counts: the rate-limit headers of headers: both, the four
 // upstream headers of an allow, the four fixed headers of a denial (with
-// grpc-status for a gRPC request over ext_authz).
+// grpc-status for a gRPC request over ext_authz); the headers an allow
+// removes upstream: its four and the API key header.
 const (
 	maxRateHeaders = 5
 	maxHeaders     = 4 + maxRateHeaders
+	maxRemove      = 5
 )
 
 // header is one header of an answer. A value built from numbers is
@@ -239,6 +244,11 @@ func allowHeaders(l *headerList, buf []byte, d *policy.Decision, remove []string
 	} else {
 		remove = append(remove, HeaderCustomer, HeaderKeyID, HeaderPlan)
 	}
+	if d.Shadow != "" {
+		l.add(HeaderShadow, d.Shadow)
+	} else {
+		remove = append(remove, HeaderShadow)
+	}
 	if d.StripKey && d.KeyHeader != "" {
 		remove = append(remove, d.KeyHeader)
 	}
@@ -266,7 +276,7 @@ type reply struct {
 	opts     [maxHeaders]corev3.HeaderValueOption
 	vals     [maxHeaders]corev3.HeaderValue
 	ptrs     [maxHeaders]*corev3.HeaderValueOption
-	remove   [4]string
+	remove   [maxRemove]string
 	n        int // opts used
 }
 
@@ -297,7 +307,9 @@ func CheckResponse(d *policy.Decision) *authv3.CheckResponse { return checkRespo
 // An allowed request gets status OK and an ok_response: the upstream
 // headers x-tollgate-customer, x-tollgate-key-id and x-tollgate-plan when a
 // key was used, else those three names in headers_to_remove (so that a
-// client cannot send them upstream itself); the API key header in
+// client cannot send them upstream itself); x-tollgate-shadow when a
+// shadow limit would have denied it, else that name in headers_to_remove;
+// the API key header in
 // headers_to_remove when d.StripKey; the rate-limit headers in
 // response_headers_to_add.
 //

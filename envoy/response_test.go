@@ -96,7 +96,16 @@ const (
 )
 
 var upstreamAcme = []string{"x-tollgate-customer: acme", "x-tollgate-key-id: acme-2026a", "x-tollgate-plan: pro"}
-var removeAnon = []string{"x-tollgate-customer", "x-tollgate-key-id", "x-tollgate-plan"}
+var removeAnon = []string{"x-tollgate-customer", "x-tollgate-key-id", "x-tollgate-plan", "x-tollgate-shadow"}
+
+// removeShadow is what an allow with a key and no shadow denial removes.
+var removeShadow = []string{"x-tollgate-shadow"}
+
+// shadowed is d with shadow limits that would have denied it.
+func shadowed(d policy.Decision, reasons string) policy.Decision {
+	d.Shadow = reasons
+	return d
+}
 
 func allowed(mode policy.HeaderMode) policy.Decision {
 	return policy.Decision{Verdict: policy.Allow, Status: 200, KeyHeader: "x-api-key", Headers: mode}
@@ -155,19 +164,24 @@ func TestCheckResponse(t *testing.T) {
 				`ratelimit-policy: "account";q=5000;w=1, "route";q=4000;w=2`,
 				`ratelimit: "account";r=4999;t=1, "route";r=3999;t=1`}}},
 		{"keyed ietf", withLimits(keyed(ietf), planLimit, quotaLimit),
-			answer{code: codes.OK, headers: upstreamAcme, response: []string{ietfPlanQuotaPolicy, ietfPlanQuota}}},
+			answer{code: codes.OK, headers: upstreamAcme, remove: removeShadow, response: []string{ietfPlanQuotaPolicy, ietfPlanQuota}}},
+		{"keyed, shadow denials", withLimits(shadowed(keyed(ietf), "waf:watch,throttle:plan,quota"), planLimit),
+			answer{code: codes.OK, headers: append(slices.Clone(upstreamAcme), "x-tollgate-shadow: waf:watch,throttle:plan,quota"),
+				response: []string{`ratelimit-policy: "plan";q=200;w=2`, `ratelimit: "plan";r=57;t=1`}}},
+		{"anonymous, shadow denial", shadowed(allowed(none), "throttle:route"),
+			answer{code: codes.OK, headers: []string{"x-tollgate-shadow: throttle:route"}, remove: removeAnon[:3]}},
 		{"keyed legacy", withLimits(keyed(legacy), planLimit, quotaLimit),
-			answer{code: codes.OK, headers: upstreamAcme, response: []string{
+			answer{code: codes.OK, headers: upstreamAcme, remove: removeShadow, response: []string{
 				"x-ratelimit-limit: 200", "x-ratelimit-remaining: 57", "x-ratelimit-reset: 1"}}},
 		{"keyed both", withLimits(keyed(both), planLimit, quotaLimit),
-			answer{code: codes.OK, headers: upstreamAcme, response: []string{ietfPlanQuotaPolicy, ietfPlanQuota,
+			answer{code: codes.OK, headers: upstreamAcme, remove: removeShadow, response: []string{ietfPlanQuotaPolicy, ietfPlanQuota,
 				"x-ratelimit-limit: 200", "x-ratelimit-remaining: 57", "x-ratelimit-reset: 1"}}},
 		{"keyed none", withLimits(keyed(none), planLimit, quotaLimit),
-			answer{code: codes.OK, headers: upstreamAcme}},
+			answer{code: codes.OK, headers: upstreamAcme, remove: removeShadow}},
 		{"keyed, no limits", keyed(both),
-			answer{code: codes.OK, headers: upstreamAcme}},
+			answer{code: codes.OK, headers: upstreamAcme, remove: removeShadow}},
 		{"keyed, strip key", stripped(withLimits(keyed(legacy), planLimit)),
-			answer{code: codes.OK, headers: upstreamAcme, remove: []string{"x-api-key"}, response: []string{
+			answer{code: codes.OK, headers: upstreamAcme, remove: []string{"x-tollgate-shadow", "x-api-key"}, response: []string{
 				"x-ratelimit-limit: 200", "x-ratelimit-remaining: 57", "x-ratelimit-reset: 1"}}},
 		{"anonymous, strip key", stripped(allowed(ietf)),
 			answer{code: codes.OK, remove: append(slices.Clone(removeAnon), "x-api-key")}},

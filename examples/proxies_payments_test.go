@@ -14,7 +14,7 @@ const (
 )
 
 // tollgateHeaders are the headers tollgate tells the upstream who called.
-var tollgateHeaders = []string{"X-Tollgate-Customer", "X-Tollgate-Key-Id", "X-Tollgate-Plan"}
+var tollgateHeaders = []string{"X-Tollgate-Customer", "X-Tollgate-Key-Id", "X-Tollgate-Plan", "X-Tollgate-Shadow"}
 
 // TestProxiesPayments runs nginx and Caddy with their kits
 // (examples/payments/nginx.conf and Caddyfile) in front of an upstream,
@@ -116,7 +116,8 @@ func wantDenial(t *testing.T, a answer, status int, body, reason string) {
 // spoofedHeaders: a client's own x-tollgate-* never reach the upstream:
 // without a key, none at all (not even empty); with a key, only tollgate's.
 func spoofedHeaders(t *testing.T, c *client, up *upstream) {
-	spoof := []string{"X-Tollgate-Customer", "evil", "X-Tollgate-Key-Id", "evil-key", "X-Tollgate-Plan", "enterprise"}
+	spoof := []string{"X-Tollgate-Customer", "evil", "X-Tollgate-Key-Id", "evil-key", "X-Tollgate-Plan", "enterprise",
+		"X-Tollgate-Shadow", "waf:evil"}
 	before := len(up.requests())
 	if a := c.do("GET", "/status", spoof...); a.status != 200 {
 		t.Fatalf("GET /status: got\n%s\nwant 200", a)
@@ -137,6 +138,44 @@ func spoofedHeaders(t *testing.T, c *client, up *upstream) {
 		if v := got[1].Values(name); len(v) != 1 || v[0] != want {
 			t.Errorf("the pro key: the upstream got %s %q, want %q", name, v, want)
 		}
+	}
+	if v, ok := got[1]["X-Tollgate-Shadow"]; ok {
+		t.Errorf("the pro key: the upstream got X-Tollgate-Shadow %q, want none", v)
+	}
+}
+
+// TestProxiesShadow: a shadow WAF rule (SPEC §10) that matches every
+// loopback client lets the requests through, and the upstream learns from
+// x-tollgate-shadow, from tollgate only, that the rule would have blocked
+// them; the client's own x-tollgate-shadow is dropped.
+func TestProxiesShadow(t *testing.T) {
+	policy := paymentsPolicy(t,
+		`blocklist: ["203.0.113.0/24", `, `loopback: ["127.0.0.0/8"]
+    blocklist: ["203.0.113.0/24", `,
+		`  rules:                       # evaluated in the order written
+`, `  rules:                       # evaluated in the order written
+    - {name: watch-loopback, ip_set: loopback, action: block, mode: shadow}
+`)
+	for _, p := range proxies {
+		t.Run(p.name, func(t *testing.T) {
+			tollgate, _ := startTollgate(t, policy)
+			up := startUpstream(t)
+			c := newClient(t, p.start(t, tollgate, up.addr()), "")
+			for _, path := range []string{"/transactions", "/partners/p-1/transactions"} {
+				if a := c.do("POST", path, "x-api-key", freeKey, "X-Tollgate-Shadow", "waf:evil"); a.status != 200 {
+					t.Fatalf("POST %s: got\n%s\nwant 200", path, a)
+				}
+			}
+			got := up.requests()
+			if len(got) != 2 {
+				t.Fatalf("the upstream got %d requests, want 2", len(got))
+			}
+			for i, h := range got {
+				if v := h.Values("X-Tollgate-Shadow"); len(v) != 1 || v[0] != "waf:watch-loopback" {
+					t.Errorf("request %d: the upstream got X-Tollgate-Shadow %q, want [waf:watch-loopback]", i, v)
+				}
+			}
+		})
 	}
 }
 
