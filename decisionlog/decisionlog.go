@@ -32,6 +32,9 @@ type Record struct {
 	// (empty when allowed).
 	Status int
 	Reason string
+	// Shadow lists, comma-separated, the shadow limits that would have
+	// denied the request (policy.Decision.Shadow); written as a list.
+	Shadow string
 }
 
 // Options configures Open.

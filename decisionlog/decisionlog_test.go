@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -87,6 +88,20 @@ func TestLineFields(t *testing.T) {
 		}
 		if l.IP != "2001:db8::1" || l.Status != 429 || l.Shadow == nil || len(l.Shadow) != 0 {
 			t.Errorf("%d: got ip %q status %d shadow %v, want 2001:db8::1, 429, []", i, l.IP, l.Status, l.Shadow)
+		}
+	}
+}
+
+// TestLineShadow: the comma-separated shadow reasons are a JSON list.
+func TestLineShadow(t *testing.T) {
+	for shadow, want := range map[string][]string{
+		"":                                  {},
+		"quota":                             {"quota"},
+		"waf:watch-net,throttle:plan,quota": {"waf:watch-net", "throttle:plan", "quota"},
+	} {
+		l := decode(t, appendLine(nil, &Record{Time: t0, Status: 200, Shadow: shadow}))
+		if l.Shadow == nil || !slices.Equal(l.Shadow, want) {
+			t.Errorf("shadow %q: got %q, want %q", shadow, l.Shadow, want)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package decisionlog
 
 import (
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -11,7 +12,7 @@ const tsLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
 // appendLine appends r's JSON line (SPEC §10) and a newline to b. The
 // fields are always all there, in the same order; "shadow" is the list of
-// the shadow limits that would have denied, empty until shadow mode exists.
+// the shadow limits that would have denied (often empty).
 func appendLine(b []byte, r *Record) []byte {
 	b = append(b, `{"ts":"`...)
 	b = r.Time.UTC().AppendFormat(b, tsLayout)
@@ -39,7 +40,16 @@ func appendLine(b []byte, r *Record) []byte {
 	b = strconv.AppendInt(b, int64(r.Status), 10)
 	b = append(b, `,"reason":`...)
 	b = appendString(b, r.Reason)
-	b = append(b, `,"shadow":[]}`+"\n"...)
+	b = append(b, `,"shadow":[`...)
+	for rest, i := r.Shadow, 0; rest != ""; i++ {
+		var reason string
+		reason, rest, _ = strings.Cut(rest, ",")
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, reason)
+	}
+	b = append(b, "]}\n"...)
 	return b
 }
 

@@ -40,7 +40,7 @@ func (s *Server) openDecisionLog() error {
 func (s *Server) logDecision(r *policy.Request, d *policy.Decision, now time.Time) {
 	s.dlog.Log(&decisionlog.Record{Time: now, API: d.API, Stage: d.Stage, Route: d.Route, Method: r.Method,
 		Path: d.Path, IP: d.ClientIP, KeyID: d.KeyID, Customer: d.Customer, Plan: d.Plan,
-		Status: d.Status, Reason: string(d.Reason)})
+		Status: d.Status, Reason: string(d.Reason), Shadow: d.Shadow})
 }
 
 // closeDecisionLog writes the lines queued and closes the log; the

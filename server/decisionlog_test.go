@@ -31,13 +31,22 @@ type logLine struct {
 }
 
 // TestDecisionLogLines sends 50 mixed requests over gRPC (allowed, no key,
-// a disabled key, throttled, blocked by the WAF, unreadable) and finds one
-// line per request, in order, whose status and reason are what the client
-// got, with neither a key value nor a query string anywhere in the file.
+// a disabled key, throttled, blocked by the WAF, unreadable, and allowed
+// where a shadow limit would have denied) and finds one line per request,
+// in order, whose status, reason and shadow reasons are what the client
+// and the upstream got, with neither a key value nor a query string
+// anywhere in the file; tollgate_shadow_denials_total counts the shadow
+// reasons.
 func TestDecisionLogLines(t *testing.T) {
 	logFile := filepath.Join(t.TempDir(), "decisions.log")
-	// explain: the key denials' reasons are sent to the client too.
-	h := serve(t, testPolicy(t, "explain: false", "explain: true"), func(c *Config) { c.DecisionLog = logFile })
+	// explain: the key denials' reasons are sent to the client too. A
+	// shadow WAF rule allows 10 requests a minute per key, and the trial
+	// plan's quota, 3 a day, is a shadow one.
+	h := serve(t, testPolicy(t, "explain: false", "explain: true",
+		"  rules:                       # evaluated in the order written\n",
+		"  rules:\n    - {name: per-key, rate_based: {limit: 10, window: 1m, key: api_key}, action: block, mode: shadow}\n",
+		"quota: {limit: 10, period: day}", "quota: {limit: 3, period: day, mode: shadow}"),
+		func(c *Config) { c.DecisionLog = logFile })
 
 	const secret = "s3cret"
 	keyed := func(key string) *authv3.CheckRequest {
@@ -51,7 +60,8 @@ func TestDecisionLogLines(t *testing.T) {
 		req  func() *authv3.CheckRequest
 	}{
 		{"free key", 25, func() *authv3.CheckRequest { return keyed(freeKey) }}, // burst 20: then 429
-		{"no key", 8, func() *authv3.CheckRequest { return keyed("") }},
+		{"trial key", 6, func() *authv3.CheckRequest { return keyed("tg_demo_trial_000000000000001") }},
+		{"no key", 4, func() *authv3.CheckRequest { return keyed("") }},
 		{"disabled key", 3, func() *authv3.CheckRequest { return keyed("tg_demo_disabled_000000000001") }},
 		{"waf blocklist", 5, func() *authv3.CheckRequest {
 			req := transactionsFrom(netip.MustParseAddr("203.0.113.9"))
@@ -63,7 +73,7 @@ func TestDecisionLogLines(t *testing.T) {
 			req.Attributes.Request.Http.Path = "/a%2Fb?token=" + secret
 			return req
 		}},
-		{"status", 4, func() *authv3.CheckRequest {
+		{"status", 2, func() *authv3.CheckRequest {
 			req := request("")
 			req.Attributes.Request.Http.Method, req.Attributes.Request.Http.Path = "GET", "/status?verbose="+secret
 			return req
@@ -71,6 +81,7 @@ func TestDecisionLogLines(t *testing.T) {
 	}
 	type sent struct {
 		kind string
+		nth  int // 1 for the kind's first request
 		got  decision
 	}
 	var all []sent
@@ -83,7 +94,7 @@ func TestDecisionLogLines(t *testing.T) {
 		for i, k := range kinds {
 			if left[i] > 0 {
 				left[i]--
-				all = append(all, sent{k.name, h.checkRequest(k.req())})
+				all = append(all, sent{k.name, k.n - left[i], h.checkRequest(k.req())})
 			}
 		}
 	}
@@ -91,11 +102,19 @@ func TestDecisionLogLines(t *testing.T) {
 	for _, s := range all {
 		statuses[s.got.status]++
 	}
-	if statuses[200] != 24 || statuses[429] != 5 || statuses[403] != 16 || statuses[400] != 5 {
-		t.Fatalf("step 0: got statuses %v, want 24×200, 5×429, 16×403, 5×400", statuses)
+	if statuses[200] != 28 || statuses[429] != 5 || statuses[403] != 12 || statuses[400] != 5 {
+		t.Fatalf("step 0: got statuses %v, want 28×200, 5×429, 12×403, 5×400", statuses)
 	}
 	if got := h.metric("tollgate_decision_log_dropped_total"); got != 0 {
 		t.Fatalf("step 1: got %v lines dropped, want 0", got)
+	}
+	for series, want := range map[string]float64{
+		`tollgate_shadow_denials_total{api="payments",plan="free",reason="waf:per-key",stage="prod"}`: 10,
+		`tollgate_shadow_denials_total{api="payments",plan="trial",reason="quota",stage="prod"}`:      3,
+	} {
+		if got := h.metric(series); got != want {
+			t.Errorf("step 1: %s: got %v, want %v", series, got, want)
+		}
 	}
 	// Stopping writes what is queued.
 	if err := h.stop(); err != nil {
@@ -134,8 +153,11 @@ func TestDecisionLogLines(t *testing.T) {
 		if ts, err := time.Parse(time.RFC3339Nano, l.TS); err != nil || !ts.Equal(t0) {
 			t.Errorf("line %d: got ts %q, want %v", i, l.TS, t0)
 		}
-		if l.Shadow == nil || len(l.Shadow) != 0 {
-			t.Errorf("line %d: got shadow %v, want []", i, l.Shadow)
+		if got, want := strings.Join(l.Shadow, ","), s.got.upstream["x-tollgate-shadow"]; l.Shadow == nil || got != want {
+			t.Errorf("line %d (%s): got shadow %q, want %q (what the upstream got)", i, s.kind, l.Shadow, want)
+		}
+		if want := shadowWanted(s.kind, s.nth); strings.Join(l.Shadow, ",") != want {
+			t.Errorf("line %d (%s %d): got shadow %q, want %q", i, s.kind, s.nth, l.Shadow, want)
 		}
 		switch s.kind {
 		case "free key":
@@ -154,6 +176,19 @@ func TestDecisionLogLines(t *testing.T) {
 			}
 		}
 	}
+}
+
+// shadowWanted is the shadow reasons of TestDecisionLogLines's nth request
+// of a kind: the free key's 11th to 20th pass the per-key rule's 10 (the
+// 21st on are denied anyway), the trial key's 4th on its quota of 3.
+func shadowWanted(kind string, nth int) string {
+	switch {
+	case kind == "free key" && nth > 10 && nth <= 20:
+		return "waf:per-key"
+	case kind == "trial key" && nth > 3:
+		return "quota"
+	}
+	return ""
 }
 
 // TestDecisionLogFlags: a negative size is refused, not replaced by the

@@ -230,6 +230,8 @@ func request(key string) *authv3.CheckRequest {
 type decision struct {
 	status  int // 200 when allowed
 	headers map[string]string
+	// upstream holds the headers an allowed request gets upstream.
+	upstream map[string]string
 }
 
 // check sends one keyed request over gRPC.
@@ -248,7 +250,10 @@ func (h *harness) checkRequest(req *authv3.CheckRequest) decision {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	d := decision{status: 200, headers: map[string]string{}}
+	d := decision{status: 200, headers: map[string]string{}, upstream: map[string]string{}}
+	for _, hv := range resp.GetOkResponse().GetHeaders() {
+		d.upstream[hv.GetHeader().GetKey()] = hv.GetHeader().GetValue()
+	}
 	hs := resp.GetOkResponse().GetResponseHeadersToAdd()
 	if resp.GetStatus().GetCode() != 0 {
 		d.status = int(resp.GetDeniedResponse().GetStatus().GetCode())

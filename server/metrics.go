@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,7 @@ type metrics struct {
 	latency   prometheus.Histogram
 	quota     *labelCache[string] // by plan
 	wafCount  *labelCache[string] // by rule
+	shadow    *labelCache[shadowLabels]
 	util      *utilization
 
 	storeErrors *prometheus.CounterVec
@@ -60,6 +62,19 @@ type decisionLabels struct {
 	verdict          policy.Verdict
 	reason           string
 	api, stage, plan string
+}
+
+// shadowLabels is one label set of tollgate_shadow_denials_total.
+type shadowLabels struct{ reason, api, stage, plan string }
+
+// newShadowDenials registers tollgate_shadow_denials_total on reg.
+func newShadowDenials(reg prometheus.Registerer) *labelCache[shadowLabels] {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_shadow_denials_total",
+		Help: "Allowed requests that a limit in shadow mode would have denied, by that limit's reason (such as throttle:plan, quota or waf:<rule>), api, stage and plan.",
+	}, []string{"reason", "api", "stage", "plan"})
+	reg.MustRegister(vec)
+	return newLabelCache(vec, func(l shadowLabels) []string { return []string{l.reason, l.api, l.stage, l.plan} })
 }
 
 // newMetrics registers the collectors. degraded, reloadOK and loadedAt are
@@ -89,6 +104,7 @@ func newMetrics(degraded, reloadOK func() bool, loadedAt, now func() time.Time) 
 		Help: "Requests a WAF rule with action count matched (or whose rate it found exceeded), by rule.",
 	}, []string{"rule"})
 	m.wafCount = newLabelCache(waf, func(rule string) []string { return []string{rule} })
+	m.shadow = newShadowDenials(m.reg)
 	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_store_errors_total",
 		Help: "Store calls that failed, by operation (decide, admin, ready, flush: a file store's write of counters, release: of a concurrency slot).",
@@ -194,6 +210,11 @@ func (m *metrics) decision(d *policy.Decision, storeErr bool, took time.Duration
 	}
 	if d.Counted != "" {
 		m.wafCount.get(string(d.Counted[len("waf:"):])).Inc()
+	}
+	for rest := d.Shadow; rest != ""; {
+		var reason string
+		reason, rest, _ = strings.Cut(rest, ",")
+		m.shadow.get(shadowLabels{reason: reason, api: d.API, stage: d.Stage, plan: d.Plan}).Inc()
 	}
 }
 
