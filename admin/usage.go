@@ -142,6 +142,9 @@ func currentQuota(c Counters, pl *policy.Plan, customer string, now time.Time) (
 	v = QuotaView{Limit: q.Limit, Period: q.Period.String(), Timezone: loc.String(),
 		PeriodStart: time.Unix(k.Period, 0).UTC(), Reset: end.UTC(),
 		Granted: granted, Used: used, Remaining: max(q.Limit+granted-used, 0)}
+	if q.Shadow {
+		v.Mode = "shadow"
+	}
 	return v, true, nil
 }
 
@@ -241,15 +244,17 @@ func (a *API) Me(h http.Header) (MeAnswer, error) {
 		if pl == nil {
 			continue // the plan left the policy; the key no longer has it
 		}
+		// The limits the customer has: a shadow one (SPEC §10) is the
+		// operator's trial, not yet the customer's contract.
 		mp := MePlan{Plan: name, Stages: pl.StageNames()}
-		if t, ok := pl.Throttle(); ok {
+		if t, ok := pl.Throttle(); ok && !t.Shadow {
 			mp.Throttle = &ThrottleView{Rate: t.Rate(), Burst: t.Burst}
 		}
 		v, ok, err := currentQuota(a.cfg.Counters, pl, k.Customer, now)
 		if err != nil {
 			return MeAnswer{}, err
 		}
-		if ok {
+		if ok && v.Mode == "" {
 			mp.Quota = &v
 			f, _, err := a.forecastOf(pl, k.Customer, now)
 			if err != nil {

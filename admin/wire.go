@@ -122,6 +122,9 @@ type QuotaView struct {
 	Granted     int64     `json:"granted"`
 	Used        int64     `json:"used"`
 	Remaining   int64     `json:"remaining"`
+	// Mode is "shadow" for a quota in shadow mode (SPEC §10): counted,
+	// never denying; absent for an enforced one.
+	Mode string `json:"mode,omitempty"`
 }
 
 // MeAnswer is the body of GET /v1/me.
