@@ -31,7 +31,9 @@
 //
 // A throttle is {rate, burst}: rate a decimal ≥ 0 per second, burst an
 // integer ≥ 0; 0/0 stops all traffic; a throttle left out is no limit. Key
-// values never appear in the file, only their SHA-256.
+// values never appear in the file, only their SHA-256. A throttle, a quota,
+// a plan (the default of its throttles and quota) and a WAF block rule take
+// mode: enforce (the default) or shadow (below, "Shadow mode").
 //
 // # Stage and route
 //
@@ -74,6 +76,19 @@
 // counts are exact. A rejected request consumes nothing: the buckets, the
 // quota and the slot are checked and taken in one State.Apply, all or none;
 // only WAF rate counters count rejected requests.
+//
+// # Shadow mode
+//
+// A limit in shadow mode is evaluated and counted but never denies (SPEC
+// §10). A shadow bucket or quota is one more op of the same State.Apply
+// (Op.Shadow): it takes only when it admits and the enforced ops admit the
+// request, so its state follows what enforcing it alone would do, and a
+// rejected request still consumes nothing. Its state key does not depend
+// on the mode: switched to enforce, a limit keeps the state it tracked. A
+// shadow ip_set rule that matches does not end the WAF; a shadow rate rule
+// counts like the others but never blocks. Decision.Shadow names the shadow
+// limits that would have denied an allowed request; shadow limits are not
+// among a decision's limits (no rate-limit header).
 //
 // # Answers
 //
