@@ -368,3 +368,33 @@ func TestLocalWAFCountersBounded(t *testing.T) {
 		t.Errorf("without local decisions: got %d held %d dropped, want 0 0", held, dropped)
 	}
 }
+
+// TestLateShadowQuota: Redis takes a shadow quota of a request it admits
+// only when the quota admits too; settling a late reply reads which from
+// the reply (the quota's used and granted, after the hits).
+func TestLateShadowQuota(t *testing.T) {
+	now := time.Now()
+	b := new(policy.Batch)
+	b.Reset()
+	b.Hits = append(b.Hits, hit("waf", 100, time.Minute))
+	b.Ops = append(b.Ops, bucketOp("plan", 1, 5), shadow(quotaOp("q", 5, now.Add(-time.Hour), now.Add(time.Hour))))
+	r := newRequest(1, 2)
+	defer r.free()
+	r.note(b)
+	// Not blocked, taken; the hit's count; the bucket; the quota's used
+	// and granted.
+	for _, c := range []struct {
+		used, granted int64
+		want          bool
+	}{{4, 0, true}, {5, 0, false}, {5, 1, true}, {9, 2, false}} {
+		reply := []int64{0, 1, now.UnixMicro(), 1, 5e9, now.UnixMicro(), c.used, c.granted}
+		if got := r.late.quotaTaken(reply); got != c.want {
+			t.Errorf("used %d granted %d: got taken %v, want %v", c.used, c.granted, got, c.want)
+		}
+	}
+	b.Ops[1].Shadow = false
+	r.note(b)
+	if !r.late.quotaTaken([]int64{0, 1, now.UnixMicro(), 1, 5e9, now.UnixMicro(), 9, 0}) {
+		t.Error("an enforced quota of a taken reply: got not taken, want taken")
+	}
+}
