@@ -423,35 +423,42 @@ func TestWithShards(t *testing.T) {
 }
 
 // TestApplyConcurrentBurst races 40 requests on one burst-20 bucket that
-// does not refill: exactly 20 must pass.
+// does not refill: exactly 20 must pass, and a shadow bucket of burst 8
+// beside it (another shard) admits exactly 8 of those and denies none.
 func TestApplyConcurrentBurst(t *testing.T) {
 	s := New()
 	var wg sync.WaitGroup
 	start := make(chan struct{})
-	taken := make(chan bool, 40)
+	type result struct{ taken, shadowOK bool }
+	results := make(chan result, 40)
+	shade := bucketOp("shade", 0.000001, 8)
+	shade.Shadow = true
 	for range 40 {
 		wg.Go(func() {
 			b := new(policy.Batch)
 			b.Reset()
-			b.Ops = append(b.Ops, bucketOp("k", 0.000001, 20))
+			b.Ops = append(b.Ops, bucketOp("k", 0.000001, 20), shade)
 			<-start
 			if err := s.Apply(t0, b); err != nil {
 				t.Errorf("Apply: %v", err)
 			}
-			taken <- b.Taken
+			results <- result{b.Taken, b.Taken && b.Ops[1].OK}
 		})
 	}
 	close(start)
 	wg.Wait()
-	close(taken)
-	n := 0
-	for ok := range taken {
-		if ok {
+	close(results)
+	n, m := 0, 0
+	for r := range results {
+		if r.taken {
 			n++
 		}
+		if r.shadowOK {
+			m++
+		}
 	}
-	if n != 20 {
-		t.Errorf("step 0: got %d admitted, want 20", n)
+	if n != 20 || m != 8 {
+		t.Errorf("step 0: got %d admitted, %d of them by the shadow bucket, want 20 and 8", n, m)
 	}
 }
 

@@ -327,20 +327,22 @@ func TestKeys(t *testing.T) {
 
 // TestConcurrentBurstExact: 200 concurrent requests on a burst-50 bucket that
 // hardly refills, on Redis's clock, at the default budget and with every
-// core kept busy, take exactly 50.
+// core kept busy, take exactly 50; a shadow bucket of burst 20 beside it
+// admits exactly 20 of those 50, and never denies.
 func TestConcurrentBurstExact(t *testing.T) {
 	s, _ := open(t, true)
 	busyhost.Spin(t, time.Minute)
 	exactRuns(t, func(run string) int {
 		tight, wide := bucketOp("tight"+run, 0.0001, 50), bucketOp("wide"+run, 1e6, 1e6)
-		var taken, missed atomic.Int64
+		shade := shadow(bucketOp("shade"+run, 0.0001, 20))
+		var taken, shaded, missed atomic.Int64
 		var wg sync.WaitGroup
 		for range 20 {
 			wg.Go(func() {
 				for range 10 {
 					b := new(policy.Batch)
 					b.Reset()
-					b.Ops = append(b.Ops, tight, wide)
+					b.Ops = append(b.Ops, tight, shade, wide)
 					switch err := s.Apply(time.Now(), b); {
 					case budgetMissed(err):
 						missed.Add(1)
@@ -348,6 +350,9 @@ func TestConcurrentBurstExact(t *testing.T) {
 						t.Errorf("Apply: %v", err)
 					case b.Taken:
 						taken.Add(1)
+						if b.Ops[1].OK {
+							shaded.Add(1)
+						}
 					}
 				}
 			})
@@ -356,8 +361,8 @@ func TestConcurrentBurstExact(t *testing.T) {
 		if n := missed.Load(); n > 0 {
 			return int(n)
 		}
-		if n := taken.Load(); n != 50 {
-			t.Errorf("got %d taken, want exactly 50", n)
+		if n, m := taken.Load(), shaded.Load(); n != 50 || m != 20 {
+			t.Errorf("got %d taken, %d of them with the shadow bucket admitting, want exactly 50 and 20", n, m)
 		}
 		return 0
 	})
