@@ -277,18 +277,26 @@ func TestMonitoringMetricsExist(t *testing.T) {
 	}
 }
 
-// scrapeNames serves the payments policy, makes a few decisions and
+// scrapeNames serves the payments policy (its trial quota in shadow mode),
+// makes a few decisions and
 // returns the names of the series on /metrics (a histogram's _bucket, _sum
 // and _count). The clock is t0, before the pro key expires.
 func scrapeNames(t *testing.T) map[string]bool {
 	t.Helper()
-	s := testserve.Start(t, server.Config{PolicyFile: filepath.Join(paymentsDir, "policy.yaml"),
+	// The trial plan's quota is a shadow one that denies everything, so
+	// that its request makes a shadow denial.
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(file, []byte(paymentsPolicy(t, "quota: {limit: 10, period: day}", "quota: {limit: 0, period: day, mode: shadow}")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := testserve.Start(t, server.Config{PolicyFile: file,
 		GRPCAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Store: "memory:", Now: testclock.New(t0).Now})
 	for _, r := range []struct {
 		key  string
 		want policy.Verdict
 	}{
 		{"tg_demo_pro_00000000000000001", policy.Allow}, // a plan with a quota
+		{"tg_demo_trial_000000000000001", policy.Allow}, // a shadow denial
 		{"", policy.Deny}, // key:missing
 	} {
 		req := &policy.Request{Method: "POST", Path: "/partners/p1/transactions", Host: "api.example.com",
