@@ -105,6 +105,11 @@ func (p *Policy) PlanAlerts(name string) (a Alerts, ok bool) {
 	return Alerts{}, false
 }
 
+// ShadowLimits returns the field paths of the limits in shadow mode (SPEC
+// §10), in the order compiled: "usage_plans.trial.quota", "waf.rules[2]".
+// A route_defaults throttle is listed once.
+func (p *Policy) ShadowLimits() []string { return slices.Clone(p.shadowLimits) }
+
 // Sinks returns notifications.sinks, sorted by name.
 func (p *Policy) Sinks() []Sink { return slices.Clone(p.sinks) }
 

@@ -158,7 +158,16 @@ func (c *compiler) throttle(path string, v any, shadow bool) (*Throttle, bool) {
 	}
 	t := NewThrottle(rate, burst)
 	t.Shadow = shadow
+	c.noteShadow(path, shadow)
 	return &t, true
+}
+
+// noteShadow records that the limit at path is in shadow mode, when it is
+// (Policy.ShadowLimits).
+func (c *compiler) noteShadow(path string, shadow bool) {
+	if shadow {
+		c.p.shadowLimits = append(c.p.shadowLimits, path)
+	}
 }
 
 // mode decodes the optional field mode of o (SPEC §10): enforce or shadow.

@@ -124,6 +124,7 @@ func (c *compiler) quota(path string, v any, shadow bool) (*Quota, bool) {
 	q := &Quota{Location: time.UTC, WeekStart: time.Monday, AnchorDay: 1}
 	var good bool
 	q.Shadow, good = c.mode(o, shadow)
+	c.noteShadow(path, q.Shadow)
 	if path, v, ok := o.get("limit"); !ok {
 		c.errorf(path, "required field is missing")
 		good = false

@@ -130,13 +130,13 @@ func (c *compiler) rule(path string, v any, sets map[string]*ipSet, seen map[str
 	r.action = map[string]wafAction{"block": wafBlock, "allow": wafAllow, "count": wafCount}[action]
 	good = c.ruleMatch(path, o, &r, action, sets) && good
 	good = c.ruleResponse(o, &r, action) && good
-	good = c.ruleMode(o, &r, action) && good
+	good = c.ruleMode(path, o, &r, action) && good
 	return r, good
 }
 
 // ruleMode compiles a rule's mode into r: shadow (SPEC §10) is for block
 // rules only, the others never deny.
-func (c *compiler) ruleMode(o object, r *wafRule, action string) bool {
+func (c *compiler) ruleMode(path string, o object, r *wafRule, action string) bool {
 	shadow, ok := c.mode(o, false)
 	if !ok || !shadow {
 		return ok
@@ -147,6 +147,7 @@ func (c *compiler) ruleMode(o object, r *wafRule, action string) bool {
 		return false
 	}
 	r.shadow = true
+	c.noteShadow(path, true)
 	return true
 }
 

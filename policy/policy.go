@@ -46,6 +46,9 @@ type Policy struct {
 
 	// sinks holds notifications.sinks, by name.
 	sinks []Sink
+	// shadowLimits holds the field paths of the limits in shadow mode, in
+	// file order (ShadowLimits).
+	shadowLimits []string
 }
 
 // HeaderMode selects the rate-limit headers (package envoy's doc, "Responses").

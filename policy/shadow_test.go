@@ -199,3 +199,34 @@ waf: {rules: [{name: r, rate_based: {limit: 1, window: 1m, key: ip}, action: cou
 		})
 	}
 }
+
+// TestShadowLimits: the policy lists its shadow limits by field path, a
+// plan's mode counting for each of its limits that has no mode of its own.
+func TestShadowLimits(t *testing.T) {
+	sp, ep := shadowPolicies(t)
+	want := "apis.shop.stages.prod.routes[2].throttle usage_plans.basic.quota usage_plans.trial.throttle usage_plans.trial.quota usage_plans.mixed.throttle waf.rules[0] waf.rules[2]"
+	got := strings.Join(sp.ShadowLimits(), " ")
+	if fields := strings.Fields(got); len(fields) != 7 || !sameSet(fields, strings.Fields(want)) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if n := len(ep.ShadowLimits()); n != 0 {
+		t.Errorf("the enforced twin: got %d shadow limits, want none", n)
+	}
+}
+
+// sameSet reports whether a and b hold the same strings.
+func sameSet(a, b []string) bool {
+	m := map[string]int{}
+	for _, s := range a {
+		m[s]++
+	}
+	for _, s := range b {
+		m[s]--
+	}
+	for _, n := range m {
+		if n != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -92,7 +92,7 @@ func (s *Server) reload(ifChanged bool) (bool, error) {
 	if prev != nil {
 		s.metrics.reloads.WithLabelValues("success").Inc()
 		s.log.Info("policy reloaded", "policy", s.cfg.PolicyFile,
-			"stages", len(p.StageNames()), "plans", len(p.PlanNames()), "keys", len(p.KeyIDs()))
+			"stages", len(p.StageNames()), "plans", len(p.PlanNames()), "keys", len(p.KeyIDs()), "shadow", p.ShadowLimits())
 	}
 	return true, nil
 }

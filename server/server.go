@@ -307,6 +307,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		errc <- nil
 	}()
 	attrs := []any{"grpc", s.lis.Addr().String(), "grpc_tls", s.tls.mode(), "policy", s.cfg.PolicyFile, "store", s.cfg.Store}
+	if shadow := s.policy.Load().ShadowLimits(); len(shadow) > 0 {
+		attrs = append(attrs, "shadow", shadow) // a reminder: limits that never deny
+	}
 	if s.admin != nil {
 		servers++
 		// Admin calls run in ctx: when the server stops, a call in

@@ -226,6 +226,9 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 			continue
 		}
 		fmt.Fprintf(stdout, "%s: ok (%s, %s)\n", p.File, count(len(p.StageNames()), "stage"), count(len(p.PlanNames()), "plan"))
+		if shadow := p.ShadowLimits(); len(shadow) > 0 {
+			fmt.Fprintf(stdout, "%s: in shadow mode (counted, never denying): %s\n", p.File, strings.Join(shadow, ", "))
+		}
 	}
 	if bad {
 		return exitError(1)

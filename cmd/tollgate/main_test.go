@@ -113,6 +113,15 @@ func TestOperatorPaperCuts(t *testing.T) {
 	if status != 0 || !strings.Contains(out, "payments/policy.yaml: ok (1 stage, 4 plans)") || !strings.Contains(out, "tight.yaml: ok (2 stages,") {
 		t.Errorf("check FILE FILE: got status %d, output %q", status, out)
 	}
+	if strings.Contains(out, "shadow") {
+		t.Errorf("check: got %q, want no shadow line for policies without shadow limits", out)
+	}
+	// check names the limits in shadow mode, a reminder that they never deny.
+	shadow := filepath.Join(t.TempDir(), "shadow.yaml")
+	os.WriteFile(shadow, []byte("version: 1\naccount: {throttle: {rate: 1, burst: 1, mode: shadow}}\n"), 0o644)
+	if out, _, status := runArgs(t, "check", shadow); status != 0 || !strings.Contains(out, shadow+": in shadow mode (counted, never denying): account.throttle\n") {
+		t.Errorf("check shadow.yaml: got status %d, output %q", status, out)
+	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(bad, []byte("version: 2\n"), 0o644)
 	if out, _, status := runArgs(t, "check", example, bad); status != 1 || !strings.Contains(out, "ok") || !strings.Contains(out, bad+": version:") {
