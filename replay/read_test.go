@@ -17,8 +17,10 @@ import (
 )
 
 // busyLog returns n sorted lines of three customers (two keys of the policy
-// file's and a run-time one) a few milliseconds apart: enough for a plan of
-// 20 a second to deny some, so that the order of the lines matters.
+// file's and a run-time one) a few milliseconds apart. Under busyCandidate's
+// plan (50 a second, burst 1) some are denied, and the order of the lines
+// matters: a customer's later line replayed first takes the token that its
+// earlier line would have had (a clock that goes back refills nothing).
 func busyLog(n int) []decisionlog.Record {
 	custs := [][3]string{{"k1", "c1", "basic"}, {"k2", "c2", "basic"}, {"rt", "c3", "basic"}}
 	var recs []decisionlog.Record
@@ -32,17 +34,17 @@ func busyLog(n int) []decisionlog.Record {
 }
 
 func busyCandidate(t *testing.T) *policy.Policy {
-	return shopPolicy(t, "  basic:\n    throttle: {rate: 20, burst: 4}\n    stages: [shop/prod]\n",
+	return shopPolicy(t, "  basic:\n    throttle: {rate: 50, burst: 1}\n    stages: [shop/prod]\n",
 		policyKey("k1", "c1", "basic")+policyKey("k2", "c2", "basic"))
 }
 
-// shuffled returns recs with neighbours less than 300 ms apart swapped:
-// the order concurrent decisions may queue their lines in.
+// shuffled returns recs with each run of four lines less than 300 ms
+// apart reversed: the order concurrent decisions may queue their lines in.
 func shuffled(recs []decisionlog.Record) []decisionlog.Record {
 	out := slices.Clone(recs)
-	for i := 0; i+1 < len(out); i += 3 {
-		if out[i+1].Time.Sub(out[i].Time) < 300*time.Millisecond {
-			out[i], out[i+1] = out[i+1], out[i]
+	for i := 0; i+4 <= len(out); i += 4 {
+		if out[i+3].Time.Sub(out[i].Time) < 300*time.Millisecond {
+			slices.Reverse(out[i : i+4])
 		}
 	}
 	return out
