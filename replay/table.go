@@ -19,13 +19,13 @@ func (r *Report) WriteTable(w io.Writer, top int) error {
 	r.writeSummary(tw)
 	r.writeTotals(tw)
 	r.writeChanges(tw)
-	writeGroups(tw, "PLAN", "plans", r.ByPlan, top, func(c PlanChange) (string, Change) {
+	writeGroups(tw, "PLAN", "plan", r.ByPlan, top, func(c PlanChange) (string, Change) {
 		return orNone(c.Plan, "(no key)"), c.Change
 	})
-	writeGroups(tw, "ROUTE", "routes", r.ByRoute, top, func(c RouteChange) (string, Change) {
+	writeGroups(tw, "ROUTE", "route", r.ByRoute, top, func(c RouteChange) (string, Change) {
 		return routeLabel(c), c.Change
 	})
-	writeGroups(tw, "CUSTOMER", "customers", r.ByCustomer, top, func(c CustomerChange) (string, Change) {
+	writeGroups(tw, "CUSTOMER", "customer", r.ByCustomer, top, func(c CustomerChange) (string, Change) {
 		return orNone(c.Customer, "(no key)"), c.Change
 	})
 	return tw.Flush()
@@ -79,7 +79,7 @@ func (r *Report) writeChanges(w io.Writer) {
 
 // writeGroups writes the first top groups with changes (sorted so, first),
 // and a line on the others.
-func writeGroups[G any](w io.Writer, title, plural string, groups []G, top int, row func(G) (string, Change)) {
+func writeGroups[G any](w io.Writer, title, noun string, groups []G, top int, row func(G) (string, Change)) {
 	changed := 0
 	for _, g := range groups {
 		if _, c := row(g); c.Changed > 0 {
@@ -95,7 +95,7 @@ func writeGroups[G any](w io.Writer, title, plural string, groups []G, top int, 
 		name, c := row(g)
 		fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", name, c.Lines, c.Changed, diffCounts(c))
 	}
-	note := fmt.Sprintf("(%d %s unchanged", len(groups)-changed, plural)
+	note := fmt.Sprintf("(%s unchanged", count(len(groups)-changed, noun))
 	if shown < changed {
 		note += fmt.Sprintf("; %d more changed, not shown: --top", changed-shown)
 	}
