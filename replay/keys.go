@@ -32,6 +32,7 @@ type idents struct {
 	byHash map[[sha256.Size]byte]ident
 }
 
+// newIdents returns an empty table.
 func newIdents() *idents {
 	return &idents{values: map[ident]string{}, byHash: map[[sha256.Size]byte]ident{}}
 }
@@ -73,6 +74,7 @@ type keys struct {
 
 var _ policy.Keys = (*keys)(nil)
 
+// newKeys returns p's view of the identities of ids.
 func newKeys(p *policy.Policy, ids *idents) *keys {
 	return &keys{p: p, ids: ids, found: map[[sha256.Size]byte]*policy.APIKey{}}
 }

@@ -66,6 +66,7 @@ func (m *merge) counts() (skipped, late int64) {
 	return skipped, late
 }
 
+// close closes the files.
 func (m *merge) close() error {
 	var errs []error
 	for _, s := range m.sources {

@@ -72,6 +72,7 @@ func openSource(name string, index int, free *[]*entry, warn func(string)) (*sou
 // minInstant is before every line's instant.
 const minInstant = -1 << 63
 
+// close closes the file.
 func (s *source) close() error { return s.f.Close() }
 
 // next returns the file's next line in time order within the window, or nil
@@ -196,6 +197,7 @@ func before(a, b *entry) bool {
 // entries is a min-heap of entries by before.
 type entries []*entry
 
+// push adds e.
 func (h *entries) push(e *entry) {
 	*h = append(*h, e)
 	x := *h
@@ -209,6 +211,7 @@ func (h *entries) push(e *entry) {
 	}
 }
 
+// pop removes and returns the first entry; h must not be empty.
 func (h *entries) pop() *entry {
 	x := *h
 	top := x[0]

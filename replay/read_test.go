@@ -1,7 +1,6 @@
 package replay
 
 import (
-	"bytes"
 	"context"
 	"net/netip"
 	"os"
@@ -207,30 +206,4 @@ func TestUnreadableAndUnknownStage(t *testing.T) {
 			t.Errorf("%+v: got %d %s, want %d %s", rec, d.Status, d.Reason, rec.Status, rec.Reason)
 		}
 	}
-}
-
-// TestWriteTable: the table shows the totals, the changes and the groups
-// that changed, the first top of them, and counts the others.
-func TestWriteTable(t *testing.T) {
-	r := run(t, Options{Candidate: busyCandidate(t), CandidateFile: "cand.yaml", Files: []string{writeLog(t, busyLog(600))}})
-	var out bytes.Buffer
-	if err := r.WriteTable(&out, 1); err != nil {
-		t.Fatal(err)
-	}
-	got := out.String()
-	for _, want := range []string{
-		"replayed 600 lines of 1 file, 2026-11-20T00:00:00.001Z to ",
-		"baseline:  the logged answers\ncandidate: cand.yaml, replayed on fresh state\n",
-		"STATUS  BASELINE  CANDIDATE  DIFFERENCE\n200     600       ",
-		"200 → 429  throttle:plan     ",
-		"PLAN   LINES  CHANGED  BASELINE → CANDIDATE\nbasic  600    ",
-		"(0 plans unchanged)",
-		"ROUTE                      LINES  CHANGED  BASELINE → CANDIDATE\nshop/prod GET /items/{id}  600  ",
-		"(0 customers unchanged; 2 more changed, not shown: --top)",
-	} {
-		if !strings.Contains(got, want) {
-			t.Errorf("the table lacks %q:\n%s", want, got)
-		}
-	}
-	t.Logf("\n%s", got)
 }

@@ -125,6 +125,7 @@ type side struct {
 	req    policy.Request
 }
 
+// newSide returns p on fresh state, its keys found through ids.
 func newSide(p *policy.Policy, ids *idents) *side {
 	return &side{p: p, st: memory.New(), keys: newKeys(p, ids), header: p.KeyHeader(),
 		req: policy.Request{Headers: map[string]string{}}}
@@ -145,6 +146,7 @@ type progress struct {
 	start, after time.Time
 }
 
+// newProgress starts the clock of o's progress reports.
 func newProgress(o Options) *progress {
 	every := o.ProgressEvery
 	if every <= 0 {

@@ -109,11 +109,13 @@ type tally struct {
 	from, to    int64
 }
 
+// newTally returns an empty tally.
 func newTally() *tally {
 	return &tally{total: newChange(), customers: map[string]*Change{}, plans: map[string]*Change{},
 		routes: map[routeKey]*Change{}, transitions: map[transitionKey]int64{}, from: 1<<63 - 1, to: minInstant}
 }
 
+// newChange returns an empty Change, its Counts ready.
 func newChange() Change { return Change{Baseline: Counts{}, Candidate: Counts{}} }
 
 // add counts a line at nanos of group g, answered base by the baseline and

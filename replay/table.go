@@ -39,10 +39,10 @@ func (r *Report) writeSummary(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	if r.Skipped > 0 {
-		fmt.Fprintf(w, "skipped %d malformed lines\n", r.Skipped)
+		fmt.Fprintf(w, "skipped %s\n", count(int(r.Skipped), "malformed line"))
 	}
 	if r.Late > 0 {
-		fmt.Fprintf(w, "%d lines came after the reorder window (%s) and were replayed late\n", r.Late, Window)
+		fmt.Fprintf(w, "replayed late %s that came after the reorder window (%s)\n", count(int(r.Late), "line"), Window)
 	}
 	if r.BaselinePolicy == "" {
 		fmt.Fprintln(w, "baseline:  the logged answers")
@@ -102,13 +102,21 @@ func writeGroups[G any](w io.Writer, title, noun string, groups []G, top int, ro
 	fmt.Fprintln(w, note+")")
 }
 
-// diffCounts writes the statuses whose count differs: "200: 25 → 5, 429: 0 → 20".
+// diffCounts writes the statuses whose count differs: "200: 25 → 5, 429:
+// 0 → 20". When none does, but lines changed (as many went one way as the
+// other), it writes every status of the group.
 func diffCounts(c Change) string {
-	var parts []string
+	var parts, all []string
 	for _, s := range statuses(c.Baseline, c.Candidate) {
-		if b, n := c.Baseline[s], c.Candidate[s]; b != n {
-			parts = append(parts, fmt.Sprintf("%d: %d → %d", s, b, n))
+		b, n := c.Baseline[s], c.Candidate[s]
+		part := fmt.Sprintf("%d: %d → %d", s, b, n)
+		if b != n {
+			parts = append(parts, part)
 		}
+		all = append(all, part)
+	}
+	if len(parts) == 0 {
+		parts = all
 	}
 	return strings.Join(parts, ", ")
 }

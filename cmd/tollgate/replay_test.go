@@ -170,7 +170,7 @@ func TestReplayErrors(t *testing.T) {
 			[]string{filepath.Join(dir, "nope.log"), "no such file"}, nil},
 		{"malformed line", []string{"--policy", example, log}, 0,
 			[]string{"tollgate replay: skipped " + log + ":2: not a decision log line: "},
-			[]string{"replayed 2 lines of 1 file", "skipped 1 malformed lines"}},
+			[]string{"replayed 2 lines of 1 file", "skipped 1 malformed line\n"}},
 	} {
 		out, errOut, status := runArgs(t, append([]string{"replay"}, c.args...)...)
 		if status != c.status {
