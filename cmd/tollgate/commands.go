@@ -22,7 +22,6 @@ import (
 
 	"github.com/tollgate/tollgate/decisionlog"
 	"github.com/tollgate/tollgate/policy"
-	"github.com/tollgate/tollgate/policyfile"
 	"github.com/tollgate/tollgate/server"
 	"github.com/tollgate/tollgate/store/memory"
 	"github.com/tollgate/tollgate/store/redis"
@@ -65,6 +64,10 @@ verdict, status, reason, stage, route, key and the limits that applied.`},
 	"load": {"[prepare] [flags]", `Send ext_authz, ext_proc or HTTP authorization (--mode http) load to a running
 tollgate and report the decisions per second and their latency. 'tollgate load prepare' first seeds a store with the
 run-time keys that keyed requests use (run 'tollgate load prepare -h').`},
+	"replay": {"--policy CANDIDATE [--baseline CURRENT] [flags] LOG...", `Replay decision logs (serve --decision-log; plain or gzip, several merged in time order)
+against a candidate policy, on a simulated clock and fresh state, and report what it would have answered: totals
+by status, then per plan, route and customer, the changes first. Without --baseline, the logged answers are the
+baseline. Malformed lines are skipped and counted. Flags go before the logs.`},
 	"load prepare": {"--store URL --plan P [flags]", `Seed a store with the run-time keys that 'tollgate load' sends, before the server
 starts on that store.`},
 }
@@ -219,9 +222,8 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	}
 	bad := false
 	for _, f := range files {
-		p, err := policyfile.Load(f)
+		p, err := loadPolicy(f, stdout)
 		if err != nil {
-			fmt.Fprintln(stdout, err)
 			bad = true
 			continue
 		}
@@ -292,10 +294,9 @@ func runDecide(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	p, err := policyfile.Load(*file)
+	p, err := loadPolicy(*file, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitError(1)
+		return err
 	}
 	now := time.Now()
 	if *at != "" {

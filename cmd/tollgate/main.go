@@ -46,6 +46,7 @@ commands:
   usage    show daily usage per customer, or grant more quota (admin API)
   load     send ext_authz, ext_proc or HTTP load to a tollgate and report what it measured
            (load prepare: seed a store with the keys it sends)
+  replay   replay decision logs against a candidate policy and report what would change
   version  print the version (also --version)
 
 Run 'tollgate <command> -h' for the flags of a command.
@@ -76,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runUsage(ctx, args[1:], stdout, stderr)
 	case "load":
 		return runLoad(ctx, args[1:], stdout, stderr)
+	case "replay":
+		return runReplay(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, version())
 		return nil

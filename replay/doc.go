@@ -1,0 +1,68 @@
+// Package replay replays decision logs (SPEC §10, package decisionlog)
+// against a candidate policy, and reports what it would have answered:
+// `tollgate replay`.
+//
+//	r, err := replay.Run(ctx, replay.Options{Candidate: cand, Files: []string{"decisions.log", "decisions-2026-11-20T12-00-00.000.log.gz"}})
+//	...
+//	r.WriteTable(os.Stdout, 20) // or json.NewEncoder(os.Stdout).Encode(r)
+//
+// # Reading
+//
+// The files may be plain or gzip (recognized by their first bytes, not their
+// names), in any order: their lines are merged in time order (a k-way merge
+// by "ts", then file, then line), reading each file as it goes, so a log
+// of any size streams. Within one file, lines are put back in time order
+// within a reorder window (Window, MaxPending): concurrent decisions queue
+// their lines in a slightly different order than their instants. A line that
+// comes later than the window is replayed late, at its own instant, and
+// counted (Report.Late). A malformed line (not JSON, no "ts" or "status") is
+// skipped, counted (Report.Skipped) and named to Options.Warn with its file
+// and line number: a log cut short by a crash, or written while it is read,
+// still replays. A file none of whose lines is a decision is an error.
+// Fields a line has that replay does not know are ignored, so that a newer
+// tollgate's log replays.
+//
+// # Replaying
+//
+// Each line becomes a policy.Request evaluated at the line's instant (a
+// simulated clock) with (*policy.Policy).Evaluate, against fresh state: a
+// memory.Store of its own for the candidate, and for the baseline policy when
+// one is given (Options.Baseline); without one, the logged status is the
+// baseline's answer. The request has the logged method and path (the path
+// as routes matched it, which normalization leaves as it is), the logged ip as the TCP peer (a policy's ip source falls
+// back to the peer when its header is absent, so any source reads it), and
+// the logged api and stage named as Envoy names them. The host is not
+// logged: a line without a stage replays without one.
+//
+// The log never holds a key value: a line has the key's id, customer and
+// plan. Each such identity is sent as a synthetic key value, which the
+// replayed policy's policy.Keys turns into a key: the policy file's key of
+// that id when it has one (its plans, enabled and expiry: a key moved to
+// another plan in the candidate uses it), else a run-time key as the log
+// saw it (the logged customer, the logged plan as its only plan, enabled,
+// never expiring; without that plan in the policy it is key:no-plan, as a
+// server would answer). A line denied key:missing is sent without a key,
+// key:unknown with a value no key has, key:disabled, key:expired and
+// key:no-plan with a key that is disabled, expired or without plans (the
+// log names no key for them). A line denied before its key was checked
+// (WAF, unknown route, unreadable request) is sent without a key.
+//
+// What is not replayed: concurrency caps (the log has no request ends, so no
+// request holds a slot); quota grants, and the buckets and quotas as they
+// were before the first line (fresh state: buckets full, quotas unused); the
+// shadow reasons of a line. Quotas and WAF rate counters count from the
+// first line on.
+//
+// # Report
+//
+// Report counts the lines by status under both answers, in all and per
+// plan, route and customer, grouped by the baseline's identity: the logged
+// plan, route and customer, or the baseline policy's decision's with
+// Options.Baseline. The groups are sorted by lines whose status changed,
+// most first, then by name.
+//
+// # Concurrency
+//
+// Run replays on the calling goroutine, one line at a time; concurrent Runs
+// share nothing. A Report is a plain value.
+package replay

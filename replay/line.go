@@ -1,0 +1,93 @@
+package replay
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tollgate/tollgate/policy"
+)
+
+// line is one decision log line (SPEC §10) as replay reads it. Fields it
+// does not know are ignored, so that a log written by a newer tollgate
+// still replays.
+type line struct {
+	TS       string   `json:"ts"`
+	API      string   `json:"api"`
+	Stage    string   `json:"stage"`
+	Route    string   `json:"route"`
+	Method   string   `json:"method"`
+	Path     string   `json:"path"`
+	IP       string   `json:"ip"`
+	KeyID    string   `json:"key_id"`
+	Customer string   `json:"customer"`
+	Plan     string   `json:"plan"`
+	Status   int      `json:"status"`
+	Reason   string   `json:"reason"`
+	Shadow   []string `json:"shadow"`
+}
+
+// entry is a parsed line with its instant and where it was read.
+type entry struct {
+	line
+	at    time.Time
+	nanos int64 // at in Unix nanoseconds: the merge's order
+	file  int   // index of the file in Options.Files
+	no    int64 // line number in the file, from 1
+}
+
+// errNoTS and errNoStatus name a line that is JSON but not a decision.
+var (
+	errNoTS     = errors.New(`no "ts"`)
+	errNoStatus = errors.New(`no "status"`)
+)
+
+// parse reads raw (one line, without its newline) into e.
+func (e *entry) parse(raw []byte) error {
+	e.line = line{}
+	if err := json.Unmarshal(raw, &e.line); err != nil {
+		return err
+	}
+	if e.TS == "" {
+		return errNoTS
+	}
+	at, err := time.Parse(time.RFC3339Nano, e.TS)
+	if err != nil {
+		return fmt.Errorf("ts %q is not an RFC 3339 instant", e.TS)
+	}
+	if e.Status < 100 || e.Status > 999 {
+		if e.Status == 0 {
+			return errNoStatus
+		}
+		return fmt.Errorf("status %d is not an HTTP status", e.Status)
+	}
+	e.at, e.nanos = at, at.UnixNano()
+	return nil
+}
+
+// unnamedStage stands for a stage that Envoy named and the logged policy did
+// not have: the log has no name for it (route:unknown without api and
+// stage), and no policy has a stage of this name, so the request is again
+// route:unknown.
+const unnamedStage = "\x00/\x00"
+
+// request fills r, whose Headers map is owned by the caller, with the
+// request of e for a policy whose API key header is keyHeader; key is the
+// synthetic key value ("" for none). The logged path is the path as routes
+// matched it, and normalization leaves such a path as it is (the escapes it
+// keeps, %25 %3F %23 %3B, it keeps again). Host is not logged: the logged
+// stage is named instead.
+func (e *entry) request(r *policy.Request, keyHeader, key string) {
+	r.Method = e.Method
+	r.Path = e.Path
+	r.Peer = e.IP
+	r.API, r.Stage = e.API, e.Stage
+	if e.API == "" && e.Stage == "" && e.Reason == string(policy.ReasonRouteUnknown) {
+		r.Stage = unnamedStage
+	}
+	clear(r.Headers)
+	if key != "" {
+		r.Headers[keyHeader] = key
+	}
+}
