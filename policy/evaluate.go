@@ -228,9 +228,7 @@ func (e *evaluation) addHit(w *wafRule, r *Request) {
 		// keys before two are likely to share a counter).
 		h.Key.Addr = netip.AddrFrom16([16]byte(e.keyHash[:16]))
 	}
-	if w.action == wafCount || w.shadow {
-		h.Limit = 1<<63 - 1 // counted, never blocks (verdict compares)
-	}
+	h.Watch = w.action == wafCount || w.shadow // counted, never blocks (verdict compares)
 	e.rules[len(e.b.Hits)] = w
 	e.b.Hits = append(e.b.Hits, h)
 }
@@ -398,10 +396,12 @@ func (e *evaluation) verdict(d *Decision, r *Request) {
 		d.denyWAF(e.rules[b.Blocked])
 		return
 	}
+	// A hit's Limit is its rule's, or this replica's share of it when the
+	// store decided locally.
 	for i, h := range b.Hits {
 		w := e.rules[i]
 		switch {
-		case h.Count <= w.rate.limit:
+		case h.Count <= h.Limit:
 		case w.shadow:
 			e.addShadow(w.reason)
 		case w.action == wafCount && d.Counted == "":

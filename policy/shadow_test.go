@@ -1,11 +1,13 @@
 package policy_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/policyfile"
+	"github.com/tollgate/tollgate/store/memory"
 )
 
 // shadowPolicy has shadow limits next to enforced ones. Rates are 0, so
@@ -229,4 +231,47 @@ func sameSet(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// wafPressurePolicy: one rate rule, 3 a minute per IP, on an open route;
+// mode is filled in.
+const wafPressurePolicy = `
+version: 1
+apis:
+  shop:
+    stages:
+      prod:
+        routes:
+          - match: "GET /open"
+default_stage: shop/prod
+waf:
+  rules:
+    - {name: per-ip, rate_based: {limit: 3, window: 1m, key: ip}, action: block, mode: %s}
+`
+
+// TestShadowRateRuleUnderCounterPressure: a client over a shadow rate
+// rule's limit stays "would be blocked" when the store is short of WAF
+// counters, as it stays blocked under the enforced rule: the store keeps
+// the counters closest to their limits, and a shadow rule's hits carry
+// the rule's limit (Hit.Watch), not one that is never reached.
+func TestShadowRateRuleUnderCounterPressure(t *testing.T) {
+	for _, mode := range []string{"enforce", "shadow"} {
+		t.Run(mode, func(t *testing.T) {
+			p := parse(t, fmt.Sprintf(wafPressurePolicy, mode))
+			e := &engine{p: p, st: memory.New(memory.WithShards(1), memory.WithMaxCounters(8))}
+			heavy := anon("GET", "/open", "198.51.100.1")
+			for range 5 {
+				e.do(t, t0, heavy) // over the limit of 3
+			}
+			// Other clients, one request each: the shard fills up.
+			for i := range 20 {
+				e.do(t, t0, anon("GET", "/open", fmt.Sprintf("192.0.2.%d", i+1)))
+			}
+			d := e.do(t, t0, heavy)
+			blocked := d.Reason == "waf:per-ip" || d.Shadow == "waf:per-ip"
+			if !blocked {
+				t.Errorf("heavy client after pressure: got status %d reason %q shadow %q, want waf:per-ip (blocked or would be)", d.Status, d.Reason, d.Shadow)
+			}
+		})
+	}
 }

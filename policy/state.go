@@ -12,7 +12,7 @@ import (
 type State interface {
 	// Apply carries out one request's batch as one atomic step. It first
 	// adds one hit to each of b.Hits in order and stops at the first whose
-	// count is over its limit (b.Blocked). Then, only when no hit blocked
+	// count is over its limit, unless that hit only Watches (b.Blocked). Then, only when no hit blocked
 	// and b.Ops is not empty, it refills and checks every op; when all the
 	// enforced ones (not Shadow) admit the request it takes one from each
 	// of them and from each shadow op that admits, else it takes nothing.
@@ -44,6 +44,10 @@ type Hit struct {
 	Key    Key
 	Limit  int64
 	Window time.Duration
+	// Watch marks the hit of a rule that counts but never blocks (action
+	// count, or mode: shadow): Apply does not stop at it, however high
+	// its count; Evaluate compares the count with Limit itself.
+	Watch bool
 	// Count is set by Apply: the count in the last Window, this hit
 	// included.
 	Count int64

@@ -174,7 +174,7 @@ func (s *Store) Apply(now time.Time, b *policy.Batch) error {
 		h.Count = sh.counters.hit(h, n)
 		sh.grown(n)
 		sh.mu.Unlock()
-		if h.Count > h.Limit {
+		if h.Count > h.Limit && !h.Watch {
 			b.Blocked = i
 			return nil
 		}

@@ -31,7 +31,8 @@ var (
 // ARGV: the instant in µs ("" for Redis's clock), its caller's deadline on
 // Redis's clock (µs; 0: none), the counts of hits and
 // ops, whether there is a usage counter and its expiry (Unix ms), the lease
-// TTL (µs), then per hit its limit and window (µs), per op "b", rate
+// TTL (µs), then per hit its limit (negated for a hit that only
+// watches: policy.Hit.Watch) and window (µs), per op "b", rate
 // (µreq/s), burst or "q", limit, expiry (Unix ms) or "c", cap, lease
 // ("B" and "Q" for shadow ops: policy.Op.Shadow). A
 // call's KEYS are its decisions' KEYS one after another, and its ARGV their
@@ -116,7 +117,11 @@ func (s *Store) applyShared(now time.Time, b *policy.Batch) error {
 	for i := range b.Hits {
 		h := &b.Hits[i]
 		r.key(s, 'w', h.Key)
-		r.num(h.Limit)
+		if h.Watch {
+			r.num(-h.Limit) // counted, never blocks
+		} else {
+			r.num(h.Limit)
+		}
 		r.num(h.Window.Microseconds())
 	}
 	for i := range b.Ops {

@@ -131,6 +131,7 @@ local function decide(k, a)
   -- window, its count, the previous one's count).
   for i = 1, nh do
     local key, limit, win = KEYS[k + i], tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    local watch = limit < 0 -- counted, never blocks
     a = a + 2
     local idx = math.floor(now / win)
     local elapsed = now - idx * win
@@ -157,7 +158,7 @@ local function decide(k, a)
     set(key, string.format('%d %d %d', w, c, p), px)
     local count = c + math.floor(p * (win - elapsed) / win)
     reply[#reply + 1] = count
-    if count > limit then
+    if count > limit and not watch then
       reply[1] = i
       return reply, nextK, nextA
     end

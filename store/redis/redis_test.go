@@ -159,7 +159,9 @@ func TestMatchesMemory(t *testing.T) {
 	s, _ := open(t, false)
 	m := memory.New()
 	rng := rand.New(rand.NewPCG(1, 2))
-	hits := []policy.Hit{hit("waf-a", 40, 10*time.Second), hit("waf-b", 25, 3*time.Second)}
+	watch := hit("waf-c", 5, 2*time.Second)
+	watch.Watch = true // counted past its limit, never blocking
+	hits := []policy.Hit{hit("waf-a", 40, 10*time.Second), watch, hit("waf-b", 25, 3*time.Second)}
 	ops := []policy.Op{
 		bucketOp("plan", 3.123457, 7), bucketOp("route", 0.333333, 2), bucketOp("stage", 120.123456, 30),
 		bucketOp("big", 2_000_000, 8_000_000), bucketOp("off", 0, 0),
