@@ -160,6 +160,10 @@ type Decision struct {
 	// "throttle:plan,quota"). Empty on a denial: a request denied anyway
 	// is no extra denial.
 	Shadow string
+	// ShadowTook has bit 1<<Tier set for each shadow limit that took from
+	// its bucket or quota (an allowed request that it admitted), for the
+	// utilization of shadow buckets.
+	ShadowTook uint8
 	// StripKey is set when the API key header (KeyHeader) must be removed
 	// before the request goes upstream.
 	StripKey bool

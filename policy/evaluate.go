@@ -418,7 +418,11 @@ func (e *evaluation) verdict(d *Decision, r *Request) {
 			d.Slot, d.Lease = b.Ops[n-1].Key, r.Lease
 		}
 		for i := range b.Ops {
-			if o := &b.Ops[i]; o.Shadow && !o.OK {
+			switch o := &b.Ops[i]; {
+			case !o.Shadow:
+			case o.OK:
+				d.ShadowTook |= 1 << o.Tier
+			default:
 				e.addShadow(tierReasons[o.Tier])
 			}
 		}

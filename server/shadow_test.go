@@ -3,6 +3,7 @@ package server
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestShadowAdmin: a plan in shadow mode is the operator's trial, not the
@@ -24,4 +25,22 @@ func TestShadowAdmin(t *testing.T) {
 	if got := jsonOf(t, a.json); !strings.Contains(got, `"mode":"shadow"`) || !strings.HasSuffix(got, `"used":10}`) {
 		t.Errorf("3: got %s, want mode shadow and 10 used (the shadow quota took while it admitted)", got)
 	}
+}
+
+// TestShadowUtilization: a route bucket in shadow mode has its
+// tollgate_limit_utilization_ratio, counted from the requests it admitted
+// (and took a token for): how close it is to denying, which is what an
+// operator trialing it wants to see.
+func TestShadowUtilization(t *testing.T) {
+	text := strings.Replace(utilPolicy, "throttle: {rate: 20, burst: 20}", "throttle: {rate: 20, burst: 20, mode: shadow}", 1)
+	h := serve(t, text, nil)
+	items := utilSeries("route", "prod", "GET /items")
+	for i := range 600 {
+		h.clock.Set(t0.Add(time.Duration(i) * 100 * time.Millisecond))
+		if st := h.checkRoute("GET", "/items"); st != 200 {
+			t.Fatalf("request %d: got status %d, want 200", i, st)
+		}
+	}
+	h.clock.Set(t0.Add(60 * time.Second))
+	h.wantUtil("after the minute", map[string]float64{items: 0.5})
 }

@@ -84,12 +84,14 @@ func (u *utilization) load(p *policy.Policy) {
 func idOf(b policy.RateBucket) bucketID { return bucketID{b.Tier, b.API, b.Stage, b.Route} }
 
 // admitted counts d, decided by p at now, in the buckets that admitted it:
-// those among its limits when it was allowed. A denied request took no
-// token (policy: all or none), and one allowed without the store met no
-// bucket. A decision made with a policy that a reload has just replaced is
-// not counted: its positions are the old policy's.
+// those among its limits when it was allowed, and the shadow ones that
+// took (a shadow bucket's utilization is what enforcing it would show). A
+// denied request took no token (policy: all or none), and one allowed
+// without the store met no bucket. A decision made with a policy that a
+// reload has just replaced is not counted: its positions are the old
+// policy's.
 func (u *utilization) admitted(p *policy.Policy, d *policy.Decision, now time.Time) {
-	if d.Verdict != policy.Allow || d.NLimits == 0 {
+	if d.Verdict != policy.Allow || d.NLimits == 0 && d.ShadowTook == 0 {
 		return
 	}
 	t := u.table.Load()
@@ -97,17 +99,12 @@ func (u *utilization) admitted(p *policy.Policy, d *policy.Decision, now time.Ti
 		return
 	}
 	sec := uint32(now.Unix())
+	took := d.ShadowTook
 	for _, l := range d.AppliedLimits() {
-		at := 0
-		switch l.Tier {
-		case policy.TierAccount:
-			at = t.account
-		case policy.TierStage:
-			at = d.StageBucket
-		case policy.TierRoute:
-			at = d.RouteBucket
-		}
-		if at > 0 {
+		took |= 1 << l.Tier
+	}
+	for tier, at := range [...]int{policy.TierAccount: t.account, policy.TierStage: d.StageBucket, policy.TierRoute: d.RouteBucket} {
+		if at > 0 && took&(1<<tier) != 0 {
 			t.windows[at-1].add(sec)
 		}
 	}
