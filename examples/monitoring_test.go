@@ -286,7 +286,8 @@ func scrapeNames(t *testing.T) map[string]bool {
 	// The trial plan's quota is a shadow one that denies everything, so
 	// that its request makes a shadow denial.
 	file := filepath.Join(t.TempDir(), "policy.yaml")
-	if err := os.WriteFile(file, []byte(paymentsPolicy(t, "quota: {limit: 10, period: day}", "quota: {limit: 0, period: day, mode: shadow}")), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(paymentsPolicy(t, "quota: {limit: 10, period: day}", "quota: {limit: 0, period: day, mode: shadow}",
+		"    alerts: {thresholds: [80], sinks: [ops]}\n", "")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s := testserve.Start(t, server.Config{PolicyFile: file,

@@ -42,6 +42,10 @@ func (c *compiler) plan(path, name string, v any) {
 	if path, v, ok := o.get("alerts"); ok {
 		_, _, hasQuota := o.get("quota")
 		pl.alerts = c.alerts(path, v, hasQuota)
+		if pl.quota != nil && pl.quota.Shadow {
+			// Alerts follow what customers are held to.
+			c.errorf(path, "needs an enforced quota: usage_plans.%s.quota is in shadow mode, so its alerts would never fire", name)
+		}
 	}
 	spath, sv, _ := o.get("stages")
 	for i, item := range c.list(spath, sv) {

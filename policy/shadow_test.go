@@ -188,6 +188,11 @@ usage_plans: {p: {mode: 1}}`, `test.yaml: usage_plans.p.mode: 1 is not one of en
 version: 1
 waf: {ip_sets: {s: ["192.0.2.0/24"]}, rules: [{name: r, ip_set: s, action: allow, mode: shadow}]}`,
 			`test.yaml: waf.rules[0].mode: "shadow" is only allowed with action: block (allow and count rules never deny)`},
+		{"alerts on a shadow quota", `
+version: 1
+notifications: {sinks: {ops: {webhook: {url: "http://hooks.example/x"}}}}
+usage_plans: {p: {mode: shadow, quota: {limit: 5, period: day}, alerts: {thresholds: [80], sinks: [ops]}}}`,
+			`test.yaml: usage_plans.p.alerts: needs an enforced quota: usage_plans.p.quota is in shadow mode, so its alerts would never fire`},
 		{"count rule", `
 version: 1
 waf: {rules: [{name: r, rate_based: {limit: 1, window: 1m, key: ip}, action: count, mode: shadow}]}`,

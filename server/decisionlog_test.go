@@ -45,7 +45,8 @@ func TestDecisionLogLines(t *testing.T) {
 	h := serve(t, testPolicy(t, "explain: false", "explain: true",
 		"  rules:                       # evaluated in the order written\n",
 		"  rules:\n    - {name: per-key, rate_based: {limit: 10, window: 1m, key: api_key}, action: block, mode: shadow}\n",
-		"quota: {limit: 10, period: day}", "quota: {limit: 3, period: day, mode: shadow}"),
+		"quota: {limit: 10, period: day}", "quota: {limit: 3, period: day, mode: shadow}",
+		"    alerts: {thresholds: [80], sinks: [ops]}\n", ""),
 		func(c *Config) { c.DecisionLog = logFile })
 
 	const secret = "s3cret"

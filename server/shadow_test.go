@@ -11,7 +11,7 @@ import (
 // quota views say "mode":"shadow" and count what the shadow quota took.
 func TestShadowAdmin(t *testing.T) {
 	h := serve(t, testPolicy(t, "  trial:                                           # small enough to see an alert by hand\n",
-		"  trial:\n    mode: shadow\n"), nil)
+		"  trial:\n    mode: shadow\n", "    alerts: {thresholds: [80], sinks: [ops]}\n", ""), nil)
 	const trial = "tg_demo_trial_000000000000001"
 	// 25 requests: the plan's burst is 20 and its quota 10, both shadow.
 	if n := h.checks(trial, 25); n != 25 {
