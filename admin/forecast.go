@@ -24,7 +24,7 @@ func (a *API) forecastOf(pl *policy.Plan, customer string, now time.Time) (Forec
 		return ForecastView{}, ok, err
 	}
 	v := ForecastView{Customer: customer, Plan: pl.Name, Used: q.Used, Limit: q.Limit + q.Granted,
-		PeriodStart: q.PeriodStart, PeriodEnd: q.Reset}
+		PeriodStart: q.PeriodStart, PeriodEnd: q.Reset, Mode: q.Mode}
 	if a.cfg.Forecaster != nil {
 		v.RatePerHour, v.Exhaustion = a.cfg.Forecaster.Forecast(customer, pl.Name, v.Used, v.Limit, v.PeriodStart, v.PeriodEnd, now)
 	}

@@ -108,6 +108,9 @@ type ForecastView struct {
 	PeriodEnd   time.Time  `json:"period_end"`
 	RatePerHour float64    `json:"rate_per_hour"`
 	Exhaustion  *time.Time `json:"exhaustion"`
+	// Mode is "shadow" for a quota in shadow mode (QuotaView.Mode): its
+	// use is counted, but the rate is of enforced quotas only (0).
+	Mode string `json:"mode,omitempty"`
 }
 
 // QuotaView is a customer's quota in the current period.

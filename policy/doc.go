@@ -82,8 +82,9 @@
 // A limit in shadow mode is evaluated and counted but never denies (SPEC
 // §10). A shadow bucket or quota is one more op of the same State.Apply
 // (Op.Shadow): it takes only when it admits and the enforced ops admit the
-// request, so its state follows what enforcing it alone would do, and a
-// rejected request still consumes nothing. Its state key does not depend
+// request, so its state follows what enforcing it would do (closely: the
+// requests it would deny still spend the enforced limits), and a rejected
+// request still consumes nothing. Its state key does not depend
 // on the mode: switched to enforce, a limit keeps the state it tracked. A
 // shadow ip_set rule that matches does not end the WAF; a shadow rate rule
 // counts like the others but never blocks. Decision.Shadow names the shadow

@@ -91,8 +91,11 @@ func (s *Server) reload(ifChanged bool) (bool, error) {
 	s.load.Store(&loadState{at: now, loadedAt: now})
 	if prev != nil {
 		s.metrics.reloads.WithLabelValues("success").Inc()
-		s.log.Info("policy reloaded", "policy", s.cfg.PolicyFile,
-			"stages", len(p.StageNames()), "plans", len(p.PlanNames()), "keys", len(p.KeyIDs()), "shadow", p.ShadowLimits())
+		attrs := []any{"policy", s.cfg.PolicyFile, "stages", len(p.StageNames()), "plans", len(p.PlanNames()), "keys", len(p.KeyIDs())}
+		if shadow := p.ShadowLimits(); len(shadow) > 0 {
+			attrs = append(attrs, "shadow", shadow) // a reminder: limits that never deny
+		}
+		s.log.Info("policy reloaded", attrs...)
 	}
 	return true, nil
 }

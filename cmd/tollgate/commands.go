@@ -339,6 +339,9 @@ func runDecide(args []string, stdout, stderr io.Writer) error {
 	if d.KeyID != "" {
 		fmt.Fprintf(stdout, "key:      %s (customer %s, plan %s)\n", d.KeyID, d.Customer, d.Plan)
 	}
+	if d.Shadow != "" {
+		fmt.Fprintf(stdout, "shadow:   %s (would have denied; in shadow mode)\n", d.Shadow)
+	}
 	if d.Body != "" {
 		fmt.Fprintf(stdout, "body:     %s\n", d.Body)
 	}
@@ -387,8 +390,9 @@ func decisionJSON(d *policy.Decision) any {
 		KeyID      string  `json:"key_id,omitempty"`
 		Customer   string  `json:"customer,omitempty"`
 		Plan       string  `json:"plan,omitempty"`
+		Shadow     string  `json:"shadow,omitempty"`
 		Limits     []limit `json:"limits"`
-	}{d.Verdict.String(), d.Status, string(d.Reason), d.Invalid, d.Body, durationOrEmpty(d.RetryAfter), d.API, d.Stage, d.Route, d.KeyID, d.Customer, d.Plan, limits}
+	}{d.Verdict.String(), d.Status, string(d.Reason), d.Invalid, d.Body, durationOrEmpty(d.RetryAfter), d.API, d.Stage, d.Route, d.KeyID, d.Customer, d.Plan, d.Shadow, limits}
 }
 
 func durationOrEmpty(d time.Duration) string {

@@ -64,7 +64,7 @@ func share[T int64 | uint64](x T, i, n int) T {
 
 // shareThrottle returns a throttle's share: of its rate and of its burst.
 func shareThrottle(t policy.Throttle, i, n int) policy.Throttle {
-	return policy.Throttle{RateMicro: share(t.RateMicro, i, n), Burst: share(t.Burst, i, n)}
+	return policy.Throttle{RateMicro: share(t.RateMicro, i, n), Burst: share(t.Burst, i, n), Shadow: t.Shadow}
 }
 
 // decideLocally carries out b on the local store, with this replica's
@@ -159,8 +159,9 @@ func (l *lateInfo) quotaTaken(reply []int64) bool {
 	if l.quotaAt+1 >= len(reply) {
 		return false
 	}
-	used, granted := reply[l.quotaAt], reply[l.quotaAt+1]
-	return used < l.quotaLimit+granted
+	o := policy.Op{Quota: l.quotaLimit}
+	o.CheckQuota(reply[l.quotaAt], reply[l.quotaAt+1], time.Time{})
+	return o.OK
 }
 
 // settleLate takes account of the reply of a decision whose caller gave up
