@@ -67,6 +67,9 @@ var goldenCases = map[string]goldenCase{
 	"tight_headers_both_keyed":   {policy: tightPolicy, edits: []string{"headers: ietf", "headers: both"}},
 	"tight_headers_none":         {policy: tightPolicy, edits: []string{"headers: ietf", "headers: none"}},
 	"tight_headers_none_429":     {policy: tightPolicy, edits: []string{"headers: ietf", "headers: none"}, warmup: 2},
+	// Shadow mode: allowed past the limits, x-tollgate-shadow upstream.
+	"tight_shadow_plan":  {policy: tightPolicy, edits: []string{"throttle: {rate: 0.001, burst: 20}", "throttle: {rate: 0.001, burst: 20, mode: shadow}"}, warmup: 20},
+	"tight_shadow_quota": {policy: tightPolicy, edits: []string{"quota: {limit: 2, period: day}", "quota: {limit: 2, period: day, mode: shadow}"}, warmup: 2},
 }
 
 const goldenDir = "testdata/check"

@@ -91,7 +91,7 @@ func httpFromCheck(t *testing.T, base, form string, req *authv3.CheckRequest) (*
 // upstreamHeader reports whether an allowed answer's header goes upstream
 // (the proxy copies it to the request) rather than to the client.
 func upstreamHeader(name string) bool {
-	return name == envoy.HeaderCustomer || name == envoy.HeaderKeyID || name == envoy.HeaderPlan
+	return name == envoy.HeaderCustomer || name == envoy.HeaderKeyID || name == envoy.HeaderPlan || name == envoy.HeaderShadow
 }
 
 // httpSeen sends hr and returns what its client sees, in the form
