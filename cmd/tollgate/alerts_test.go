@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate/tollgate/alerts"
 	"github.com/tollgate/tollgate/internal/busyhost"
 	"github.com/tollgate/tollgate/internal/hooktest"
+	"github.com/tollgate/tollgate/internal/testclock"
 	"github.com/tollgate/tollgate/store/redis/redistest"
 )
 
@@ -57,7 +58,7 @@ func eventData(t *testing.T, d hooktest.Delivery) alerts.Data {
 // (alerts.DefaultBackoff, drawn in its upper half): the outbox keeps when
 // an event is due across the restart.
 func TestAlertsDeliveredAfterRestart(t *testing.T) {
-	awayFromMidnight(t)
+	testclock.AwayFromMidnight(t)
 	var status atomic.Int64
 	status.Store(http.StatusServiceUnavailable)
 	r := hooktest.New(t, func(string, int) int { return int(status.Load()) })
@@ -114,7 +115,7 @@ func TestAlertsDeliveredAfterRestart(t *testing.T) {
 // quota of 20 is used: each replica may see each threshold, and the
 // receiver gets one event per threshold in total, each delivered once.
 func TestAlertsThreeReplicasOneEvent(t *testing.T) {
-	awayFromMidnight(t)
+	testclock.AwayFromMidnight(t)
 	srv := redistest.Start(t)
 	r := hooktest.New(t, hooktest.Always(http.StatusNoContent))
 	key := testKey{"alerts-e2e", "free", "tg_test_free_alerts_e2e_00001"}

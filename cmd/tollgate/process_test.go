@@ -19,6 +19,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/tollgate/tollgate/internal/testclock"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -281,21 +282,11 @@ func (p *proc) metric(series string) float64 {
 	return -1
 }
 
-// awayFromMidnight waits, when the UTC day ends within a minute, until it
-// has: the tests count one day's quota with the real clock.
-func awayFromMidnight(t *testing.T) {
-	now := time.Now().UTC()
-	if left := now.Truncate(24 * time.Hour).Add(24 * time.Hour).Sub(now); left < time.Minute {
-		t.Logf("waiting %v for the UTC day to end", left)
-		time.Sleep(left + time.Second)
-	}
-}
-
 // TestRestartAfterSIGTERM: stopped with SIGTERM after N admitted requests,
 // tollgate comes back on the same data directory with exactly N used, and
 // the quota holds across the restart.
 func TestRestartAfterSIGTERM(t *testing.T) {
-	awayFromMidnight(t)
+	testclock.AwayFromMidnight(t)
 	// A flush interval far longer than the test: only the graceful
 	// stop's own write can bring the counts to disk.
 	dir := t.TempDir()
@@ -334,7 +325,7 @@ func TestRestartAfterSIGTERM(t *testing.T) {
 // the counts of its last flush interval: every count that a completed flush
 // wrote is there after the restart.
 func TestRestartAfterSIGKILL(t *testing.T) {
-	awayFromMidnight(t)
+	testclock.AwayFromMidnight(t)
 	dir := t.TempDir()
 	const interval = 200 * time.Millisecond
 	p := startProc(t, example, "file:"+dir, "--flush-interval", interval.String())

@@ -17,6 +17,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/tollgate/tollgate/internal/busyhost"
+	"github.com/tollgate/tollgate/internal/testclock"
 	"github.com/tollgate/tollgate/store/redis/redistest"
 )
 
@@ -155,7 +156,7 @@ func sendLoadWith(t *testing.T, procs []*proc, workers, n int, decide func(*proc
 // outage: at most maxDisturbed repetitions may have a decision that missed
 // the budget.
 func TestReplicasExactAtDefaults(t *testing.T) {
-	awayFromMidnight(t)
+	testclock.AwayFromMidnight(t)
 	srv := redistest.Start(t)
 	procs := startReplicas(t, 3, replicaPolicy(t, [][2]string{burst12, proQuota(9), waf6}), srv.URL())
 	// missed counts the decisions that missed the budget so far, on all
@@ -449,7 +450,7 @@ func waitAll(t *testing.T, procs []*proc, what string, cond func(p *proc) bool) 
 // before, during and after, never over 30, and a key used only during the
 // outage shows its use.
 func TestReplicasOutageLocal(t *testing.T) {
-	awayFromMidnight(t)
+	testclock.AwayFromMidnight(t)
 	srv := redistest.Start(t)
 	const free2 = "tg_test_free_outage_kill_000001"
 	procs := startReplicas(t, 3, replicaPolicy(t, [][2]string{burst12, proQuota(30)}, testKey{"kill-free", "free", free2}), srv.URL())

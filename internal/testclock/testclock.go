@@ -5,6 +5,7 @@ package testclock
 
 import (
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -36,4 +37,14 @@ func (c *Clock) Set(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = t
+}
+
+// AwayFromMidnight waits, when the UTC day ends within a minute, until it
+// has: for tests that count one day's quota with the real clock.
+func AwayFromMidnight(t testing.TB) {
+	now := time.Now().UTC()
+	if left := now.Truncate(24 * time.Hour).Add(24 * time.Hour).Sub(now); left < time.Minute {
+		t.Logf("waiting %v for the UTC day to end", left)
+		time.Sleep(left + time.Second)
+	}
 }
