@@ -18,7 +18,14 @@
 // counted (Report.Late). A malformed line (not JSON, no "ts" or "status") is
 // skipped, counted (Report.Skipped) and named to Options.Warn with its file
 // and line number: a log cut short by a crash, or written while it is read,
-// still replays. A file none of whose lines is a decision is an error.
+// still replays. So is the end of a gzip stream cut short (a file still
+// being compressed): the lines before it replay. A file none of whose lines
+// is a decision is an error, and so is a file named twice (by its name
+// again, or through a symlink): its lines would be replayed twice. The
+// decision log's rotation (lumberjack) compresses a rotated file X.log in
+// place, writing X.log.gz and then removing X.log: when both are named,
+// X.log is complete and X.log.gz may be half-written, so X.log.gz is
+// skipped and named to Options.Warn.
 // Fields a line has that replay does not know are ignored, so that a newer
 // tollgate's log replays.
 //

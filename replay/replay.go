@@ -27,8 +27,9 @@ type Options struct {
 	// it.
 	Progress      func(Progress)
 	ProgressEvery time.Duration
-	// Warn, when set, receives the message of each malformed line skipped
-	// ("file:line: ...").
+	// Warn, when set, receives a message on each line or file skipped
+	// ("skipped file:line: ...", "skipped file: ...") and each WAF rule
+	// that cannot count in a replay.
 	Warn func(string)
 }
 
