@@ -45,10 +45,13 @@
 // plan. Each such identity is sent as a synthetic key value, which the
 // replayed policy's policy.Keys turns into a key: the policy file's key of
 // that id when it has one (its plans, enabled and expiry: a key moved to
-// another plan in the candidate uses it), else a run-time key as the log
-// saw it (the logged customer, the logged plan as its only plan, enabled,
-// never expiring; without that plan in the policy it is key:no-plan, as a
-// server would answer). A line denied key:missing is sent without a key,
+// another plan in the candidate uses it); for the candidate, no key
+// (key:unknown) when the baseline's file has the id and the candidate's
+// does not (the candidate removed it); else a run-time key as the log saw
+// it (the logged customer, the logged plan as its only plan, enabled, never
+// expiring; without that plan in the policy it is key:no-plan, as a server
+// would answer). Without a baseline, the log cannot tell a key removed from
+// the file from a run-time key: it replays as one. A line denied key:missing is sent without a key,
 // key:unknown with a value no key has, key:disabled, key:expired and
 // key:no-plan with a key that is disabled, expired or without plans (the
 // log names no key for them). A line denied before its key was checked

@@ -67,16 +67,21 @@ func (t *idents) value(e *entry) string {
 // values' hashes into keys as that policy sees them (resolve). Used by one
 // goroutine, as Run evaluates the lines one at a time.
 type keys struct {
-	p     *policy.Policy
+	p *policy.Policy
+	// prev is the baseline's policy when p is the candidate's and one is
+	// given, else nil: a key id of its file that p's file lacks was
+	// removed by p.
+	prev  *policy.Policy
 	ids   *idents
 	found map[[sha256.Size]byte]*policy.APIKey
 }
 
 var _ policy.Keys = (*keys)(nil)
 
-// newKeys returns p's view of the identities of ids.
-func newKeys(p *policy.Policy, ids *idents) *keys {
-	return &keys{p: p, ids: ids, found: map[[sha256.Size]byte]*policy.APIKey{}}
+// newKeys returns p's view of the identities of ids; prev is the policy p
+// follows (the baseline's, for the candidate), or nil.
+func newKeys(p, prev *policy.Policy, ids *idents) *keys {
+	return &keys{p: p, prev: prev, ids: ids, found: map[[sha256.Size]byte]*policy.APIKey{}}
 }
 
 // LookupKey returns the key whose synthetic value has the hash, or nil.
@@ -96,10 +101,12 @@ func (k *keys) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 // expired is the expiry of the keys that replay key:expired: long past.
 var expired = time.Unix(1, 0)
 
-// resolve returns the key of id as k's policy sees it. A key id the policy
-// file has is that key (its plans, enabled and expiry); another one was made
-// at run time (or removed from the file) and is replayed as the log saw it:
-// the logged customer, the logged plan as its only plan, enabled, no
+// resolve returns the key of id as k's policy sees it, or nil for none. A
+// key id the policy file has is that key (its plans, enabled and expiry); a
+// key id that k.prev's file has and the policy's lacks was removed by the
+// policy: no key (key:unknown). Another one was made at run time (or, with
+// no k.prev to tell, removed from the file) and is replayed as the log saw
+// it: the logged customer, the logged plan as its only plan, enabled, no
 // expiry. A key denial is a key that reproduces it.
 func (k *keys) resolve(id ident) *policy.APIKey {
 	switch id.denied {
@@ -112,6 +119,9 @@ func (k *keys) resolve(id ident) *policy.APIKey {
 	}
 	if key := k.p.KeyByID(id.id); key != nil {
 		return key
+	}
+	if k.prev != nil && k.prev.KeyByID(id.id) != nil {
+		return nil
 	}
 	return &policy.APIKey{ID: id.id, Customer: id.customer, Plans: []string{id.plan}, Enabled: true}
 }

@@ -168,7 +168,7 @@ func TestFileErrors(t *testing.T) {
 // decoded but those of "%", "?", "#" and ";") is the path the replayed
 // policy matches.
 func TestPathsReplayAsLogged(t *testing.T) {
-	s := newSide(busyCandidate(t), newIdents())
+	s := newSide(busyCandidate(t), nil, newIdents())
 	for _, path := range []string{"/items/1", "/items/a%25b", "/items/a%3Fb", "/items/a%23b", "/items/a%3Bb",
 		"/items/é", "/items/.x", "/items/a b", "/items/%2541"} {
 		rec := keyed(t0, "", "", "")
@@ -189,7 +189,7 @@ func TestPathsReplayAsLogged(t *testing.T) {
 // stage the policy had not) replays route:unknown, not on the default
 // stage.
 func TestUnreadableAndUnknownStage(t *testing.T) {
-	s := newSide(busyCandidate(t), newIdents())
+	s := newSide(busyCandidate(t), nil, newIdents())
 	noPath := decisionlog.Record{Time: t0, Method: "GET", IP: netip.MustParseAddr("198.51.100.7"), Status: 400, Reason: "request:invalid"}
 	noIP := keyed(t0, "", "", "")
 	noIP.IP, noIP.Status, noIP.Reason = netip.Addr{}, 400, "request:invalid"

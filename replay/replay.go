@@ -63,10 +63,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	defer m.close()
 	ids := newIdents()
-	cand := newSide(o.Candidate, ids)
+	cand := newSide(o.Candidate, o.Baseline, ids)
 	var base *side
 	if o.Baseline != nil {
-		base = newSide(o.Baseline, ids)
+		base = newSide(o.Baseline, nil, ids)
 	}
 	t := newTally()
 	p := newProgress(o)
@@ -126,9 +126,10 @@ type side struct {
 	req    policy.Request
 }
 
-// newSide returns p on fresh state, its keys found through ids.
-func newSide(p *policy.Policy, ids *idents) *side {
-	return &side{p: p, st: memory.New(), keys: newKeys(p, ids), header: p.KeyHeader(),
+// newSide returns p on fresh state, its keys found through ids; prev is
+// the policy p follows (newKeys), or nil.
+func newSide(p, prev *policy.Policy, ids *idents) *side {
+	return &side{p: p, st: memory.New(), keys: newKeys(p, prev, ids), header: p.KeyHeader(),
 		req: policy.Request{Headers: map[string]string{}}}
 }
 

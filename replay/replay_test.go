@@ -180,7 +180,7 @@ func TestKeys(t *testing.T) {
 	}
 	// Each line's decision, as the candidate makes it.
 	ids := newIdents()
-	s := newSide(cand, ids)
+	s := newSide(cand, nil, ids)
 	for _, c := range []struct {
 		rec                           decisionlog.Record
 		status                        int
@@ -205,6 +205,34 @@ func TestKeys(t *testing.T) {
 				c.rec.KeyID, c.rec.Reason, d.Status, d.Reason, d.KeyID, d.Customer, d.Plan,
 				c.status, c.reason, c.keyID, c.customer, c.plan)
 		}
+	}
+}
+
+// TestKeyRemovedByCandidate: with a baseline, a key id that the baseline's
+// policy file has and the candidate's lacks was removed by the candidate:
+// its requests are key:unknown under the candidate. Without a baseline the
+// log cannot tell it from a run-time key, and it replays as one.
+func TestKeyRemovedByCandidate(t *testing.T) {
+	plans := "  basic:\n    throttle: {rate: 100, burst: 100}\n    stages: [shop/prod]\n"
+	base := shopPolicy(t, plans, policyKey("k1", "c1", "basic")+policyKey("k2", "c2", "basic"))
+	cand := shopPolicy(t, plans, policyKey("k2", "c2", "basic")) // k1 removed
+	var recs []decisionlog.Record
+	for i := range 3 {
+		at := t0.Add(time.Duration(i) * time.Millisecond)
+		recs = append(recs, keyed(at, "k1", "c1", "basic"), keyed(at, "k2", "c2", "basic"), keyed(at, "rt", "c3", "basic"))
+	}
+	log := writeLog(t, recs)
+
+	r := run(t, Options{Candidate: cand, Baseline: base, Files: []string{log}})
+	want := []Transition{{Baseline: 200, Candidate: 403, Reason: "key:unknown", Lines: 3}}
+	if !slices.Equal(r.Changes, want) {
+		t.Errorf("with the baseline: got changes %+v, want %+v", r.Changes, want)
+	}
+	if g := customer(t, r, "c1"); g.Changed != 3 || g.Candidate[403] != 3 {
+		t.Errorf("with the baseline: customer c1 got %+v, want its 3 lines 403", g)
+	}
+	if r := run(t, Options{Candidate: cand, Files: []string{log}}); r.Changed != 0 {
+		t.Errorf("without a baseline: got changes %+v, want none (k1 replays as a run-time key)", r.Changes)
 	}
 }
 
