@@ -61,7 +61,13 @@
 // request holds a slot); quota grants, and the buckets and quotas as they
 // were before the first line (fresh state: buckets full, quotas unused); the
 // shadow reasons of a line. Quotas and WAF rate counters count from the
-// first line on.
+// first line on. A store outage is not replayed: a line logged 503
+// store:error with a key id is decided as with a working store. One without
+// a key id cannot be replayed faithfully: the key store could not be
+// reached, so the key was never resolved and the log does not say which
+// key, if any, was sent (or the state store failed on a request without a
+// key: the log cannot tell). It is left out of the comparison and counted
+// (Report.Unreplayable).
 //
 // # Report
 //

@@ -66,6 +66,17 @@ func (e *entry) parse(raw []byte) error {
 	return nil
 }
 
+// unreplayable reports whether e cannot be replayed faithfully: a line
+// denied 503 store:error without a key id. Its key, if it had one, was never
+// resolved (the key store could not be reached), so the log does not say
+// whether it was sent one, or which; replayed without a key it would read
+// as a change the candidate made (key:missing). (Without a key id it may
+// also be a state store outage on a request without a key; the log cannot
+// tell the two apart.) A store:error line with a key id is replayed.
+func (e *entry) unreplayable() bool {
+	return e.Reason == string(policy.ReasonStore) && e.KeyID == ""
+}
+
 // unnamedStage stands for a stage that Envoy named and the logged policy did
 // not have: the log has no name for it (route:unknown without api and
 // stage), and no policy has a stage of this name, so the request is again

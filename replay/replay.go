@@ -46,7 +46,8 @@ const DefaultProgressEvery = 2 * time.Second
 
 // Run replays the lines of the files in time order, each under the
 // candidate (and the baseline) at its logged instant, and reports the
-// answers. It reads the files as it goes: memory holds the reorder windows
+// answers; the lines it cannot replay faithfully (503 store:error without
+// a key id) are left out and counted (Report.Unreplayable). It reads the files as it goes: memory holds the reorder windows
 // and the report's groups, never the files. An error is a file that cannot
 // be read (or holds no decision at all), or ctx's; malformed lines are
 // skipped and counted.
@@ -77,6 +78,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		if e == nil {
 			break
+		}
+		if e.unreplayable() {
+			t.unreplayable++
+			m.release(e)
+			continue
 		}
 		if err := replayLine(e, ids, cand, base, t); err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", o.Files[e.file], e.no, err)

@@ -3,6 +3,7 @@ package replay
 import (
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -233,6 +234,32 @@ func TestKeyRemovedByCandidate(t *testing.T) {
 	}
 	if r := run(t, Options{Candidate: cand, Files: []string{log}}); r.Changed != 0 {
 		t.Errorf("without a baseline: got changes %+v, want none (k1 replays as a run-time key)", r.Changes)
+	}
+}
+
+// TestStoreErrorWithoutKey: a line logged 503 store:error without a key id
+// (the key store could not be reached, so the key was never resolved) is
+// left out and counted, not replayed without a key: that would read as the
+// candidate denying key:missing. A store:error line with a key id is
+// replayed.
+func TestStoreErrorWithoutKey(t *testing.T) {
+	cand := shopPolicy(t, "  basic:\n    throttle: {rate: 100, burst: 100}\n    stages: [shop/prod]\n", policyKey("k1", "c1", "basic"))
+	keyedDown := keyed(t0.Add(2*time.Millisecond), "k1", "c1", "basic")
+	keyedDown.Status, keyedDown.Reason = 503, string(policy.ReasonStore)
+	recs := []decisionlog.Record{keyed(t0, "k1", "c1", "basic"), denied(t0.Add(time.Millisecond), 503, policy.ReasonStore),
+		keyedDown, denied(t0.Add(3*time.Millisecond), 503, policy.ReasonStore)}
+	r := run(t, Options{Candidate: cand, Files: []string{writeLog(t, recs)}})
+	want := []Transition{{Baseline: 503, Candidate: 200, Reason: "", Lines: 1}}
+	if r.Lines != 2 || r.Unreplayable != 2 || !slices.Equal(r.Changes, want) {
+		t.Errorf("got %d lines, %d unreplayable, changes %+v; want 2 lines, 2 unreplayable, changes %+v",
+			r.Lines, r.Unreplayable, r.Changes, want)
+	}
+	var out strings.Builder
+	if err := r.WriteTable(&out, 0); err != nil {
+		t.Fatal(err)
+	}
+	if line := "\nleft out 2 lines logged 503 store:error without a key id ("; !strings.Contains(out.String(), line) {
+		t.Errorf("the table lacks %q:\n%s", line, out.String())
 	}
 }
 

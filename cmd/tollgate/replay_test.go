@@ -105,7 +105,7 @@ func checkReplayJSON(t *testing.T, out string) {
 	if err := json.Unmarshal([]byte(out), &top); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	for _, field := range []string{"lines", "baseline", "candidate", "by_customer", "changed", "by_plan", "by_route", "skipped"} {
+	for _, field := range []string{"lines", "baseline", "candidate", "by_customer", "changed", "by_plan", "by_route", "skipped", "unreplayable"} {
 		if _, ok := top[field]; !ok {
 			t.Errorf("the report lacks %q: %s", field, out)
 		}
