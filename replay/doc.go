@@ -36,10 +36,11 @@
 // memory.Store of its own for the candidate, and for the baseline policy when
 // one is given (Options.Baseline); without one, the logged status is the
 // baseline's answer. The request has the logged method and path (the path
-// as routes matched it, which normalization leaves as it is), the logged ip as the TCP peer (a policy's ip source falls
-// back to the peer when its header is absent, so any source reads it), and
-// the logged api and stage named as Envoy names them. The host is not
-// logged: a line without a stage replays without one.
+// as routes matched it, which normalization leaves as it is), the logged ip
+// as the TCP peer (a policy's ip source falls back to the peer when its
+// header is absent, so any source reads it), and the logged api and stage
+// named as Envoy names them. The host is not logged: a line without a stage
+// replays without one.
 //
 // The log never holds a key value: a line has the key's id, customer and
 // plan. Each such identity is sent as a synthetic key value, which the
@@ -51,11 +52,17 @@
 // it (the logged customer, the logged plan as its only plan, enabled, never
 // expiring; without that plan in the policy it is key:no-plan, as a server
 // would answer). Without a baseline, the log cannot tell a key removed from
-// the file from a run-time key: it replays as one. A line denied key:missing is sent without a key,
-// key:unknown with a value no key has, key:disabled, key:expired and
-// key:no-plan with a key that is disabled, expired or without plans (the
-// log names no key for them). A line denied before its key was checked
-// (WAF, unknown route, unreadable request) is sent without a key.
+// the file from a run-time key: it replays as one.
+//
+// A line denied for its key names no key. A line denied key:missing is sent
+// without one; key:unknown with a value no key has; key:disabled,
+// key:expired and key:no-plan with a key that is disabled, expired or
+// without plans. The log cannot tell one bad key from another, so each such
+// line has a value of its own: a WAF rate rule keyed by api_key counts it
+// as one request of a key of its own, where the server counted a client
+// that repeated one bad key on one counter (and may have blocked it). A
+// line denied before its key was checked (WAF, unknown route, unreadable
+// request) is sent without a key.
 //
 // What is not replayed: concurrency caps (the log has no request ends, so no
 // request holds a slot); quota grants, and the buckets and quotas as they

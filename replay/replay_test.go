@@ -2,6 +2,7 @@ package replay
 
 import (
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -260,6 +261,49 @@ func TestStoreErrorWithoutKey(t *testing.T) {
 	}
 	if line := "\nleft out 2 lines logged 503 store:error without a key id ("; !strings.Contains(out.String(), line) {
 		t.Errorf("the table lacks %q:\n%s", line, out.String())
+	}
+}
+
+// perKeyWAF is a WAF rule that blocks an API key's requests past 3 a
+// minute with a 429.
+const perKeyWAF = "waf:\n  rules:\n    - name: per-key\n      rate_based: {limit: 3, window: 1m, key: api_key}\n" +
+	"      action: block\n      response: {status: 429}\n"
+
+// TestBadKeysCountedPerLine: the lines denied for their key name no key,
+// so each is replayed with a key value of its own: a WAF rate rule keyed by
+// api_key counts ten such lines (ten clients, ten bad keys) once each, not
+// as one client's ten requests. The requests of one key id still share its
+// counter. The values of the lines are not kept.
+func TestBadKeysCountedPerLine(t *testing.T) {
+	cand := shopPolicyWAF(t, perKeyWAF, policyKey("k1", "c1", "basic"))
+	var recs []decisionlog.Record
+	for i := range 10 {
+		for j, reason := range []policy.Reason{policy.ReasonKeyUnknown, policy.ReasonKeyDisabled,
+			policy.ReasonKeyExpired, policy.ReasonKeyNoPlan} {
+			rec := denied(t0.Add(time.Duration(i)*time.Second+time.Duration(j)*time.Millisecond), 403, reason)
+			rec.IP = netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})
+			recs = append(recs, rec)
+		}
+		recs = append(recs, keyed(t0.Add(time.Duration(i)*time.Second+5*time.Millisecond), "k1", "c1", "basic"))
+	}
+	r := run(t, Options{Candidate: cand, Files: []string{writeLog(t, recs)}})
+	want := []Transition{{Baseline: 200, Candidate: 429, Reason: "waf:per-key", Lines: 7}}
+	if !slices.Equal(r.Changes, want) {
+		t.Errorf("got changes %+v, want %+v (k1's 4th to 10th requests, and no line denied for its key)", r.Changes, want)
+	}
+
+	ids := newIdents()
+	s := newSide(cand, nil, ids)
+	e := entryOf(t, denied(t0, 403, policy.ReasonKeyDisabled))
+	for i := range 1000 {
+		e.at = t0.Add(time.Duration(i) * time.Second)
+		if d, err := s.decide(e, ids.value(e)); err != nil || d.Reason != policy.ReasonKeyDisabled {
+			t.Fatalf("line %d: got %s, %v; want key:disabled", i, d.Reason, err)
+		}
+	}
+	if len(ids.values) != 0 || len(ids.byHash) != 0 || len(s.keys.found) != 0 {
+		t.Errorf("after 1000 lines denied key:disabled: %d values, %d hashes, %d keys kept; want none",
+			len(ids.values), len(ids.byHash), len(s.keys.found))
 	}
 }
 
