@@ -64,17 +64,35 @@
 // line denied before its key was checked (WAF, unknown route, unreadable
 // request) is sent without a key.
 //
-// What is not replayed: concurrency caps (the log has no request ends, so no
-// request holds a slot); quota grants, and the buckets and quotas as they
-// were before the first line (fresh state: buckets full, quotas unused); the
-// shadow reasons of a line. Quotas and WAF rate counters count from the
-// first line on. A store outage is not replayed: a line logged 503
-// store:error with a key id is decided as with a working store. One without
-// a key id cannot be replayed faithfully: the key store could not be
-// reached, so the key was never resolved and the log does not say which
-// key, if any, was sent (or the state store failed on a request without a
-// key: the log cannot tell). It is left out of the comparison and counted
-// (Report.Unreplayable).
+// What is not replayed:
+//
+//   - concurrency caps: the log has no request ends, so no request holds a
+//     slot;
+//   - quota grants, and the buckets and quotas as they were before the first
+//     line (fresh state: buckets full, quotas unused); quotas and WAF rate
+//     counters count from the first line on;
+//   - the shadow reasons of a line;
+//   - WAF rate rules keyed by a header (key: header:NAME): the log has no
+//     headers, so they never count (Run names each such rule of the
+//     candidate and the baseline to Options.Warn);
+//   - the lines the server's log dropped (its buffer full, or the file not
+//     writable: tollgate_decision_log_dropped_total): their requests are not
+//     there, and take no tokens;
+//   - a change of default_stage or hosts: the host is not logged, and the
+//     stage is logged as it was resolved, so a request replays on that
+//     stage whatever the candidate's default_stage or hosts;
+//   - which stage a WAF-blocked line without api and stage was for: the
+//     request had none of the policy's, because Envoy named one the policy
+//     did not have, or named none and the policy had no default_stage; the
+//     log cannot tell which. It replays without a stage: under a candidate
+//     that does not block it, on the candidate's default stage, where a
+//     server answers 403 route:unknown to a stage it does not have;
+//   - store outages: a line logged 503 store:error with a key id is decided
+//     as with a working store. One without a key id cannot be replayed
+//     faithfully: the key store could not be reached, so the key was never
+//     resolved and the log does not say which key, if any, was sent (or the
+//     state store failed on a request without a key: the log cannot tell).
+//     It is left out of the comparison and counted (Report.Unreplayable).
 //
 // # Report
 //
@@ -82,7 +100,10 @@
 // plan, route and customer, grouped by the baseline's identity: the logged
 // plan, route and customer, or the baseline policy's decision's with
 // Options.Baseline. The groups are sorted by lines whose status changed,
-// most first, then by name.
+// most first, then by name. A change is a change of status (SPEC §10: the
+// answers by status): a line the candidate answers with the same status for
+// another reason (429 throttle:plan, then 429 quota) is not counted as
+// changed.
 //
 // # Concurrency
 //

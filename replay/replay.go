@@ -58,6 +58,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	case len(o.Files) == 0:
 		return nil, errors.New("replay: no decision log named")
 	}
+	warnInert(o)
 	m, err := openMerge(o.Files, o.Warn)
 	if err != nil {
 		return nil, err
@@ -99,6 +100,31 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r.Files, r.CandidatePolicy, r.BaselinePolicy = o.Files, o.CandidateFile, o.BaselineFile
 	r.Skipped, r.Late = m.counts()
 	return r, nil
+}
+
+// warnInert names to o.Warn the WAF rules of the candidate and the baseline
+// that never count in a replay: rate-based rules keyed by a header (the log
+// has no headers).
+func warnInert(o Options) {
+	if o.Warn == nil {
+		return
+	}
+	for _, side := range []struct {
+		p           *policy.Policy
+		file, which string
+	}{{o.Candidate, o.CandidateFile, "candidate"}, {o.Baseline, o.BaselineFile, "baseline"}} {
+		if side.p == nil {
+			continue
+		}
+		name := side.file
+		if name == "" {
+			name = "the " + side.which + " policy"
+		}
+		for _, rule := range side.p.HeaderRateRules() {
+			o.Warn(fmt.Sprintf("%s: waf rule %q counts by a request header, which the decision log does not have: it never counts in a replay",
+				name, rule))
+		}
+	}
 }
 
 // replayLine decides e under the candidate (and the baseline) and counts

@@ -307,6 +307,34 @@ func TestBadKeysCountedPerLine(t *testing.T) {
 	}
 }
 
+// TestHeaderRateRuleWarned: a WAF rate rule keyed by a header never counts
+// in a replay (the log has no headers): a rule that would block the 2nd
+// request of a minute blocks none, and Run says so, naming the rule and the
+// policy, of the candidate and of the baseline.
+func TestHeaderRateRuleWarned(t *testing.T) {
+	cand := shopPolicyWAF(t, "waf:\n  rules:\n    - name: per-client\n      rate_based: {limit: 1, window: 1m, key: \"header:x-client\"}\n"+
+		"      action: block\n      response: {status: 429}\n", "")
+	var recs []decisionlog.Record
+	for i := range 10 {
+		rec := denied(t0.Add(time.Duration(i)*time.Second), 200, policy.ReasonNone)
+		rec.Route, rec.Path = "GET /status", "/status"
+		recs = append(recs, rec)
+	}
+	var warnings []string
+	r := run(t, Options{Candidate: cand, CandidateFile: "cand.yaml", Baseline: cand, Files: []string{writeLog(t, recs)},
+		Warn: func(m string) { warnings = append(warnings, m) }})
+	if r.Changed != 0 || r.Candidate[200] != 10 {
+		t.Errorf("got candidate %v, %d changed; want 10 200s", r.Candidate, r.Changed)
+	}
+	want := []string{
+		`cand.yaml: waf rule "per-client" counts by a request header, which the decision log does not have: it never counts in a replay`,
+		`the baseline policy: waf rule "per-client" counts by a request header, which the decision log does not have: it never counts in a replay`,
+	}
+	if !slices.Equal(warnings, want) {
+		t.Errorf("got warnings %q, want %q", warnings, want)
+	}
+}
+
 // entryOf returns the entry replay reads from rec's line.
 func entryOf(t *testing.T, rec decisionlog.Record) *entry {
 	t.Helper()
