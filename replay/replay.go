@@ -47,9 +47,10 @@ const DefaultProgressEvery = 2 * time.Second
 // Run replays the lines of the files in time order, each under the
 // candidate (and the baseline) at its logged instant, and reports the
 // answers; the lines it cannot replay faithfully (503 store:error without
-// a key id) are left out and counted (Report.Unreplayable). It reads the files as it goes: memory holds the reorder windows
-// and the report's groups, never the files. An error is a file that cannot
-// be read (or holds no decision at all), or ctx's; malformed lines are
+// a key id) are left out and counted (Report.Unreplayable). It reads the
+// files as it goes: memory holds the reorder windows and the report's
+// groups, never the files. An error is a file that cannot be read (or holds
+// no decision at all, or is named twice), or ctx's; malformed lines are
 // skipped and counted.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	switch {
