@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -19,36 +20,20 @@ import (
 
 var t0 = time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 
-// line is a decoded line, every field typed as SPEC §10 has it.
-type line struct {
-	TS       string   `json:"ts"`
-	API      string   `json:"api"`
-	Stage    string   `json:"stage"`
-	Route    string   `json:"route"`
-	Method   string   `json:"method"`
-	Path     string   `json:"path"`
-	IP       string   `json:"ip"`
-	KeyID    string   `json:"key_id"`
-	Customer string   `json:"customer"`
-	Plan     string   `json:"plan"`
-	Status   int      `json:"status"`
-	Reason   string   `json:"reason"`
-	Shadow   []string `json:"shadow"`
-}
-
-// decode decodes one line strictly: an unknown or missing field fails.
-func decode(t *testing.T, raw []byte) line {
+// decode decodes one line into a Line strictly: a field Line does not
+// have, or a missing field, fails.
+func decode(t *testing.T, raw []byte) Line {
 	t.Helper()
 	var all map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &all); err != nil {
 		t.Fatalf("line %q: %v", raw, err)
 	}
-	if len(all) != 13 {
-		t.Fatalf("line %q: got %d fields, want 13", raw, len(all))
+	if n := reflect.TypeFor[Line]().NumField(); len(all) != 13 || n != 13 {
+		t.Fatalf("line %q: got %d fields, Line has %d; want 13", raw, len(all), n)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	var l line
+	var l Line
 	if err := dec.Decode(&l); err != nil {
 		t.Fatalf("line %q: %v", raw, err)
 	}
@@ -119,7 +104,7 @@ func TestLineTimestampHasNanoseconds(t *testing.T) {
 
 // readLines returns the lines of a file, gunzipped when its name ends in
 // .gz; every line must decode.
-func readLines(t *testing.T, name string) []line {
+func readLines(t *testing.T, name string) []Line {
 	t.Helper()
 	f, err := os.Open(name)
 	if err != nil {
@@ -134,7 +119,7 @@ func readLines(t *testing.T, name string) []line {
 		}
 		rd = gz
 	}
-	var out []line
+	var out []Line
 	sc := bufio.NewScanner(rd)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {

@@ -10,9 +10,34 @@ import (
 // timestamps sort as text, and a replay reads the instants back exactly.
 const tsLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
-// appendLine appends r's JSON line (SPEC §10) and a newline to b. The
-// fields are always all there, in the same order; "shadow" is the list of
-// the shadow limits that would have denied (often empty).
+// Line is one decision log line (SPEC §10) as a reader decodes it with
+// encoding/json: the reader's side of what appendLine writes, for the
+// tools that read the log (tollgate replay). TS is RFC 3339 with nine
+// digits of nanoseconds, in UTC; IP is "" when the address was unknown;
+// KeyID, Customer and Plan are "" when no key was used; Reason is "" when
+// the request was allowed; Shadow is the list of the shadow limits that
+// would have denied (often empty). A reader ignores the fields it does not
+// know (encoding/json does), so that a log written by a newer tollgate
+// still reads.
+type Line struct {
+	TS       string   `json:"ts"`
+	API      string   `json:"api"`
+	Stage    string   `json:"stage"`
+	Route    string   `json:"route"`
+	Method   string   `json:"method"`
+	Path     string   `json:"path"`
+	IP       string   `json:"ip"`
+	KeyID    string   `json:"key_id"`
+	Customer string   `json:"customer"`
+	Plan     string   `json:"plan"`
+	Status   int      `json:"status"`
+	Reason   string   `json:"reason"`
+	Shadow   []string `json:"shadow"`
+}
+
+// appendLine appends r's JSON line (SPEC §10, Line) and a newline to b.
+// The fields are always all there, in the same order; "shadow" is the list
+// of the shadow limits that would have denied (often empty).
 func appendLine(b []byte, r *Record) []byte {
 	b = append(b, `{"ts":"`...)
 	b = r.Time.UTC().AppendFormat(b, tsLayout)

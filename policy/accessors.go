@@ -110,6 +110,18 @@ func (p *Policy) PlanAlerts(name string) (a Alerts, ok bool) {
 // A route_defaults throttle is listed once.
 func (p *Policy) ShadowLimits() []string { return slices.Clone(p.shadowLimits) }
 
+// HeaderRateRules returns the names of the WAF's rate-based rules that
+// count by a request header (key: header:NAME), in the file's order.
+func (p *Policy) HeaderRateRules() []string {
+	var names []string
+	for _, r := range p.waf.rules {
+		if r.rate != nil && r.rate.key == rateHeader {
+			names = append(names, r.name)
+		}
+	}
+	return names
+}
+
 // Sinks returns notifications.sinks, sorted by name.
 func (p *Policy) Sinks() []Sink { return slices.Clone(p.sinks) }
 

@@ -363,6 +363,24 @@ func TestCompileNullSections(t *testing.T) {
 	}
 }
 
+// TestHeaderRateRules: the rate-based rules keyed by a header are named,
+// in order; the others (by ip, ip set) are not.
+func TestHeaderRateRules(t *testing.T) {
+	d := specExample()
+	rules := d["waf"].(m)["rules"].(l)
+	for _, name := range []string{"per-client", "per-tenant"} {
+		rules = append(rules, m{"name": name, "rate_based": m{"limit": 10, "window": "1m", "key": "header:X-" + name},
+			"action": "count"})
+	}
+	d["waf"].(m)["rules"] = rules
+	if got := mustCompile(t, d).HeaderRateRules(); !slices.Equal(got, []string{"per-client", "per-tenant"}) {
+		t.Errorf("got %q, want per-client and per-tenant", got)
+	}
+	if got := mustCompile(t, specExample()).HeaderRateRules(); got != nil {
+		t.Errorf("the spec example: got %q, want none", got)
+	}
+}
+
 func TestCompileRate(t *testing.T) {
 	cases := []struct {
 		rate any

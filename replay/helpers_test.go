@@ -47,6 +47,13 @@ usage_plans:
 	return p
 }
 
+// shopPolicyWAF is shopPolicy with a basic plan without limits, the keys
+// section keys, and the top-level YAML waf (a waf section).
+func shopPolicyWAF(t testing.TB, waf, keys string) *policy.Policy {
+	t.Helper()
+	return shopPolicy(t, "  basic:\n    stages: [shop/prod]\n"+waf, keys)
+}
+
 // policyKey is an api_keys item of id for customer on plan, with a hash
 // that is no synthetic key's.
 func policyKey(id, customer, plan string) string {

@@ -6,31 +6,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tollgate/tollgate/decisionlog"
 	"github.com/tollgate/tollgate/policy"
 )
 
-// line is one decision log line (SPEC §10) as replay reads it. Fields it
-// does not know are ignored, so that a log written by a newer tollgate
-// still replays.
-type line struct {
-	TS       string   `json:"ts"`
-	API      string   `json:"api"`
-	Stage    string   `json:"stage"`
-	Route    string   `json:"route"`
-	Method   string   `json:"method"`
-	Path     string   `json:"path"`
-	IP       string   `json:"ip"`
-	KeyID    string   `json:"key_id"`
-	Customer string   `json:"customer"`
-	Plan     string   `json:"plan"`
-	Status   int      `json:"status"`
-	Reason   string   `json:"reason"`
-	Shadow   []string `json:"shadow"`
-}
-
-// entry is a parsed line with its instant and where it was read.
+// entry is a parsed line with its instant and where it was read. Fields a
+// line has that decisionlog.Line does not know are ignored, so that a log
+// written by a newer tollgate still replays.
 type entry struct {
-	line
+	decisionlog.Line
 	at    time.Time
 	nanos int64 // at in Unix nanoseconds: the merge's order
 	file  int   // index of the file in Options.Files
@@ -45,8 +29,8 @@ var (
 
 // parse reads raw (one line, without its newline) into e.
 func (e *entry) parse(raw []byte) error {
-	e.line = line{}
-	if err := json.Unmarshal(raw, &e.line); err != nil {
+	e.Line = decisionlog.Line{}
+	if err := json.Unmarshal(raw, &e.Line); err != nil {
 		return err
 	}
 	if e.TS == "" {
@@ -64,6 +48,17 @@ func (e *entry) parse(raw []byte) error {
 	}
 	e.at, e.nanos = at, at.UnixNano()
 	return nil
+}
+
+// unreplayable reports whether e cannot be replayed faithfully: a line
+// denied 503 store:error without a key id. Its key, if it had one, was never
+// resolved (the key store could not be reached), so the log does not say
+// whether it was sent one, or which; replayed without a key it would read
+// as a change the candidate made (key:missing). (Without a key id it may
+// also be a state store outage on a request without a key; the log cannot
+// tell the two apart.) A store:error line with a key id is replayed.
+func (e *entry) unreplayable() bool {
+	return e.Reason == string(policy.ReasonStore) && e.KeyID == ""
 }
 
 // unnamedStage stands for a stage that Envoy named and the logged policy did

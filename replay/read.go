@@ -39,9 +39,9 @@ type source struct {
 	newest   int64 // the latest instant read
 	last     int64 // the latest instant handed out
 	eof      bool
-	good     int64 // lines parsed
-	bad      int64 // malformed lines skipped
-	firstBad string
+	good     int64  // lines parsed
+	bad      int64  // lines skipped: malformed, or cut short by the end of a gzip stream
+	firstBad string // the first malformed line's message
 	late     int64
 	long     []byte // a line longer than r's buffer
 	free     *[]*entry
@@ -59,6 +59,10 @@ func openSource(name string, index int, free *[]*entry, warn func(string)) (*sou
 	br := bufio.NewReaderSize(f, 64<<10)
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		gz, err := gzip.NewReader(br)
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			s.cutShort(err) // a gzip header half-written
+			return s, nil
+		}
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("%s: %w", name, err)
@@ -86,7 +90,7 @@ func (s *source) next() (*entry, error) {
 		}
 	}
 	if len(s.pending) == 0 {
-		if s.good == 0 && s.bad > 0 {
+		if s.good == 0 && s.firstBad != "" {
 			return nil, fmt.Errorf("%s: no decision log line in the file (%s)", s.name, s.firstBad)
 		}
 		return nil, nil
@@ -101,12 +105,17 @@ func (s *source) next() (*entry, error) {
 }
 
 // read reads one line into pending, skipping (and counting) a malformed
-// one and ignoring a blank one; at the end of the file it sets eof.
+// one and ignoring a blank one; at the end of the file it sets eof. A gzip
+// stream cut short ends the file too: its last line is skipped.
 func (s *source) read() error {
 	raw, err := s.readLine()
 	if err != nil {
-		if errors.Is(err, io.EOF) {
+		switch {
+		case errors.Is(err, io.EOF):
 			s.eof = true
+			return nil
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			s.cutShort(err)
 			return nil
 		}
 		return fmt.Errorf("%s: line %d: %w", s.name, s.no+1, err)
@@ -137,12 +146,25 @@ func (s *source) read() error {
 // malformed counts a skipped line and warns about it.
 func (s *source) malformed(err error) {
 	msg := fmt.Sprintf("%s:%d: not a decision log line: %v", s.name, s.no, err)
-	if s.bad == 0 {
+	if s.firstBad == "" {
 		s.firstBad = msg
 	}
 	s.bad++
 	if s.warn != nil {
-		s.warn(msg)
+		s.warn("skipped " + msg)
+	}
+}
+
+// cutShort ends a gzip stream that ends before its end (err is
+// io.ErrUnexpectedEOF): lumberjack was still writing it, or a copy of it
+// was cut. As a plain file's last line cut short, the line being read is
+// skipped, counted and named, and the lines before it are replayed.
+func (s *source) cutShort(err error) {
+	s.no++
+	s.eof = true
+	s.bad++
+	if s.warn != nil {
+		s.warn(fmt.Sprintf("skipped %s:%d: the gzip stream is cut short (%v): the lines before it are replayed", s.name, s.no, err))
 	}
 }
 

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -122,6 +123,9 @@ func TestMalformedLines(t *testing.T) {
 		t.Errorf("got %d lines, %d skipped, want 3 and 5", r.Lines, r.Skipped)
 	}
 	want := []string{path + ":2: ", path + ":5: ", path + ":6: ", path + ":7: ", path + ":9: "}
+	for i := range want {
+		want[i] = "skipped " + want[i]
+	}
 	if len(warnings) != len(want) {
 		t.Fatalf("got warnings %q, want %d", warnings, len(want))
 	}
@@ -135,20 +139,15 @@ func TestMalformedLines(t *testing.T) {
 	}
 }
 
-// TestFileErrors: a missing file, a file with no decision in it and a
-// gzip file cut short are errors naming the file; an empty file is no
-// lines.
+// TestFileErrors: a missing file and a file with no decision in it are
+// errors naming the file; an empty file is no lines.
 func TestFileErrors(t *testing.T) {
 	dir := t.TempDir()
-	gz := writeFile(t, dir, "cut.log.gz", encode(t, busyLog(2000)), true)
-	raw, _ := os.ReadFile(gz)
-	os.WriteFile(gz, raw[:len(raw)/2], 0o644)
 	for _, c := range []struct {
 		name, data, want string
 	}{
 		{"missing.log", "", "no such file"},
 		{"policy.yaml", "version: 1\napis: {}\n", "no decision log line in the file (" + filepath.Join(dir, "policy.yaml") + ":1: not a decision log line"},
-		{"cut.log.gz", "", "unexpected EOF"},
 	} {
 		path := filepath.Join(dir, c.name)
 		if c.data != "" {
@@ -169,7 +168,7 @@ func TestFileErrors(t *testing.T) {
 // decoded but those of "%", "?", "#" and ";") is the path the replayed
 // policy matches.
 func TestPathsReplayAsLogged(t *testing.T) {
-	s := newSide(busyCandidate(t), newIdents())
+	s := newSide(busyCandidate(t), nil, newIdents())
 	for _, path := range []string{"/items/1", "/items/a%25b", "/items/a%3Fb", "/items/a%23b", "/items/a%3Bb",
 		"/items/é", "/items/.x", "/items/a b", "/items/%2541"} {
 		rec := keyed(t0, "", "", "")
@@ -190,7 +189,7 @@ func TestPathsReplayAsLogged(t *testing.T) {
 // stage the policy had not) replays route:unknown, not on the default
 // stage.
 func TestUnreadableAndUnknownStage(t *testing.T) {
-	s := newSide(busyCandidate(t), newIdents())
+	s := newSide(busyCandidate(t), nil, newIdents())
 	noPath := decisionlog.Record{Time: t0, Method: "GET", IP: netip.MustParseAddr("198.51.100.7"), Status: 400, Reason: "request:invalid"}
 	noIP := keyed(t0, "", "", "")
 	noIP.IP, noIP.Status, noIP.Reason = netip.Addr{}, 400, "request:invalid"
@@ -204,6 +203,113 @@ func TestUnreadableAndUnknownStage(t *testing.T) {
 		}
 		if d.Status != rec.Status || string(d.Reason) != rec.Reason {
 			t.Errorf("%+v: got %d %s, want %d %s", rec, d.Status, d.Reason, rec.Status, rec.Reason)
+		}
+	}
+}
+
+// tenAtTenASecond returns a log of ten lines of one key 100 ms apart, and
+// a candidate that allows ten a second (burst 1): every line is allowed,
+// unless a line is replayed twice.
+func tenAtTenASecond(t *testing.T) (*policy.Policy, []byte) {
+	var recs []decisionlog.Record
+	for i := range 10 {
+		recs = append(recs, keyed(t0.Add(time.Duration(i)*100*time.Millisecond), "k1", "c1", "basic"))
+	}
+	cand := shopPolicy(t, "  basic:\n    throttle: {rate: 10, burst: 1}\n    stages: [shop/prod]\n", policyKey("k1", "c1", "basic"))
+	return cand, encode(t, recs)
+}
+
+// TestSameFileTwice: a log named twice, by its name or through a symlink,
+// is refused, naming it: replayed twice, its lines would double the rate
+// every limit sees.
+func TestSameFileTwice(t *testing.T) {
+	cand, data := tenAtTenASecond(t)
+	dir := t.TempDir()
+	log := writeFile(t, dir, "decisions.log", data, false)
+	link := filepath.Join(dir, "link.log")
+	if err := os.Symlink(log, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		files []string
+		want  string
+	}{
+		{[]string{log, log}, log + " is named twice"},
+		{[]string{log, link}, log + " and " + link + " are the same file"},
+		{[]string{link, filepath.Join(dir, ".", "decisions.log")}, " are the same file"},
+	} {
+		r, err := Run(context.Background(), Options{Candidate: cand, Files: c.files})
+		if err == nil {
+			t.Errorf("%q: got %d lines, %d changed; want an error", c.files, r.Lines, r.Changed)
+		} else if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got error %q, want %q", c.files, err, c.want)
+		}
+	}
+}
+
+// TestRotatedLogBeingCompressed: lumberjack compresses a rotated log X.log
+// by writing X.log.gz, then removing X.log. A glob that finds both, while
+// X.log.gz is half-written or after it is complete, replays X.log once and
+// skips X.log.gz, naming it; X.log.gz alone replays.
+func TestRotatedLogBeingCompressed(t *testing.T) {
+	cand, data := tenAtTenASecond(t)
+	dir := t.TempDir()
+	log := writeFile(t, dir, "decisions-2026-11-20T00-00-00.000.log", data, false)
+	gz := writeFile(t, dir, "decisions-2026-11-20T00-00-00.000.log.gz", data, true)
+	whole, err := os.ReadFile(gz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{len(whole) / 2, len(whole)} {
+		if err := os.WriteFile(gz, whole[:size], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, files := range [][]string{{log, gz}, {gz, log}} {
+			var warnings []string
+			r, err := Run(context.Background(), Options{Candidate: cand, Files: files,
+				Warn: func(m string) { warnings = append(warnings, m) }})
+			if err != nil {
+				t.Errorf("%d of %d bytes, %q: %v", size, len(whole), files, err)
+				continue
+			}
+			if r.Lines != 10 || r.Changed != 0 || r.Skipped != 0 {
+				t.Errorf("%d of %d bytes, %q: got %d lines, %d changed, %d skipped; want 10 lines, none changed or skipped",
+					size, len(whole), files, r.Lines, r.Changed, r.Skipped)
+			}
+			want := "skipped " + gz + ": " + log + " is named too"
+			if len(warnings) != 1 || !strings.HasPrefix(warnings[0], want) {
+				t.Errorf("%d of %d bytes, %q: got warnings %q, want one starting %q", size, len(whole), files, warnings, want)
+			}
+		}
+	}
+	if r := run(t, Options{Candidate: cand, Files: []string{gz}}); r.Lines != 10 || r.Skipped != 0 {
+		t.Errorf("%s alone: got %d lines, %d skipped; want 10 and 0", gz, r.Lines, r.Skipped)
+	}
+}
+
+// TestGzipCutShort: a gzip stream that ends before its end (a file still
+// being compressed, or a copy cut short) is a log whose last line is cut
+// short: the lines before the cut replay, and the cut is skipped, counted
+// and named by file and line, even in the gzip header.
+func TestGzipCutShort(t *testing.T) {
+	dir := t.TempDir()
+	gz := writeFile(t, dir, "cut.log.gz", encode(t, busyLog(2000)), true)
+	whole, err := os.ReadFile(gz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{len(whole) / 2, 5} {
+		if err := os.WriteFile(gz, whole[:size], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var warnings []string
+		r := run(t, Options{Candidate: busyCandidate(t), Files: []string{gz}, Warn: func(m string) { warnings = append(warnings, m) }})
+		if r.Skipped != 1 || r.Lines >= 2000 || size > 5 && r.Lines < 100 {
+			t.Errorf("%d bytes: got %d lines, %d skipped; want some of the 2000 lines, 1 skipped", size, r.Lines, r.Skipped)
+		}
+		want := fmt.Sprintf("skipped %s:%d: the gzip stream is cut short (unexpected EOF)", gz, r.Lines+1)
+		if len(warnings) != 1 || !strings.HasPrefix(warnings[0], want) {
+			t.Errorf("%d bytes: got warnings %q, want one starting %q", size, warnings, want)
 		}
 	}
 }

@@ -27,8 +27,9 @@ type Options struct {
 	// it.
 	Progress      func(Progress)
 	ProgressEvery time.Duration
-	// Warn, when set, receives the message of each malformed line skipped
-	// ("file:line: ...").
+	// Warn, when set, receives a message on each line or file skipped
+	// ("skipped file:line: ...", "skipped file: ...") and each WAF rule
+	// that cannot count in a replay.
 	Warn func(string)
 }
 
@@ -45,9 +46,11 @@ const DefaultProgressEvery = 2 * time.Second
 
 // Run replays the lines of the files in time order, each under the
 // candidate (and the baseline) at its logged instant, and reports the
-// answers. It reads the files as it goes: memory holds the reorder windows
-// and the report's groups, never the files. An error is a file that cannot
-// be read (or holds no decision at all), or ctx's; malformed lines are
+// answers; the lines it cannot replay faithfully (503 store:error without
+// a key id) are left out and counted (Report.Unreplayable). It reads the
+// files as it goes: memory holds the reorder windows and the report's
+// groups, never the files. An error is a file that cannot be read (or holds
+// no decision at all, or is named twice), or ctx's; malformed lines are
 // skipped and counted.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	switch {
@@ -56,16 +59,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	case len(o.Files) == 0:
 		return nil, errors.New("replay: no decision log named")
 	}
+	warnInert(o)
 	m, err := openMerge(o.Files, o.Warn)
 	if err != nil {
 		return nil, err
 	}
 	defer m.close()
 	ids := newIdents()
-	cand := newSide(o.Candidate, ids)
+	cand := newSide(o.Candidate, o.Baseline, ids)
 	var base *side
 	if o.Baseline != nil {
-		base = newSide(o.Baseline, ids)
+		base = newSide(o.Baseline, nil, ids)
 	}
 	t := newTally()
 	p := newProgress(o)
@@ -76,6 +80,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		if e == nil {
 			break
+		}
+		if e.unreplayable() {
+			t.unreplayable++
+			m.release(e)
+			continue
 		}
 		if err := replayLine(e, ids, cand, base, t); err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", o.Files[e.file], e.no, err)
@@ -92,6 +101,31 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r.Files, r.CandidatePolicy, r.BaselinePolicy = o.Files, o.CandidateFile, o.BaselineFile
 	r.Skipped, r.Late = m.counts()
 	return r, nil
+}
+
+// warnInert names to o.Warn the WAF rules of the candidate and the baseline
+// that never count in a replay: rate-based rules keyed by a header (the log
+// has no headers).
+func warnInert(o Options) {
+	if o.Warn == nil {
+		return
+	}
+	for _, side := range []struct {
+		p           *policy.Policy
+		file, which string
+	}{{o.Candidate, o.CandidateFile, "candidate"}, {o.Baseline, o.BaselineFile, "baseline"}} {
+		if side.p == nil {
+			continue
+		}
+		name := side.file
+		if name == "" {
+			name = "the " + side.which + " policy"
+		}
+		for _, rule := range side.p.HeaderRateRules() {
+			o.Warn(fmt.Sprintf("%s: waf rule %q counts by a request header, which the decision log does not have: it never counts in a replay",
+				name, rule))
+		}
+	}
 }
 
 // replayLine decides e under the candidate (and the baseline) and counts
@@ -125,9 +159,10 @@ type side struct {
 	req    policy.Request
 }
 
-// newSide returns p on fresh state, its keys found through ids.
-func newSide(p *policy.Policy, ids *idents) *side {
-	return &side{p: p, st: memory.New(), keys: newKeys(p, ids), header: p.KeyHeader(),
+// newSide returns p on fresh state, its keys found through ids; prev is
+// the policy p follows (newKeys), or nil.
+func newSide(p, prev *policy.Policy, ids *idents) *side {
+	return &side{p: p, st: memory.New(), keys: newKeys(p, prev, ids), header: p.KeyHeader(),
 		req: policy.Request{Headers: map[string]string{}}}
 }
 

@@ -2,7 +2,9 @@ package replay
 
 import (
 	"maps"
+	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -180,7 +182,7 @@ func TestKeys(t *testing.T) {
 	}
 	// Each line's decision, as the candidate makes it.
 	ids := newIdents()
-	s := newSide(cand, ids)
+	s := newSide(cand, nil, ids)
 	for _, c := range []struct {
 		rec                           decisionlog.Record
 		status                        int
@@ -205,6 +207,131 @@ func TestKeys(t *testing.T) {
 				c.rec.KeyID, c.rec.Reason, d.Status, d.Reason, d.KeyID, d.Customer, d.Plan,
 				c.status, c.reason, c.keyID, c.customer, c.plan)
 		}
+	}
+}
+
+// TestKeyRemovedByCandidate: with a baseline, a key id that the baseline's
+// policy file has and the candidate's lacks was removed by the candidate:
+// its requests are key:unknown under the candidate. Without a baseline the
+// log cannot tell it from a run-time key, and it replays as one.
+func TestKeyRemovedByCandidate(t *testing.T) {
+	plans := "  basic:\n    throttle: {rate: 100, burst: 100}\n    stages: [shop/prod]\n"
+	base := shopPolicy(t, plans, policyKey("k1", "c1", "basic")+policyKey("k2", "c2", "basic"))
+	cand := shopPolicy(t, plans, policyKey("k2", "c2", "basic")) // k1 removed
+	var recs []decisionlog.Record
+	for i := range 3 {
+		at := t0.Add(time.Duration(i) * time.Millisecond)
+		recs = append(recs, keyed(at, "k1", "c1", "basic"), keyed(at, "k2", "c2", "basic"), keyed(at, "rt", "c3", "basic"))
+	}
+	log := writeLog(t, recs)
+
+	r := run(t, Options{Candidate: cand, Baseline: base, Files: []string{log}})
+	want := []Transition{{Baseline: 200, Candidate: 403, Reason: "key:unknown", Lines: 3}}
+	if !slices.Equal(r.Changes, want) {
+		t.Errorf("with the baseline: got changes %+v, want %+v", r.Changes, want)
+	}
+	if g := customer(t, r, "c1"); g.Changed != 3 || g.Candidate[403] != 3 {
+		t.Errorf("with the baseline: customer c1 got %+v, want its 3 lines 403", g)
+	}
+	if r := run(t, Options{Candidate: cand, Files: []string{log}}); r.Changed != 0 {
+		t.Errorf("without a baseline: got changes %+v, want none (k1 replays as a run-time key)", r.Changes)
+	}
+}
+
+// TestStoreErrorWithoutKey: a line logged 503 store:error without a key id
+// (the key store could not be reached, so the key was never resolved) is
+// left out and counted, not replayed without a key: that would read as the
+// candidate denying key:missing. A store:error line with a key id is
+// replayed.
+func TestStoreErrorWithoutKey(t *testing.T) {
+	cand := shopPolicy(t, "  basic:\n    throttle: {rate: 100, burst: 100}\n    stages: [shop/prod]\n", policyKey("k1", "c1", "basic"))
+	keyedDown := keyed(t0.Add(2*time.Millisecond), "k1", "c1", "basic")
+	keyedDown.Status, keyedDown.Reason = 503, string(policy.ReasonStore)
+	recs := []decisionlog.Record{keyed(t0, "k1", "c1", "basic"), denied(t0.Add(time.Millisecond), 503, policy.ReasonStore),
+		keyedDown, denied(t0.Add(3*time.Millisecond), 503, policy.ReasonStore)}
+	r := run(t, Options{Candidate: cand, Files: []string{writeLog(t, recs)}})
+	want := []Transition{{Baseline: 503, Candidate: 200, Reason: "", Lines: 1}}
+	if r.Lines != 2 || r.Unreplayable != 2 || !slices.Equal(r.Changes, want) {
+		t.Errorf("got %d lines, %d unreplayable, changes %+v; want 2 lines, 2 unreplayable, changes %+v",
+			r.Lines, r.Unreplayable, r.Changes, want)
+	}
+	var out strings.Builder
+	if err := r.WriteTable(&out, 0); err != nil {
+		t.Fatal(err)
+	}
+	if line := "\nleft out 2 lines logged 503 store:error without a key id ("; !strings.Contains(out.String(), line) {
+		t.Errorf("the table lacks %q:\n%s", line, out.String())
+	}
+}
+
+// perKeyWAF is a WAF rule that blocks an API key's requests past 3 a
+// minute with a 429.
+const perKeyWAF = "waf:\n  rules:\n    - name: per-key\n      rate_based: {limit: 3, window: 1m, key: api_key}\n" +
+	"      action: block\n      response: {status: 429}\n"
+
+// TestBadKeysCountedPerLine: the lines denied for their key name no key,
+// so each is replayed with a key value of its own: a WAF rate rule keyed by
+// api_key counts ten such lines (ten clients, ten bad keys) once each, not
+// as one client's ten requests. The requests of one key id still share its
+// counter. The values of the lines are not kept.
+func TestBadKeysCountedPerLine(t *testing.T) {
+	cand := shopPolicyWAF(t, perKeyWAF, policyKey("k1", "c1", "basic"))
+	var recs []decisionlog.Record
+	for i := range 10 {
+		for j, reason := range []policy.Reason{policy.ReasonKeyUnknown, policy.ReasonKeyDisabled,
+			policy.ReasonKeyExpired, policy.ReasonKeyNoPlan} {
+			rec := denied(t0.Add(time.Duration(i)*time.Second+time.Duration(j)*time.Millisecond), 403, reason)
+			rec.IP = netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})
+			recs = append(recs, rec)
+		}
+		recs = append(recs, keyed(t0.Add(time.Duration(i)*time.Second+5*time.Millisecond), "k1", "c1", "basic"))
+	}
+	r := run(t, Options{Candidate: cand, Files: []string{writeLog(t, recs)}})
+	want := []Transition{{Baseline: 200, Candidate: 429, Reason: "waf:per-key", Lines: 7}}
+	if !slices.Equal(r.Changes, want) {
+		t.Errorf("got changes %+v, want %+v (k1's 4th to 10th requests, and no line denied for its key)", r.Changes, want)
+	}
+
+	ids := newIdents()
+	s := newSide(cand, nil, ids)
+	e := entryOf(t, denied(t0, 403, policy.ReasonKeyDisabled))
+	for i := range 1000 {
+		e.at = t0.Add(time.Duration(i) * time.Second)
+		if d, err := s.decide(e, ids.value(e)); err != nil || d.Reason != policy.ReasonKeyDisabled {
+			t.Fatalf("line %d: got %s, %v; want key:disabled", i, d.Reason, err)
+		}
+	}
+	if len(ids.values) != 0 || len(ids.byHash) != 0 || len(s.keys.found) != 0 {
+		t.Errorf("after 1000 lines denied key:disabled: %d values, %d hashes, %d keys kept; want none",
+			len(ids.values), len(ids.byHash), len(s.keys.found))
+	}
+}
+
+// TestHeaderRateRuleWarned: a WAF rate rule keyed by a header never counts
+// in a replay (the log has no headers): a rule that would block the 2nd
+// request of a minute blocks none, and Run says so, naming the rule and the
+// policy, of the candidate and of the baseline.
+func TestHeaderRateRuleWarned(t *testing.T) {
+	cand := shopPolicyWAF(t, "waf:\n  rules:\n    - name: per-client\n      rate_based: {limit: 1, window: 1m, key: \"header:x-client\"}\n"+
+		"      action: block\n      response: {status: 429}\n", "")
+	var recs []decisionlog.Record
+	for i := range 10 {
+		rec := denied(t0.Add(time.Duration(i)*time.Second), 200, policy.ReasonNone)
+		rec.Route, rec.Path = "GET /status", "/status"
+		recs = append(recs, rec)
+	}
+	var warnings []string
+	r := run(t, Options{Candidate: cand, CandidateFile: "cand.yaml", Baseline: cand, Files: []string{writeLog(t, recs)},
+		Warn: func(m string) { warnings = append(warnings, m) }})
+	if r.Changed != 0 || r.Candidate[200] != 10 {
+		t.Errorf("got candidate %v, %d changed; want 10 200s", r.Candidate, r.Changed)
+	}
+	want := []string{
+		`cand.yaml: waf rule "per-client" counts by a request header, which the decision log does not have: it never counts in a replay`,
+		`the baseline policy: waf rule "per-client" counts by a request header, which the decision log does not have: it never counts in a replay`,
+	}
+	if !slices.Equal(warnings, want) {
+		t.Errorf("got warnings %q, want %q", warnings, want)
 	}
 }
 

@@ -45,6 +45,10 @@ type Report struct {
 	// after the reorder window and were replayed late (Window).
 	Skipped int64 `json:"skipped"`
 	Late    int64 `json:"late"`
+	// Unreplayable counts the lines left out of the comparison (and of
+	// Lines): denied 503 store:error without a key id, they do not say
+	// which key, if any, the request had.
+	Unreplayable int64 `json:"unreplayable"`
 }
 
 // Change is the answers of a group of lines.
@@ -107,6 +111,8 @@ type tally struct {
 	routes      map[routeKey]*Change
 	transitions map[transitionKey]int64
 	from, to    int64
+	// unreplayable counts the lines left out (Report.Unreplayable).
+	unreplayable int64
 }
 
 // newTally returns an empty tally.
@@ -155,7 +161,7 @@ func (c *Change) add(base, cand int) {
 // report returns the Report of t.
 func (t *tally) report() *Report {
 	r := &Report{Lines: t.total.Lines, Baseline: t.total.Baseline, Candidate: t.total.Candidate,
-		Changed: t.total.Changed, Changes: []Transition{}}
+		Changed: t.total.Changed, Changes: []Transition{}, Unreplayable: t.unreplayable}
 	if t.total.Lines > 0 {
 		r.From, r.To = time.Unix(0, t.from).UTC(), time.Unix(0, t.to).UTC()
 	}

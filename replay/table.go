@@ -41,6 +41,10 @@ func (r *Report) writeSummary(w io.Writer) {
 	if r.Skipped > 0 {
 		fmt.Fprintf(w, "skipped %s\n", count(int(r.Skipped), "malformed line"))
 	}
+	if r.Unreplayable > 0 {
+		fmt.Fprintf(w, "left out %s logged 503 store:error without a key id (the store was down: which key the request had, if any, is not known)\n",
+			count(int(r.Unreplayable), "line"))
+	}
 	if r.Late > 0 {
 		fmt.Fprintf(w, "replayed late %s that came after the reorder window (%s)\n", count(int(r.Late), "line"), Window)
 	}

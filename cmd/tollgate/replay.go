@@ -15,8 +15,9 @@ import (
 	"github.com/tollgate/tollgate/replay"
 )
 
-// maxWarnings is how many malformed lines replay names on stderr; the
-// others are counted only.
+// maxWarnings is how many warnings replay prints on stderr (lines and
+// files skipped, WAF rules that cannot count); the further lines skipped
+// are counted only.
 const maxWarnings = 10
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -60,9 +61,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	warned := 0
 	o.Warn = func(msg string) {
 		if warned++; warned <= maxWarnings {
-			fmt.Fprintf(stderr, "tollgate replay: skipped %s\n", msg)
+			fmt.Fprintf(stderr, "tollgate replay: %s\n", msg)
 		} else if warned == maxWarnings+1 {
-			fmt.Fprintln(stderr, "tollgate replay: further malformed lines are skipped and counted, not named")
+			fmt.Fprintln(stderr, "tollgate replay: further lines skipped are counted, not named")
 		}
 	}
 	if !*quiet {

@@ -105,7 +105,7 @@ func checkReplayJSON(t *testing.T, out string) {
 	if err := json.Unmarshal([]byte(out), &top); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	for _, field := range []string{"lines", "baseline", "candidate", "by_customer", "changed", "by_plan", "by_route", "skipped"} {
+	for _, field := range []string{"lines", "baseline", "candidate", "by_customer", "changed", "by_plan", "by_route", "skipped", "unreplayable"} {
 		if _, ok := top[field]; !ok {
 			t.Errorf("the report lacks %q: %s", field, out)
 		}
@@ -152,6 +152,17 @@ func TestReplayErrors(t *testing.T) {
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(bad, []byte("version: 2\nheaders: loud\n"), 0o644)
 	checkOut, _, _ := runArgs(t, "check", bad)
+	raw, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rules = "  rules:                       # evaluated in the order written\n"
+	if !strings.Contains(string(raw), rules) {
+		t.Fatalf("%s has no %q", example, rules)
+	}
+	perClient := filepath.Join(dir, "per-client.yaml")
+	os.WriteFile(perClient, []byte(strings.Replace(string(raw), rules, rules+
+		"    - name: per-client\n      rate_based: {limit: 10, window: 1m, key: \"header:x-client\"}\n      action: block\n", 1)), 0o644)
 
 	for _, c := range []struct {
 		name   string
@@ -168,6 +179,9 @@ func TestReplayErrors(t *testing.T) {
 		{"bad baseline", []string{"--policy", example, "--baseline", bad, log}, 1, []string{checkOut}, nil},
 		{"missing file", []string{"--policy", example, log, filepath.Join(dir, "nope.log")}, 1,
 			[]string{filepath.Join(dir, "nope.log"), "no such file"}, nil},
+		{"header rate rule", []string{"--policy", perClient, log}, 0,
+			[]string{"tollgate replay: " + perClient + `: waf rule "per-client" counts by a request header, which the decision log does not have: it never counts in a replay` + "\n"},
+			[]string{"replayed 2 lines of 1 file"}},
 		{"malformed line", []string{"--policy", example, log}, 0,
 			[]string{"tollgate replay: skipped " + log + ":2: not a decision log line: "},
 			[]string{"replayed 2 lines of 1 file", "skipped 1 malformed line\n"}},
