@@ -318,9 +318,7 @@ func runDecide(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(decisionJSON(&d))
+		return writeJSON(stdout, decisionJSON(&d))
 	}
 	fmt.Fprintf(stdout, "%s %d", d.Verdict, d.Status)
 	if d.Reason != "" {
@@ -400,4 +398,12 @@ func durationOrEmpty(d time.Duration) string {
 		return ""
 	}
 	return wait(d)
+}
+
+// writeJSON writes v to w as indented JSON: the --json form of a command's
+// answer.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
