@@ -434,3 +434,35 @@ func variableMetric(t *testing.T, where string, q *dashboard.StringOrMap) string
 	}
 	return names[0]
 }
+
+// TestReadmeListsMetrics: every tollgate_* series on /metrics is in the
+// README's table of metrics (SPEC §8: the names are documented there).
+func TestReadmeListsMetrics(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The names in the first cell of the table's rows.
+	listed := map[string]bool{}
+	for _, line := range strings.Split(string(readme), "\n") {
+		if cells := strings.Split(line, "|"); len(cells) > 2 && strings.HasPrefix(line, "| `tollgate_") {
+			for _, name := range strings.Split(cells[1], ",") {
+				listed[strings.Trim(strings.TrimSpace(name), "`")] = true
+			}
+		}
+	}
+	for name := range scrapeNames(t) {
+		if !strings.HasPrefix(name, "tollgate_") {
+			continue
+		}
+		family := name
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if f, ok := strings.CutSuffix(name, suffix); ok && listed[f] {
+				family = f
+			}
+		}
+		if !listed[family] {
+			t.Errorf("%s is on /metrics but not in README.md's table of metrics", family)
+		}
+	}
+}
