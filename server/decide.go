@@ -28,7 +28,7 @@ func (s *Server) Decide(ctx context.Context, r *policy.Request) policy.Decision 
 	d, err := p.Evaluate(now, r, s.store, s.store)
 	if err != nil {
 		s.storeFailed("decide")
-		d = s.storeDown(ctx, d, err)
+		s.storeDown(ctx, &d, err)
 	}
 	if d.Local {
 		s.metrics.local.Inc()
@@ -76,14 +76,14 @@ func (s *Server) logDenial(ctx context.Context, r *policy.Request, d *policy.Dec
 	s.log.LogAttrs(ctx, slog.LevelDebug, "denied", attrs...)
 }
 
-// storeDown returns the answer for a request whose decision failed with
+// storeDown makes d the answer for a request whose decision failed with
 // err, d being the decision made without the store; it is the one place
 // that decides a store failure. A key that could not be looked up is 503
 // whatever the mode (never let through unchecked); a denial found without
 // the store (a bad key) stands; the rest is allowed without its limits with
 // --on-store-error allow, else 503 (with local, the Redis store decides
 // locally and fails only when it cannot: while it closes).
-func (s *Server) storeDown(ctx context.Context, d policy.Decision, err error) policy.Decision {
+func (s *Server) storeDown(ctx context.Context, d *policy.Decision, err error) {
 	outcome := "allowed without limits"
 	switch {
 	case errors.Is(err, policy.ErrKeys):
@@ -99,7 +99,6 @@ func (s *Server) storeDown(ctx context.Context, d policy.Decision, err error) po
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.Debug("store unavailable; request "+outcome, "err", err, "api", d.API, "stage", d.Stage, "route", d.Route)
 	}
-	return d
 }
 
 // storeFailed counts a store error of op ("decide", "admin", "ready").
