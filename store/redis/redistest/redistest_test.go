@@ -2,8 +2,10 @@ package redistest
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 )
 
@@ -26,5 +28,30 @@ func TestScriptCalls(t *testing.T) {
 	n, err := srv.ScriptCalls()
 	if err != nil || n != 2 {
 		t.Fatalf("got %d, %v; want 2 script calls", n, err)
+	}
+}
+
+// TestStartPortTaken: a redis-server whose port is taken exits, and start
+// says so, with its output, at once.
+func TestStartPortTaken(t *testing.T) {
+	bin := lookPath(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() { // a taker of the port that answers nothing
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	s := &Server{bin: bin, dir: t.TempDir(), port: l.Addr().(*net.TCPAddr).Port}
+	err = s.start()
+	if !errors.Is(err, errAddrInUse) || !strings.Contains(err.Error(), "Address already in use") {
+		t.Fatalf("got %v, want errAddrInUse with redis-server's output", err)
 	}
 }
