@@ -244,7 +244,7 @@ func (b *bench) choose(ctx context.Context, only string, list []scenario) (selec
 		if sc.store == "ratelimit" {
 			if err := b.prepareRatelimit(ctx, sc); err != nil {
 				fmt.Fprintf(os.Stderr, "%s: skipped: %v\n", sc.name, err)
-				notes = append(notes, fmt.Sprintf("%s: skipped: %s", sc.name, firstLine(err.Error())))
+				notes = append(notes, fmt.Sprintf("%s: skipped: %v", sc.name, err))
 				continue
 			}
 		}

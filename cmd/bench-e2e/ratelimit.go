@@ -51,7 +51,8 @@ func main() {
 // first when it is missing: a wrapper module in dir (go.mod requiring the
 // pinned version, main.go, go mod tidy, go build) with the go command on
 // PATH, outside any workspace. The build writes to a temporary name and
-// renames it, so that an interrupted build leaves no binary behind.
+// renames it, so that an interrupted build leaves no binary behind. When a
+// step fails, its output goes to stderr and the error holds its last line.
 func ratelimitBinary(ctx context.Context, dir string) (string, error) {
 	bin := filepath.Join(dir, "ratelimit")
 	if _, err := os.Stat(bin); err == nil {
@@ -73,7 +74,8 @@ func ratelimitBinary(ctx context.Context, dir string) (string, error) {
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "GOWORK=off")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("go %s in %s: %v: %s", strings.Join(args, " "), dir, err, strings.TrimSpace(string(out)))
+			os.Stderr.Write(out)
+			return "", fmt.Errorf("go %s in %s: %v: %s", strings.Join(args, " "), dir, err, lastLine(string(out)))
 		}
 	}
 	return bin, os.Rename(bin+".tmp", bin)
@@ -284,8 +286,9 @@ func (b *bench) measureRatelimit(ctx context.Context, sc scenario, rs *redistest
 	return res, nil
 }
 
-// firstLine returns s up to its first line break.
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
+// lastLine returns the last line of s that is not blank: where the go
+// command says what failed.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
