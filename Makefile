@@ -30,7 +30,7 @@ test: ## run every test with the race detector, the product's and the examples'
 bench: ## run the benchmarks (never part of make test)
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./policy/ ./alerts/ ./store/memory/ ./store/file/ ./store/redis/ ./envoy/ ./server/ ./replay/
 
-bench-e2e: build ## the floor and each scenario under the same load, rows appended to BENCHMARKS.md (minutes)
+bench-e2e: build ## the floor, each scenario and envoyproxy/ratelimit (built once into the user cache) under the same load, rows appended to BENCHMARKS.md (minutes)
 	$(GO) run ./cmd/bench-e2e --bin $(BIN) --out BENCHMARKS.md
 
 fuzz: ## run each fuzz target briefly

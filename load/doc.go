@@ -7,6 +7,12 @@
 // reports throughput, latency percentiles (HdrHistogram, monotonic clock)
 // and the answers by status; Prepare seeds a store with the K keys.
 //
+// The ratelimit mode sends the same mix to envoyproxy/ratelimit instead, as
+// Envoy's rate limit filter would (RateLimitService.ShouldRateLimit, one
+// descriptor a request: the key's id, or the route), and RateLimitConfig
+// writes the configuration that gives those descriptors the policy's
+// rates, so that the two can be measured under one load.
+//
 // The HTTP mode sends each request of the mix in Envoy's form, as its
 // http_service does: the original method and path behind /ext_authz, the
 // Host and the key header, the client's address in X-Forwarded-For (so the

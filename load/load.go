@@ -24,6 +24,10 @@ const (
 	Authz   Mode = "authz" // ext_authz Check, one unary call per request
 	Process Mode = "proc"  // ext_proc, one stream per request (request and response headers)
 	HTTP    Mode = "http"  // HTTP authorization, Envoy's form: one HTTP/1.1 request per request
+	// RateLimit speaks envoyproxy/ratelimit's API (RateLimitService
+	// ShouldRateLimit, one unary call per request, one descriptor each), for
+	// comparing tollgate with it under the same mix (RateLimitConfig).
+	RateLimit Mode = "ratelimit"
 )
 
 // Mix weighs the kinds of requests.
@@ -99,6 +103,10 @@ type Config struct {
 // KeyValue returns the i-th load key's value.
 func KeyValue(i int) string { return fmt.Sprintf("tg_load_%020d", i) }
 
+// KeyID returns the i-th load key's id, which is also its customer
+// (Prepare).
+func KeyID(i int) string { return "load-" + strconv.Itoa(i) }
+
 // Report is what a run measured.
 type Report struct {
 	Mode     Mode          `json:"mode"`
@@ -115,7 +123,8 @@ type Report struct {
 	P99  time.Duration `json:"p99_ns"`
 	P999 time.Duration `json:"p999_ns"`
 	Max  time.Duration `json:"max_ns"`
-	// Answers by HTTP status, and calls that failed.
+	// Answers by HTTP status, and calls that failed. The ratelimit mode's
+	// OK is 200 and its OVER_LIMIT 429.
 	Allowed   int64 `json:"allowed"`
 	Forbidden int64 `json:"forbidden"`
 	TooMany   int64 `json:"too_many"`
@@ -130,7 +139,11 @@ type Report struct {
 // request is one prepared request: what varies between requests of a kind.
 type request struct {
 	method, path string
+	route        string // the route's match string ("POST /transactions")
 	key          string // "" : none
+	// id is the key's id (KeyID), or "invalid-N" for a key no store
+	// holds: the ratelimit mode sends it instead of the key's value.
+	id string
 }
 
 // plan is the requests a policy gives: by kind, the routes' requests.
@@ -158,7 +171,7 @@ func planOf(p *policy.Policy) (*plan, error) {
 		if method == "ANY" {
 			method = "GET"
 		}
-		req := request{method: method, path: samplePath(r.Pattern)}
+		req := request{method: method, path: samplePath(r.Pattern), route: r.Match}
 		if r.KeyMode() == policy.KeyRequired {
 			pl.keyed = append(pl.keyed, req)
 		} else {
@@ -220,9 +233,11 @@ func (pl *plan) pick(rng *rand.Rand, keys int, weights [4]int, total int) (reque
 	}
 	r := pl.keyed[rng.IntN(len(pl.keyed))]
 	if kind == kindInvalid {
-		r.key = "tg_load_invalid_" + strconv.Itoa(rng.IntN(1<<30))
+		n := strconv.Itoa(rng.IntN(1 << 30))
+		r.key, r.id = "tg_load_invalid_"+n, "invalid-"+n
 	} else {
-		r.key = KeyValue(rng.IntN(max(keys, 1)))
+		n := rng.IntN(max(keys, 1))
+		r.key, r.id = KeyValue(n), KeyID(n)
 	}
 	return r, ip
 }
@@ -240,9 +255,9 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		return nil, errors.New("load: give a duration or a request count")
 	}
 	switch c.Mode {
-	case Authz, Process, HTTP:
+	case Authz, Process, HTTP, RateLimit:
 	default:
-		return nil, fmt.Errorf("load: mode %q: want %s, %s or %s", c.Mode, Authz, Process, HTTP)
+		return nil, fmt.Errorf("load: mode %q: want %s, %s, %s or %s", c.Mode, Authz, Process, HTTP, RateLimit)
 	}
 	pl, err := planOf(c.Policy)
 	if err != nil {

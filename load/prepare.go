@@ -2,7 +2,6 @@ package load
 
 import (
 	"crypto/sha256"
-	"fmt"
 	"time"
 
 	"github.com/tollgate/tollgate/policy"
@@ -18,12 +17,12 @@ type KeyImporter interface {
 const prepareBatch = 10000
 
 // Prepare saves the load keys KeyValue(0) to KeyValue(n-1) in st, key i
-// with id and customer "load-<i>" on plan, created at now; progress, when
+// with id and customer KeyID(i) on plan, created at now; progress, when
 // not nil, is called after each batch with the keys saved so far.
 func Prepare(st KeyImporter, n int, plan string, now time.Time, progress func(done int)) error {
 	batch := make([]*policy.APIKey, 0, min(n, prepareBatch))
 	for i := range n {
-		id := fmt.Sprintf("load-%d", i)
+		id := KeyID(i)
 		batch = append(batch, &policy.APIKey{ID: id, Customer: id, Hash: sha256.Sum256([]byte(KeyValue(i))),
 			Plans: []string{plan}, Enabled: true, Created: now})
 		if len(batch) == cap(batch) || i == n-1 {

@@ -57,9 +57,12 @@ func connect(c *Config, pl *plan) ([]sender, func(), error) {
 	}
 	for w := range senders {
 		cc := conns[w%len(conns)]
-		if c.Mode == Process {
+		switch c.Mode {
+		case Process:
 			senders[w] = &procSender{client: extprocv3.NewExternalProcessorClient(cc), md: metadata.Pairs("api", pl.api, "stage", pl.stage), keyHeader: pl.keyHeader}
-		} else {
+		case RateLimit:
+			senders[w] = newRateLimitSender(cc)
+		default:
 			senders[w] = newAuthzSender(cc, pl)
 		}
 	}

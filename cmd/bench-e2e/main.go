@@ -5,7 +5,12 @@
 // each scenario, and appends one row per scenario to BENCHMARKS.md: machine,
 // commit, concurrency, decisions per second and their ratio to the floor
 // of the same mode (ext_authz, ext_proc, HTTP) measured in the same run,
-// latency percentiles, and the server's CPU.
+// latency percentiles, the server's CPU and, with Redis, Redis's.
+//
+// The same load is also sent to envoyproxy/ratelimit on a Redis of its own
+// (tollgate load --mode ratelimit), which bench-e2e builds on demand from
+// the Go module proxy into the user's cache (ratelimit.go), and whose row
+// it skips with a note where it cannot.
 package main
 
 import (
@@ -42,10 +47,24 @@ func main() {
 
 // scenario is one row of the report.
 type scenario struct {
-	name  string
-	store string // "file", "redis" or "noop"
-	keys  int    // load keys seeded and used
+	name string
+	// store is "file", "redis" or "noop" for tollgate, "ratelimit" for
+	// envoyproxy/ratelimit on Redis.
+	store string
+	keys  int // load keys seeded and used
 	mode  load.Mode
+}
+
+// redis tells whether sc runs on a Redis of its own.
+func (sc scenario) redis() bool { return sc.store == "redis" || sc.store == "ratelimit" }
+
+// floorMode is the mode of sc's floor: its own, but ext_authz's for
+// ratelimit, a unary gRPC call of about the same size.
+func (sc scenario) floorMode() load.Mode {
+	if sc.mode == load.RateLimit {
+		return load.Authz
+	}
+	return sc.mode
 }
 
 // floors are what each mode's scenarios are compared with: the same server
@@ -62,6 +81,12 @@ type bench struct {
 	bin, policyFile, plan, work string
 	workers                     int
 	duration                    time.Duration
+	// ratelimit is envoyproxy/ratelimit's binary, rlConfig its
+	// configuration and rlEnv the environment added to ratelimitEnv's,
+	// when a ratelimit scenario runs.
+	ratelimit string
+	rlConfig  []byte
+	rlEnv     []string
 }
 
 func run(ctx context.Context, args []string) error {
@@ -75,11 +100,21 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&b.duration, "duration", 10*time.Second, "measured `time` per scenario")
 	million := fs.Int("million", 1_000_000, "`customers` of the large scenario")
 	rounds := fs.Int("rounds", 3, "`rounds` of the floor and every scenario; each row is the round of the median ratio")
-	only := fs.String("only", "", "run only the scenarios whose names hold this `text` (the floor always runs)")
+	only := fs.String("only", "", "run only the scenarios whose names hold this `text`, or one of several separated by | (the floor always runs)")
+	rlEnv := fs.String("ratelimit-env", "", "`KEY=VALUE,...` added to envoyproxy/ratelimit's environment (e.g. DISABLE_STATS=true,REDIS_PIPELINE_WINDOW=150us)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	// The notes under the table: ratelimit's environment, the rows
+	// skipped, and the targets that compare two scenarios round by round.
+	var notes []string
 	var err error
+	if b.rlEnv, err = parseEnv(*rlEnv); err != nil {
+		return fmt.Errorf("--ratelimit-env: %w", err)
+	}
+	if len(b.rlEnv) > 0 {
+		notes = append(notes, "envoyproxy/ratelimit's environment also had "+strings.Join(b.rlEnv, ", "))
+	}
 	if b.work, err = os.MkdirTemp("", "tollgate-bench"); err != nil {
 		return err
 	}
@@ -88,14 +123,11 @@ func run(ctx context.Context, args []string) error {
 	small := scenario{"embedded store, 1,000 customers", "file", 1000, load.Authz}
 	large := scenario{fmt.Sprintf("embedded store, %d customers", *million), "file", *million, load.Authz}
 	redisSc := scenario{"Redis store, 1,000 customers", "redis", 1000, load.Authz}
+	rlSc := scenario{"envoyproxy/ratelimit + Redis, 1,000 customers", "ratelimit", 1000, load.RateLimit}
 	httpSc := scenario{"HTTP, embedded store, 1,000 customers", "file", 1000, load.HTTP}
-	var selected []scenario
-	for _, sc := range []scenario{small, large, redisSc,
-		{"ext_proc, embedded store, 1,000 customers", "file", 1000, load.Process}, httpSc} {
-		if *only == "" || strings.Contains(sc.name, *only) {
-			selected = append(selected, sc)
-		}
-	}
+	selected, skipped := b.choose(ctx, *only, []scenario{small, large, redisSc, rlSc,
+		{"ext_proc, embedded store, 1,000 customers", "file", 1000, load.Process}, httpSc})
+	notes = append(notes, skipped...)
 	runs, err := b.rounds(ctx, selected, max(*rounds, 1))
 	if err != nil {
 		return err
@@ -111,16 +143,18 @@ func run(ctx context.Context, args []string) error {
 			rows = append(rows, median(rs, trial.ratio))
 		}
 	}
-	// The targets that compare two scenarios, round by round.
-	var notes []string
-	compare := func(what string, a, b scenario) {
-		if n := compareRounds(runs[a.name], runs[b.name]); n != "" {
+	compare := func(what string, a, b scenario, by func(result) float64) {
+		if n := compareRounds(runs[a.name], runs[b.name], by); n != "" {
 			notes = append(notes, what+": "+n)
 		}
 	}
-	compare(fmt.Sprintf("%d customers over 1,000 customers (decisions/s, same round)", *million), large, small)
-	compare("Redis store over the embedded store, 1,000 customers (decisions/s, same round)", redisSc, small)
-	compare("HTTP over ext_authz (gRPC), embedded store, 1,000 customers (decisions/s, same round)", httpSc, small)
+	perSecond := func(r result) float64 { return r.r.PerSecond }
+	compare(fmt.Sprintf("%d customers over 1,000 customers (decisions/s, same round)", *million), large, small, perSecond)
+	compare("Redis store over the embedded store, 1,000 customers (decisions/s, same round)", redisSc, small, perSecond)
+	compare("tollgate's Redis store over envoyproxy/ratelimit + Redis, 1,000 customers (decisions/s, same round; target ≥ 2)", redisSc, rlSc, perSecond)
+	compare("tollgate's Redis store over envoyproxy/ratelimit + Redis, 1,000 customers (CPU per decision, server + Redis, same round; target ≤ 0.5)", redisSc, rlSc, result.cpuPerDecision)
+	compare("tollgate's embedded store over envoyproxy/ratelimit + Redis, 1,000 customers (decisions/s, same round)", small, rlSc, perSecond)
+	compare("HTTP over ext_authz (gRPC), embedded store, 1,000 customers (decisions/s, same round)", httpSc, small, perSecond)
 	return appendRows(*out, rows, notes, b.workers, *rounds)
 }
 
@@ -151,12 +185,12 @@ func (b *bench) rounds(ctx context.Context, selected []scenario, n int) (map[str
 			return nil, err
 		}
 		for _, sc := range selected {
-			base, err := floorOf(sc.mode)
+			base, err := floorOf(sc.floorMode())
 			if err != nil {
 				return nil, err
 			}
 			// A fresh Redis each time; the file store's keys stay seeded.
-			seed := sc.store == "redis" || !seeded[sc.name]
+			seed := sc.redis() || !seeded[sc.name]
 			seeded[sc.name] = true
 			m, err := b.measureWithRedis(ctx, sc, seed)
 			if err != nil {
@@ -169,31 +203,82 @@ func (b *bench) rounds(ctx context.Context, selected []scenario, n int) (map[str
 	return runs, nil
 }
 
-// measureWithRedis is measure, with a Redis of its own when sc's store is
-// Redis.
+// measureWithRedis is measure, or measureRatelimit, with a Redis of its
+// own when sc runs on Redis.
 func (b *bench) measureWithRedis(ctx context.Context, sc scenario, seed bool) (result, error) {
-	if sc.store != "redis" {
-		return b.measure(ctx, sc, nil, seed)
+	var rs *redistest.Server
+	if sc.redis() {
+		var err error
+		if rs, err = redistest.Launch(b.work); err != nil {
+			return result{}, err
+		}
+		defer rs.Stop()
 	}
-	rs, err := redistest.Launch(b.work)
-	if err != nil {
-		return result{}, err
+	if sc.store == "ratelimit" {
+		return b.measureRatelimit(ctx, sc, rs)
 	}
-	defer rs.Stop()
 	return b.measure(ctx, sc, rs, seed)
 }
 
-// compareRounds formats a's decisions/s over b's, round by round; "" when
-// either was not measured.
-func compareRounds(a, b []trial) string {
+// compareRounds formats by of a's results over by of b's, round by round;
+// "" when either was not measured.
+func compareRounds(a, b []trial, by func(result) float64) string {
 	if len(a) == 0 || len(a) != len(b) {
 		return ""
 	}
 	var rs []float64
 	for i := range a {
-		rs = append(rs, a[i].m.r.PerSecond/b[i].m.r.PerSecond)
+		rs = append(rs, by(a[i].m)/by(b[i].m))
 	}
 	return ratios(rs)
+}
+
+// choose returns the scenarios of list that only selects, having made
+// ready what a ratelimit scenario needs; one that this machine cannot run
+// is left out, with a note that says why.
+func (b *bench) choose(ctx context.Context, only string, list []scenario) (selected []scenario, notes []string) {
+	for _, sc := range list {
+		if !selects(only, sc.name) {
+			continue
+		}
+		if sc.store == "ratelimit" {
+			if err := b.prepareRatelimit(ctx, sc); err != nil {
+				fmt.Fprintf(os.Stderr, "%s: skipped: %v\n", sc.name, err)
+				notes = append(notes, fmt.Sprintf("%s: skipped: %v", sc.name, err))
+				continue
+			}
+		}
+		selected = append(selected, sc)
+	}
+	return selected, notes
+}
+
+// parseEnv reads "KEY=VALUE,KEY=VALUE" ("" is none).
+func parseEnv(s string) ([]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	env := strings.Split(s, ",")
+	for _, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, fmt.Errorf("%q: %q is not KEY=VALUE", s, kv)
+		}
+	}
+	return env, nil
+}
+
+// selects tells whether the --only value only selects the scenario name:
+// "" selects every one, else one of its |-separated texts must be in name.
+func selects(only, name string) bool {
+	if only == "" {
+		return true
+	}
+	for _, text := range strings.Split(only, "|") {
+		if text != "" && strings.Contains(name, text) {
+			return true
+		}
+	}
+	return false
 }
 
 // trial is one round's measurement of a scenario and the floor it is compared
@@ -233,13 +318,25 @@ type result struct {
 	sc          scenario
 	r           load.Report
 	cpu         float64 // server cores busy during the measured window
+	redisCPU    float64 // Redis's cores busy during the same window (0: no Redis)
 	bytesPerCus float64 // heap per customer the load touched (0: not measured)
-	failedOpen  float64 // decisions allowed because the store missed its budget
-	local       float64 // decisions made locally because Redis missed its budget
+	// failedOpen is, for tollgate, the decisions allowed because the store
+	// missed its budget; for ratelimit, the calls that failed, which
+	// Envoy's rate limit filter lets through unless failure_mode_deny.
+	failedOpen float64
+	local      float64 // decisions made locally because Redis missed its budget
 	// callsPerDecision is Redis script calls (EVALSHA, EVAL) over decisions:
 	// the round trips of decisions and key lookups (0: not Redis).
 	callsPerDecision float64
+	// commandsPerDecision is the commands that clients sent Redis over the
+	// decisions (0: not Redis); the ratelimit rows show it, tollgate's
+	// show callsPerDecision.
+	commandsPerDecision float64
 }
+
+// cpuPerDecision is the server's and Redis's CPU time per decision, in
+// microseconds: the cores they kept busy over the decisions per second.
+func (m result) cpuPerDecision() float64 { return (m.cpu + m.redisCPU) / m.r.PerSecond * 1e6 }
 
 // row formats m as a table row, with its ratio to floor and, when there
 // were several rounds, every round's ratio.
@@ -252,16 +349,24 @@ func (m result) row(floor result, rounds []float64) string {
 	if m.callsPerDecision > 0 {
 		mem += fmt.Sprintf("%.2f Redis script calls per decision; ", m.callsPerDecision)
 	}
-	if m.sc.store == "redis" {
+	switch m.sc.store {
+	case "redis":
 		mem += fmt.Sprintf("%.2f%% failed open, %.2f%% decided locally (store budget missed)", 100*m.failedOpen, 100*m.local)
+	case "ratelimit":
+		mem += fmt.Sprintf("%.2f Redis commands per decision; %.2f%% of calls failed (let through by Envoy's default)",
+			m.commandsPerDecision, 100*m.failedOpen)
 	}
 	each := make([]string, len(rounds))
 	for i, r := range rounds {
 		each[i] = fmt.Sprintf("%.2f", r)
 	}
-	return fmt.Sprintf("| %s | %s | %s | %d | %.0f | %.2f | %s | %s | %s | %s | %s | %.2f | %s |",
+	perDecision := fmt.Sprintf("%.0f", m.cpuPerDecision())
+	if m.sc.redis() {
+		perDecision += fmt.Sprintf(" (server %.0f, Redis %.0f)", m.cpu/m.r.PerSecond*1e6, m.redisCPU/m.r.PerSecond*1e6)
+	}
+	return fmt.Sprintf("| %s | %s | %s | %d | %.0f | %.2f | %s | %s | %s | %s | %s | %.2f | %s | %s |",
 		time.Now().UTC().Format(time.DateOnly), commit(), m.sc.name, m.r.Workers, m.r.PerSecond, ratio,
-		strings.Join(each, " "), m.r.P50, m.r.P90, m.r.P99, m.r.P999, m.cpu, mem)
+		strings.Join(each, " "), m.r.P50, m.r.P90, m.r.P99, m.r.P999, m.cpu, perDecision, mem)
 }
 
 // measure seeds the store, starts the server, runs the load and reads the
@@ -280,21 +385,13 @@ func (b *bench) measure(ctx context.Context, sc scenario, rs *redistest.Server, 
 			return res, err
 		}
 	}
-	cpuBefore, err := srv.CPUTime()
-	if err != nil {
+	target := srv.GRPC
+	if sc.mode == load.HTTP {
+		target = srv.HTTP
+	}
+	if err := b.loadWindow(ctx, sc, target, srv.Cmd.Process.Pid, rs, &res); err != nil {
 		return res, err
 	}
-	started := time.Now()
-	if res.r, err = b.load(ctx, sc, srv); err != nil {
-		return res, err
-	}
-	wall := time.Since(started)
-	cpuAfter, err := srv.CPUTime()
-	if err != nil {
-		return res, err
-	}
-	// The warm-up's CPU is in the window too: spread over the whole run.
-	res.cpu = (cpuAfter - cpuBefore).Seconds() / wall.Seconds()
 	failed, err1 := srv.MetricSum("tollgate_decisions_total", `reason="store:error"`)
 	all, err2 := srv.MetricSum("tollgate_decisions_total", "")
 	local, _ := srv.Metric("tollgate_store_local_decisions_total") // none before --on-store-error local
@@ -344,12 +441,53 @@ func (b *bench) serve(ctx context.Context, sc scenario, rs *redistest.Server, se
 	return served.Start(ctx, b.bin, args, []string{"TOLLGATE_ADMIN_TOKEN=bench"}, 5*time.Minute)
 }
 
-// load runs tollgate load against srv in sc's mode and returns its report.
-func (b *bench) load(ctx context.Context, sc scenario, srv *served.Server) (load.Report, error) {
+// loadWindow runs the load against target and sets res's report, the
+// CPU of the server process pid and of rs (nil: no Redis) in cores over the
+// run, and with rs, the Redis commands per decision. The warm-up's CPU is
+// in the window too: spread over the whole run.
+func (b *bench) loadWindow(ctx context.Context, sc scenario, target string, pid int, rs *redistest.Server, res *result) error {
+	var redisBefore, redisAfter redisStats
+	var err error
+	if rs != nil {
+		if redisBefore, err = readRedisStats(ctx, rs.Addr()); err != nil {
+			return err
+		}
+	}
+	cpuBefore, err := served.CPUTime(pid)
+	if err != nil {
+		return err
+	}
+	started := time.Now()
+	if res.r, err = b.load(ctx, sc, target); err != nil {
+		return err
+	}
+	wall := time.Since(started)
+	cpuAfter, err := served.CPUTime(pid)
+	if err != nil {
+		return err
+	}
+	res.cpu = (cpuAfter - cpuBefore).Seconds() / wall.Seconds()
+	if rs != nil {
+		if redisAfter, err = readRedisStats(ctx, rs.Addr()); err != nil {
+			return err
+		}
+		res.redisCPU = (redisAfter.cpu - redisBefore.cpu).Seconds() / wall.Seconds()
+		// Decisions in the window, the warm-up's included, at the
+		// measured rate.
+		if decisions := res.r.PerSecond * wall.Seconds(); decisions > 0 {
+			res.commandsPerDecision = float64(redisAfter.commands-redisBefore.commands) / decisions
+		}
+	}
+	return nil
+}
+
+// load runs tollgate load against target in sc's mode and returns its
+// report.
+func (b *bench) load(ctx context.Context, sc scenario, target string) (load.Report, error) {
 	var r load.Report
-	target, conns := srv.GRPC, 4
+	conns := 4
 	if sc.mode == load.HTTP {
-		target, conns = srv.HTTP, b.workers // HTTP/1.1: a connection per request in flight
+		conns = b.workers // HTTP/1.1: a connection per request in flight
 	}
 	cmd := exec.CommandContext(ctx, b.bin, "load", "--target", target, "--mode", string(sc.mode), "--policy", b.policyFile,
 		"--keys", strconv.Itoa(sc.keys), "--workers", strconv.Itoa(b.workers), "--conns", strconv.Itoa(conns),
@@ -414,9 +552,9 @@ func appendRows(out string, rows, notes []string, workers, rounds int) error {
 	}
 	defer f.Close()
 	fmt.Fprintf(f, "\n### %s — %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine())
-	fmt.Fprintf(f, "`make bench-e2e`: `tollgate load --workers %d --conns 4 --duration 10s --warmup 2s`, mix anonymous 20, keyed 70, blocked 5, invalid keys 5; load generator and server share the cores; HTTP rows: `--mode http --conns %d` to `serve --http-addr`, an HTTP/1.1 keep-alive connection per worker. %d rounds, each measuring the floor and then every scenario; ratio: decisions/s over the floor's of the same round and mode (`serve --noop` spoken to over ext_authz, ext_proc or HTTP), the row being the round of the median ratio (the floor's: of the median decisions/s); server CPU: cores busy, warm-up included.\n\n", workers, workers, rounds)
-	fmt.Fprintln(f, "| date | commit | scenario | workers | decisions/s | ratio to floor | ratio per round | p50 | p90 | p99 | p99.9 | server CPU (cores) | memory |")
-	fmt.Fprintln(f, "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|")
+	fmt.Fprintf(f, "`make bench-e2e`: `tollgate load --workers %d --conns 4 --duration 10s --warmup 2s`, mix anonymous 20, keyed 70, blocked 5, invalid keys 5; load generator and server share the cores; HTTP rows: `--mode http --conns %d` to `serve --http-addr`, an HTTP/1.1 keep-alive connection per worker. %d rounds, each measuring the floor and then every scenario; ratio: decisions/s over the floor's of the same round and mode (`serve --noop` spoken to over ext_authz, ext_proc or HTTP), the row being the round of the median ratio (the floor's: of the median decisions/s); server CPU: cores busy, warm-up included; CPU per decision: the server's and Redis's cores over decisions/s; envoyproxy/ratelimit rows: `--mode ratelimit` (ShouldRateLimit, one descriptor a request) to ratelimit %s on a Redis of its own, compared with the ext_authz floor.\n\n", workers, workers, rounds, ratelimitVersion)
+	fmt.Fprintln(f, "| date | commit | scenario | workers | decisions/s | ratio to floor | ratio per round | p50 | p90 | p99 | p99.9 | server CPU (cores) | CPU per decision (µs) | memory |")
+	fmt.Fprintln(f, "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
 	for _, r := range rows {
 		fmt.Fprintln(f, r)
 	}

@@ -22,7 +22,7 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := newFlags("load", stderr)
 	var c load.Config
 	fs.StringVar(&c.Target, "target", "127.0.0.1:9001", "tollgate's gRPC `address`, or its --http-addr for --mode http (host:port or unix:/path)")
-	mode := fs.String("mode", "authz", "`api`: authz (ext_authz Check), proc (an ext_proc stream per request) or http (Envoy's HTTP form: each request behind /ext_authz, over HTTP/1.1; --target is then --http-addr)")
+	mode := fs.String("mode", "authz", "`api`: authz (ext_authz Check), proc (an ext_proc stream per request), http (Envoy's HTTP form: each request behind /ext_authz, over HTTP/1.1; --target is then --http-addr) or ratelimit (envoyproxy/ratelimit's ShouldRateLimit, to compare with it)")
 	fs.IntVar(&c.Workers, "workers", 50, "concurrent `workers`, each one request at a time")
 	fs.IntVar(&c.Conns, "conns", 0, "`connections` the workers share: gRPC ones multiplex requests (default 4); an HTTP/1.1 one carries one at a time (default: one per worker)")
 	fs.DurationVar(&c.Duration, "duration", 10*time.Second, "measured `time` (after the warm-up)")
@@ -37,10 +37,10 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	switch load.Mode(*mode) {
-	case load.Authz, load.Process, load.HTTP:
+	case load.Authz, load.Process, load.HTTP, load.RateLimit:
 		c.Mode = load.Mode(*mode)
 	default:
-		return fmt.Errorf("--mode %q: want authz, proc or http", *mode)
+		return fmt.Errorf("--mode %q: want authz, proc, http or ratelimit", *mode)
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })

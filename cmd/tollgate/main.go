@@ -45,7 +45,8 @@ commands:
   keys     list, create, change, rotate and delete API keys (admin API)
   usage    show daily usage per customer, or grant more quota (admin API)
   load     send ext_authz, ext_proc or HTTP load to a tollgate and report what it measured
-           (load prepare: seed a store with the keys it sends)
+           (load prepare: seed a store with the keys it sends; --mode ratelimit: the same
+           load to envoyproxy/ratelimit, to compare)
   replay   replay decision logs against a candidate policy and report what would change
   version  print the version (also --version)
 

@@ -1,6 +1,7 @@
 // Package served runs a `tollgate serve` process for the measurement tools
 // (cmd/bench-e2e, cmd/waf-flood) and reads what they measure from it: its
 // addresses, its metrics, its live heap, its CPU time and its memory.
+// CPUTime reads any process's CPU time.
 //
 // A Server is used by one goroutine: Start it, read it, Stop it.
 package served
@@ -150,8 +151,12 @@ func (s *Server) scrape(f func(line string) error) error {
 }
 
 // CPUTime returns the process's user and system CPU time (Linux).
-func (s *Server) CPUTime() (time.Duration, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.Cmd.Process.Pid))
+func (s *Server) CPUTime() (time.Duration, error) { return CPUTime(s.Cmd.Process.Pid) }
+
+// CPUTime returns the user and system CPU time of the process pid, any
+// process, from /proc/PID/stat (Linux).
+func CPUTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
