@@ -2,6 +2,7 @@ package alerts
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,7 +16,7 @@ const statsTimeout = time.Second
 type deliverMetrics struct {
 	sent, failed, dropped *prometheus.CounterVec
 	enqueueDropped        prometheus.Counter
-	stats                 outboxStats
+	stats                 *outboxStats
 }
 
 func newDeliverMetrics(d *Deliverer) *deliverMetrics {
@@ -36,7 +37,7 @@ func newDeliverMetrics(d *Deliverer) *deliverMetrics {
 			Name: "tollgate_events_enqueue_dropped_total",
 			Help: "Quota events lost before the outbox because its writer's queue was full.",
 		}),
-		stats: outboxStats{
+		stats: &outboxStats{
 			d: d,
 			pending: prometheus.NewDesc("tollgate_events_pending",
 				"Deliveries of quota events waiting in the outbox (one per event and sink); replicas sharing Redis all report the shared outbox.", nil, nil),
@@ -69,32 +70,71 @@ func (d *Deliverer) ShowSinks(names []string) {
 	}
 }
 
-// outboxStats collects the outbox's Stats.
+// outboxStats collects the outbox's Stats. A scrape never waits on a store
+// that hangs (Redis paused, exactly when an operator looks): it starts a
+// Stats call, unless one is still running, and waits for it at most
+// statsWait; what it reports is the last answer the outbox gave.
 type outboxStats struct {
 	d               *Deliverer
 	pending, oldest *prometheus.Desc
+
+	mu      sync.Mutex
+	running chan struct{} // closed when the call in flight ends; nil: none
+	ok      bool          // the last call answered
+	n       int
+	since   time.Time // the oldest pending event's instant (zero: none)
 }
 
+// statsWait is how long a scrape waits for the outbox's answer before it
+// reports the last one.
+const statsWait = 100 * time.Millisecond
+
 // Describe implements prometheus.Collector.
-func (c outboxStats) Describe(ch chan<- *prometheus.Desc) {
+func (c *outboxStats) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.pending
 	ch <- c.oldest
 }
 
-// Collect implements prometheus.Collector. An outbox that does not answer
-// leaves both gauges out of the scrape rather than failing it: the store's
-// own metrics tell of its trouble.
-func (c outboxStats) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
-	defer cancel()
-	n, oldest, err := c.d.o.Outbox.Stats(ctx)
-	if err != nil {
+// Collect implements prometheus.Collector. An outbox that has not answered
+// yet, or whose last call failed, leaves both gauges out of the scrape
+// rather than failing it: the store's own metrics tell of its trouble.
+func (c *outboxStats) Collect(ch chan<- prometheus.Metric) {
+	select {
+	case <-c.refresh():
+	case <-time.After(statsWait):
+	}
+	c.mu.Lock()
+	ok, n, since := c.ok, c.n, c.since
+	c.mu.Unlock()
+	if !ok {
 		return
 	}
 	age := 0.0
-	if !oldest.IsZero() {
-		age = max(c.d.o.Now().Sub(oldest).Seconds(), 0)
+	if !since.IsZero() {
+		age = max(c.d.o.Now().Sub(since).Seconds(), 0)
 	}
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(n))
 	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, age)
+}
+
+// refresh starts a Stats call, bounded by statsTimeout, unless one is in
+// flight, and returns the channel closed when it ends.
+func (c *outboxStats) refresh() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running != nil {
+		return c.running
+	}
+	done := make(chan struct{})
+	c.running = done
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
+		defer cancel()
+		n, oldest, err := c.d.o.Outbox.Stats(ctx)
+		c.mu.Lock()
+		c.ok, c.n, c.since, c.running = err == nil, n, oldest, nil
+		c.mu.Unlock()
+		close(done)
+	}()
+	return done
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -439,4 +440,44 @@ func TestDeliverThreeReplicasOneRedis(t *testing.T) {
 	if sent != n {
 		t.Errorf("sent, summed over the replicas: %v, want %d", sent, n)
 	}
+}
+
+// hungStats is an outbox whose Stats, once hung, does not answer until
+// released, whatever its context says: a store that hangs.
+type hungStats struct {
+	alerts.Outbox
+	hung    atomic.Bool
+	release chan struct{}
+}
+
+func (o *hungStats) Stats(ctx context.Context) (int, time.Time, error) {
+	if o.hung.Load() {
+		<-o.release
+	}
+	return o.Outbox.Stats(ctx)
+}
+
+// TestScrapeDoesNotWaitForHungOutbox: while the outbox's Stats hangs, a
+// scrape still returns, with the last pending count the outbox gave (a
+// scrape that waited on the hung call would never return here); once it
+// answers again, the scrapes show its new count.
+func TestScrapeDoesNotWaitForHungOutbox(t *testing.T) {
+	o := &hungStats{Outbox: alerts.NewMemoryOutbox(), release: make(chan struct{})}
+	d := alerts.NewDeliverer(alerts.DeliverOptions{Outbox: o, Sinks: sinks(alerts.Sink{Name: "ops", URL: "http://127.0.0.1:1/"}),
+		Now: testclock.New(t0).Now})
+	if got := metric(t, d, "tollgate_events_pending", ""); got != 0 {
+		t.Fatalf("step 1: pending %v, want 0", got)
+	}
+	o.hung.Store(true)
+	if _, err := o.Outbox.Add(context.Background(), event("e1", t0, "ops"), 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if got := metric(t, d, "tollgate_events_pending", ""); got != 0 {
+			t.Fatalf("step 2: pending %v while the outbox hangs, want the last answer, 0", got)
+		}
+	}
+	o.hung.Store(false)
+	close(o.release)
+	hooktest.WaitFor(t, "the outbox's new count", func() bool { return metric(t, d, "tollgate_events_pending", "") == 1 })
 }
