@@ -305,8 +305,12 @@ func TestRedisOutageAllowDeny(t *testing.T) {
 	slices.Sort(took)
 	checkAnswers(t, "step 2", took)
 	checkDecided(t, "step 2", procs)
+	// During the outage a replica holds up to its 10 workers' requests in
+	// flight, and a few goroutines of its own (the pool's redials, the
+	// outbox's Stats call of a scrape): at most 20 more than before. A
+	// pile-up grows with the requests, thousands of them here.
 	for i := range procs {
-		if during[i] > before[i]+10 {
+		if during[i] > before[i]+20 {
 			t.Errorf("step 2: replica %d: %v goroutines during the outage, %v before: they pile up", i, during[i], before[i])
 		}
 	}
