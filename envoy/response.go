@@ -263,8 +263,11 @@ func denialHeaders(l *headerList, buf []byte, d *policy.Decision) {
 	l.resolve(appendDenialHeaders(l, buf, d))
 }
 
-// reply holds every message of one CheckResponse, so that an answer is one
-// allocation plus its header values.
+// reply holds every message of one CheckResponse, with room for the
+// headers of most answers (5: a keyed allow's 3 upstream and 2 rate-limit
+// headers), so that such an answer is one allocation plus its header
+// values; a larger one takes one more (make). Room for the largest answer's
+// 9 headers in every reply was most of the bytes a decision allocated.
 type reply struct {
 	resp     authv3.CheckResponse
 	status   statuspb.Status
@@ -273,26 +276,52 @@ type reply struct {
 	denied   authv3.DeniedHttpResponse
 	deniedOf authv3.CheckResponse_DeniedResponse
 	http     typev3.HttpStatus
-	opts     [maxHeaders]corev3.HeaderValueOption
-	vals     [maxHeaders]corev3.HeaderValue
-	ptrs     [maxHeaders]*corev3.HeaderValueOption
 	remove   [maxRemove]string
-	n        int // opts used
+	inline   headerBlock[[inlineHeaders]headerSlot, [inlineHeaders]*corev3.HeaderValueOption]
+	slots    []headerSlot
+	ptrs     []*corev3.HeaderValueOption
+	n        int // slots used
+}
+
+// inlineHeaders is the room for headers in a reply itself.
+const inlineHeaders = 5
+
+// headerSlot is one header of an answer as Envoy's messages hold it.
+type headerSlot struct {
+	opt corev3.HeaderValueOption
+	val corev3.HeaderValue
+}
+
+// headerBlock holds headers' messages and the pointers to them.
+type headerBlock[S, P any] struct {
+	s S
+	p P
+}
+
+// make makes room in r for n headers: its own, or a block of the largest
+// answer's.
+func (r *reply) make(n int) {
+	if n <= inlineHeaders {
+		r.slots, r.ptrs = r.inline.s[:], r.inline.p[:]
+		return
+	}
+	b := new(headerBlock[[maxHeaders]headerSlot, [maxHeaders]*corev3.HeaderValueOption])
+	r.slots, r.ptrs = b.s[:], b.p[:]
 }
 
 // options turns hs into header options that overwrite (or add), appended
-// after those already used, and returns them.
+// after those already used, and returns them; make made room for them.
 func (r *reply) options(hs []header) []*corev3.HeaderValueOption {
 	if len(hs) == 0 {
 		return nil
 	}
 	lo := r.n
 	for _, h := range hs {
-		i := r.n
-		r.vals[i].Key, r.vals[i].Value = h.name, h.value
-		r.opts[i].Header = &r.vals[i]
-		r.opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
-		r.ptrs[i] = &r.opts[i]
+		sl := &r.slots[r.n]
+		sl.val.Key, sl.val.Value = h.name, h.value
+		sl.opt.Header = &sl.val
+		sl.opt.AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		r.ptrs[r.n] = &sl.opt
 		r.n++
 	}
 	return r.ptrs[lo:r.n:r.n]
@@ -332,6 +361,7 @@ func checkResponse(d *policy.Decision, grpc bool) *authv3.CheckResponse {
 		r.status.Code = int32(codes.OK)
 		up, remove := allowHeaders(&hs, buf, d, r.remove[:0])
 		all := hs.list()
+		r.make(len(all))
 		r.ok.Headers = r.options(all[:up])
 		r.ok.ResponseHeadersToAdd = r.options(all[up:])
 		if len(remove) > 0 {
@@ -346,6 +376,7 @@ func checkResponse(d *policy.Decision, grpc bool) *authv3.CheckResponse {
 	r.status.Code = int32(grpcCode(status))
 	r.denied.Body = denialAnswer(&hs, d, grpc)
 	denialHeaders(&hs, buf, d)
+	r.make(len(hs.list()))
 	r.http.Code = typev3.StatusCode(status)
 	r.denied.Status = &r.http
 	r.denied.Headers = r.options(hs.list())

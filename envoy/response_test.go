@@ -307,7 +307,9 @@ func TestCheckResponseAllocs(t *testing.T) {
 		want float64
 	}{
 		{allowed(policy.HeadersIETF), 1},
-		{withLimits(keyed(policy.HeadersBoth), planLimit, quotaLimit), 2},
+		// 8 headers: more than a reply has room for, one more allocation.
+		{withLimits(keyed(policy.HeadersBoth), planLimit, quotaLimit), 3},
+		{withLimits(keyed(policy.HeadersIETF), planLimit, quotaLimit), 2},
 		{throttled(policy.ReasonThrottlePlan, policy.BodyTooManyRequests, time.Second, policy.HeadersIETF, emptyPlan, quotaLimit), 2},
 		{denied(403, policy.ReasonKeyUnknown, policy.BodyForbidden, policy.HeadersIETF, true), 1},
 	}
