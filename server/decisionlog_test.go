@@ -11,24 +11,9 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-)
 
-// logLine is a decision log line as SPEC §10 lists its fields.
-type logLine struct {
-	TS       string   `json:"ts"`
-	API      string   `json:"api"`
-	Stage    string   `json:"stage"`
-	Route    string   `json:"route"`
-	Method   string   `json:"method"`
-	Path     string   `json:"path"`
-	IP       string   `json:"ip"`
-	KeyID    string   `json:"key_id"`
-	Customer string   `json:"customer"`
-	Plan     string   `json:"plan"`
-	Status   int      `json:"status"`
-	Reason   string   `json:"reason"`
-	Shadow   []string `json:"shadow"`
-}
+	"github.com/tollgate/tollgate/decisionlog"
+)
 
 // TestDecisionLogLines sends 50 mixed requests over gRPC (allowed, no key,
 // a disabled key, throttled, blocked by the WAF, unreadable, and allowed
@@ -131,12 +116,12 @@ func TestDecisionLogLines(t *testing.T) {
 			t.Fatalf("step 2: the log holds %q:\n%s", bad, raw)
 		}
 	}
-	var lines []logLine
+	var lines []decisionlog.Line
 	sc := bufio.NewScanner(strings.NewReader(string(raw)))
 	for sc.Scan() {
 		dec := json.NewDecoder(strings.NewReader(sc.Text()))
 		dec.DisallowUnknownFields()
-		var l logLine
+		var l decisionlog.Line
 		if err := dec.Decode(&l); err != nil {
 			t.Fatalf("step 3: line %d %q: %v", len(lines), sc.Text(), err)
 		}
