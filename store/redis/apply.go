@@ -30,11 +30,13 @@ var (
 // A decision's KEYS are the hits', the ops' and the usage counter's; its
 // ARGV: the instant in µs ("" for Redis's clock), its caller's deadline on
 // Redis's clock (µs; 0: none), the counts of hits and
-// ops, whether there is a usage counter and its expiry (Unix ms), the lease
+// ops, its flags (flagUsage: there is a usage counter; flagDenied: take
+// nothing) and the usage counter's expiry (Unix ms), the lease
 // TTL (µs), then per hit its limit (negated for a hit that only
 // watches: policy.Hit.Watch) and window (µs), per op "b", rate
 // (µreq/s), burst or "q", limit, expiry (Unix ms) or "c", cap, lease
-// ("B" and "Q" for shadow ops: policy.Op.Shadow). A
+// ("B" and "Q" for shadow ops: policy.Op.Shadow; "nN" for a lease of up
+// to N tokens of a bucket, given back when N is negative: spread.go). A
 // call's KEYS are its decisions' KEYS one after another, and its ARGV their
 // ARGV. The reply holds, per decision, the length of its part, then: the
 // blocking hit (1-based, 0: none; -1: Redis ran it past its deadline and
@@ -74,9 +76,19 @@ var (
 	errBadReply = errors.New("the reply does not fit")
 )
 
-// applyShared makes the decision on Redis.
+// applyShared makes the decision on Redis: in one call, or on a cluster in
+// a call for each home (spread.go).
 func (s *Store) applyShared(now time.Time, b *policy.Batch) error {
-	usage := b.Usage.Limit != ""
+	if s.spread {
+		return s.applySpread(now, b)
+	}
+	return s.applyCall(now, b, false)
+}
+
+// applyCall makes the batch one decision of the apply script, and fills in
+// its results. denied says that a limit checked elsewhere (a leased shared
+// bucket) denies the request: the ops are checked, and nothing is taken.
+func (s *Store) applyCall(now time.Time, b *policy.Batch, denied bool) error {
 	select {
 	case <-s.done:
 		return s.errClosed
@@ -85,6 +97,26 @@ func (s *Store) applyShared(now time.Time, b *policy.Batch) error {
 	if s.open.Load() {
 		return ErrUnavailable
 	}
+	r, err := s.encode(now, b, denied)
+	if err != nil {
+		return err
+	}
+	res, err := s.decide(r)
+	if err != nil {
+		return err
+	}
+	return s.read(res, b)
+}
+
+// Bits of a decision's flags argument.
+const (
+	flagUsage  = 1 // the last key is the usage counter
+	flagDenied = 2 // take nothing (applyCall's denied)
+)
+
+// encode returns the request of the batch's decision.
+func (s *Store) encode(now time.Time, b *policy.Batch, denied bool) (*request, error) {
+	usage := b.Usage.Limit != ""
 	r := newRequest(len(b.Hits), len(b.Ops))
 	r.start = time.Now()
 	// The decision's budget, which a key lookup before may have spent in
@@ -94,7 +126,7 @@ func (s *Store) applyShared(now time.Time, b *policy.Batch) error {
 		r.deadline = r.start.Add(s.opts.Timeout)
 	} else if !r.start.Before(r.deadline) {
 		r.free()
-		return s.errTimeout
+		return nil, s.errTimeout
 	}
 	if s.local != nil {
 		r.note(b)
@@ -111,7 +143,7 @@ func (s *Store) applyShared(now time.Time, b *policy.Batch) error {
 	}
 	r.num(int64(len(b.Hits)))
 	r.num(int64(len(b.Ops)))
-	r.num(int64(b2i(usage)))
+	r.num(int64(b2i(usage)*flagUsage + b2i(denied)*flagDenied))
 	r.num(usageAt)
 	r.num(s.opts.LeaseTTL.Microseconds())
 	for i := range b.Hits {
@@ -148,11 +180,11 @@ func (s *Store) applyShared(now time.Time, b *policy.Batch) error {
 		r.key(s, 'c', b.Usage)
 	}
 	r.sealKeys()
-	res, err := s.decide(r)
-	if err != nil {
-		return err
+	if err := s.route(r); err != nil {
+		r.free()
+		return nil, err
 	}
-	return s.read(res, b)
+	return r, nil
 }
 
 // read fills in b's results from the apply script's reply.

@@ -13,6 +13,11 @@
 -- write only when it changes, once per call however many of its decisions
 -- use the key (the cache below).
 
+-- The keys and the arguments. On a cluster (spread.go) the call declares
+-- one key, which routes it to its node, and passes all of them as ARGV,
+-- after their count: this line is replaced there.
+local KEYS, ARGV = KEYS, ARGV
+
 local clock -- Redis's clock, once read
 
 -- redisNow returns Redis's clock in µs, read once per call.
@@ -111,7 +116,9 @@ local function decide(k, a)
     now = redisNow()
   end
   local deadline = tonumber(ARGV[a + 1]) -- µs on Redis's clock, 0: none
-  local nh, no, usage = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local nh, no, flags = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local usage = flags % 2 -- 1: the last key is the usage counter
+  local denied = flags >= 2 -- a limit checked elsewhere denies: take nothing
   local usageAt = tonumber(ARGV[a + 5]) -- Unix ms
   local leaseTTL = tonumber(ARGV[a + 6]) -- µs
   local nextK, nextA = k + nh + no + usage, a + 7 + 2 * nh + 3 * no
@@ -166,10 +173,15 @@ local function decide(k, a)
 
   -- 2. Check every op; take only when all the enforced ones admit: from
   -- each of them, and from each shadow op (kind in upper case) that admits.
-  local ops, all = {}, true
+  -- A lease ("nN") takes up to N tokens of a bucket, at least one to
+  -- admit; a negative N gives -N back.
+  local ops, all = {}, not denied
   for i = 1, no do
     local key, kind = KEYS[k + nh + i], ARGV[a]
-    local op = {k = key, shadow = kind == 'B' or kind == 'Q'}
+    local op = {k = key, shadow = kind == 'B' or kind == 'Q', take = 1}
+    if string.sub(kind, 1, 1) == 'n' then
+      op.take, kind = tonumber(string.sub(kind, 2)), 'b'
+    end
     kind = string.lower(kind)
     op.kind = kind
     if kind == 'b' then
@@ -205,7 +217,7 @@ local function decide(k, a)
         last = now
       end
       op.rate, op.full, op.tokens, op.last = rate, full, tokens, last
-      op.ok = tokens >= 1000000000
+      op.ok = tokens >= 1000000000 or op.take < 0
       reply[#reply + 1] = tokens
       reply[#reply + 1] = last
     elseif kind == 'c' then
@@ -239,7 +251,11 @@ local function decide(k, a)
       if not op.ok then
         -- a shadow op that would deny: takes nothing
       elseif op.kind == 'b' then
-        local left = op.tokens - 1000000000
+        local n = op.take
+        if n > 1 then
+          n = math.min(n, math.floor(op.tokens / 1000000000))
+        end
+        local left = math.min(op.tokens - n * 1000000000, op.full)
         local v = string.format('%d %d', left, op.last)
         if op.rate > 0 and ARGV[first] == '' then
           -- Dropped once full: a full bucket carries no information.
@@ -259,7 +275,7 @@ local function decide(k, a)
   end
 
   -- 3. The usage-history counter of an admitted request.
-  if usage == 1 and (no == 0 or all) then
+  if usage == 1 and not denied and (no == 0 or all) then
     use(KEYS[k + nh + no + 1], usageAt)
   end
   return reply, nextK, nextA

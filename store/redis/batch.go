@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,9 @@ type request struct {
 	// before its state becomes sent.
 	callEnd time.Time
 
+	// node is the primary the call goes to on a cluster (spread.go).
+	node *goredis.Client
+
 	keys []string // substrings of one string built in kbuf
 	kbuf []byte
 	ends []int   // where each key ends in kbuf
@@ -94,6 +98,8 @@ type request struct {
 type callBuf struct {
 	args  []any
 	nkeys int64
+	// cluster is the count of the keys a call declares on a cluster: 1.
+	cluster int64
 }
 
 var requests = sync.Pool{New: func() any {
@@ -117,7 +123,7 @@ func newRequest(nh, no int) *request {
 // free puts r back for reuse; only its owner may.
 func (r *request) free() {
 	r.keys, r.kbuf, r.ends, r.args, r.nums, r.strs = r.keys[:0], r.kbuf[:0], r.ends[:0], r.args[:0], r.nums[:0], r.strs[:0]
-	r.reply, r.err, r.own[0], r.late = nil, nil, nil, lateInfo{}
+	r.reply, r.err, r.own[0], r.late, r.node = nil, nil, nil, lateInfo{}, nil
 	requests.Put(r)
 }
 
@@ -300,6 +306,45 @@ func (s *Store) run(batch []*request, buf *callBuf, own bool) {
 		s.deliverAll(live, stop)
 		return
 	}
+	if s.spread {
+		s.runNodes(live, buf, deadline)
+		return
+	}
+	s.runCall(live, buf, deadline)
+}
+
+// runNodes makes a call to each node of a cluster that live's requests go
+// to, at once, and delivers their replies.
+func (s *Store) runNodes(live []*request, buf *callBuf, deadline time.Time) {
+	if len(live) == 1 {
+		s.runCall(live, buf, deadline)
+		return
+	}
+	// Each node's requests, in the order they came.
+	var wg sync.WaitGroup
+	for len(live) > 0 {
+		node := live[0].node
+		group, rest := []*request{}, live[:0]
+		for _, r := range live {
+			if r.node == node {
+				group = append(group, r)
+			} else {
+				rest = append(rest, r)
+			}
+		}
+		live = rest
+		if len(live) == 0 {
+			s.runCall(group, buf, deadline) // the last one from this goroutine
+			break
+		}
+		wg.Go(func() { s.runCall(group, new(callBuf), deadline) })
+	}
+	wg.Wait()
+}
+
+// runCall makes the call of live's requests, which go to one node, and
+// delivers their replies.
+func (s *Store) runCall(live []*request, buf *callBuf, deadline time.Time) {
 	res, err := s.callBatch(live, buf, deadline)
 	// A Redis error reply (a key of the wrong type, say) is the data's,
 	// not Redis's health: it fails the call's decisions, not the circuit,
@@ -324,7 +369,14 @@ func (s *Store) run(batch []*request, buf *callBuf, own bool) {
 // deadline.
 func (s *Store) callBatch(live []*request, buf *callBuf, deadline time.Time) ([]int64, error) {
 	buf.nkeys = 0
-	args := append(buf.args[:0], "evalsha", &applySHA, &buf.nkeys)
+	args := append(buf.args[:0], "evalsha", &s.scriptSHA, &buf.nkeys)
+	if s.spread {
+		// One key declared, to route the call; then all of them, after
+		// their count (clusterScript).
+		args = append(args, &live[0].keys[0], &buf.nkeys)
+		buf.cluster = 1
+		args[2] = &buf.cluster
+	}
 	for _, r := range live {
 		for i := range r.keys {
 			args = append(args, &r.keys[i])
@@ -336,7 +388,7 @@ func (s *Store) callBatch(live []*request, buf *callBuf, deadline time.Time) ([]
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	s.calls.Add(1)
-	res, err := s.call(ctx, args)
+	res, err := s.call(ctx, live[0].node, args)
 	cancel()
 	clear(args)
 	buf.args = args
@@ -364,19 +416,27 @@ func (s *Store) deliverAll(live []*request, err error) {
 }
 
 // call runs the apply script over args (EVALSHA, its hash, the number of
-// keys, the keys and the ARGV), and again by its source when Redis lost it.
-func (s *Store) call(ctx context.Context, args []any) ([]int64, error) {
+// keys, the keys and the ARGV), and again by its source when Redis lost it;
+// on node (a cluster's primary) when it is set.
+func (s *Store) call(ctx context.Context, node *goredis.Client, args []any) ([]int64, error) {
+	process := s.c.Process
+	if node != nil {
+		process = node.Process
+	}
 	cmd := goredis.NewIntSliceCmd(ctx, args...)
 	cmd.SetFirstKeyPos(3)
-	err := s.c.Process(ctx, cmd)
+	err := process(ctx, cmd)
 	if err != nil && (errors.Is(err, goredis.ErrNoScript) || goredis.HasErrorPrefix(err, "NOSCRIPT")) {
 		// A restarted Redis lost the script: EVAL loads it again.
-		args[0], args[1] = "eval", &applySrc
+		args[0], args[1] = "eval", &s.scriptSrc
 		cmd = goredis.NewIntSliceCmd(ctx, args...)
 		cmd.SetFirstKeyPos(3)
-		err = s.c.Process(ctx, cmd)
+		err = process(ctx, cmd)
 	}
 	if err != nil {
+		if node != nil && (goredis.HasErrorPrefix(err, "MOVED") || goredis.HasErrorPrefix(err, "ASK") || strings.Contains(err.Error(), "non local key")) {
+			s.cluster.ReloadState(ctx) // the slots moved: route by the new map
+		}
 		return nil, err
 	}
 	return cmd.Val(), nil

@@ -113,6 +113,18 @@ type Store struct {
 	url  string // without credentials, for messages
 	opts Options
 
+	// spread is set on a Redis Cluster: the state keys begin with
+	// statePrefix (the prefix without its hash tag) and the hash tag of
+	// their home, and the shared buckets are leased (spread.go).
+	spread      bool
+	statePrefix string
+	cluster     *goredis.ClusterClient
+	leases      leases
+	// script is the apply script (clusterScript on a cluster), with its
+	// source and hash.
+	script               *goredis.Script
+	scriptSrc, scriptSHA string
+
 	// keysKey and byHashKey are the hashes of the run-time keys, by id and
 	// by hash; changesKey is the channel their changes are announced on.
 	keysKey, byHashKey, changesKey string
@@ -231,6 +243,14 @@ func Open(rawURL string, o Options) (*Store, error) {
 		keysKey: o.Prefix + "keys", byHashKey: o.Prefix + "keys-by-hash", changesKey: o.Prefix + "keys-changed",
 		keyIDsKey: o.Prefix + "key-ids", keyCustomersKey: o.Prefix + "key-customers",
 		replicasKey: o.Prefix + "replicas", kick: make(chan struct{}, 1)}
+	if cc, ok := c.(*goredis.ClusterClient); ok {
+		s.spread, s.cluster = true, cc
+		s.statePrefix = strings.NewReplacer("{", "", "}", "").Replace(o.Prefix)
+	}
+	s.script, s.scriptSrc, s.scriptSHA = applyScript, applySrc, applySHA
+	if s.spread {
+		s.script, s.scriptSrc, s.scriptSHA = clusterScript, clusterSrc, clusterScript.Hash()
+	}
 	s.replicas.id = newReplicaID()
 	s.keys = newKeyCache(keysFunc(s.lookupKey), time.Now)
 	s.mine.prefix, s.mine.tags = s.replicas.id+"#", map[string]struct{}{}
@@ -261,6 +281,9 @@ func Open(rawURL string, o Options) (*Store, error) {
 	}
 	for range senders {
 		s.sending.Go(s.send)
+	}
+	if s.spread {
+		s.background.Go(func() { s.returning(s.stop) })
 	}
 	s.beating.Go(s.heartbeat)
 	s.watching.Go(func() { s.watchKeys(s.stop, sub) })
@@ -364,7 +387,7 @@ func tune(maxRetries, dialerRetries, minIdleConns *int, contextTimeout, disableI
 
 // loadScripts loads every script, so that calls name them by their hash.
 func (s *Store) loadScripts(ctx context.Context) error {
-	for _, sc := range []*goredis.Script{applyScript, saveKeyScript, deleteKeyScript, lookupKeyScript, grantScript, keyPageScript, heartbeatScript, pushScript} {
+	for _, sc := range []*goredis.Script{s.script, saveKeyScript, deleteKeyScript, lookupKeyScript, grantScript, keyPageScript, heartbeatScript, pushScript} {
 		if err := sc.Load(ctx, s.c).Err(); err != nil {
 			return fmt.Errorf("redis %s: load script: %w", s.url, err)
 		}
@@ -380,9 +403,15 @@ func (s *Store) key(kind byte, k policy.Key) string {
 	return string(s.appendKey(make([]byte, 0, len(s.opts.Prefix)+len(k.Limit)+len(k.Subject)+64), kind, k))
 }
 
-// appendKey appends the Redis key of a state key to b.
+// appendKey appends the Redis key of a state key to b. On a cluster
+// (spread.go) it begins with the state prefix and the hash tag of its home.
 func (s *Store) appendKey(b []byte, kind byte, k policy.Key) []byte {
-	b = append(b, s.opts.Prefix...)
+	if s.spread {
+		b = append(b, s.statePrefix...)
+		b = appendHome(b, kind, k)
+	} else {
+		b = append(b, s.opts.Prefix...)
+	}
 	b = append(b, kind, ':')
 	b = append(b, k.Limit...)
 	b = append(b, ':')
@@ -452,6 +481,9 @@ func (s *Store) Ready(ctx context.Context) error {
 func (s *Store) Close() error {
 	var err error
 	s.closed.Do(func() {
+		if s.spread {
+			s.returnIdle(true) // the leased tokens go back to their buckets
+		}
 		s.probeMu.Lock()
 		s.stopped = true // no prober starts from here on
 		s.probeMu.Unlock()

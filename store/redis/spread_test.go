@@ -1,0 +1,232 @@
+package redis
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tollgate/tollgate/internal/busyhost"
+	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/memory"
+	"github.com/tollgate/tollgate/store/redis/redistest"
+)
+
+// openCluster opens a store on the cluster c with o, closed when the test
+// ends.
+func openCluster(t *testing.T, c *redistest.Cluster, o Options) *Store {
+	t.Helper()
+	s, err := Open(c.URL(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.spread {
+		t.Fatal("a store on a cluster does not spread its state")
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// planOp is a customer's plan bucket.
+func planOp(limit, customer string, rate float64, burst int64) policy.Op {
+	return policy.Op{Key: policy.Key{Limit: limit, Subject: customer}, Tier: policy.TierPlan, Throttle: policy.NewThrottle(rate, burst)}
+}
+
+// accountOp is the shared account bucket.
+func accountOp(limit string, rate float64, burst int64) policy.Op {
+	return policy.Op{Key: policy.Key{Limit: limit}, Tier: policy.TierAccount, Throttle: policy.NewThrottle(rate, burst)}
+}
+
+// TestSpreadMatchesMemory: on a 3-primary cluster, over fixed instants, a
+// customer's buckets and quotas, shadow ones too, and WAF counters of
+// several homes (an address, a header) give what store/memory gives, step
+// for step: they are exact, each on its own slot.
+func TestSpreadMatchesMemory(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{CallerClock: true})
+	m := memory.New()
+	rng := rand.New(rand.NewPCG(3, 4))
+	byHeader := policy.Hit{Key: policy.Key{Limit: "waf-h", Subject: "agent-x"}, Limit: 30, Window: 5 * time.Second}
+	hits := []policy.Hit{hit("waf-a", 40, 10*time.Second), byHeader, hit("waf-b", 25, 3*time.Second)}
+	for _, customer := range []string{"acme", "globex", "initech"} {
+		ops := []policy.Op{
+			planOp("plan", customer, 0.723457, 4),
+			shadow(planOp("shadow-plan", customer, 1.5, 3)),
+			quotaOp("quota", 300, t0.Add(-time.Hour), t0.Add(time.Hour)),
+			shadow(quotaOp("shadow-quota", 100, t0.Add(-time.Hour), t0.Add(time.Hour))),
+		}
+		for i := 2; i < 4; i++ {
+			ops[i].Key.Subject = customer
+		}
+		usage := policy.Key{Limit: "usage", Subject: customer, Period: t0.Truncate(24 * time.Hour).Unix()}
+		now := t0
+		taken, denied := 0, 0
+		for step := range 800 {
+			gap := rng.IntN(2_000)
+			if rng.IntN(10) == 0 {
+				gap = rng.IntN(2_000_000)
+			}
+			now = now.Add(time.Duration(gap) * time.Microsecond)
+			var hs []policy.Hit
+			for _, h := range hits {
+				if rng.IntN(3) == 0 {
+					hs = append(hs, h)
+				}
+			}
+			var os []policy.Op
+			for _, o := range ops {
+				if rng.IntN(2) == 0 {
+					os = append(os, o)
+				}
+			}
+			u := policy.Key{}
+			if rng.IntN(2) == 0 {
+				u = usage
+			}
+			got, want := apply(t, s, now, u, hs, os...), apply(t, m, now, u, hs, os...)
+			if len(os) > 0 && got.Blocked < 0 {
+				if got.Taken {
+					taken++
+				} else {
+					denied++
+				}
+			}
+			if g, w := fmt.Sprintf("%+v %v %+v", got.Hits, got.Blocked, got.Taken), fmt.Sprintf("%+v %v %+v", want.Hits, want.Blocked, want.Taken); g != w {
+				t.Fatalf("%s step %d at %v: hits: got %s, want %s", customer, step, now.Sub(t0), g, w)
+			}
+			for i := range got.Ops {
+				g, w := got.Ops[i], want.Ops[i]
+				if g.OK != w.OK || g.Remaining != w.Remaining || g.Wait != w.Wait || g.Reset != w.Reset || g.Quota != w.Quota {
+					t.Fatalf("%s step %d at %v: op %s: got ok %v remaining %d wait %v reset %v, want %v %d %v %v", customer,
+						step, now.Sub(t0), g.Key.Limit, g.OK, g.Remaining, g.Wait, g.Reset, w.OK, w.Remaining, w.Wait, w.Reset)
+				}
+			}
+		}
+		if taken < 50 || denied < 50 {
+			t.Errorf("%s: got %d batches taken and %d denied, want both often", customer, taken, denied)
+		}
+		for _, k := range []policy.Key{ops[2].Key, ops[3].Key, usage} {
+			gu, gg, err := s.Counter(k)
+			wu, wg, _ := m.Counter(k)
+			if err != nil || gu != wu || gg != wg {
+				t.Errorf("%s: counter %s: got %d, %d, %v, want %d, %d", customer, k.Limit, gu, gg, err, wu, wg)
+			}
+		}
+	}
+}
+
+// TestSpreadHomes: a customer's keys share its slot, a client's WAF
+// counters theirs, and 60 customers' state is on every primary.
+func TestSpreadHomes(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{CallerClock: true})
+	slot := func(key string) string {
+		n, err := c.SlotOwner(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Addr()
+	}
+	for i := range 60 {
+		customer := fmt.Sprint("customer-", i)
+		plan, quota := planOp("plan", customer, 1, 5), quotaOp("quota", 10, t0, t0.Add(time.Hour))
+		quota.Key.Subject = customer
+		usage := policy.Key{Limit: "usage", Subject: customer, Period: t0.Unix()}
+		apply(t, s, t0, usage, nil, plan, quota)
+		if a, b, u := slot(s.key('b', plan.Key)), slot(s.key('c', quota.Key)), slot(s.key('c', usage)); a != b || a != u {
+			t.Fatalf("%s: plan bucket on %s, quota on %s, usage on %s: want one node", customer, a, b, u)
+		}
+	}
+	ip := netip.MustParseAddr("198.51.100.9")
+	h1 := policy.Key{Limit: "waf-1", Addr: ip}
+	h2 := policy.Key{Limit: "waf-2", Subject: "/pay", Addr: ip}
+	if s.key('w', h1)[:len(s.statePrefix)+18] != s.key('w', h2)[:len(s.statePrefix)+18] {
+		t.Errorf("one client's WAF counters have different homes: %s, %s", s.key('w', h1), s.key('w', h2))
+	}
+	sizes, err := c.DBSizes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range sizes {
+		if n == 0 {
+			t.Errorf("primary %d holds no state: %v", i, sizes)
+		}
+	}
+}
+
+// TestLeasedBucket: three replicas share an account bucket that does not
+// refill (60 tokens) through leases, under concurrency on a busy host: they
+// never admit more than 60 together, the tokens of requests their
+// customers' buckets deny go back, and once the pools give back what they
+// hold, the fleet has admitted exactly 60.
+func TestLeasedBucket(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	busyhost.Spin(t, time.Minute)
+	var stores []*Store
+	for range 3 {
+		stores = append(stores, openCluster(t, c, Options{}))
+	}
+	waitFor(t, "three replicas", func() bool {
+		for _, s := range stores {
+			s.beat()
+		}
+		return stores[0].Replicas() == 3 && stores[2].Replicas() == 3
+	})
+	exactRuns(t, func(run string) int {
+		account := accountOp("account"+run, 0.0001, 60)
+		var taken, missed, customers atomic.Int64
+		round := func(n int) {
+			var wg sync.WaitGroup
+			for i, s := range stores {
+				for g := range 4 {
+					wg.Go(func() {
+						for k := range n {
+							// Each goroutine's own customer, whose bucket
+							// of 3 denies a third of its requests or more.
+							customer := fmt.Sprint(run, "-", i, "-", g, "-", customers.Add(1)%4)
+							b := new(policy.Batch)
+							b.Reset()
+							b.Ops = append(b.Ops, planOp("plan"+run, customer, 0.0001, 3), account)
+							_ = k
+							switch err := s.Apply(time.Now(), b); {
+							case budgetMissed(err):
+								missed.Add(1)
+							case err != nil:
+								t.Errorf("Apply: %v", err)
+							case b.Taken:
+								taken.Add(1)
+							}
+						}
+					})
+				}
+			}
+			wg.Wait()
+		}
+		round(8) // 96 requests, 48 customers' buckets of 3 ... some deny
+		if n := missed.Load(); n > 0 {
+			return int(n)
+		}
+		if n := taken.Load(); n > 60 {
+			t.Fatalf("the fleet admitted %d with a shared bucket of 60", n)
+		}
+		time.Sleep(3 * leaseIdle) // the pools give back what they hold
+		for _, s := range stores {
+			s.returnIdle(false)
+		}
+		account.Key.Limit = "account" + run
+		var left int
+		for i := range 200 {
+			b := apply(t, stores[i%3], time.Now(), policy.Key{}, nil, planOp("plan-after"+run, fmt.Sprint("late-", i), 1, 1), account)
+			if b.Taken {
+				left++
+			}
+		}
+		if n := taken.Load() + int64(left); n != 60 {
+			t.Errorf("the fleet admitted %d, then %d more: %d in all, want exactly the bucket's 60", taken.Load(), left, n)
+		}
+		return 0
+	})
+}
