@@ -85,9 +85,35 @@ func (s *Store) reconcile(ctx context.Context) error {
 // in the local store that Redis holds what it carried, and in the views what
 // Redis holds now.
 func (s *Store) sendPush(ctx context.Context, p *push) error {
+	if s.spread {
+		// A call for each counter, on its slot, with a token there:
+		// the counters of a push are on several slots. One applied is
+		// off the push, so that a push tried again adds it once.
+		for len(p.items) > 0 {
+			one := &push{token: p.token, items: p.items[:1]}
+			if err := s.sendPushOn(ctx, one, s.spreadPushKey(p.token, one.items[0].Key)); err != nil {
+				return err
+			}
+			p.items = p.items[1:]
+		}
+		return nil
+	}
+	return s.sendPushOn(ctx, p, s.opts.Prefix+"pushed:"+p.token)
+}
+
+// spreadPushKey returns, on a cluster, the key of a push's token on the
+// slot of the counter k.
+func (s *Store) spreadPushKey(token string, k policy.Key) string {
+	b := []byte(s.statePrefix)
+	b = appendHome(b, 'c', k)
+	return string(append(append(b, "pushed:"...), token...))
+}
+
+// sendPushOn makes the push call with its token at tokenKey.
+func (s *Store) sendPushOn(ctx context.Context, p *push, tokenKey string) error {
 	keys := make([]string, 0, 1+len(p.items))
 	args := make([]any, 0, 1+2*len(p.items))
-	keys = append(keys, s.opts.Prefix+"pushed:"+p.token)
+	keys = append(keys, tokenKey)
 	args = append(args, pushTokenTTL.Milliseconds())
 	for _, c := range p.items {
 		keys = append(keys, s.key('c', c.Key))
