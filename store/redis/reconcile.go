@@ -101,12 +101,13 @@ func (s *Store) sendPush(ctx context.Context, p *push) error {
 	return s.sendPushOn(ctx, p, s.opts.Prefix+"pushed:"+p.token)
 }
 
-// spreadPushKey returns, on a cluster, the key of a push's token on the
-// slot of the counter k.
+// spreadPushKey returns, on a cluster, the key of a push's token for the
+// counter k, on k's slot: one for each counter of the push.
 func (s *Store) spreadPushKey(token string, k policy.Key) string {
 	b := []byte(s.statePrefix)
 	b = appendHome(b, 'c', k)
-	return string(append(append(b, "pushed:"...), token...))
+	b = append(append(b, "pushed:"...), token...)
+	return string(s.appendKey(append(b, ':'), 'c', k))
 }
 
 // sendPushOn makes the push call with its token at tokenKey.

@@ -120,6 +120,7 @@ type Store struct {
 	statePrefix string
 	cluster     *goredis.ClusterClient
 	leases      leases
+	returns     sync.WaitGroup // runs returning
 	// script is the apply script (clusterScript on a cluster), with its
 	// source and hash.
 	script               *goredis.Script
@@ -283,7 +284,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 		s.sending.Go(s.send)
 	}
 	if s.spread {
-		s.background.Go(func() { s.returning(s.stop) })
+		s.returns.Go(func() { s.returning(s.stop) })
 	}
 	s.beating.Go(s.heartbeat)
 	s.watching.Go(func() { s.watchKeys(s.stop, sub) })
@@ -495,6 +496,7 @@ func (s *Store) Close() error {
 		s.sending.Wait()
 		s.probing.Wait()
 		s.background.Wait()
+		s.returns.Wait()
 	})
 	return err
 }

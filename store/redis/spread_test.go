@@ -230,3 +230,92 @@ func TestLeasedBucket(t *testing.T) {
 		return 0
 	})
 }
+
+// TestSpreadConcurrency: on a cluster the route's concurrency slots are on
+// their own slot; a request its customer's quota denies gives its slot
+// back, and takes no quota.
+func TestSpreadConcurrency(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{CallerClock: true})
+	slot := func(lease string) policy.Op {
+		return policy.Op{Key: policy.Key{Limit: "cc"}, Tier: policy.TierConcurrency, Quota: 2, Lease: lease}
+	}
+	q := quotaOp("q", 3, t0.Add(-time.Hour), t0.Add(time.Hour))
+	for i, want := range []bool{true, true, false} {
+		b := apply(t, s, t0, policy.Key{}, nil, q, slot(fmt.Sprint("lease-", i)))
+		if b.Taken != want {
+			t.Fatalf("step 1.%d: got taken %v, want %v", i, b.Taken, want)
+		}
+		if !want && (b.Ops[1].OK || b.Ops[1].Wait != time.Second) {
+			t.Fatalf("step 1.%d: got %+v, want a denial with wait 1s", i, b.Ops[1])
+		}
+	}
+	if used, _, _ := s.Counter(q.Key); used != 2 {
+		t.Fatalf("step 1: got %d quota used, want 2 (the denied request took none)", used)
+	}
+	if err := s.Release(slot("").Key, "lease-0"); err != nil {
+		t.Fatal(err)
+	}
+	if b := apply(t, s, t0, policy.Key{}, nil, q, slot("lease-3")); !b.Taken {
+		t.Fatal("step 2: no slot after a release")
+	}
+	// The quota is used up: the slot this request took goes back.
+	if err := s.Release(slot("").Key, "lease-1"); err != nil {
+		t.Fatal(err)
+	}
+	if b := apply(t, s, t0, policy.Key{}, nil, q, slot("lease-4")); b.Taken || b.Ops[0].OK {
+		t.Fatalf("step 3: got %+v, want the quota to deny", b.Ops)
+	}
+	s.background.Wait() // the slot's release
+	if b := apply(t, s, t0, policy.Key{}, nil, slot("lease-5")); !b.Taken {
+		t.Fatal("step 4: the slot of a request the quota denied was not given back")
+	}
+}
+
+// TestSpreadLocal: with the customer's primary hung, a cluster store
+// decides locally, and what it counted reaches that primary once it goes
+// on, once.
+func TestSpreadLocal(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{Local: true, CallerClock: true})
+	s.beat()
+	now := time.Now()
+	q := quotaOp("q", 10, now.Add(-time.Hour), now.Add(time.Hour))
+	usage := policy.Key{Limit: "usage", Subject: "acme", Period: now.UTC().Truncate(24 * time.Hour).Unix()}
+	for range 7 {
+		if b := apply(t, s, now, usage, nil, q); !b.Taken || b.Local {
+			t.Fatalf("before: got taken %v local %v, want taken on Redis", b.Taken, b.Local)
+		}
+	}
+	node, err := c.SlotOwner(s.key('c', q.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Pause()
+	taken := 0
+	for i := range 6 {
+		b := apply(t, s, now, usage, nil, q)
+		if !b.Local {
+			node.Resume()
+			t.Fatalf("during, decision %d: not local", i)
+		}
+		if b.Taken {
+			taken++
+		}
+	}
+	node.Resume()
+	if taken != 3 {
+		t.Fatalf("during: got %d taken, want the 3 left", taken)
+	}
+	if err := c.WaitOK(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the local counts to reach Redis", func() bool {
+		decideOnce(s)
+		used, _, _ := s.Counter(q.Key)
+		return used == 10
+	})
+	if used, _, err := s.Counter(usage); used != 10 || err != nil {
+		t.Errorf("usage after: got %d, %v, want 10", used, err)
+	}
+}
