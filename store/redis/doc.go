@@ -78,11 +78,14 @@
 //
 // # Redis Cluster
 //
-// Every key begins with the prefix "{tollgate}:", whose hash tag puts all of
-// them in one slot. The account bucket (and a stage's) is in every request's
-// atomic step, so every decision must run on the node that holds it: spreading
-// the other keys over slots would buy no throughput and would cost the atomic
-// step. A cluster gives failover and replicas; one primary serves tollgate.
+// On one Redis every key begins with the prefix "{tollgate}:", whose hash
+// tag puts all of them in one slot, and a decision is one call. On a
+// cluster (redis-cluster://) the state keys spread over the slots by their
+// home instead: a customer's keys on its customer's slot, a WAF counter on
+// its client's, and the shared buckets (account, stage, route) are leased
+// to the replicas in batches, within a stated bound (spread.go, leases.go).
+// The keys that are not state (run-time keys, replicas, the outbox) keep
+// the prefix's slot.
 //
 // # Failure
 //
