@@ -127,6 +127,12 @@ func (r *request) free() {
 	requests.Put(r)
 }
 
+// deny sets the flagDenied of a decision's request: the flags are its
+// fifth argument (encode).
+func (r *request) deny() {
+	*r.args[4].(*int64) |= flagDenied
+}
+
 // num and str append an argument.
 func (r *request) num(v int64) {
 	r.nums = append(r.nums, v)

@@ -116,12 +116,142 @@ func isShared(o *policy.Op) bool {
 	return o.Tier == policy.TierAccount || o.Tier == policy.TierStage || o.Tier == policy.TierRoute
 }
 
-// applySpread makes the decision on a cluster (see the top of this file).
+// applySpread makes the decision on a cluster (see the top of this file):
+// in one call when every key it needs in Redis is on one node, else in a
+// call for each home.
 func (s *Store) applySpread(now time.Time, b *policy.Batch) error {
 	sub := subBatches.Get().(*policy.Batch)
 	defer subBatches.Put(sub)
-	// 1. The WAF counters: each run of hits with one home, in order,
-	// until one blocks.
+	if n := len(b.Ops); n == 0 || b.Ops[n-1].Tier != policy.TierConcurrency {
+		if done, err := s.applyOneNode(now, b, sub); done || err != nil {
+			return err
+		}
+	}
+	return s.applyByHome(now, b, sub)
+}
+
+// customerPart makes sub the batch of b's customer: its buckets, quota and
+// usage (not the shared buckets, nor the concurrency slots).
+func customerPart(b, sub *policy.Batch) {
+	sub.Reset()
+	sub.Deadline = b.Deadline
+	sub.Usage = b.Usage
+	for k := range b.Ops {
+		if o := &b.Ops[k]; !isShared(o) && o.Tier != policy.TierConcurrency {
+			sub.Ops = append(sub.Ops, *o)
+		}
+	}
+}
+
+// customerBack copies the results of the customer's batch sub into b.
+func customerBack(b, sub *policy.Batch) {
+	j := 0
+	for k := range b.Ops {
+		if o := &b.Ops[k]; !isShared(o) && o.Tier != policy.TierConcurrency {
+			*o = sub.Ops[j]
+			j++
+		}
+	}
+}
+
+// applyOneNode makes the decision in one call when the WAF counters and
+// the customer's keys are all on one node (always, on a cluster of one
+// primary): the shared buckets' leases first, then the call, with the
+// hits and the customer's ops. done is false when the keys are on several
+// nodes: nothing was taken, and the decision is to be made by home.
+func (s *Store) applyOneNode(now time.Time, b, sub *policy.Batch) (done bool, err error) {
+	customerPart(b, sub)
+	sub.Hits = append(sub.Hits, b.Hits...)
+	if len(sub.Hits) == 0 && len(sub.Ops) == 0 && sub.Usage.Limit == "" {
+		return false, nil // only shared buckets: by home
+	}
+	r, err := s.encode(now, sub, false)
+	if err != nil {
+		return false, err
+	}
+	if one, err := s.oneNode(r); err != nil || !one {
+		r.free()
+		return false, err
+	}
+	held, denied, err := s.takeLeases(now, b)
+	if err != nil {
+		r.free()
+		return false, err
+	}
+	if denied {
+		r.deny()
+	}
+	res, err := s.decide(r)
+	if err == nil {
+		err = s.read(res, sub)
+	}
+	if err != nil {
+		s.giveBack(b, held)
+		return false, err
+	}
+	copy(b.Hits, sub.Hits)
+	if sub.Blocked >= 0 {
+		b.Blocked = sub.Blocked
+		s.giveBack(b, held)
+		return true, nil
+	}
+	customerBack(b, sub)
+	taken := !denied && (sub.Taken || len(sub.Ops) == 0)
+	s.settle(b, held, taken, -1)
+	return true, nil
+}
+
+// applyByHome makes the decision in a call for each home: the WAF counters,
+// the leases, the concurrency slots, then the customer's state.
+func (s *Store) applyByHome(now time.Time, b, sub *policy.Batch) error {
+	if blocked, err := s.applyHits(now, b, sub); blocked || err != nil {
+		return err
+	}
+	if len(b.Ops) == 0 && b.Usage.Limit == "" {
+		return nil
+	}
+	held, denied, err := s.takeLeases(now, b)
+	if err != nil {
+		return err
+	}
+	// The route's concurrency slots, unless the request is denied.
+	slot := -1
+	if n := len(b.Ops); n > 0 && b.Ops[n-1].Tier == policy.TierConcurrency {
+		o := &b.Ops[n-1]
+		if denied {
+			o.CheckSlot(0) // not asked: the request is denied already
+		} else {
+			sub.Reset()
+			sub.Deadline = b.Deadline
+			sub.Ops = append(sub.Ops, *o)
+			if err := s.applyCall(now, sub, false); err != nil {
+				s.giveBack(b, held)
+				return err
+			}
+			*o = sub.Ops[0]
+			if denied = !sub.Taken; !denied {
+				slot = n - 1
+			}
+		}
+	}
+	// The customer's buckets, quota and usage, in one atomic step.
+	taken := !denied
+	customerPart(b, sub)
+	if len(sub.Ops) > 0 || sub.Usage.Limit != "" {
+		if err := s.applyCall(now, sub, denied); err != nil {
+			s.settle(b, held, false, slot)
+			return err
+		}
+		customerBack(b, sub)
+		taken = !denied && (sub.Taken || len(sub.Ops) == 0)
+	}
+	s.settle(b, held, taken, slot)
+	return nil
+}
+
+// applyHits counts b's WAF hits, each run of hits with one home in a call,
+// in order, until one blocks.
+func (s *Store) applyHits(now time.Time, b, sub *policy.Batch) (blocked bool, err error) {
 	for i := 0; i < len(b.Hits); {
 		j := i + 1
 		for j < len(b.Hits) && sameHome(b.Hits[i].Key, b.Hits[j].Key) {
@@ -131,30 +261,22 @@ func (s *Store) applySpread(now time.Time, b *policy.Batch) error {
 		sub.Deadline = b.Deadline
 		sub.Hits = append(sub.Hits, b.Hits[i:j]...)
 		if err := s.applyCall(now, sub, false); err != nil {
-			return err
+			return false, err
 		}
-		for k := i; k < j; k++ {
-			b.Hits[k].Count = sub.Hits[k-i].Count
-		}
+		copy(b.Hits[i:j], sub.Hits)
 		if sub.Blocked >= 0 {
 			b.Blocked = i + sub.Blocked
-			return nil
+			return true, nil
 		}
 		i = j
 	}
-	if len(b.Ops) == 0 && b.Usage.Limit == "" {
-		return nil
-	}
-	// 2. The shared buckets, from this replica's leases.
-	var held [policy.MaxLimits]bool
-	denied := false
-	giveBack := func() {
-		for k := range b.Ops {
-			if held[k] {
-				s.leases.giveBack(s.key('b', b.Ops[k].Key))
-			}
-		}
-	}
+	return false, nil
+}
+
+// takeLeases takes a token of each of b's shared buckets from this
+// replica's pools (held[k] for the op k that got one); denied is set when
+// an enforced one has none.
+func (s *Store) takeLeases(now time.Time, b *policy.Batch) (held [policy.MaxLimits]bool, denied bool, err error) {
 	for k := range b.Ops {
 		o := &b.Ops[k]
 		if !isShared(o) {
@@ -162,75 +284,60 @@ func (s *Store) applySpread(now time.Time, b *policy.Batch) error {
 		}
 		ok, err := s.leases.take(s, now, o, b.Deadline)
 		if err != nil {
-			giveBack()
-			return err
+			s.giveBack(b, held)
+			return held, false, err
 		}
 		held[k] = ok
 		denied = denied || !ok && !o.Shadow
 	}
-	// 3. The route's concurrency slots, unless the request is denied.
-	slot := -1
-	if n := len(b.Ops); n > 0 && b.Ops[n-1].Tier == policy.TierConcurrency {
-		slot = n - 1
-		o := &b.Ops[slot]
-		if denied {
-			o.CheckSlot(0) // not asked: the request is denied already
-		} else {
-			sub.Reset()
-			sub.Deadline = b.Deadline
-			sub.Ops = append(sub.Ops, *o)
-			if err := s.applyCall(now, sub, false); err != nil {
-				giveBack()
-				return err
-			}
-			*o = sub.Ops[0]
-			denied = !sub.Taken
-			if denied {
-				slot = -1 // not taken
-			}
-		}
-	}
-	// 4. The customer's buckets, quota and usage, in one atomic step.
-	taken := !denied
-	sub.Reset()
-	sub.Deadline = b.Deadline
-	sub.Usage = b.Usage
+	return held, denied, nil
+}
+
+// giveBack puts the leased tokens held for b back into their pools.
+func (s *Store) giveBack(b *policy.Batch, held [policy.MaxLimits]bool) {
 	for k := range b.Ops {
-		if o := &b.Ops[k]; !isShared(o) && o.Tier != policy.TierConcurrency {
-			sub.Ops = append(sub.Ops, *o)
+		if held[k] {
+			s.leases.giveBack(s.key('b', b.Ops[k].Key))
 		}
 	}
-	if len(sub.Ops) > 0 || sub.Usage.Limit != "" {
-		err := s.applyCall(now, sub, denied)
-		if err != nil {
-			giveBack()
-			if slot >= 0 {
-				s.releaseLater(b.Ops[slot].Key, b.Ops[slot].Lease)
-			}
-			return err
-		}
-		j := 0
-		for k := range b.Ops {
-			if o := &b.Ops[k]; !isShared(o) && o.Tier != policy.TierConcurrency {
-				*o = sub.Ops[j]
-				j++
-			}
-		}
-		taken = !denied && (sub.Taken || len(sub.Ops) == 0)
-	}
-	if !taken {
-		giveBack()
-		if slot >= 0 {
-			s.releaseLater(b.Ops[slot].Key, b.Ops[slot].Lease)
-		}
-		for k := range b.Ops {
-			if isShared(&b.Ops[k]) && held[k] {
-				s.leases.untake(&b.Ops[k])
-			}
-		}
-	}
+}
+
+// settle ends a decision on a cluster: taken, it keeps what it took;
+// else its leased tokens go back to their pools (their reports corrected)
+// and the concurrency slot it took (slot, -1: none) goes back to Redis.
+func (s *Store) settle(b *policy.Batch, held [policy.MaxLimits]bool, taken bool, slot int) {
 	b.Taken = taken && len(b.Ops) > 0
-	return nil
+	if taken {
+		return
+	}
+	s.giveBack(b, held)
+	for k := range b.Ops {
+		if held[k] {
+			s.leases.untake(&b.Ops[k])
+		}
+	}
+	if slot >= 0 {
+		s.releaseLater(b.Ops[slot].Key, b.Ops[slot].Lease)
+	}
+}
+
+// oneNode reports whether every key of r is on the node of its first.
+func (s *Store) oneNode(r *request) (bool, error) {
+	if err := s.route(r); err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), r.deadline)
+	defer cancel()
+	for _, k := range r.keys[1:] {
+		n, err := s.cluster.MasterForKey(ctx, k)
+		if err != nil {
+			return false, err
+		}
+		if n != r.node {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // releaseLater gives back, in the background, the concurrency slot a
