@@ -45,15 +45,16 @@ const (
 	maxLease = 1024
 )
 
-// leases are a Store's pools, by their bucket's Redis key.
+// leases are a Store's pools, by their bucket's limit (a shared bucket's
+// key is its limit alone): read on every decision, added to rarely.
 type leases struct {
-	mu    sync.Mutex
-	pools map[string]*pool
+	pools sync.Map // string → *pool
 }
 
 // pool is one shared bucket's tokens on this replica.
 type pool struct {
 	mu       sync.Mutex
+	key      policy.Key
 	throttle policy.Throttle
 	tokens   int64         // held, to spend
 	seen     policy.Bucket // the bucket in Redis after the last lease
@@ -68,19 +69,13 @@ func leaseSize(burst int64, replicas int) int64 {
 	return min(max(burst/int64(4*max(replicas, 1)), 1), maxLease)
 }
 
-// pool returns the pool of the bucket at key, made on first use.
-func (l *leases) pool(key string, t policy.Throttle) *pool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.pools == nil {
-		l.pools = map[string]*pool{}
+// pool returns the pool of the bucket k, made on first use.
+func (l *leases) pool(k policy.Key, t policy.Throttle) *pool {
+	if p, ok := l.pools.Load(k.Limit); ok {
+		return p.(*pool)
 	}
-	p := l.pools[key]
-	if p == nil {
-		p = &pool{throttle: t}
-		l.pools[key] = p
-	}
-	return p
+	p, _ := l.pools.LoadOrStore(k.Limit, &pool{throttle: t, key: k})
+	return p.(*pool)
 }
 
 // take takes a token of o's shared bucket for a decision at now (the
@@ -88,8 +83,7 @@ func (l *leases) pool(key string, t policy.Throttle) *pool {
 // leasing when the pool is empty, and reports on o. ok is false when the
 // bucket has no token for the request; err, when the lease failed.
 func (l *leases) take(s *Store, now time.Time, o *policy.Op, deadline time.Time) (ok bool, err error) {
-	key := s.key('b', o.Key)
-	p := l.pool(key, o.Throttle)
+	p := l.pool(o.Key, o.Throttle)
 	asked := false
 	for {
 		at := s.clock(now)
@@ -116,7 +110,7 @@ func (l *leases) take(s *Store, now time.Time, o *policy.Op, deadline time.Time)
 		ch := make(chan struct{})
 		p.fill = ch
 		p.mu.Unlock()
-		err := s.lease(now, key, p, deadline)
+		err := s.lease(now, p, deadline)
 		p.mu.Lock()
 		p.fill = nil
 		p.mu.Unlock()
@@ -169,25 +163,23 @@ func (l *leases) untake(o *policy.Op) {
 }
 
 // giveBack returns a token taken for a request that was denied after all to
-// the pool of the bucket at key.
-func (l *leases) giveBack(key string) {
-	l.mu.Lock()
-	p := l.pools[key]
-	l.mu.Unlock()
-	if p == nil {
+// the pool of the bucket k.
+func (l *leases) giveBack(k policy.Key) {
+	v, ok := l.pools.Load(k.Limit)
+	if !ok {
 		return
 	}
+	p := v.(*pool)
 	p.mu.Lock()
 	p.tokens++
 	p.used = time.Now()
 	p.mu.Unlock()
 }
 
-// lease takes up to leaseSize tokens from the bucket at key into p, in one
-// call.
-func (s *Store) lease(now time.Time, key string, p *pool, deadline time.Time) error {
+// lease takes up to leaseSize tokens from p's bucket into p, in one call.
+func (s *Store) lease(now time.Time, p *pool, deadline time.Time) error {
 	n := leaseSize(p.throttle.Burst, s.Replicas())
-	res, at, err := s.leaseCall(now, key, p.throttle, n, deadline)
+	res, at, err := s.leaseCall(now, s.key('b', p.key), p.throttle, n, deadline)
 	if err != nil {
 		return err
 	}
@@ -199,9 +191,14 @@ func (s *Store) lease(now time.Time, key string, p *pool, deadline time.Time) er
 	p.used = time.Now()
 	p.seen = policy.Bucket{Tokens: tokens - got*int64(time.Second), Last: last * int64(time.Microsecond)}
 	if got < n {
-		// The bucket is empty: its next token comes after the wait.
-		wait := p.throttle.Wait(p.throttle.At(p.seen, at))
-		p.empty = at.Add(min(wait, maxEmpty))
+		// The bucket is empty: ask again when a lease's worth of tokens
+		// has come (at most maxEmpty ahead), not at each token, so
+		// that an overrun bucket costs few calls; the tokens gather in
+		// Redis meanwhile, so the bucket still admits its rate.
+		worth := min(n, max(p.throttle.Burst, 1)) - 1 // tokens besides the next
+		ahead := p.throttle.At(p.seen, at)
+		ahead.Tokens -= worth * int64(time.Second)
+		p.empty = at.Add(min(p.throttle.Wait(ahead), maxEmpty))
 	}
 	return nil
 }
@@ -271,22 +268,20 @@ func (s *Store) clock(now time.Time) time.Time {
 // Redis (all of them when all is set), and forgets the pools left empty
 // and unused.
 func (s *Store) returnIdle(all bool) {
-	s.leases.mu.Lock()
 	var back []*pool
-	var keys []string
-	for key, p := range s.leases.pools {
+	s.leases.pools.Range(func(limit, v any) bool {
+		p := v.(*pool)
 		p.mu.Lock()
 		idle := time.Since(p.used) >= leaseIdle
 		if p.tokens > 0 && (idle || all) && p.fill == nil {
 			back = append(back, p)
-			keys = append(keys, key)
 		} else if p.tokens == 0 && p.fill == nil && time.Since(p.used) > time.Minute {
-			delete(s.leases.pools, key)
+			s.leases.pools.Delete(limit)
 		}
 		p.mu.Unlock()
-	}
-	s.leases.mu.Unlock()
-	for i, p := range back {
+		return true
+	})
+	for _, p := range back {
 		p.mu.Lock()
 		n, last := p.tokens, p.seen.Last
 		p.tokens = 0
@@ -298,7 +293,7 @@ func (s *Store) returnIdle(all bool) {
 		// it refills: under its limit, never over.
 		// The instant of the bucket's last lease, for Options.CallerClock
 		// (a test's fixed instants); Redis's own clock otherwise.
-		s.leaseCall(time.Unix(0, last), keys[i], p.throttle, -n, time.Now().Add(s.opts.AdminTimeout))
+		s.leaseCall(time.Unix(0, last), s.key('b', p.key), p.throttle, -n, time.Now().Add(s.opts.AdminTimeout))
 	}
 }
 

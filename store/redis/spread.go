@@ -297,7 +297,7 @@ func (s *Store) takeLeases(now time.Time, b *policy.Batch) (held [policy.MaxLimi
 func (s *Store) giveBack(b *policy.Batch, held [policy.MaxLimits]bool) {
 	for k := range b.Ops {
 		if held[k] {
-			s.leases.giveBack(s.key('b', b.Ops[k].Key))
+			s.leases.giveBack(b.Ops[k].Key)
 		}
 	}
 }
