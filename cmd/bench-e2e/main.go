@@ -7,6 +7,11 @@
 // of the same mode (ext_authz, ext_proc, HTTP) measured in the same run,
 // latency percentiles, the server's CPU and, with Redis, Redis's.
 //
+// The Redis store is measured on one Redis and on Redis Clusters of one and
+// of three primaries (redis.go), each started for its scenario: a cluster's
+// row is charged for every primary's CPU and shows each primary's share of
+// the script calls, whether the load spreads over them.
+//
 // The same load is also sent to envoyproxy/ratelimit on a Redis of its own
 // (tollgate load --mode ratelimit), which bench-e2e builds on demand from
 // the Go module proxy into the user's cache (ratelimit.go), and whose row
@@ -33,7 +38,6 @@ import (
 
 	"github.com/tollgate/tollgate/internal/served"
 	"github.com/tollgate/tollgate/load"
-	"github.com/tollgate/tollgate/store/redis/redistest"
 )
 
 func main() {
@@ -53,6 +57,9 @@ type scenario struct {
 	store string
 	keys  int // load keys seeded and used
 	mode  load.Mode
+	// primaries is, for tollgate on Redis, the primaries of the Redis
+	// Cluster it runs on (--store redis-cluster://); 0: one Redis server.
+	primaries int
 }
 
 // redis tells whether sc runs on a Redis of its own.
@@ -71,9 +78,9 @@ func (sc scenario) floorMode() load.Mode {
 // with --noop (the same listener and translation, no policy and no store),
 // spoken to in the same mode. In report order.
 var floors = []scenario{
-	{"floor (serve --noop)", "noop", 1000, load.Authz},
-	{"floor (serve --noop), ext_proc", "noop", 1000, load.Process},
-	{"floor (serve --noop), HTTP", "noop", 1000, load.HTTP},
+	{"floor (serve --noop)", "noop", 1000, load.Authz, 0},
+	{"floor (serve --noop), ext_proc", "noop", 1000, load.Process, 0},
+	{"floor (serve --noop), HTTP", "noop", 1000, load.HTTP, 0},
 }
 
 // bench is what every measurement of a run shares.
@@ -120,14 +127,19 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer os.RemoveAll(b.work)
 
-	small := scenario{"embedded store, 1,000 customers", "file", 1000, load.Authz}
-	large := scenario{fmt.Sprintf("embedded store, %d customers", *million), "file", *million, load.Authz}
-	redisSc := scenario{"Redis store, 1,000 customers", "redis", 1000, load.Authz}
-	rlSc := scenario{"envoyproxy/ratelimit + Redis, 1,000 customers", "ratelimit", 1000, load.RateLimit}
-	httpSc := scenario{"HTTP, embedded store, 1,000 customers", "file", 1000, load.HTTP}
-	selected, skipped := b.choose(ctx, *only, []scenario{small, large, redisSc, rlSc,
-		{"ext_proc, embedded store, 1,000 customers", "file", 1000, load.Process}, httpSc})
+	small := scenario{"embedded store, 1,000 customers", "file", 1000, load.Authz, 0}
+	large := scenario{fmt.Sprintf("embedded store, %d customers", *million), "file", *million, load.Authz, 0}
+	redisSc := scenario{"Redis store, 1,000 customers", "redis", 1000, load.Authz, 0}
+	cluster1 := scenario{"Redis Cluster, 1 primary, 1,000 customers", "redis", 1000, load.Authz, 1}
+	cluster3 := scenario{"Redis Cluster, 3 primaries, 1,000 customers", "redis", 1000, load.Authz, 3}
+	rlSc := scenario{"envoyproxy/ratelimit + Redis, 1,000 customers", "ratelimit", 1000, load.RateLimit, 0}
+	httpSc := scenario{"HTTP, embedded store, 1,000 customers", "file", 1000, load.HTTP, 0}
+	selected, skipped := b.choose(ctx, *only, []scenario{small, large, redisSc, cluster1, cluster3, rlSc,
+		{"ext_proc, embedded store, 1,000 customers", "file", 1000, load.Process, 0}, httpSc})
 	notes = append(notes, skipped...)
+	if slices.ContainsFunc(selected, func(sc scenario) bool { return sc.primaries > 0 }) {
+		notes = append(notes, clusterNote)
+	}
 	runs, err := b.rounds(ctx, selected, max(*rounds, 1))
 	if err != nil {
 		return err
@@ -153,10 +165,20 @@ func run(ctx context.Context, args []string) error {
 	compare("Redis store over the embedded store, 1,000 customers (decisions/s, same round)", redisSc, small, perSecond)
 	compare("tollgate's Redis store over envoyproxy/ratelimit + Redis, 1,000 customers (decisions/s, same round; target ≥ 2)", redisSc, rlSc, perSecond)
 	compare("tollgate's Redis store over envoyproxy/ratelimit + Redis, 1,000 customers (CPU per decision, server + Redis, same round; target ≤ 0.5)", redisSc, rlSc, result.cpuPerDecision)
+	compare("Redis Cluster of 1 primary over the Redis store, 1,000 customers (decisions/s, same round)", cluster1, redisSc, perSecond)
+	compare("Redis Cluster of 3 primaries over 1 primary, 1,000 customers (decisions/s, same round)", cluster3, cluster1, perSecond)
+	compare("Redis Cluster of 3 primaries over 1 primary, 1,000 customers (CPU per decision, server + every primary, same round)", cluster3, cluster1, result.cpuPerDecision)
 	compare("tollgate's embedded store over envoyproxy/ratelimit + Redis, 1,000 customers (decisions/s, same round)", small, rlSc, perSecond)
 	compare("HTTP over ext_authz (gRPC), embedded store, 1,000 customers (decisions/s, same round)", httpSc, small, perSecond)
 	return appendRows(*out, rows, notes, b.workers, *rounds)
 }
+
+// clusterNote says how the Redis Cluster rows were measured.
+const clusterNote = "Redis Cluster rows: tollgate with `--store redis-cluster://` on a cluster of that many primaries " +
+	"without replicas (redistest.LaunchCluster: the slots split evenly, in order), on the cores the server and the load " +
+	"generator use, its keys prepared with `tollgate load prepare` as for the Redis store's row; Redis CPU: every " +
+	"primary's; by node: each primary's share of the script calls (EVALSHA) of the window, counted from a CONFIG " +
+	"RESETSTAT at its start, in slot order"
 
 // rounds measures the scenarios n times. Each round measures the ext_authz
 // floor first and each other mode's floor just before that mode's first
@@ -203,13 +225,13 @@ func (b *bench) rounds(ctx context.Context, selected []scenario, n int) (map[str
 	return runs, nil
 }
 
-// measureWithRedis is measure, or measureRatelimit, with a Redis of its
-// own when sc runs on Redis.
+// measureWithRedis is measure, or measureRatelimit, with a Redis (or a
+// Redis Cluster) of its own when sc runs on Redis.
 func (b *bench) measureWithRedis(ctx context.Context, sc scenario, seed bool) (result, error) {
-	var rs *redistest.Server
+	var rs *redisNodes
 	if sc.redis() {
 		var err error
-		if rs, err = redistest.Launch(b.work); err != nil {
+		if rs, err = launchRedis(b.work, sc.primaries); err != nil {
 			return result{}, err
 		}
 		defer rs.Stop()
@@ -328,6 +350,9 @@ type result struct {
 	// callsPerDecision is Redis script calls (EVALSHA, EVAL) over decisions:
 	// the round trips of decisions and key lookups (0: not Redis).
 	callsPerDecision float64
+	// nodeCalls is the script calls of each of a cluster's primaries, in
+	// slot order (nil: not a cluster).
+	nodeCalls []int64
 	// commandsPerDecision is the commands that clients sent Redis over the
 	// decisions (0: not Redis); the ratelimit rows show it, tollgate's
 	// show callsPerDecision.
@@ -347,7 +372,11 @@ func (m result) row(floor result, rounds []float64) string {
 		mem = fmt.Sprintf("%.0f B of heap per active customer", m.bytesPerCus)
 	}
 	if m.callsPerDecision > 0 {
-		mem += fmt.Sprintf("%.2f Redis script calls per decision; ", m.callsPerDecision)
+		mem += fmt.Sprintf("%.2f Redis script calls per decision", m.callsPerDecision)
+		if share := shares(m.nodeCalls); share != "" {
+			mem += " (by node " + share + ")"
+		}
+		mem += "; "
 	}
 	switch m.sc.store {
 	case "redis":
@@ -371,7 +400,7 @@ func (m result) row(floor result, rounds []float64) string {
 
 // measure seeds the store, starts the server, runs the load and reads the
 // server's CPU and heap.
-func (b *bench) measure(ctx context.Context, sc scenario, rs *redistest.Server, seed bool) (result, error) {
+func (b *bench) measure(ctx context.Context, sc scenario, rs *redisNodes, seed bool) (result, error) {
 	res := result{sc: sc}
 	srv, err := b.serve(ctx, sc, rs, seed)
 	if err != nil {
@@ -379,9 +408,10 @@ func (b *bench) measure(ctx context.Context, sc scenario, rs *redistest.Server, 
 	}
 	defer srv.Stop()
 	heapBefore, _ := srv.Heap()
-	var callsBefore int64
 	if rs != nil {
-		if callsBefore, err = rs.ScriptCalls(); err != nil {
+		// The script calls of the window only: not the seeding's, nor
+		// the server's start.
+		if err := rs.resetStats(); err != nil {
 			return res, err
 		}
 	}
@@ -400,11 +430,18 @@ func (b *bench) measure(ctx context.Context, sc scenario, rs *redistest.Server, 
 		res.local = local / all
 	}
 	if rs != nil && err2 == nil && all > 0 {
-		calls, err := rs.ScriptCalls()
+		calls, err := rs.scriptCalls()
 		if err != nil {
 			return res, err
 		}
-		res.callsPerDecision = float64(calls-callsBefore) / all
+		var sum int64
+		for _, n := range calls {
+			sum += n
+		}
+		res.callsPerDecision = float64(sum) / all
+		if sc.primaries > 0 {
+			res.nodeCalls = calls
+		}
 	}
 	// Per customer only where customers, not buffers, fill the heap.
 	if heapAfter, err := srv.Heap(); err == nil && heapBefore > 0 && sc.store == "file" {
@@ -420,10 +457,10 @@ func (b *bench) measure(ctx context.Context, sc scenario, rs *redistest.Server, 
 
 // serve seeds sc's store when seed is set (the floor has none), and starts
 // the server of sc: on rs when it is Redis, with --http-addr for HTTP.
-func (b *bench) serve(ctx context.Context, sc scenario, rs *redistest.Server, seed bool) (*served.Server, error) {
+func (b *bench) serve(ctx context.Context, sc scenario, rs *redisNodes, seed bool) (*served.Server, error) {
 	store := "file:" + filepath.Join(b.work, strings.NewReplacer(" ", "-", ",", "").Replace(sc.name))
 	if rs != nil {
-		store = rs.URL()
+		store = rs.url
 	}
 	args := []string{"serve", "--policy", b.policyFile, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
 		"--store", store, "--pprof"}
@@ -442,14 +479,14 @@ func (b *bench) serve(ctx context.Context, sc scenario, rs *redistest.Server, se
 }
 
 // loadWindow runs the load against target and sets res's report, the
-// CPU of the server process pid and of rs (nil: no Redis) in cores over the
-// run, and with rs, the Redis commands per decision. The warm-up's CPU is
-// in the window too: spread over the whole run.
-func (b *bench) loadWindow(ctx context.Context, sc scenario, target string, pid int, rs *redistest.Server, res *result) error {
+// CPU of the server process pid and of rs's nodes (nil: no Redis) in cores
+// over the run, and with rs, the Redis commands per decision. The warm-up's
+// CPU is in the window too: spread over the whole run.
+func (b *bench) loadWindow(ctx context.Context, sc scenario, target string, pid int, rs *redisNodes, res *result) error {
 	var redisBefore, redisAfter redisStats
 	var err error
 	if rs != nil {
-		if redisBefore, err = readRedisStats(ctx, rs.Addr()); err != nil {
+		if redisBefore, err = rs.stats(ctx); err != nil {
 			return err
 		}
 	}
@@ -468,7 +505,7 @@ func (b *bench) loadWindow(ctx context.Context, sc scenario, target string, pid 
 	}
 	res.cpu = (cpuAfter - cpuBefore).Seconds() / wall.Seconds()
 	if rs != nil {
-		if redisAfter, err = readRedisStats(ctx, rs.Addr()); err != nil {
+		if redisAfter, err = rs.stats(ctx); err != nil {
 			return err
 		}
 		res.redisCPU = (redisAfter.cpu - redisBefore.cpu).Seconds() / wall.Seconds()

@@ -19,7 +19,6 @@ import (
 
 	"github.com/tollgate/tollgate/load"
 	"github.com/tollgate/tollgate/policyfile"
-	"github.com/tollgate/tollgate/store/redis/redistest"
 )
 
 // The envoyproxy/ratelimit that the ratelimit rows measure (issue 18): a
@@ -263,13 +262,13 @@ func (b *bench) prepareRatelimit(ctx context.Context, sc scenario) error {
 // the load in ratelimit mode. A call that fails counts as failed open, as
 // Envoy's rate limit filter lets it through by default; the measurement
 // fails only when every call did.
-func (b *bench) measureRatelimit(ctx context.Context, sc scenario, rs *redistest.Server) (result, error) {
+func (b *bench) measureRatelimit(ctx context.Context, sc scenario, rs *redisNodes) (result, error) {
 	res := result{sc: sc}
 	dir, err := os.MkdirTemp(b.work, "ratelimit")
 	if err != nil {
 		return res, err
 	}
-	srv, err := startRatelimit(ctx, b.ratelimit, dir, rs.Addr(), b.rlConfig, b.rlEnv, time.Minute)
+	srv, err := startRatelimit(ctx, b.ratelimit, dir, rs.nodes[0].Addr(), b.rlConfig, b.rlEnv, time.Minute)
 	if err != nil {
 		return res, err
 	}
