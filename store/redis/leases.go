@@ -293,7 +293,7 @@ func (s *Store) returnIdle(all bool) {
 		// it refills: under its limit, never over.
 		// The instant of the bucket's last lease, for Options.CallerClock
 		// (a test's fixed instants); Redis's own clock otherwise.
-		s.leaseCall(time.Unix(0, last), s.key('b', p.key), p.throttle, -n, time.Now().Add(s.opts.AdminTimeout))
+		s.leaseCall(time.Unix(0, last), s.key('b', p.key), p.throttle, -n, time.Now().Add(s.opts.Timeout))
 	}
 }
 

@@ -321,11 +321,9 @@ func (s *Store) settle(b *policy.Batch, held [policy.MaxLimits]bool, taken bool,
 	}
 }
 
-// oneNode reports whether every key of r is on the node of its first.
+// oneNode reports whether every key of r is on the node of its first
+// (r.node: encode routed it).
 func (s *Store) oneNode(r *request) (bool, error) {
-	if err := s.route(r); err != nil {
-		return false, err
-	}
 	ctx, cancel := context.WithDeadline(context.Background(), r.deadline)
 	defer cancel()
 	for _, k := range r.keys[1:] {

@@ -183,14 +183,13 @@ func TestLeasedBucket(t *testing.T) {
 			for i, s := range stores {
 				for g := range 4 {
 					wg.Go(func() {
-						for k := range n {
+						for range n {
 							// Each goroutine's own customer, whose bucket
 							// of 3 denies a third of its requests or more.
 							customer := fmt.Sprint(run, "-", i, "-", g, "-", customers.Add(1)%4)
 							b := new(policy.Batch)
 							b.Reset()
 							b.Ops = append(b.Ops, planOp("plan"+run, customer, 0.0001, 3), account)
-							_ = k
 							switch err := s.Apply(time.Now(), b); {
 							case budgetMissed(err):
 								missed.Add(1)
@@ -205,7 +204,7 @@ func TestLeasedBucket(t *testing.T) {
 			}
 			wg.Wait()
 		}
-		round(8) // 96 requests, 48 customers' buckets of 3 ... some deny
+		round(8) // 96 requests; the customers' buckets deny some
 		if n := missed.Load(); n > 0 {
 			return int(n)
 		}
