@@ -159,14 +159,7 @@ func TestReplicasExactAtDefaults(t *testing.T) {
 	testclock.AwayFromMidnight(t)
 	srv := redistest.Start(t)
 	procs := startReplicas(t, 3, replicaPolicy(t, [][2]string{burst12, proQuota(9), waf6}), srv.URL())
-	// missed counts the decisions that missed the budget so far, on all
-	// replicas: made locally, or a key lookup that failed.
-	missed := func() (n float64) {
-		for _, p := range procs {
-			n += p.metric("tollgate_store_local_decisions_total") + p.metric(`tollgate_store_errors_total{op="decide"}`)
-		}
-		return n
-	}
+	missed := func() float64 { return missedBudget(procs) }
 	exact, disturbed := 0, 0
 	for rep := 0; exact < 10; rep++ {
 		// Fresh keys (a run-time key is its own customer) and a fresh
@@ -222,6 +215,15 @@ func TestReplicasExactAtDefaults(t *testing.T) {
 // maxDisturbed is how many repetitions of an exactness test may have a
 // decision that missed its budget before the test fails.
 const maxDisturbed = 2
+
+// missedBudget counts the decisions that missed the budget so far, on all
+// the processes: made locally, or a key lookup that failed.
+func missedBudget(procs []*proc) (n float64) {
+	for _, p := range procs {
+		n += p.metric("tollgate_store_local_decisions_total") + p.metric(`tollgate_store_errors_total{op="decide"}`)
+	}
+	return n
+}
 
 // TestRedisOutageAllowDeny: with --on-store-error allow or deny, at the
 // default budget, with Redis killed under load, every decision takes at most

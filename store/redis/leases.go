@@ -15,8 +15,9 @@ import (
 // from it in a lease of up to leaseSize at a time (one call to the bucket's
 // slot, the apply script's "nN" op), keeps them in a pool, and spends them
 // on its decisions without a call. A pool asks for the next lease only when
-// it is empty, one lease in flight at a time (the decisions that find it
-// empty wait for that one). A token of a request that is denied after all
+// it is empty, one lease in flight at a time: the decision that asks takes
+// the first token of the lease, and the decisions that find the pool empty
+// meanwhile wait for that lease, then share the rest. A token of a request that is denied after all
 // goes back to the pool; the tokens of a pool left unused for leaseIdle go
 // back to Redis (their bucket, capped at full), and so do all of them when
 // the Store closes. A lease that finds the bucket empty tells the pool when
@@ -84,7 +85,6 @@ func (l *leases) pool(k policy.Key, t policy.Throttle) *pool {
 // bucket has no token for the request; err, when the lease failed.
 func (l *leases) take(s *Store, now time.Time, o *policy.Op, deadline time.Time) (ok bool, err error) {
 	p := l.pool(o.Key, o.Throttle)
-	asked := false
 	for {
 		at := s.clock(now)
 		p.mu.Lock()
@@ -95,7 +95,7 @@ func (l *leases) take(s *Store, now time.Time, o *policy.Op, deadline time.Time)
 			p.mu.Unlock()
 			return true, nil
 		}
-		if asked || at.Before(p.empty) {
+		if at.Before(p.empty) {
 			p.report(o, at, false)
 			p.mu.Unlock()
 			return false, nil
@@ -110,15 +110,16 @@ func (l *leases) take(s *Store, now time.Time, o *policy.Op, deadline time.Time)
 		ch := make(chan struct{})
 		p.fill = ch
 		p.mu.Unlock()
-		err := s.lease(now, p, deadline)
+		ok, err := s.lease(now, p, deadline)
+		at = s.clock(now)
 		p.mu.Lock()
 		p.fill = nil
+		if err == nil {
+			p.report(o, at, ok)
+		}
 		p.mu.Unlock()
 		close(ch)
-		if err != nil {
-			return false, err
-		}
-		asked = true
+		return ok, err
 	}
 }
 
@@ -176,18 +177,25 @@ func (l *leases) giveBack(k policy.Key) {
 	p.mu.Unlock()
 }
 
-// lease takes up to leaseSize tokens from p's bucket into p, in one call.
-func (s *Store) lease(now time.Time, p *pool, deadline time.Time) error {
+// lease takes up to leaseSize tokens from p's bucket into p, in one call,
+// and one of them for its caller's decision: ok reports whether there was
+// one (else the bucket is empty). The caller's token is taken under the
+// lock that adds the others, before the decisions waiting for this lease
+// wake: they cannot take them all and leave the caller denied while the
+// bucket in Redis holds more.
+func (s *Store) lease(now time.Time, p *pool, deadline time.Time) (ok bool, err error) {
 	n := leaseSize(p.throttle.Burst, s.Replicas())
 	res, at, err := s.leaseCall(now, s.key('b', p.key), p.throttle, n, deadline)
 	if err != nil {
-		return err
+		return false, err
 	}
 	tokens, last := res[0], res[1]
 	got := min(n, tokens/int64(time.Second))
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.tokens += got
+	if got > 0 {
+		p.tokens += got - 1
+	}
 	p.used = time.Now()
 	p.seen = policy.Bucket{Tokens: tokens - got*int64(time.Second), Last: last * int64(time.Microsecond)}
 	if got < n {
@@ -200,7 +208,7 @@ func (s *Store) lease(now time.Time, p *pool, deadline time.Time) error {
 		ahead.Tokens -= worth * int64(time.Second)
 		p.empty = at.Add(min(p.throttle.Wait(ahead), maxEmpty))
 	}
-	return nil
+	return got > 0, nil
 }
 
 // leaseCall runs the apply script's lease op ("nN": N tokens, or -N given

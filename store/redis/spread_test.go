@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -317,4 +318,57 @@ func TestSpreadLocal(t *testing.T) {
 	if used, _, err := s.Counter(usage); used != 10 || err != nil {
 		t.Errorf("usage after: got %d, %v, want 10", used, err)
 	}
+}
+
+// TestLeasedBucketDeniesWithTokensLeft: as many concurrent decisions as a
+// fresh shared bucket holds are all admitted, round after round. The
+// decision that asks for a lease takes a token of it before the decisions
+// that waited for that lease wake: else they may take them all first and
+// leave it denied while the bucket in Redis holds more (a pool denies only
+// when a lease found the bucket empty). The bucket of 4 is leased a token
+// at a time (leaseSize: a quarter of it, one replica); many Ps run the
+// waiters that a lease wakes beside its asker, as a busy server's do.
+func TestLeasedBucketDeniesWithTokensLeft(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{})
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(16))
+	const burst, rounds = 4, 200
+	exactRuns(t, func(run string) int {
+		for round := range rounds {
+			account := accountOp(fmt.Sprint("account", run, "-", round), 0.0001, burst)
+			var taken, missed atomic.Int64
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for range burst {
+				wg.Go(func() {
+					<-start
+					b := new(policy.Batch)
+					b.Reset()
+					b.Ops = append(b.Ops, account)
+					switch err := s.Apply(time.Now(), b); {
+					case budgetMissed(err):
+						missed.Add(1)
+					case err != nil:
+						t.Errorf("Apply: %v", err)
+					case b.Taken:
+						taken.Add(1)
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			if n := missed.Load(); n > 0 {
+				return int(n)
+			}
+			if n := taken.Load(); n != burst {
+				left := 0
+				for apply(t, s, time.Now(), policy.Key{}, nil, account).Taken {
+					left++
+				}
+				t.Fatalf("round %d: %d concurrent decisions on a fresh bucket of %d: %d admitted, then %d more one by one; want all at once",
+					round, burst, burst, n, left)
+			}
+		}
+		return 0
+	})
 }
