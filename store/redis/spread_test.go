@@ -318,3 +318,37 @@ func TestSpreadLocal(t *testing.T) {
 		t.Errorf("usage after: got %d, %v, want 10", used, err)
 	}
 }
+
+// TestSpreadCountersWithoutSubject: two WAF counters keyed by headers that
+// the request sends empty have neither address nor subject, so each is at
+// home on its own limit's slot; on different nodes they are counted, not
+// sent in one call that the node refuses (a non local key).
+func TestSpreadCountersWithoutSubject(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{CallerClock: true})
+	owner := func(limit string) string {
+		n, err := c.SlotOwner(s.key('w', policy.Key{Limit: limit}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Addr()
+	}
+	first, second := "waf-h0", ""
+	for i := 1; second == ""; i++ {
+		if l := fmt.Sprint("waf-h", i); owner(l) != owner(first) {
+			second = l
+		}
+	}
+	hits := []policy.Hit{
+		{Key: policy.Key{Limit: first}, Limit: 10, Window: time.Minute},
+		{Key: policy.Key{Limit: second}, Limit: 10, Window: time.Minute},
+	}
+	for step := range 3 {
+		b := apply(t, s, t0, policy.Key{}, hits)
+		for i, h := range b.Hits {
+			if h.Count != int64(step+1) {
+				t.Fatalf("step %d: hit %d: got count %d, want %d", step, i, h.Count, step+1)
+			}
+		}
+	}
+}
