@@ -110,13 +110,16 @@ func (l *leases) take(s *Store, now time.Time, o *policy.Op, deadline time.Time)
 		ch := make(chan struct{})
 		p.fill = ch
 		p.mu.Unlock()
-		err := s.lease(now, p, deadline)
+		kept, err := s.lease(now, p, deadline)
 		p.mu.Lock()
 		p.fill = nil
+		if kept {
+			p.report(o, s.clock(now), true)
+		}
 		p.mu.Unlock()
 		close(ch)
-		if err != nil {
-			return false, err
+		if err != nil || kept {
+			return kept, err
 		}
 		asked = true
 	}
@@ -177,17 +180,21 @@ func (l *leases) giveBack(k policy.Key) {
 }
 
 // lease takes up to leaseSize tokens from p's bucket into p, in one call.
-func (s *Store) lease(now time.Time, p *pool, deadline time.Time) error {
+// kept is set when it got any: one of them is its caller's, not put in the
+// pool, so that the decisions that waited for the lease, or came while it
+// was in flight, cannot take them all and leave its caller denied.
+func (s *Store) lease(now time.Time, p *pool, deadline time.Time) (kept bool, err error) {
 	n := leaseSize(p.throttle.Burst, s.Replicas())
 	res, at, err := s.leaseCall(now, s.key('b', p.key), p.throttle, n, deadline)
 	if err != nil {
-		return err
+		return false, err
 	}
 	tokens, last := res[0], res[1]
 	got := min(n, tokens/int64(time.Second))
+	kept = got > 0
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.tokens += got
+	p.tokens += got - int64(b2i(kept))
 	p.used = time.Now()
 	p.seen = policy.Bucket{Tokens: tokens - got*int64(time.Second), Last: last * int64(time.Microsecond)}
 	if got < n {
@@ -200,7 +207,7 @@ func (s *Store) lease(now time.Time, p *pool, deadline time.Time) error {
 		ahead.Tokens -= worth * int64(time.Second)
 		p.empty = at.Add(min(p.throttle.Wait(ahead), maxEmpty))
 	}
-	return nil
+	return kept, nil
 }
 
 // leaseCall runs the apply script's lease op ("nN": N tokens, or -N given
