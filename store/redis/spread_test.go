@@ -352,3 +352,37 @@ func TestSpreadCountersWithoutSubject(t *testing.T) {
 		}
 	}
 }
+
+// TestSpreadLateDenial: the reply of a customer's call that a leased
+// bucket had denied (flagDenied), which came after its caller gave up, is
+// settled as what it was: Redis counted no usage for it, so the local
+// store does not mark one as Redis's, and the push after takes none off.
+func TestSpreadLateDenial(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{Local: true, CallerClock: true})
+	usage := policy.Key{Limit: "usage", Subject: "acme", Period: t0.Unix()}
+	apply(t, s, t0, usage, nil) // admitted: a use
+	sub := new(policy.Batch)
+	sub.Reset()
+	sub.Usage = usage
+	r, err := s.encode(t0, sub, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := s.decide(r) // Redis answers; the caller has given up
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := s.encode(t0, sub, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.settleLate(late, reply)
+	late.free()
+	if err := s.reconcile(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if used, _, err := s.Counter(usage); used != 1 || err != nil {
+		t.Errorf("usage: got %d, %v, want the 1 admitted", used, err)
+	}
+}
