@@ -309,11 +309,16 @@ func TestSpreadLocal(t *testing.T) {
 	if err := c.WaitOK(); err != nil {
 		t.Fatal(err)
 	}
+	// A push makes a call per counter: the quota's, then the usage's.
 	waitFor(t, "the local counts to reach Redis", func() bool {
 		decideOnce(s)
 		used, _, _ := s.Counter(q.Key)
-		return used == 10
+		uses, _, _ := s.Counter(usage)
+		return used >= 10 && uses >= 10
 	})
+	if used, _, err := s.Counter(q.Key); used != 10 || err != nil {
+		t.Errorf("quota after: got %d, %v, want 10", used, err)
+	}
 	if used, _, err := s.Counter(usage); used != 10 || err != nil {
 		t.Errorf("usage after: got %d, %v, want 10", used, err)
 	}
