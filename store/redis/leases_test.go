@@ -56,3 +56,38 @@ func TestLeaserKeepsAToken(t *testing.T) {
 		t.Errorf("%d of %d decisions denied (%d missed the budget), with a token in Redis at every lease", n, n+decided.Load(), missed.Load())
 	}
 }
+
+// TestLeasedBoundWithDecisionsInFlight: the tokens that decisions in flight
+// hold count in a leased bucket's bound, beside the pools' leases. Over
+// fixed instants, a bucket of 4 (a token a second, a lease of 1): four
+// decisions each take a token (takeLeases), then their customers' calls
+// deny and they give it back (settle) four seconds on, when the bucket in
+// Redis has refilled. At that instant the replica spends those 4 and leases
+// the 4 Redis holds: 8, within burst + replicas × (lease + decisions in
+// flight) = 4 + 1 × (1 + 4), and more than burst + replicas × lease = 5.
+func TestLeasedBoundWithDecisionsInFlight(t *testing.T) {
+	c := redistest.StartCluster(t, 1)
+	s := openCluster(t, c, Options{CallerClock: true})
+	s.beat()
+	account := accountOp("account", 1, 4)
+	inFlight := int(account.Throttle.Burst)
+	for i := range inFlight {
+		o := account
+		if ok, err := s.leases.take(s, t0, &o, time.Time{}); !ok || err != nil {
+			t.Fatalf("decision %d in flight: got %v, %v, want a token", i, ok, err)
+		}
+	}
+	later := t0.Add(4 * time.Second)
+	for range inFlight {
+		s.leases.giveBack(account.Key)
+	}
+	admitted := 0
+	for range 3 * inFlight {
+		if b := apply(t, s, later, policy.Key{}, nil, account); b.Taken {
+			admitted++
+		}
+	}
+	if want := int(account.Throttle.Burst) + inFlight; admitted != want {
+		t.Errorf("admitted %d at one instant, want %d: the burst and the tokens of the decisions that were in flight", admitted, want)
+	}
+}
