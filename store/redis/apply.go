@@ -130,6 +130,7 @@ func (s *Store) encode(now time.Time, b *policy.Batch, denied bool) (*request, e
 	}
 	if s.local != nil {
 		r.note(b)
+		r.late.denied = denied
 	}
 	if s.opts.CallerClock {
 		r.num(now.UnixMicro())

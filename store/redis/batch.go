@@ -131,6 +131,7 @@ func (r *request) free() {
 // fifth argument (encode).
 func (r *request) deny() {
 	*r.args[4].(*int64) |= flagDenied
+	r.late.denied = true
 }
 
 // num and str append an argument.

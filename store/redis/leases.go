@@ -25,16 +25,20 @@ import (
 // without a call.
 //
 // The bound. Every token spent was taken from Redis's bucket, which refills
-// at the limit's rate up to its burst; what the replicas hold besides is at
-// most leaseSize each. So over any time T a shared bucket admits at most
-// burst + rate×T + replicas×leaseSize requests (its exact limit plus the
-// leases held), and leaseSize is a quarter of the burst shared by the live
-// replicas (at least 1): at most burst/4 over, or one token per replica
-// when the burst is under 4 a replica. It may admit less than its limit
-// while tokens sit in the pool of a replica that has no use for them: at
-// most replicas×leaseSize of them, for at most leaseIdle, and when a pool
-// denies on what a lease told it (maxEmpty) while another replica gave
-// tokens back. The RateLimit headers of a leased bucket are estimates: what
+// at the limit's rate up to its burst; what a replica holds besides is at
+// most leaseSize + c: a lease, made when its pool is empty, and a token for
+// each of its decisions in flight, c at most at once (a decision whose
+// customer's call denies puts its token back into the pool). So over any
+// time T a shared bucket admits at most burst + rate×T +
+// replicas×(leaseSize + c) requests (its exact limit plus what the replicas
+// hold), and leaseSize is a quarter of the burst shared by the live
+// replicas (at least 1): beyond the decisions in flight, at most burst/4
+// over, or one token per replica when the burst is under 4 a replica. It
+// may admit less than its limit while tokens sit in the pool of a replica
+// that has no use for them, for at most leaseIdle; when a pool denies on
+// what a lease told it (maxEmpty) while another replica gave tokens back;
+// and when tokens are lost (a lease whose reply came after its decision's
+// budget, a return that failed) until the bucket refills. The RateLimit headers of a leased bucket are estimates: what
 // Redis held at this replica's last lease and what its pool holds.
 const (
 	// leaseIdle is how long a pool keeps tokens it does not spend.

@@ -129,6 +129,9 @@ type lateInfo struct {
 	shadowQuota bool
 	quotaAt     int
 	quotaLimit  int64
+	// denied is set when the decision was sent with flagDenied: Redis
+	// took nothing for it, usage included.
+	denied bool
 }
 
 // note records in r what settling a late reply for b needs.
@@ -170,8 +173,8 @@ func (l *lateInfo) quotaTaken(reply []int64) bool {
 // it back when the local decision did not take it), and a slot Redis took
 // is given back.
 func (s *Store) settleLate(r *request, reply []int64) {
-	if s.local == nil || len(reply) < 3 || reply[0] < 0 {
-		return // past its deadline: Redis took nothing
+	if s.local == nil || len(reply) < 3 || reply[0] < 0 || r.late.denied {
+		return // past its deadline, or denied: Redis took nothing
 	}
 	blocked, taken := reply[0] > 0, reply[1] == 1
 	if taken && r.late.quota.Limit != "" && r.late.quotaTaken(reply) {

@@ -84,12 +84,17 @@ func appendHome(b []byte, kind byte, k policy.Key) []byte {
 	return append(b, '}', ':')
 }
 
-// sameHome reports whether two WAF counters have one home.
+// sameHome reports whether two WAF counters have one home (appendHome): a
+// counter without address or subject (a header sent empty) is at home on
+// its limit.
 func sameHome(x, y policy.Key) bool {
 	if x.Addr.IsValid() || y.Addr.IsValid() {
 		return x.Addr == y.Addr
 	}
-	return x.Subject == y.Subject
+	if x.Subject != "" || y.Subject != "" {
+		return x.Subject == y.Subject
+	}
+	return x.Limit == y.Limit
 }
 
 // route sets the node of r's call on a cluster: the primary of its first

@@ -310,11 +310,16 @@ func TestSpreadLocal(t *testing.T) {
 	if err := c.WaitOK(); err != nil {
 		t.Fatal(err)
 	}
+	// A push makes a call per counter: the quota's, then the usage's.
 	waitFor(t, "the local counts to reach Redis", func() bool {
 		decideOnce(s)
 		used, _, _ := s.Counter(q.Key)
-		return used == 10
+		uses, _, _ := s.Counter(usage)
+		return used >= 10 && uses >= 10
 	})
+	if used, _, err := s.Counter(q.Key); used != 10 || err != nil {
+		t.Errorf("quota after: got %d, %v, want 10", used, err)
+	}
 	if used, _, err := s.Counter(usage); used != 10 || err != nil {
 		t.Errorf("usage after: got %d, %v, want 10", used, err)
 	}
@@ -371,4 +376,72 @@ func TestLeasedBucketDeniesWithTokensLeft(t *testing.T) {
 		}
 		return 0
 	})
+}
+
+// TestSpreadCountersWithoutSubject: two WAF counters keyed by headers that
+// the request sends empty have neither address nor subject, so each is at
+// home on its own limit's slot; on different nodes they are counted, not
+// sent in one call that the node refuses (a non local key).
+func TestSpreadCountersWithoutSubject(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{CallerClock: true})
+	owner := func(limit string) string {
+		n, err := c.SlotOwner(s.key('w', policy.Key{Limit: limit}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Addr()
+	}
+	first, second := "waf-h0", ""
+	for i := 1; second == ""; i++ {
+		if l := fmt.Sprint("waf-h", i); owner(l) != owner(first) {
+			second = l
+		}
+	}
+	hits := []policy.Hit{
+		{Key: policy.Key{Limit: first}, Limit: 10, Window: time.Minute},
+		{Key: policy.Key{Limit: second}, Limit: 10, Window: time.Minute},
+	}
+	for step := range 3 {
+		b := apply(t, s, t0, policy.Key{}, hits)
+		for i, h := range b.Hits {
+			if h.Count != int64(step+1) {
+				t.Fatalf("step %d: hit %d: got count %d, want %d", step, i, h.Count, step+1)
+			}
+		}
+	}
+}
+
+// TestSpreadLateDenial: the reply of a customer's call that a leased
+// bucket had denied (flagDenied), which came after its caller gave up, is
+// settled as what it was: Redis counted no usage for it, so the local
+// store does not mark one as Redis's, and the push after takes none off.
+func TestSpreadLateDenial(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{Local: true, CallerClock: true})
+	usage := policy.Key{Limit: "usage", Subject: "acme", Period: t0.Unix()}
+	apply(t, s, t0, usage, nil) // admitted: a use
+	sub := new(policy.Batch)
+	sub.Reset()
+	sub.Usage = usage
+	r, err := s.encode(t0, sub, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := s.decide(r) // Redis answers; the caller has given up
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := s.encode(t0, sub, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.settleLate(late, reply)
+	late.free()
+	if err := s.reconcile(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if used, _, err := s.Counter(usage); used != 1 || err != nil {
+		t.Errorf("usage: got %d, %v, want the 1 admitted", used, err)
+	}
 }
