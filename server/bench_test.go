@@ -188,7 +188,18 @@ func BenchmarkDecideStores(b *testing.B) {
 			var lat []time.Duration
 			var denied, local atomic.Int64
 			ctx := context.Background()
-			callsBefore := scriptCalls()
+			// redisCPU returns the CPU time Redis has used.
+			redisCPU := func() time.Duration {
+				if redisSrv == nil {
+					return 0
+				}
+				d, err := redisSrv.CPU()
+				if err != nil {
+					b.Fatal(err)
+				}
+				return d
+			}
+			callsBefore, cpuBefore := scriptCalls(), redisCPU()
 			start := time.Now()
 			b.SetParallelism(c.parallelism)
 			b.ResetTimer()
@@ -214,6 +225,7 @@ func BenchmarkDecideStores(b *testing.B) {
 				calls := float64(scriptCalls() - callsBefore)
 				b.ReportMetric(calls/float64(len(lat)), "evalsha/op")
 				b.ReportMetric(float64(len(lat))/calls, "decisions/call")
+				b.ReportMetric(float64((redisCPU()-cpuBefore).Microseconds())/float64(len(lat)), "redis-cpu-µs/op")
 			}
 			b.ReportMetric(float64(local.Load())/float64(len(lat)), "local/op")
 			if n := denied.Load(); n > 0 {

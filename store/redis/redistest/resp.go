@@ -140,3 +140,23 @@ func (s *Server) ResetStats() error {
 	_, err := do(s.Addr(), "CONFIG", "RESETSTAT")
 	return err
 }
+
+// CPU returns the CPU time the server has used since it started (INFO cpu:
+// used_cpu_user and used_cpu_sys, its main thread and any other), for
+// benchmarks that charge a decision for Redis's work.
+func (s *Server) CPU() (time.Duration, error) {
+	body, err := do(s.Addr(), "INFO", "cpu")
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	f := fields(body)
+	for _, k := range []string{"used_cpu_user", "used_cpu_sys"} {
+		v, err := strconv.ParseFloat(f[k], 64)
+		if err != nil {
+			return 0, fmt.Errorf("redis %s: INFO cpu: %s is %q", s.Addr(), k, f[k])
+		}
+		total += v
+	}
+	return time.Duration(total * float64(time.Second)), nil
+}
