@@ -7,5 +7,8 @@ redis.call('HDEL', KEYS[2], o['hash'])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], o['customer'] .. '\0' .. ARGV[1])
-redis.call('PUBLISH', KEYS[3], ARGV[2])
+if KEYS[6] then
+  redis.call('SADD', KEYS[6], ARGV[1] .. '\0' .. o['hash'])
+end
+if ARGV[2] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[2]) end
 return 1

@@ -38,7 +38,20 @@ var (
 
 // keyKeys returns the Redis keys of the scripts that change run-time keys.
 func (s *Store) keyKeys() []string {
+	if s.spread {
+		return []string{s.keysKey, s.byHashKey, s.changesKey, s.keyIDsKey, s.keyCustomersKey, s.copiesKey}
+	}
 	return []string{s.keysKey, s.byHashKey, s.changesKey, s.keyIDsKey, s.keyCustomersKey}
+}
+
+// scriptTag returns the tag a key script announces its change with: none
+// on a cluster, where the change is announced after its lookup copy
+// (keycopies.go).
+func (s *Store) scriptTag(tag string) string {
+	if s.spread {
+		return ""
+	}
+	return tag
 }
 
 // LookupKey implements policy.Keys: from the key cache (keycache.go), or
@@ -55,6 +68,14 @@ func (s *Store) lookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 		return nil, err
 	}
 	defer cancel()
+	if s.spread {
+		k, err := s.lookupCopy(ctx, hash)
+		s.called(err)
+		if err != nil {
+			return nil, fmt.Errorf("redis %s: look up key: %w", s.url, err)
+		}
+		return k, nil
+	}
 	rec, err := lookupKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey}, policy.KeyHashText(hash)).Text()
 	if errors.Is(err, goredis.Nil) {
 		s.called(nil)
@@ -89,7 +110,10 @@ func (s *Store) SaveKey(k, prev *policy.APIKey) error {
 	ctx, cancel := s.adminCall()
 	defer cancel()
 	tag := s.mine.begin()
-	n, err := saveKeyScript.Run(ctx, s.c, s.keyKeys(), k.ID, rec, policy.KeyHashText(k.Hash), want, k.Customer, tag).Int()
+	n, err := saveKeyScript.Run(ctx, s.c, s.keyKeys(), k.ID, rec, policy.KeyHashText(k.Hash), want, k.Customer, s.scriptTag(tag)).Int()
+	if s.spread && n == 1 {
+		s.announceAfterCopies(ctx, tag)
+	}
 	s.ended(tag, n == 1, err)
 	if err != nil {
 		return fmt.Errorf("redis %s: save key %q: %w", s.url, k.ID, err)
@@ -115,8 +139,13 @@ func (s *Store) ImportKeys(keys []*policy.APIKey) error {
 		saveKeyScript.EvalSha(ctx, pipe, s.keyKeys(), k.ID, rec, policy.KeyHashText(k.Hash), "*", k.Customer, "")
 	}
 	tag := s.mine.begin()
-	pipe.Publish(ctx, s.changesKey, tag)
+	if !s.spread {
+		pipe.Publish(ctx, s.changesKey, tag)
+	}
 	_, err := pipe.Exec(ctx)
+	if s.spread && err == nil {
+		s.announceAfterCopies(ctx, tag)
+	}
 	s.ended(tag, true, err)
 	if err != nil {
 		return fmt.Errorf("redis %s: import %d keys: %w", s.url, len(keys), err)
@@ -130,7 +159,10 @@ func (s *Store) DeleteKey(id string) (bool, error) {
 	ctx, cancel := s.adminCall()
 	defer cancel()
 	tag := s.mine.begin()
-	n, err := deleteKeyScript.Run(ctx, s.c, s.keyKeys(), id, tag).Int()
+	n, err := deleteKeyScript.Run(ctx, s.c, s.keyKeys(), id, s.scriptTag(tag)).Int()
+	if s.spread && n == 1 {
+		s.announceAfterCopies(ctx, tag)
+	}
 	s.ended(tag, n == 1, err)
 	if err != nil {
 		return false, fmt.Errorf("redis %s: delete key %q: %w", s.url, id, err)

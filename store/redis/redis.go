@@ -133,6 +133,10 @@ type Store struct {
 	// (keyorder.go): sorted sets whose members, all of score 0, are the
 	// ids, and the customers and ids joined by a NUL byte.
 	keyIDsKey, keyCustomersKey string
+	// copiesKey is the set of the lookup copies to make on a cluster
+	// (keycopies.go).
+	copiesKey  string
+	copiesMade atomic.Bool // copyAll is done
 	// keys caches LookupKey's answers (keycache.go); watching runs
 	// watchKeys, which clears it on other replicas' changes, and mine
 	// holds the tags of this Store's own (keywatch.go).
@@ -243,7 +247,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 	s := &Store{c: c, url: u.Redacted(), opts: o, done: make(chan struct{}), queue: make(chan *request, queueLen),
 		keysKey: o.Prefix + "keys", byHashKey: o.Prefix + "keys-by-hash", changesKey: o.Prefix + "keys-changed",
 		keyIDsKey: o.Prefix + "key-ids", keyCustomersKey: o.Prefix + "key-customers",
-		replicasKey: o.Prefix + "replicas", kick: make(chan struct{}, 1)}
+		replicasKey: o.Prefix + "replicas", copiesKey: o.Prefix + "key-copies", kick: make(chan struct{}, 1)}
 	if cc, ok := c.(*goredis.ClusterClient); ok {
 		s.spread, s.cluster = true, cc
 		s.statePrefix = strings.NewReplacer("{", "", "}", "").Replace(o.Prefix)
@@ -278,6 +282,9 @@ func Open(rawURL string, o Options) (*Store, error) {
 	} else {
 		s.beat() // the replica count and the clock offset, before the first decision
 		s.warm(ctx)
+		if s.spread {
+			s.copyAll(ctx) // else the heartbeats make them
+		}
 		sub = s.subscribe(ctx) // other replicas' key changes are heard from here on
 	}
 	for range senders {
@@ -388,7 +395,7 @@ func tune(maxRetries, dialerRetries, minIdleConns *int, contextTimeout, disableI
 
 // loadScripts loads every script, so that calls name them by their hash.
 func (s *Store) loadScripts(ctx context.Context) error {
-	for _, sc := range []*goredis.Script{s.script, saveKeyScript, deleteKeyScript, lookupKeyScript, grantScript, keyPageScript, heartbeatScript, pushScript} {
+	for _, sc := range []*goredis.Script{s.script, copiedScript, saveKeyScript, deleteKeyScript, lookupKeyScript, grantScript, keyPageScript, heartbeatScript, pushScript} {
 		if err := sc.Load(ctx, s.c).Err(); err != nil {
 			return fmt.Errorf("redis %s: load script: %w", s.url, err)
 		}

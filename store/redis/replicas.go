@@ -95,6 +95,9 @@ func (s *Store) heartbeat() {
 		if s.local != nil && !s.open.Load() && s.stop.Err() == nil {
 			s.reconcile(s.stop) // an error is tried again on the next beat
 		}
+		if s.spread && !s.open.Load() {
+			s.keyCopies() // an error is tried again on the next beat
+		}
 	}
 }
 

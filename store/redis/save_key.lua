@@ -3,7 +3,9 @@
 -- (ids) and KEYS[5] (customer NUL id), when the record held is ARGV[4] ("":
 -- none; "*": whatever it is, for imports); 0 when it is not. With a tag
 -- ARGV[6], the change is announced on the channel KEYS[3] (keywatch.go);
--- an import announces once, after its keys.
+-- an import announces once, after its keys. With a sixth key (a cluster),
+-- the key's id and its old hash join that set: its lookup copy is to be
+-- made (keycopies.go).
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if ARGV[4] ~= '*' and (old or '') ~= ARGV[4] then return 0 end
 if old then
@@ -15,5 +17,9 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], 0, ARGV[1])
 redis.call('ZADD', KEYS[5], 0, ARGV[5] .. '\0' .. ARGV[1])
+if KEYS[6] then
+  -- On a cluster (keycopies.go): the lookup copies to make.
+  redis.call('SADD', KEYS[6], ARGV[1] .. '\0' .. (old and cjson.decode(old)['hash'] or ''))
+end
 if ARGV[6] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[6]) end
 return 1

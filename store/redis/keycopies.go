@@ -1,0 +1,215 @@
+package redis
+
+import (
+	"context"
+	"crypto/sha256"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strings"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/keyjson"
+)
+
+// Lookup copies of the run-time keys, on a cluster.
+//
+// The run-time keys are kept on the prefix's slot (keys.go): the admin
+// API's changes are atomic there, checked against the version they read,
+// and their orders page there. A decision's lookup, though, would then put
+// every cache miss (a new key, a bad one, a key whose cached answer ran
+// out) on that one primary. So on a cluster each key also has a lookup
+// copy on the slot of its hash (copyKey), the one thing a lookup knows, and
+// LookupKey reads that: one GET, spread over the primaries.
+//
+// A change writes the keys hash first, and in the same atomic step adds
+// "id NUL old hash" to the set of copies to make (copiesKey); then the
+// copy is written (or deleted), and the entry leaves the set only when the
+// key's record is still the one copied (copied.lua), else the copy is made
+// again. The change is announced after its copy, so that no replica
+// caches the old copy on the announcement. A copy that fails is made by
+// the next heartbeat of any replica: an entry stays in the set until its
+// copy is made. Until then a lookup may see the key as it was before the
+// change, as the key cache may for up to KeyCacheTTL anyway.
+
+var (
+	// copiedScript removes an entry from the set of copies to make when
+	// the record copied is still the key's.
+	//go:embed copied.lua
+	copiedSrc    string
+	copiedScript = goredis.NewScript(copiedSrc)
+)
+
+// copyKey returns the Redis key of the lookup copy of the key with the
+// hash (its text, "sha256:..."), on the slot of the hash.
+func (s *Store) copyKey(hashText string) string {
+	b := []byte(s.statePrefix)
+	b = appendHome(b, 'k', policy.Key{Subject: hashText})
+	return string(append(append(b, "key:"...), hashText...))
+}
+
+// lookupCopy reads the lookup copy of the key with the hash: nil when there
+// is none, or when it holds another hash.
+func (s *Store) lookupCopy(ctx context.Context, hash [sha256.Size]byte) (*policy.APIKey, error) {
+	text := policy.KeyHashText(hash)
+	rec, err := s.c.Get(ctx, s.copyKey(text)).Result()
+	if errors.Is(err, goredis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	k, err := keyjson.Decode([]byte(rec))
+	if err != nil {
+		return nil, fmt.Errorf("key record: %w", err)
+	}
+	if policy.KeyHashText(k.Hash) != text {
+		return nil, nil // a copy can never lend another key's record
+	}
+	return k, nil
+}
+
+// makeCopies makes the lookup copies the set names, each until its
+// record is the key's, and reports the first error.
+func (s *Store) makeCopies(ctx context.Context) error {
+	entries, err := s.c.SMembers(ctx, s.copiesKey).Result()
+	if err != nil {
+		return fmt.Errorf("redis %s: key copies: %w", s.url, err)
+	}
+	for _, e := range entries {
+		if err := s.makeCopy(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxCopyTries bounds the copies of one entry made while others change its
+// key; the next heartbeat tries again.
+const maxCopyTries = 5
+
+// makeCopy makes the copy of one entry ("id NUL old hash"): the key's
+// record at the copy of its hash, and none at its old hash's, until the
+// record copied is still the key's.
+func (s *Store) makeCopy(ctx context.Context, entry string) error {
+	id, oldHash, _ := strings.Cut(entry, "\x00")
+	for range maxCopyTries {
+		rec, err := s.c.HGet(ctx, s.keysKey, id).Result()
+		if err != nil && !errors.Is(err, goredis.Nil) {
+			return fmt.Errorf("redis %s: key copy %q: %w", s.url, id, err)
+		}
+		hash := ""
+		if rec != "" {
+			k, err := keyjson.Decode([]byte(rec))
+			if err != nil {
+				return fmt.Errorf("redis %s: %s field %s: %w", s.url, s.keysKey, id, err)
+			}
+			hash = policy.KeyHashText(k.Hash)
+			if err := s.c.Set(ctx, s.copyKey(hash), rec, 0).Err(); err != nil {
+				return fmt.Errorf("redis %s: key copy %q: %w", s.url, id, err)
+			}
+		}
+		if oldHash != "" && oldHash != hash {
+			if err := s.c.Del(ctx, s.copyKey(oldHash)).Err(); err != nil {
+				return fmt.Errorf("redis %s: key copy %q: %w", s.url, id, err)
+			}
+		}
+		done, err := copiedScript.Run(ctx, s.c, []string{s.keysKey, s.copiesKey}, id, rec, entry).Int()
+		if err != nil {
+			return fmt.Errorf("redis %s: key copy %q: %w", s.url, id, err)
+		}
+		if done == 1 {
+			return nil
+		}
+	}
+	return nil // changing still: the next heartbeat makes it
+}
+
+// keyCopies makes the copies left to make, on a heartbeat, within an admin
+// call's time.
+func (s *Store) keyCopies() {
+	ctx, cancel := context.WithTimeout(s.stop, s.opts.AdminTimeout)
+	defer cancel()
+	if s.copyAll(ctx) == nil {
+		s.makeCopies(ctx)
+	}
+}
+
+// announceAfterCopies makes the copies of a change, then announces it with
+// its tag ("": none). A copy that fails is left to the heartbeats; the
+// change is announced all the same (replicas then read the copy as it is).
+func (s *Store) announceAfterCopies(ctx context.Context, tag string) {
+	s.makeCopies(ctx)
+	if tag != "" {
+		s.c.Publish(ctx, s.changesKey, tag)
+	}
+}
+
+// copyAll makes the copies of every run-time key once, on the first start
+// on a cluster (the marker key records it): keys saved before this
+// version, or on one Redis, have none. Page by page, each key joins the set
+// of copies to make, its copy is written, and it leaves the set when its
+// record is still the one copied; a key that changed meanwhile stays for
+// makeCopies.
+func (s *Store) copyAll(ctx context.Context) error {
+	if s.copiesMade.Load() {
+		return nil
+	}
+	marker := s.opts.Prefix + "key-copies-made"
+	if n, err := s.c.Exists(ctx, marker).Result(); err != nil || n == 1 {
+		s.copiesMade.Store(n == 1)
+		return err
+	}
+	var cursor uint64
+	for {
+		kv, next, err := s.c.HScan(ctx, s.keysKey, cursor, "", 1000).Result()
+		if err != nil {
+			return fmt.Errorf("redis %s: key copies: %w", s.url, err)
+		}
+		if err := s.copyPage(ctx, kv); err != nil {
+			return fmt.Errorf("redis %s: key copies: %w", s.url, err)
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	if err := s.c.Set(ctx, marker, "1", 0).Err(); err != nil {
+		return fmt.Errorf("redis %s: key copies: %w", s.url, err)
+	}
+	s.copiesMade.Store(true)
+	return nil
+}
+
+// copyPage makes the copies of a page of the keys hash (id, record, ...),
+// in three pipelined round trips.
+func (s *Store) copyPage(ctx context.Context, kv []string) error {
+	if len(kv) == 0 {
+		return nil
+	}
+	entries := make([]any, 0, len(kv)/2)
+	for i := 0; i+1 < len(kv); i += 2 {
+		entries = append(entries, kv[i]+"\x00")
+	}
+	if err := s.c.SAdd(ctx, s.copiesKey, entries...).Err(); err != nil {
+		return err
+	}
+	pipe := s.c.Pipeline()
+	for i := 0; i+1 < len(kv); i += 2 {
+		k, err := keyjson.Decode([]byte(kv[i+1]))
+		if err != nil {
+			return fmt.Errorf("%s field %s: %w", s.keysKey, kv[i], err)
+		}
+		pipe.Set(ctx, s.copyKey(policy.KeyHashText(k.Hash)), kv[i+1], 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	pipe = s.c.Pipeline()
+	for i := 0; i+1 < len(kv); i += 2 {
+		copiedScript.EvalSha(ctx, pipe, []string{s.keysKey, s.copiesKey}, kv[i], kv[i+1], entries[i/2])
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
