@@ -195,7 +195,8 @@ type Store struct {
 //   - redis-cluster://host:port[?addr=host:port...] (and rediss-cluster://).
 //
 // go-redis's query parameters (pool_size, dial_timeout, ...) pass through;
-// prefix, retention and lease_ttl are the Store's own. Open loads the scripts; a Redis
+// prefix, retention, lease_ttl and layout are the Store's own (layout:
+// spread, the default, or one-slot, on a cluster: spread.go). Open loads the scripts; a Redis
 // that does not answer yet is not an error (the Store starts with its circuit
 // open and recovers when Redis answers), a bad URL is.
 func Open(rawURL string, o Options) (*Store, error) {
@@ -221,9 +222,14 @@ func Open(rawURL string, o Options) (*Store, error) {
 		}
 		o.LeaseTTL = d
 	}
+	layout := q.Get("layout")
+	if layout != "" && layout != "spread" && layout != "one-slot" {
+		return nil, fmt.Errorf("--store %s: layout=%q is not spread or one-slot", u.Redacted(), layout)
+	}
 	q.Del("prefix")
 	q.Del("retention")
 	q.Del("lease_ttl")
+	q.Del("layout")
 	u.RawQuery = q.Encode()
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
@@ -248,7 +254,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 		keysKey: o.Prefix + "keys", byHashKey: o.Prefix + "keys-by-hash", changesKey: o.Prefix + "keys-changed",
 		keyIDsKey: o.Prefix + "key-ids", keyCustomersKey: o.Prefix + "key-customers",
 		replicasKey: o.Prefix + "replicas", copiesKey: o.Prefix + "key-copies", kick: make(chan struct{}, 1)}
-	if cc, ok := c.(*goredis.ClusterClient); ok {
+	if cc, ok := c.(*goredis.ClusterClient); ok && layout != "one-slot" {
 		s.spread, s.cluster = true, cc
 		s.statePrefix = strings.NewReplacer("{", "", "}", "").Replace(o.Prefix)
 	}

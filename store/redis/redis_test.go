@@ -428,6 +428,7 @@ func TestOpenURLs(t *testing.T) {
 		{"redis-sentinel://127.0.0.1:1", "needs master_name"},
 		{"redis://127.0.0.1:1/0?frobnicate=1", "frobnicate"},
 		{"redis://user:secret@127.0.0.1:1/0?frobnicate=1", "user:xxxxx@"},
+		{"redis-cluster://127.0.0.1:1?layout=sideways", `layout="sideways" is not spread or one-slot`},
 	} {
 		_, err := Open(c.url, Options{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -116,6 +117,29 @@ func TestSpreadMatchesMemory(t *testing.T) {
 				t.Errorf("%s: counter %s: got %d, %d, %v, want %d, %d", customer, k.Limit, gu, gg, err, wu, wg)
 			}
 		}
+	}
+}
+
+// TestOneSlotLayout: layout=one-slot keeps every key of a cluster on the
+// prefix's slot, as before the state spread, in one call a decision.
+func TestOneSlotLayout(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s, err := Open(c.URL()+"&layout=one-slot", Options{CallerClock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.spread {
+		t.Fatal("layout=one-slot spreads")
+	}
+	plan := planOp("plan", "acme", 1, 2)
+	for i, want := range []bool{true, true, false} {
+		if b := apply(t, s, t0, policy.Key{}, nil, plan, accountOp("account", 1, 10)); b.Taken != want {
+			t.Fatalf("request %d: taken %v, want %v", i, b.Taken, want)
+		}
+	}
+	if k := s.key('b', plan.Key); !strings.HasPrefix(k, DefaultPrefix) {
+		t.Errorf("key %q: not on the prefix's slot", k)
 	}
 }
 
