@@ -85,7 +85,9 @@
 // its client's, and the shared buckets (account, stage, route) are leased
 // to the replicas in batches, within a stated bound (spread.go, leases.go).
 // The keys that are not state (run-time keys, replicas, the outbox) keep
-// the prefix's slot.
+// the prefix's slot; a run-time key's lookup reads a copy of it on its
+// hash's slot (keycopies.go). layout=one-slot keeps a cluster's keys as on
+// one Redis.
 //
 // # Failure
 //
