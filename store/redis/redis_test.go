@@ -169,10 +169,30 @@ func TestMatchesMemory(t *testing.T) {
 		shadow(bucketOp("shadow-plan", 1.5, 3)), shadow(quotaOp("shadow-quota", 150, t0.Add(-time.Hour), t0.Add(time.Hour))),
 	}
 	usage := policy.Key{Limit: "usage", Subject: "acme", Period: t0.Truncate(24 * time.Hour).Unix()}
+	taken, denied := matchMemory(t, s, m, rng, 3000, hits, ops, usage, func(o policy.Op) bool {
+		return o.Key.Limit != "off" || rng.IntN(20) == 0
+	})
+	if taken < 300 || denied < 300 {
+		t.Errorf("got %d batches taken and %d denied, want both often", taken, denied)
+	}
+	for _, k := range []policy.Key{ops[5].Key, ops[7].Key, usage} {
+		gu, gg, err := s.Counter(k)
+		wu, wg, _ := m.Counter(k)
+		if err != nil || gu != wu || gg != wg {
+			t.Errorf("counter %s: got %d, %d, %v, want %d, %d", k.Limit, gu, gg, err, wu, wg)
+		}
+	}
+}
+
+// matchMemory applies the same random steps to s and to the memory store
+// m from t0 on: bursts of requests microseconds apart and pauses, each with
+// a random part of the hits, of the ops (those that also pass keep) and of
+// the usage counter; it fails at the first step whose results differ, and
+// returns the batches taken and denied.
+func matchMemory(t *testing.T, s, m policy.State, rng *rand.Rand, steps int, hits []policy.Hit, ops []policy.Op, usage policy.Key, keep func(policy.Op) bool) (taken, denied int) {
+	t.Helper()
 	now := t0
-	taken, denied := 0, 0
-	for step := range 3000 {
-		// Bursts of requests microseconds apart, and pauses.
+	for step := range steps {
 		gap := rng.IntN(2_000)
 		if rng.IntN(10) == 0 {
 			gap = rng.IntN(2_000_000)
@@ -186,7 +206,7 @@ func TestMatchesMemory(t *testing.T) {
 		}
 		var os []policy.Op
 		for _, o := range ops {
-			if rng.IntN(2) == 0 && (o.Key.Limit != "off" || rng.IntN(20) == 0) {
+			if rng.IntN(2) == 0 && keep(o) {
 				os = append(os, o)
 			}
 		}
@@ -213,16 +233,7 @@ func TestMatchesMemory(t *testing.T) {
 			}
 		}
 	}
-	if taken < 300 || denied < 300 {
-		t.Errorf("got %d batches taken and %d denied, want both often", taken, denied)
-	}
-	for _, k := range []policy.Key{ops[5].Key, ops[7].Key, usage} {
-		gu, gg, err := s.Counter(k)
-		wu, wg, _ := m.Counter(k)
-		if err != nil || gu != wu || gg != wg {
-			t.Errorf("counter %s: got %d, %d, %v, want %d, %d", k.Limit, gu, gg, err, wu, wg)
-		}
-	}
+	return taken, denied
 }
 
 // TestQuotaAndGrant: a quota admits its limit plus the grant, and rejected
