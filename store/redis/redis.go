@@ -364,7 +364,7 @@ func newClient(u *url.URL) (goredis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
-		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
+		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.Protocol, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
 		return goredis.NewClient(opt), nil
 	case "sentinel":
 		opt, err := goredis.ParseFailoverURL(v.String())
@@ -374,14 +374,14 @@ func newClient(u *url.URL) (goredis.UniversalClient, error) {
 		if opt.MasterName == "" {
 			return nil, errors.New("a sentinel URL needs master_name=NAME")
 		}
-		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
+		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.Protocol, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
 		return goredis.NewFailoverClient(opt), nil
 	case "cluster":
 		opt, err := goredis.ParseClusterURL(v.String())
 		if err != nil {
 			return nil, err
 		}
-		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
+		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.Protocol, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
 		return goredis.NewClusterClient(opt), nil
 	default:
 		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, unix, redis-sentinel, redis-cluster)", u.Scheme)
@@ -390,11 +390,15 @@ func newClient(u *url.URL) (goredis.UniversalClient, error) {
 
 // tune sets what newClient says on the fields that go-redis's three options
 // types share: no retries of a command (MaxRetries -1), one dial attempt,
-// the context's deadline honoured, no CLIENT SETINFO, and minIdle
-// connections kept open; dialer_retries or min_idle_conns set in the URL
-// stand.
-func tune(maxRetries, dialerRetries, minIdleConns *int, contextTimeout, disableIdentity *bool) {
+// the context's deadline honoured, no CLIENT SETINFO, RESP2, and minIdle
+// connections kept open; dialer_retries, min_idle_conns or protocol set in
+// the URL stand.
+func tune(maxRetries, dialerRetries, minIdleConns, protocol *int, contextTimeout, disableIdentity *bool) {
 	*maxRetries, *contextTimeout, *disableIdentity = -1, true, true
+	// RESP2 unless the URL says protocol=3: the store uses no push
+	// messages, and with RESP3 go-redis looks for them around every call
+	// (2.8% of serve's CPU on the Redis store under make bench-e2e's load).
+	*protocol = cmp.Or(*protocol, 2)
 	*minIdleConns = cmp.Or(*minIdleConns, minIdle)
 	*dialerRetries = cmp.Or(*dialerRetries, 1)
 }
