@@ -13,7 +13,8 @@
 // LookupKey answers from a cache of the keys in use (keycache.go: an LRU of
 // keys found and one of hashes that are no key, each answer used for up to
 // KeyCacheTTL, one call to Redis for the lookups of a hash that arrive
-// together). The Store clears it on its own changes to the keys and on each
+// together; the lookups of other hashes that arrive while one is in flight
+// share the next call: lookups.go). The Store clears it on its own changes to the keys and on each
 // change another replica announces (a Redis channel), so that a change made
 // through any replica is seen by the next lookup; while Redis fails, an
 // expired answer is used rather than none.

@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"crypto/sha256"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -48,27 +47,6 @@ func (s *Store) copyKey(hashText string) string {
 	b := []byte(s.statePrefix)
 	b = appendHome(b, 'k', policy.Key{Subject: hashText})
 	return string(append(append(b, "key:"...), hashText...))
-}
-
-// lookupCopy reads the lookup copy of the key with the hash: nil when there
-// is none, or when it holds another hash.
-func (s *Store) lookupCopy(ctx context.Context, hash [sha256.Size]byte) (*policy.APIKey, error) {
-	text := policy.KeyHashText(hash)
-	rec, err := s.c.Get(ctx, s.copyKey(text)).Result()
-	if errors.Is(err, goredis.Nil) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	k, err := keyjson.Decode([]byte(rec))
-	if err != nil {
-		return nil, fmt.Errorf("key record: %w", err)
-	}
-	if policy.KeyHashText(k.Hash) != text {
-		return nil, nil // a copy can never lend another key's record
-	}
-	return k, nil
 }
 
 // makeCopies makes the lookup copies the set names, each until its

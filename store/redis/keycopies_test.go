@@ -85,7 +85,7 @@ func TestKeyCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.keyCopies()
-	if got, err := a.lookupCopy(ctx, k1.Hash); err != nil || got == nil {
+	if got, err := a.lookupKey(k1.Hash); err != nil || got == nil {
 		t.Fatalf("the heartbeat did not make the lost copy: %+v, %v", got, err)
 	}
 	if n, _ := a.c.SCard(ctx, a.copiesKey).Result(); n != 0 {
@@ -118,7 +118,7 @@ func TestKeyCopiesMadeOnce(t *testing.T) {
 	}
 	b := openCluster(t, c, Options{})
 	for _, i := range []int{0, 999, 1000, 2499} {
-		if got, err := b.lookupCopy(ctx, keys[i].Hash); err != nil || got == nil || got.ID != keys[i].ID {
+		if got, err := b.lookupKey(keys[i].Hash); err != nil || got == nil || got.ID != keys[i].ID {
 			t.Fatalf("key %d after the first open: %+v, %v", i, got, err)
 		}
 	}

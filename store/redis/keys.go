@@ -60,38 +60,6 @@ func (s *Store) LookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 	return s.keys.LookupKey(hash)
 }
 
-// lookupKey looks the key up in Redis, in one call within the decision
-// budget.
-func (s *Store) lookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
-	ctx, cancel, err := s.decisionCall()
-	if err != nil {
-		return nil, err
-	}
-	defer cancel()
-	if s.spread {
-		k, err := s.lookupCopy(ctx, hash)
-		s.called(err)
-		if err != nil {
-			return nil, fmt.Errorf("redis %s: look up key: %w", s.url, err)
-		}
-		return k, nil
-	}
-	rec, err := lookupKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey}, policy.KeyHashText(hash)).Text()
-	if errors.Is(err, goredis.Nil) {
-		s.called(nil)
-		return nil, nil
-	}
-	s.called(err)
-	if err != nil {
-		return nil, fmt.Errorf("redis %s: look up key: %w", s.url, err)
-	}
-	k, err := keyjson.Decode([]byte(rec))
-	if err != nil {
-		return nil, fmt.Errorf("redis %s: key record: %w", s.url, err)
-	}
-	return k, nil
-}
-
 // SaveKey creates or replaces the run-time key k.ID, in one atomic step,
 // when the record held under that id is prev's (as RuntimeKeys decoded it;
 // nil: none), else it returns policy.ErrKeyChanged: two replicas' admin

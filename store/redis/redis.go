@@ -137,6 +137,8 @@ type Store struct {
 	// (keycopies.go).
 	copiesKey  string
 	copiesMade atomic.Bool // copyAll is done
+	// lookups batches the lookups the key cache makes (lookups.go).
+	lookups lookups
 	// keys caches LookupKey's answers (keycache.go); watching runs
 	// watchKeys, which clears it on other replicas' changes, and mine
 	// holds the tags of this Store's own (keywatch.go).
@@ -262,6 +264,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 	if s.spread {
 		s.script, s.scriptSrc, s.scriptSHA = clusterScript, clusterSrc, clusterScript.Hash()
 	}
+	s.lookups.queue = make(chan *lookup, lookupQueueLn)
 	s.replicas.id = newReplicaID()
 	s.keys = newKeyCache(keysFunc(s.lookupKey), time.Now)
 	s.mine.prefix, s.mine.tags = s.replicas.id+"#", map[string]struct{}{}
@@ -296,6 +299,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 	for range senders {
 		s.sending.Go(s.send)
 	}
+	s.sending.Go(s.sendLookups)
 	if s.spread {
 		s.returns.Go(func() { s.returning(s.stop) })
 	}
