@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -71,8 +72,16 @@ const maxCopyTries = 5
 // makeCopy makes the copy of one entry ("id NUL old hash"): the key's
 // record at the copy of its hash, and none at its old hash's, until the
 // record copied is still the key's.
+//
+// A try whose record changed before its copy was written may have written
+// a copy that another change's copy work had already removed (a key deleted
+// or re-hashed meanwhile), and that change's entry may be gone: the next
+// try removes every copy this call wrote at a hash that is no longer the
+// key's, and a call that gives up leaves an entry for each, so that the
+// next heartbeat checks them.
 func (s *Store) makeCopy(ctx context.Context, entry string) error {
 	id, oldHash, _ := strings.Cut(entry, "\x00")
+	gone := []string{oldHash} // hashes whose copy must not stay unless the key's
 	for range maxCopyTries {
 		rec, err := s.c.HGet(ctx, s.keysKey, id).Result()
 		if err != nil && !errors.Is(err, goredis.Nil) {
@@ -85,12 +94,18 @@ func (s *Store) makeCopy(ctx context.Context, entry string) error {
 				return fmt.Errorf("redis %s: %s field %s: %w", s.url, s.keysKey, id, err)
 			}
 			hash = policy.KeyHashText(k.Hash)
+			if !slices.Contains(gone, hash) {
+				gone = append(gone, hash)
+			}
 			if err := s.c.Set(ctx, s.copyKey(hash), rec, 0).Err(); err != nil {
 				return fmt.Errorf("redis %s: key copy %q: %w", s.url, id, err)
 			}
 		}
-		if oldHash != "" && oldHash != hash {
-			if err := s.c.Del(ctx, s.copyKey(oldHash)).Err(); err != nil {
+		for _, h := range gone {
+			if h == "" || h == hash {
+				continue
+			}
+			if err := s.c.Del(ctx, s.copyKey(h)).Err(); err != nil {
 				return fmt.Errorf("redis %s: key copy %q: %w", s.url, id, err)
 			}
 		}
@@ -102,7 +117,19 @@ func (s *Store) makeCopy(ctx context.Context, entry string) error {
 			return nil
 		}
 	}
-	return nil // changing still: the next heartbeat makes it
+	// Changing still: the next heartbeat checks each copy this call wrote.
+	left := make([]any, 0, len(gone))
+	for _, h := range gone {
+		if h != "" {
+			left = append(left, id+"\x00"+h)
+		}
+	}
+	if len(left) > 0 {
+		if err := s.c.SAdd(ctx, s.copiesKey, left...).Err(); err != nil {
+			return fmt.Errorf("redis %s: key copy %q: %w", s.url, id, err)
+		}
+	}
+	return nil
 }
 
 // keyCopies makes the copies left to make, on a heartbeat, within an admin

@@ -1,0 +1,147 @@
+package redis
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/redis/redistest"
+)
+
+// cmdHook runs before on each command a client sends, and beforePipe on
+// each pipeline, before it goes: a test makes another change at that point
+// (a race, made certain) or fails the command (an error it returns).
+type cmdHook struct {
+	before     func(cmd goredis.Cmder) error
+	beforePipe func(cmds []goredis.Cmder)
+}
+
+func (h *cmdHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *cmdHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		if h.before != nil {
+			if err := h.before(cmd); err != nil {
+				cmd.SetErr(err)
+				return err
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *cmdHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		if h.beforePipe != nil {
+			h.beforePipe(cmds)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// isCmd reports whether cmd is the command name on the Redis key.
+func isCmd(cmd goredis.Cmder, name, key string) bool {
+	args := cmd.Args()
+	return cmd.Name() == name && len(args) > 1 && args[1] == any(key)
+}
+
+// testKey returns a run-time key of acme with the id, whose value is
+// value.
+func testKey(id, value string) *policy.APIKey {
+	return &policy.APIKey{ID: id, Customer: "acme", Hash: sha256.Sum256([]byte(value)), Plans: []string{"pro"}, Enabled: true, Created: t0}
+}
+
+// noCopy fails the test when the lookup copy of the hash finds a key, or
+// when any copy is left to make.
+func noCopy(t *testing.T, s *Store, hash [sha256.Size]byte, what string) {
+	t.Helper()
+	if got, err := s.lookupKey(hash); got != nil || err != nil {
+		t.Errorf("%s: a lookup found %+v, %v; want none", what, got, err)
+	}
+	if n, err := s.c.Exists(t.Context(), s.copyKey(policy.KeyHashText(hash))).Result(); n != 0 || err != nil {
+		t.Errorf("%s: the copy is there (%d, %v)", what, n, err)
+	}
+}
+
+// TestKeyCopyDeletedWhileMade: a key deleted while its copy is being made
+// (the record read, the copy not yet written; the delete's copy work done
+// in between) leaves no copy: the copy made of the record read is removed
+// when the maker sees the record changed. It used to stay, and the deleted
+// key was found by its hash for good.
+func TestKeyCopyDeletedWhileMade(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{})
+	k := testKey("k", "value")
+	copyKey := s.copyKey(policy.KeyHashText(k.Hash))
+	var once sync.Once
+	s.c.AddHook(&cmdHook{before: func(cmd goredis.Cmder) error {
+		if isCmd(cmd, "set", copyKey) {
+			once.Do(func() {
+				if ok, err := s.DeleteKey("k"); !ok || err != nil {
+					t.Errorf("delete: %v, %v", ok, err)
+				}
+			})
+		}
+		return nil
+	}})
+	if err := s.SaveKey(k, nil); err != nil {
+		t.Fatal(err)
+	}
+	noCopy(t, s, k.Hash, "after the save and the delete")
+	s.keyCopies()
+	noCopy(t, s, k.Hash, "after a heartbeat")
+}
+
+// TestKeyCopyChangedOnEveryTry: a key re-hashed through another replica
+// each time its copy is about to be written, until the maker gives up,
+// keeps no copy at any hash but its last: the copies the maker wrote of
+// records that had changed are checked by the next heartbeat.
+func TestKeyCopyChangedOnEveryTry(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s, b := openCluster(t, c, Options{}), openCluster(t, c, Options{})
+	k := testKey("k", "value-0")
+	var mu sync.Mutex
+	hashes := [][sha256.Size]byte{k.Hash}
+	s.c.AddHook(&cmdHook{before: func(cmd goredis.Cmder) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if cmd.Name() != "set" || len(hashes) > maxCopyTries {
+			return nil
+		}
+		cur, err := b.RuntimeKey("k")
+		if err != nil || cur == nil {
+			t.Errorf("read k: %+v, %v", cur, err)
+			return nil
+		}
+		next := *cur
+		next.Hash = sha256.Sum256(fmt.Appendf(nil, "value-%d", len(hashes)))
+		if err := b.SaveKey(&next, cur); err != nil {
+			t.Errorf("re-hash %d: %v", len(hashes), err)
+		}
+		hashes = append(hashes, next.Hash)
+		return nil
+	}})
+	if err := s.SaveKey(k, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.keyCopies()
+	mu.Lock()
+	made := slices.Clone(hashes)
+	mu.Unlock()
+	if len(made) <= maxCopyTries {
+		t.Fatalf("%d changes made, want %d", len(made)-1, maxCopyTries)
+	}
+	last := made[len(made)-1]
+	for i, h := range made[:len(made)-1] {
+		noCopy(t, s, h, fmt.Sprint("hash ", i))
+	}
+	if got, err := s.lookupKey(last); err != nil || got == nil || got.ID != "k" {
+		t.Errorf("the last hash: %+v, %v; want k", got, err)
+	}
+}
