@@ -156,8 +156,8 @@ func (s *Store) announceAfterCopies(ctx context.Context, tag string) {
 // on a cluster (the marker key records it): keys saved before this
 // version, or on one Redis, have none. Page by page, each key joins the set
 // of copies to make, its copy is written, and it leaves the set when its
-// record is still the one copied; a key that changed meanwhile stays for
-// makeCopies.
+// record is still the one copied; the copy of a key that changed meanwhile
+// is made again (copyPage).
 func (s *Store) copyAll(ctx context.Context) error {
 	if s.copiesMade.Load() {
 		return nil
@@ -188,33 +188,49 @@ func (s *Store) copyAll(ctx context.Context) error {
 }
 
 // copyPage makes the copies of a page of the keys hash (id, record, ...),
-// in three pipelined round trips.
+// in three pipelined round trips. A key deleted or re-hashed after the page
+// was read may have had its copy work done before this copy is written
+// (and the entry removed with it): each entry names the hash copied, and
+// the copy of a key whose record changed is made again at once (makeCopy),
+// which removes the copy of that hash unless it is the key's.
 func (s *Store) copyPage(ctx context.Context, kv []string) error {
 	if len(kv) == 0 {
 		return nil
 	}
 	entries := make([]any, 0, len(kv)/2)
+	hashes := make([]string, 0, len(kv)/2)
 	for i := 0; i+1 < len(kv); i += 2 {
-		entries = append(entries, kv[i]+"\x00")
+		k, err := keyjson.Decode([]byte(kv[i+1]))
+		if err != nil {
+			return fmt.Errorf("%s field %s: %w", s.keysKey, kv[i], err)
+		}
+		hashes = append(hashes, policy.KeyHashText(k.Hash))
+		entries = append(entries, kv[i]+"\x00"+hashes[len(hashes)-1])
 	}
 	if err := s.c.SAdd(ctx, s.copiesKey, entries...).Err(); err != nil {
 		return err
 	}
 	pipe := s.c.Pipeline()
 	for i := 0; i+1 < len(kv); i += 2 {
-		k, err := keyjson.Decode([]byte(kv[i+1]))
-		if err != nil {
-			return fmt.Errorf("%s field %s: %w", s.keysKey, kv[i], err)
-		}
-		pipe.Set(ctx, s.copyKey(policy.KeyHashText(k.Hash)), kv[i+1], 0)
+		pipe.Set(ctx, s.copyKey(hashes[i/2]), kv[i+1], 0)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return err
 	}
 	pipe = s.c.Pipeline()
+	done := make([]*goredis.Cmd, len(entries))
 	for i := 0; i+1 < len(kv); i += 2 {
-		copiedScript.EvalSha(ctx, pipe, []string{s.keysKey, s.copiesKey}, kv[i], kv[i+1], entries[i/2])
+		done[i/2] = copiedScript.EvalSha(ctx, pipe, []string{s.keysKey, s.copiesKey}, kv[i], kv[i+1], entries[i/2])
 	}
-	_, err := pipe.Exec(ctx)
-	return err
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	for i, d := range done {
+		if n, _ := d.Int(); n != 1 {
+			if err := s.makeCopy(ctx, entries[i].(string)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -145,3 +145,43 @@ func TestKeyCopyChangedOnEveryTry(t *testing.T) {
 		t.Errorf("the last hash: %+v, %v; want k", got, err)
 	}
 }
+
+// forgetCopies makes s's next copyAll copy every key again, as on the first
+// start on a cluster.
+func forgetCopies(t *testing.T, s *Store) {
+	t.Helper()
+	if err := s.c.Del(t.Context(), s.opts.Prefix+"key-copies-made").Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.copiesMade.Store(false)
+}
+
+// TestCopyAllKeyDeletedMeanwhile: a key deleted after the first start's
+// copy of every key read it, and before that copy was written, leaves no
+// copy: the entry the copy notes names the hash it copies. It used to name
+// none, and the deleted key was found by its hash for good.
+func TestCopyAllKeyDeletedMeanwhile(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{})
+	k := testKey("k", "value")
+	if err := s.SaveKey(k, nil); err != nil {
+		t.Fatal(err)
+	}
+	forgetCopies(t, s)
+	copyKey := s.copyKey(policy.KeyHashText(k.Hash))
+	var once sync.Once
+	s.c.AddHook(&cmdHook{beforePipe: func(cmds []goredis.Cmder) {
+		if len(cmds) > 0 && isCmd(cmds[0], "set", copyKey) {
+			once.Do(func() {
+				if ok, err := s.DeleteKey("k"); !ok || err != nil {
+					t.Errorf("delete: %v, %v", ok, err)
+				}
+			})
+		}
+	}})
+	if err := s.copyAll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s.keyCopies()
+	noCopy(t, s, k.Hash, "after the copy of every key and a heartbeat")
+}
