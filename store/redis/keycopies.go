@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
@@ -51,18 +52,24 @@ func (s *Store) copyKey(hashText string) string {
 }
 
 // makeCopies makes the lookup copies the set names, each until its
-// record is the key's, and reports the first error.
+// record is the key's, and reports the first error. A copy that fails
+// does not hold up the others (a node that refuses, a record that does not
+// decode, wherever the set lists it), until ctx is done.
 func (s *Store) makeCopies(ctx context.Context) error {
 	entries, err := s.c.SMembers(ctx, s.copiesKey).Result()
 	if err != nil {
 		return fmt.Errorf("redis %s: key copies: %w", s.url, err)
 	}
+	var first error
 	for _, e := range entries {
-		if err := s.makeCopy(ctx, e); err != nil {
-			return err
+		if ctx.Err() != nil {
+			return cmp.Or(first, ctx.Err())
+		}
+		if err := s.makeCopy(ctx, e); err != nil && first == nil {
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 // maxCopyTries bounds the copies of one entry made while others change its

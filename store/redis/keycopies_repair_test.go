@@ -16,10 +16,12 @@ import (
 
 // cmdHook runs before on each command a client sends, and beforePipe on
 // each pipeline, before it goes: a test makes another change at that point
-// (a race, made certain) or fails the command (an error it returns).
+// (a race, made certain) or fails the command (an error it returns). after
+// runs when a command's reply came.
 type cmdHook struct {
 	before     func(cmd goredis.Cmder) error
 	beforePipe func(cmds []goredis.Cmder)
+	after      func(cmd goredis.Cmder)
 }
 
 func (h *cmdHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
@@ -32,7 +34,11 @@ func (h *cmdHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 				return err
 			}
 		}
-		return next(ctx, cmd)
+		err := next(ctx, cmd)
+		if h.after != nil {
+			h.after(cmd)
+		}
+		return err
 	}
 }
 
@@ -184,4 +190,42 @@ func TestCopyAllKeyDeletedMeanwhile(t *testing.T) {
 	}
 	s.keyCopies()
 	noCopy(t, s, k.Hash, "after the copy of every key and a heartbeat")
+}
+
+// TestKeyCopiesPastAFailedOne: a copy that fails (here, of a record that
+// does not decode) does not hold up the others, whatever order the set of
+// copies to make lists them in. The first failure used to end the copy
+// work, and a key deleted after it was found by its copy for good.
+func TestKeyCopiesPastAFailedOne(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{})
+	k := testKey("k", "value")
+	if err := s.SaveKey(k, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := s.c.HSet(ctx, s.keysKey, "bad", "{}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.c.SAdd(ctx, s.copiesKey, "bad\x00").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The failing entry first, as Redis may list it.
+	s.c.AddHook(&cmdHook{after: func(cmd goredis.Cmder) {
+		if c, ok := cmd.(*goredis.StringSliceCmd); ok && isCmd(cmd, "smembers", s.copiesKey) {
+			v := c.Val()
+			if i := slices.Index(v, "bad\x00"); i > 0 {
+				v[0], v[i] = v[i], v[0]
+			}
+			c.SetVal(v)
+		}
+	}})
+	if ok, err := s.DeleteKey("k"); !ok || err != nil {
+		t.Fatalf("delete: %v, %v", ok, err)
+	}
+	s.keyCopies()
+	noCopy(t, s, k.Hash, "after the delete and a heartbeat")
+	if n, err := s.c.SCard(ctx, s.copiesKey).Result(); n != 1 || err != nil {
+		t.Errorf("copies left to make: %d, %v; want 1 (the one that fails)", n, err)
+	}
 }
