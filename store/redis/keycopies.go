@@ -140,13 +140,14 @@ func (s *Store) makeCopy(ctx context.Context, entry string) error {
 }
 
 // keyCopies makes the copies left to make, on a heartbeat, within an admin
-// call's time.
+// call's time: first those that changes left, then those of every key
+// until the first start's copy is done (the repair of a change whose copy
+// failed does not wait for that).
 func (s *Store) keyCopies() {
 	ctx, cancel := context.WithTimeout(s.stop, s.opts.AdminTimeout)
 	defer cancel()
-	if s.copyAll(ctx) == nil {
-		s.makeCopies(ctx)
-	}
+	s.makeCopies(ctx)
+	s.copyAll(ctx)
 }
 
 // announceAfterCopies makes the copies of a change, then announces it with
@@ -206,13 +207,20 @@ func (s *Store) copyPage(ctx context.Context, kv []string) error {
 	}
 	entries := make([]any, 0, len(kv)/2)
 	hashes := make([]string, 0, len(kv)/2)
+	good := make([]string, 0, len(kv))
 	for i := 0; i+1 < len(kv); i += 2 {
 		k, err := keyjson.Decode([]byte(kv[i+1]))
 		if err != nil {
-			return fmt.Errorf("%s field %s: %w", s.keysKey, kv[i], err)
+			// No copy of a record that does not decode (a lookup
+			// could not use it), and the keys after it get theirs.
+			continue
 		}
+		good = append(good, kv[i], kv[i+1])
 		hashes = append(hashes, policy.KeyHashText(k.Hash))
 		entries = append(entries, kv[i]+"\x00"+hashes[len(hashes)-1])
+	}
+	if kv = good; len(kv) == 0 {
+		return nil
 	}
 	if err := s.c.SAdd(ctx, s.copiesKey, entries...).Err(); err != nil {
 		return err

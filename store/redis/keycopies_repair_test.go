@@ -3,9 +3,11 @@ package redis
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -227,5 +229,42 @@ func TestKeyCopiesPastAFailedOne(t *testing.T) {
 	noCopy(t, s, k.Hash, "after the delete and a heartbeat")
 	if n, err := s.c.SCard(ctx, s.copiesKey).Result(); n != 1 || err != nil {
 		t.Errorf("copies left to make: %d, %v; want 1 (the one that fails)", n, err)
+	}
+}
+
+// TestKeyCopiesRepairedBeforeAllCopied: the heartbeat makes the copies left
+// by changes whatever becomes of the first start's copy of every key, and
+// that copy gets past a record that does not decode. A record that did not
+// decode used to fail it on every heartbeat, and the heartbeat then made
+// no copy left: a key whose delete failed to remove its copy was found by
+// it for good.
+func TestKeyCopiesRepairedBeforeAllCopied(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{})
+	k := testKey("k", "value")
+	if err := s.SaveKey(k, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.c.HSet(t.Context(), s.keysKey, "bad", "{}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	forgetCopies(t, s)
+	copyKey := s.copyKey(policy.KeyHashText(k.Hash))
+	var refuse atomic.Bool
+	refuse.Store(true)
+	s.c.AddHook(&cmdHook{before: func(cmd goredis.Cmder) error {
+		if refuse.Load() && isCmd(cmd, "del", copyKey) {
+			return errors.New("refused")
+		}
+		return nil
+	}})
+	if ok, err := s.DeleteKey("k"); !ok || err != nil {
+		t.Fatalf("delete: %v, %v", ok, err)
+	}
+	refuse.Store(false)
+	s.keyCopies()
+	noCopy(t, s, k.Hash, "after the delete and a heartbeat")
+	if !s.copiesMade.Load() {
+		t.Error("the copy of every key did not get past a record that does not decode")
 	}
 }
