@@ -175,7 +175,10 @@ func (s *Store) copyAll(ctx context.Context) error {
 		s.copiesMade.Store(n == 1)
 		return err
 	}
-	var cursor uint64
+	// A call that runs out of time leaves its cursor to the next (the
+	// heartbeat's), which goes on from there: a cluster whose keys take
+	// longer to copy than one call's time has them all copied all the same.
+	cursor := s.copyCursor.Load()
 	for {
 		kv, next, err := s.c.HScan(ctx, s.keysKey, cursor, "", 1000).Result()
 		if err != nil {
@@ -184,6 +187,7 @@ func (s *Store) copyAll(ctx context.Context) error {
 		if err := s.copyPage(ctx, kv); err != nil {
 			return fmt.Errorf("redis %s: key copies: %w", s.url, err)
 		}
+		s.copyCursor.Store(next)
 		if cursor = next; cursor == 0 {
 			break
 		}

@@ -21,7 +21,7 @@ import (
 // (a race, made certain) or fails the command (an error it returns). after
 // runs when a command's reply came.
 type cmdHook struct {
-	before     func(cmd goredis.Cmder) error
+	before     func(ctx context.Context, cmd goredis.Cmder) error
 	beforePipe func(cmds []goredis.Cmder)
 	after      func(cmd goredis.Cmder)
 }
@@ -31,7 +31,7 @@ func (h *cmdHook) DialHook(next goredis.DialHook) goredis.DialHook { return next
 func (h *cmdHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 	return func(ctx context.Context, cmd goredis.Cmder) error {
 		if h.before != nil {
-			if err := h.before(cmd); err != nil {
+			if err := h.before(ctx, cmd); err != nil {
 				cmd.SetErr(err)
 				return err
 			}
@@ -88,7 +88,7 @@ func TestKeyCopyDeletedWhileMade(t *testing.T) {
 	k := testKey("k", "value")
 	copyKey := s.copyKey(policy.KeyHashText(k.Hash))
 	var once sync.Once
-	s.c.AddHook(&cmdHook{before: func(cmd goredis.Cmder) error {
+	s.c.AddHook(&cmdHook{before: func(_ context.Context, cmd goredis.Cmder) error {
 		if isCmd(cmd, "set", copyKey) {
 			once.Do(func() {
 				if ok, err := s.DeleteKey("k"); !ok || err != nil {
@@ -116,7 +116,7 @@ func TestKeyCopyChangedOnEveryTry(t *testing.T) {
 	k := testKey("k", "value-0")
 	var mu sync.Mutex
 	hashes := [][sha256.Size]byte{k.Hash}
-	s.c.AddHook(&cmdHook{before: func(cmd goredis.Cmder) error {
+	s.c.AddHook(&cmdHook{before: func(_ context.Context, cmd goredis.Cmder) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if cmd.Name() != "set" || len(hashes) > maxCopyTries {
@@ -252,7 +252,7 @@ func TestKeyCopiesRepairedBeforeAllCopied(t *testing.T) {
 	copyKey := s.copyKey(policy.KeyHashText(k.Hash))
 	var refuse atomic.Bool
 	refuse.Store(true)
-	s.c.AddHook(&cmdHook{before: func(cmd goredis.Cmder) error {
+	s.c.AddHook(&cmdHook{before: func(_ context.Context, cmd goredis.Cmder) error {
 		if refuse.Load() && isCmd(cmd, "del", copyKey) {
 			return errors.New("refused")
 		}
@@ -266,5 +266,56 @@ func TestKeyCopiesRepairedBeforeAllCopied(t *testing.T) {
 	noCopy(t, s, k.Hash, "after the delete and a heartbeat")
 	if !s.copiesMade.Load() {
 		t.Error("the copy of every key did not get past a record that does not decode")
+	}
+}
+
+// pageBudget is the context key of the pages of the keys hash a call of
+// TestCopyAllGoesOn may read.
+type pageBudget struct{}
+
+// TestCopyAllGoesOn: the first start's copy of every key goes on, call
+// after call, from the page where the last one ran out of time. Each call
+// used to start again from the first page: a cluster whose keys took
+// longer to copy than an admin call's time never had them all copied.
+func TestCopyAllGoesOn(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{})
+	var keys []*policy.APIKey
+	for i := range 2500 {
+		keys = append(keys, testKey(fmt.Sprint("old-", i), fmt.Sprint("old-", i)))
+	}
+	if err := s.ImportKeys(keys); err != nil {
+		t.Fatal(err)
+	}
+	// A call reads as many pages as its budget says (the heartbeats'
+	// none): the rest run out of time.
+	s.c.AddHook(&cmdHook{before: func(ctx context.Context, cmd goredis.Cmder) error {
+		if isCmd(cmd, "hscan", s.keysKey) {
+			if b, _ := ctx.Value(pageBudget{}).(*atomic.Int32); b == nil || b.Add(-1) < 0 {
+				return context.DeadlineExceeded
+			}
+		}
+		return nil
+	}})
+	ctx := t.Context()
+	for _, k := range keys {
+		if err := s.c.Del(ctx, s.copyKey(policy.KeyHashText(k.Hash))).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forgetCopies(t, s)
+	calls := 0
+	for ; calls < 10 && !s.copiesMade.Load(); calls++ {
+		var budget atomic.Int32
+		budget.Store(1)
+		s.copyAll(context.WithValue(ctx, pageBudget{}, &budget))
+	}
+	if !s.copiesMade.Load() {
+		t.Fatalf("%d calls of a page each did not copy 2500 keys", calls)
+	}
+	for _, i := range []int{0, 999, 1000, 2499} {
+		if got, err := s.lookupKey(keys[i].Hash); err != nil || got == nil || got.ID != keys[i].ID {
+			t.Errorf("key %d after %d calls: %+v, %v", i, calls, got, err)
+		}
 	}
 }

@@ -136,7 +136,8 @@ type Store struct {
 	// copiesKey is the set of the lookup copies to make on a cluster
 	// (keycopies.go).
 	copiesKey  string
-	copiesMade atomic.Bool // copyAll is done
+	copiesMade atomic.Bool   // copyAll is done
+	copyCursor atomic.Uint64 // where copyAll goes on from
 	// lookups batches the lookups the key cache makes (lookups.go).
 	lookups lookups
 	// keys caches LookupKey's answers (keycache.go); watching runs
