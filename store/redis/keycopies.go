@@ -31,9 +31,9 @@ import (
 // key's record is still the one copied (copied.lua), else the copy is made
 // again. The change is announced after its copy, so that no replica
 // caches the old copy on the announcement. A copy that fails is made by
-// the next heartbeat of any replica: an entry stays in the set until its
-// copy is made. Until then a lookup may see the key as it was before the
-// change, as the key cache may for up to KeyCacheTTL anyway.
+// the next heartbeat of any replica, which announces it: an entry stays in
+// the set until its copy is made. Until then a lookup may see the key as it
+// was before the change, as the key cache may for up to KeyCacheTTL anyway.
 
 var (
 	// copiedScript removes an entry from the set of copies to make when
@@ -52,24 +52,28 @@ func (s *Store) copyKey(hashText string) string {
 }
 
 // makeCopies makes the lookup copies the set names, each until its
-// record is the key's, and reports the first error. A copy that fails
-// does not hold up the others (a node that refuses, a record that does not
-// decode, wherever the set lists it), until ctx is done.
-func (s *Store) makeCopies(ctx context.Context) error {
+// record is the key's, and returns how many it made and the first error. A
+// copy that fails does not hold up the others (a node that refuses, a
+// record that does not decode, wherever the set lists it), until ctx is
+// done.
+func (s *Store) makeCopies(ctx context.Context) (int, error) {
 	entries, err := s.c.SMembers(ctx, s.copiesKey).Result()
 	if err != nil {
-		return fmt.Errorf("redis %s: key copies: %w", s.url, err)
+		return 0, fmt.Errorf("redis %s: key copies: %w", s.url, err)
 	}
+	made := 0
 	var first error
 	for _, e := range entries {
 		if ctx.Err() != nil {
-			return cmp.Or(first, ctx.Err())
+			return made, cmp.Or(first, ctx.Err())
 		}
-		if err := s.makeCopy(ctx, e); err != nil && first == nil {
-			first = err
+		if err := s.makeCopy(ctx, e); err != nil {
+			first = cmp.Or(first, err)
+			continue
 		}
+		made++
 	}
-	return first
+	return made, first
 }
 
 // maxCopyTries bounds the copies of one entry made while others change its
@@ -143,10 +147,16 @@ func (s *Store) makeCopy(ctx context.Context, entry string) error {
 // call's time: first those that changes left, then those of every key
 // until the first start's copy is done (the repair of a change whose copy
 // failed does not wait for that).
+//
+// The copies it makes are announced (with a tag no replica skips, this one
+// included): their changes were announced before them, when their copy
+// failed, and a replica may have read the copy as it was since.
 func (s *Store) keyCopies() {
 	ctx, cancel := context.WithTimeout(s.stop, s.opts.AdminTimeout)
 	defer cancel()
-	s.makeCopies(ctx)
+	if made, _ := s.makeCopies(ctx); made > 0 {
+		s.c.Publish(ctx, s.changesKey, s.mine.prefix+"copies")
+	}
 	s.copyAll(ctx)
 }
 

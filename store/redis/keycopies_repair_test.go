@@ -319,3 +319,46 @@ func TestCopyAllGoesOn(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyCopyRepairAnnounced: a copy that a change failed to make, made by
+// a heartbeat, is announced, so that a replica that read the copy as it
+// was after the change's announcement does not use it for up to
+// KeyCacheTTL more. It used to be made unannounced: a deleted key was
+// found through the other replica's cache after its copy was gone.
+func TestKeyCopyRepairAnnounced(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	a, b := openCluster(t, c, Options{}), openCluster(t, c, Options{})
+	k := testKey("k", "value")
+	if err := a.SaveKey(k, nil); err != nil {
+		t.Fatal(err)
+	}
+	copyKey := a.copyKey(policy.KeyHashText(k.Hash))
+	var refuse atomic.Bool
+	refuse.Store(true)
+	for _, s := range []*Store{a, b} {
+		s.c.AddHook(&cmdHook{before: func(_ context.Context, cmd goredis.Cmder) error {
+			if refuse.Load() && isCmd(cmd, "del", copyKey) {
+				return errors.New("refused")
+			}
+			return nil
+		}})
+	}
+	if got, err := b.LookupKey(k.Hash); err != nil || got == nil {
+		t.Fatalf("b before the delete: %+v, %v", got, err)
+	}
+	gen := b.keys.gen.Load()
+	if ok, err := a.DeleteKey("k"); !ok || err != nil {
+		t.Fatalf("delete: %v, %v", ok, err)
+	}
+	waitFor(t, "b to hear the delete", func() bool { return b.keys.gen.Load() > gen })
+	if got, err := b.LookupKey(k.Hash); err != nil || got == nil {
+		t.Fatalf("b after the delete, its copy left: %+v, %v (the copy as it is)", got, err)
+	}
+	gen = b.keys.gen.Load()
+	refuse.Store(false)
+	a.keyCopies()
+	waitFor(t, "b to hear the copy made", func() bool { return b.keys.gen.Load() > gen })
+	if got, err := b.LookupKey(k.Hash); got != nil || err != nil {
+		t.Errorf("b after the copy was made: %+v, %v; want none", got, err)
+	}
+}
