@@ -34,6 +34,8 @@ import (
 // the next heartbeat of any replica, which announces it: an entry stays in
 // the set until its copy is made. Until then a lookup may see the key as it
 // was before the change, as the key cache may for up to KeyCacheTTL anyway.
+// A store with layout=one-slot reads no copy and makes none, but its
+// changes note theirs all the same: a store that spreads makes them.
 
 var (
 	// copiedScript removes an entry from the set of copies to make when

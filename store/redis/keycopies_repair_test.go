@@ -362,3 +362,34 @@ func TestKeyCopyRepairAnnounced(t *testing.T) {
 		t.Errorf("b after the copy was made: %+v, %v; want none", got, err)
 	}
 }
+
+// TestKeyCopiesAcrossLayouts: the run-time keys carry over from one layout
+// to the other and back (README): a key deleted, or made, while the
+// cluster ran with layout=one-slot is seen as such by a store that spreads
+// it again. layout=one-slot used to leave the copies as they were: the
+// deleted key was found by its copy for good, the new one never.
+func TestKeyCopiesAcrossLayouts(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	a := openCluster(t, c, Options{})
+	k, k2 := testKey("k", "value"), testKey("k2", "value-2")
+	if err := a.SaveKey(k, nil); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	o, err := Open(c.URL()+"&layout=one-slot", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := o.DeleteKey("k"); !ok || err != nil {
+		t.Fatalf("delete on one slot: %v, %v", ok, err)
+	}
+	if err := o.SaveKey(k2, nil); err != nil {
+		t.Fatal(err)
+	}
+	o.Close()
+	b := openCluster(t, c, Options{})
+	noCopy(t, b, k.Hash, "a key deleted on one slot")
+	if got, err := b.lookupKey(k2.Hash); err != nil || got == nil || got.ID != "k2" {
+		t.Errorf("a key made on one slot: %+v, %v; want k2", got, err)
+	}
+}

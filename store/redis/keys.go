@@ -38,7 +38,7 @@ var (
 
 // keyKeys returns the Redis keys of the scripts that change run-time keys.
 func (s *Store) keyKeys() []string {
-	if s.spread {
+	if s.noteCopies {
 		return []string{s.keysKey, s.byHashKey, s.changesKey, s.keyIDsKey, s.keyCustomersKey, s.copiesKey}
 	}
 	return []string{s.keysKey, s.byHashKey, s.changesKey, s.keyIDsKey, s.keyCustomersKey}
