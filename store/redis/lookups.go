@@ -1,8 +1,10 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -113,11 +115,11 @@ func (s *Store) lookupMany(ls []*lookup) {
 	for i, l := range ls {
 		texts[i] = policy.KeyHashText(l.hash)
 	}
-	recs, err := s.lookupRecords(ctx, texts)
+	recs, errs, err := s.lookupRecords(ctx, texts)
 	s.called(err)
 	for i, l := range ls {
-		if err != nil {
-			l.err = fmt.Errorf("redis %s: look up key: %w", s.url, err)
+		if errs[i] != nil {
+			l.err = fmt.Errorf("redis %s: look up key: %w", s.url, errs[i])
 			continue
 		}
 		if recs[i] == "" {
@@ -133,36 +135,48 @@ func (s *Store) lookupMany(ls []*lookup) {
 	}
 }
 
-// lookupRecords returns the record of each hash ("": none).
-func (s *Store) lookupRecords(ctx context.Context, texts []string) ([]string, error) {
+// lookupRecords returns the record of each hash ("": none) or the error of
+// its read, and the first error.
+func (s *Store) lookupRecords(ctx context.Context, texts []string) ([]string, []error, error) {
 	recs := make([]string, len(texts))
+	errs := make([]error, len(texts))
 	if s.spread {
 		pipe := s.c.Pipeline()
 		cmds := make([]*goredis.StringCmd, len(texts))
 		for i, t := range texts {
 			cmds[i] = pipe.Get(ctx, s.copyKey(t))
 		}
-		if _, err := pipe.Exec(ctx); err != nil && err != goredis.Nil {
-			return nil, err
-		}
+		// Each GET's error is its own (a node may fail, or answer an
+		// error, while the others answer): Exec's is only the first
+		// one's, which may be a none.
+		pipe.Exec(ctx)
+		var first error
 		for i, c := range cmds {
-			recs[i] = c.Val()
+			switch err := c.Err(); {
+			case err == nil:
+				recs[i] = c.Val()
+			case !errors.Is(err, goredis.Nil):
+				errs[i], first = err, cmp.Or(first, err)
+			}
 		}
-		return recs, nil
+		return recs, errs, first
 	}
 	args := make([]any, len(texts))
 	for i, t := range texts {
 		args[i] = t
 	}
 	v, err := lookupKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey}, args...).Slice()
-	if err != nil {
-		return nil, err
+	if err == nil && len(v) != len(texts) {
+		err = errBadReply
 	}
-	if len(v) != len(texts) {
-		return nil, errBadReply
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return recs, errs, err
 	}
 	for i, x := range v {
 		recs[i], _ = x.(string)
 	}
-	return recs, nil
+	return recs, errs, nil
 }

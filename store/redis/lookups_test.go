@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/redis/redistest"
 )
 
 // TestLookupsBatched: the lookups that arrive while one is in flight share
@@ -55,5 +56,46 @@ func TestLookupsBatched(t *testing.T) {
 	}
 	if n := scriptCalls(t, s) - before; n != 3 {
 		t.Errorf("21 lookups made %d calls, want 3", n)
+	}
+}
+
+// TestLookupBatchErrorReply: on a cluster, a lookup whose copy's node
+// answers an error (as a node loading its data after a restart answers
+// LOADING; here the copy's key holds a list) fails, whatever the other
+// lookups of its call got; it is never reported as no key, which the key
+// cache would keep for KeyCacheTTL in place of the key. It used to be when
+// a lookup before it in the call found none: the pipeline's first error,
+// the one looked at, was that none.
+func TestLookupBatchErrorReply(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{})
+	k := testKey("k", "value")
+	copyKey := s.copyKey(policy.KeyHashText(k.Hash))
+	if err := s.c.RPush(t.Context(), copyKey, "not a record").Err(); err != nil {
+		t.Fatal(err)
+	}
+	node, err := c.SlotOwner(copyKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A made-up key whose copy is on another node, looked up first.
+	var none [sha256.Size]byte
+	for i := 0; ; i++ {
+		none = sha256.Sum256(fmt.Appendf(nil, "made-up-%d", i))
+		n, err := c.SlotOwner(s.copyKey(policy.KeyHashText(none)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != node {
+			break
+		}
+	}
+	ls := []*lookup{{hash: none}, {hash: k.Hash}}
+	s.lookupMany(ls)
+	if ls[0].key != nil || ls[0].err != nil {
+		t.Errorf("the made-up key: %+v, %v; want none", ls[0].key, ls[0].err)
+	}
+	if ls[1].key != nil || ls[1].err == nil {
+		t.Errorf("the key whose node answered an error: %+v, %v; want an error", ls[1].key, ls[1].err)
 	}
 }
