@@ -29,10 +29,11 @@ const (
 
 // lookup is one key lookup on its way to Redis.
 type lookup struct {
-	hash [sha256.Size]byte
-	key  *policy.APIKey
-	err  error
-	done chan struct{} // closed when key and err are set
+	hash     [sha256.Size]byte
+	key      *policy.APIKey
+	err      error
+	deadline time.Time     // when its caller gives up, if it waits for the sender
+	done     chan struct{} // closed when key and err are set
 }
 
 // lookups is a Store's queue of lookups and the count of lookup calls in
@@ -55,7 +56,7 @@ func (s *Store) lookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 		s.lookups.inflight.Add(-1)
 		return l.key, l.err
 	}
-	l := &lookup{hash: hash, done: make(chan struct{})}
+	l := &lookup{hash: hash, deadline: time.Now().Add(s.opts.Timeout), done: make(chan struct{})}
 	t := time.NewTimer(s.opts.Timeout)
 	defer t.Stop()
 	select {
@@ -76,9 +77,11 @@ func (s *Store) lookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 }
 
 // sendLookups is the lookup sender: it takes the lookups waiting into one
-// call, until the Store closes.
+// call, until the Store closes. Those whose callers gave up are not sent
+// (a sender behind its queue would otherwise spend its calls on them, and
+// the live ones behind them would run out of time too).
 func (s *Store) sendLookups() {
-	var batch []*lookup
+	var batch, live []*lookup
 	for {
 		select {
 		case <-s.done:
@@ -95,13 +98,27 @@ func (s *Store) sendLookups() {
 				break more
 			}
 		}
-		s.lookups.inflight.Add(1)
-		s.lookupMany(batch)
-		s.lookups.inflight.Add(-1)
+		now := time.Now()
+		live = live[:0]
+		for _, l := range batch {
+			if now.Before(l.deadline) {
+				live = append(live, l)
+			} else {
+				// Its caller's timer may not have fired yet: an
+				// answer of none would be kept as such.
+				l.err = fmt.Errorf("redis %s: look up key: %w", s.url, context.DeadlineExceeded)
+			}
+		}
+		if len(live) > 0 {
+			s.lookups.inflight.Add(1)
+			s.lookupMany(live)
+			s.lookups.inflight.Add(-1)
+		}
 		for _, l := range batch {
 			close(l.done)
 		}
 		clear(batch)
+		clear(live)
 	}
 }
 

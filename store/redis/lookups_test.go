@@ -1,10 +1,14 @@
 package redis
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/policy"
 	"github.com/tollgate/tollgate/store/redis/redistest"
@@ -97,5 +101,42 @@ func TestLookupBatchErrorReply(t *testing.T) {
 	}
 	if ls[1].key != nil || ls[1].err == nil {
 		t.Errorf("the key whose node answered an error: %+v, %v; want an error", ls[1].key, ls[1].err)
+	}
+}
+
+// TestLookupsGivenUpNotSent: lookups whose callers gave up while they
+// waited for the sender are not sent: with the first call and the sender's
+// held until more lookups than a call takes have queued and run out of
+// time, no call is made for those. They used to be: a sender behind its
+// queue (a flood of made-up keys) spent its calls on lookups nobody waited
+// for, and the live ones queued behind them ran out of time too.
+func TestLookupsGivenUpNotSent(t *testing.T) {
+	s, _ := openWith(t, Options{CallerClock: true})
+	var sent atomic.Int64
+	release := make(chan struct{})
+	s.c.AddHook(&cmdHook{before: func(_ context.Context, cmd goredis.Cmder) error {
+		if args := cmd.Args(); cmd.Name() == "evalsha" && len(args) > 1 && args[1] == any(lookupKeyScript.Hash()) {
+			sent.Add(1)
+			<-release
+		}
+		return nil
+	}})
+	var first, waiting sync.WaitGroup
+	lookup := func(i int) { s.lookupKey(sha256.Sum256(fmt.Appendf(nil, "made-up-%d", i))) }
+	first.Go(func() { lookup(0) })
+	waitFor(t, "the first lookup in its call", func() bool { return s.lookups.inflight.Load() == 1 })
+	waiting.Go(func() { lookup(1) })
+	waitFor(t, "the sender's first call", func() bool { return s.lookups.inflight.Load() == 2 })
+	queued := maxLookups + 19
+	for i := range queued {
+		waiting.Go(func() { lookup(2 + i) })
+	}
+	waiting.Wait() // every caller that waited for the sender ran out of time
+	before := sent.Load()
+	close(release)
+	first.Wait()
+	waitFor(t, "the sender to be done", func() bool { return len(s.lookups.queue) == 0 && s.lookups.inflight.Load() == 0 })
+	if n := sent.Load() - before; n != 0 {
+		t.Errorf("%d calls made for lookups whose callers were gone, want 0", n)
 	}
 }
