@@ -157,7 +157,10 @@ func (s *Store) keyCopies() {
 	ctx, cancel := context.WithTimeout(s.stop, s.opts.AdminTimeout)
 	defer cancel()
 	if made, _ := s.makeCopies(ctx); made > 0 {
-		s.c.Publish(ctx, s.changesKey, s.mine.prefix+"copies")
+		// A call of its own: the copies may have taken all of ctx.
+		pctx, cancel := context.WithTimeout(s.stop, s.opts.AdminTimeout)
+		s.c.Publish(pctx, s.changesKey, s.mine.prefix+"copies")
+		cancel()
 	}
 	s.copyAll(ctx)
 }

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -391,5 +393,68 @@ func TestKeyCopiesAcrossLayouts(t *testing.T) {
 	noCopy(t, b, k.Hash, "a key deleted on one slot")
 	if got, err := b.lookupKey(k2.Hash); err != nil || got == nil || got.ID != "k2" {
 		t.Errorf("a key made on one slot: %+v, %v; want k2", got, err)
+	}
+}
+
+// TestKeyCopyRepairAnnouncedOutOfTime: copies a heartbeat made are
+// announced even when another copy then took the rest of its time. The
+// announcement used that spent time, and failed.
+func TestKeyCopyRepairAnnouncedOutOfTime(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	a, b := openCluster(t, c, Options{AdminTimeout: 300 * time.Millisecond}), openCluster(t, c, Options{})
+	k1, k2 := testKey("k1", "value-1"), testKey("k2", "value-2")
+	for _, k := range []*policy.APIKey{k1, k2} {
+		if err := a.SaveKey(k, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := b.LookupKey(k.Hash); err != nil || got == nil {
+			t.Fatalf("b before the delete: %+v, %v", got, err)
+		}
+	}
+	copy1, copy2 := a.copyKey(policy.KeyHashText(k1.Hash)), a.copyKey(policy.KeyHashText(k2.Hash))
+	// b never makes them; a makes k1's once allowed, then k2's takes the
+	// rest of its time.
+	var refuse atomic.Bool
+	refuse.Store(true)
+	b.c.AddHook(&cmdHook{before: func(_ context.Context, cmd goredis.Cmder) error {
+		if isCmd(cmd, "del", copy1) || isCmd(cmd, "del", copy2) {
+			return errors.New("refused")
+		}
+		return nil
+	}})
+	a.c.AddHook(&cmdHook{
+		before: func(ctx context.Context, cmd goredis.Cmder) error {
+			if refuse.Load() && (isCmd(cmd, "del", copy1) || isCmd(cmd, "del", copy2)) {
+				return errors.New("refused")
+			}
+			if args := cmd.Args(); cmd.Name() == "evalsha" && len(args) > 5 && args[1] == any(copiedScript.Hash()) && args[5] == any("k2") {
+				<-ctx.Done()
+			}
+			return nil
+		},
+		after: func(cmd goredis.Cmder) {
+			if c, ok := cmd.(*goredis.StringSliceCmd); ok && isCmd(cmd, "smembers", a.copiesKey) {
+				v := c.Val()
+				slices.SortFunc(v, strings.Compare) // k1's first
+				c.SetVal(v)
+			}
+		},
+	})
+	gen := b.keys.gen.Load()
+	for _, id := range []string{"k1", "k2"} {
+		if ok, err := a.DeleteKey(id); !ok || err != nil {
+			t.Fatalf("delete %s: %v, %v", id, ok, err)
+		}
+	}
+	waitFor(t, "b to hear the deletes", func() bool { return b.keys.gen.Load() >= gen+2 })
+	if got, err := b.LookupKey(k1.Hash); err != nil || got == nil {
+		t.Fatalf("b after the delete, its copy left: %+v, %v (the copy as it is)", got, err)
+	}
+	gen = b.keys.gen.Load()
+	refuse.Store(false)
+	a.keyCopies()
+	waitFor(t, "b to hear k1's copy made", func() bool { return b.keys.gen.Load() > gen })
+	if got, err := b.LookupKey(k1.Hash); got != nil || err != nil {
+		t.Errorf("b after k1's copy was made: %+v, %v; want none", got, err)
 	}
 }
