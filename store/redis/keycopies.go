@@ -157,12 +157,17 @@ func (s *Store) keyCopies() {
 	ctx, cancel := context.WithTimeout(s.stop, s.opts.AdminTimeout)
 	defer cancel()
 	if made, _ := s.makeCopies(ctx); made > 0 {
-		// A call of its own: the copies may have taken all of ctx.
-		pctx, cancel := context.WithTimeout(s.stop, s.opts.AdminTimeout)
-		s.c.Publish(pctx, s.changesKey, s.mine.prefix+"copies")
-		cancel()
+		s.announce(s.mine.prefix + "copies")
 	}
 	s.copyAll(ctx)
+}
+
+// announce announces a change to the keys with its tag, in a call of its
+// own: the copies made before may have taken all of theirs.
+func (s *Store) announce(tag string) {
+	ctx, cancel := context.WithTimeout(s.stop, s.opts.AdminTimeout)
+	defer cancel()
+	s.c.Publish(ctx, s.changesKey, tag)
 }
 
 // announceAfterCopies makes the copies of a change, then announces it with
@@ -171,7 +176,7 @@ func (s *Store) keyCopies() {
 func (s *Store) announceAfterCopies(ctx context.Context, tag string) {
 	s.makeCopies(ctx)
 	if tag != "" {
-		s.c.Publish(ctx, s.changesKey, tag)
+		s.announce(tag)
 	}
 }
 

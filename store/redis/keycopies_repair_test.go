@@ -458,3 +458,58 @@ func TestKeyCopyRepairAnnouncedOutOfTime(t *testing.T) {
 		t.Errorf("b after k1's copy was made: %+v, %v; want none", got, err)
 	}
 }
+
+// TestKeyChangeAnnouncedOutOfTime: a change is announced even when the
+// copies it makes (its own, and those others left) take the rest of its
+// time. The announcement used that spent time, and failed: the other
+// replicas used what they had cached for up to KeyCacheTTL.
+func TestKeyChangeAnnouncedOutOfTime(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	a, b := openCluster(t, c, Options{AdminTimeout: 300 * time.Millisecond}), openCluster(t, c, Options{})
+	k := testKey("k", "value")
+	if err := a.SaveKey(k, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.LookupKey(k.Hash); err != nil || got == nil {
+		t.Fatalf("b before the delete: %+v, %v", got, err)
+	}
+	// A copy left to make that takes the rest of a's time, after k's,
+	// and that b fails at once (b makes no copy, announces none).
+	if err := a.c.SAdd(t.Context(), a.copiesKey, "slow\x00").Err(); err != nil {
+		t.Fatal(err)
+	}
+	copyKey := a.copyKey(policy.KeyHashText(k.Hash))
+	isSlow := func(cmd goredis.Cmder) bool {
+		args := cmd.Args()
+		return cmd.Name() == "evalsha" && len(args) > 5 && args[1] == any(copiedScript.Hash()) && args[5] == any("slow")
+	}
+	b.c.AddHook(&cmdHook{before: func(_ context.Context, cmd goredis.Cmder) error {
+		if isSlow(cmd) || isCmd(cmd, "del", copyKey) {
+			return errors.New("refused")
+		}
+		return nil
+	}})
+	a.c.AddHook(&cmdHook{
+		before: func(ctx context.Context, cmd goredis.Cmder) error {
+			if isSlow(cmd) {
+				<-ctx.Done()
+			}
+			return nil
+		},
+		after: func(cmd goredis.Cmder) {
+			if c, ok := cmd.(*goredis.StringSliceCmd); ok && isCmd(cmd, "smembers", a.copiesKey) {
+				v := c.Val()
+				slices.SortFunc(v, strings.Compare) // k's first
+				c.SetVal(v)
+			}
+		},
+	})
+	gen := b.keys.gen.Load()
+	if ok, err := a.DeleteKey("k"); !ok || err != nil {
+		t.Fatalf("delete: %v, %v", ok, err)
+	}
+	waitFor(t, "b to hear the delete", func() bool { return b.keys.gen.Load() > gen })
+	if got, err := b.LookupKey(k.Hash); got != nil || err != nil {
+		t.Errorf("b after the delete: %+v, %v; want none", got, err)
+	}
+}
