@@ -98,10 +98,23 @@ func (s *Store) sendLookups() {
 				break more
 			}
 		}
+		// Closed (the sender may take lookups after Close), or the
+		// circuit is open: no call, as for decisions (batch.go).
+		var stop error
+		select {
+		case <-s.done:
+			stop = s.errClosed
+		default:
+			if s.open.Load() {
+				stop = ErrUnavailable
+			}
+		}
 		now := time.Now()
 		live = live[:0]
 		for _, l := range batch {
-			if now.Before(l.deadline) {
+			if stop != nil {
+				l.err = stop
+			} else if now.Before(l.deadline) {
 				live = append(live, l)
 			} else {
 				// Its caller's timer may not have fired yet: an

@@ -3,10 +3,12 @@ package redis
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -138,5 +140,51 @@ func TestLookupsGivenUpNotSent(t *testing.T) {
 	waitFor(t, "the sender to be done", func() bool { return len(s.lookups.queue) == 0 && s.lookups.inflight.Load() == 0 })
 	if n := sent.Load() - before; n != 0 {
 		t.Errorf("%d calls made for lookups whose callers were gone, want 0", n)
+	}
+}
+
+// TestLookupsQueuedWhenCircuitOpens: lookups that wait for the sender when
+// the circuit opens get ErrUnavailable without a call, as decisions do
+// (batch.go). They used to be sent to the Redis the circuit had given up
+// on, and to wait out their budget there.
+func TestLookupsQueuedWhenCircuitOpens(t *testing.T) {
+	s, _ := openWith(t, Options{CallerClock: true, Timeout: 5 * time.Second})
+	var sent atomic.Int64
+	release := make(chan struct{})
+	s.c.AddHook(&cmdHook{before: func(_ context.Context, cmd goredis.Cmder) error {
+		if cmd.Name() == "ping" {
+			return errors.New("refused") // the circuit stays open
+		}
+		if args := cmd.Args(); cmd.Name() == "evalsha" && len(args) > 1 && args[1] == any(lookupKeyScript.Hash()) {
+			sent.Add(1)
+			<-release
+		}
+		return nil
+	}})
+	var wg sync.WaitGroup
+	lookup := func(i int) error {
+		_, err := s.lookupKey(sha256.Sum256(fmt.Appendf(nil, "made-up-%d", i)))
+		return err
+	}
+	wg.Go(func() { lookup(0) })
+	waitFor(t, "the first lookup in its call", func() bool { return s.lookups.inflight.Load() == 1 })
+	wg.Go(func() { lookup(1) })
+	waitFor(t, "the sender's first call", func() bool { return s.lookups.inflight.Load() == 2 })
+	errs := make([]error, 5)
+	for i := range errs {
+		wg.Go(func() { errs[i] = lookup(2 + i) })
+	}
+	waitFor(t, "the lookups queued", func() bool { return len(s.lookups.queue) == len(errs) })
+	s.trip(errors.New("test"))
+	before := sent.Load()
+	close(release)
+	wg.Wait()
+	if n := sent.Load() - before; n != 0 {
+		t.Errorf("%d calls made with the circuit open, want 0", n)
+	}
+	for i, err := range errs {
+		if !errors.Is(err, ErrUnavailable) {
+			t.Errorf("lookup %d: %v, want ErrUnavailable", i, err)
+		}
 	}
 }
