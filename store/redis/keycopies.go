@@ -34,8 +34,9 @@ import (
 // the next heartbeat of any replica, which announces it: an entry stays in
 // the set until its copy is made. Until then a lookup may see the key as it
 // was before the change, as the key cache may for up to KeyCacheTTL anyway.
-// A store with layout=one-slot reads no copy and makes none, but its
-// changes note theirs all the same: a store that spreads makes them.
+// A store with layout=one-slot reads no copy and makes none, but once a
+// store that spreads began to make them (copyAll), its changes note theirs
+// all the same, for such a store to make.
 
 var (
 	// copiedScript removes an entry from the set of copies to make when
@@ -180,6 +181,13 @@ func (s *Store) announceAfterCopies(ctx context.Context, tag string) {
 	}
 }
 
+// The markers of copyAll (after the prefix): the copies of every key are
+// made, or their making began.
+const (
+	copiesMadeKey  = "key-copies-made"
+	copiesBegunKey = "key-copies-begun"
+)
+
 // copyAll makes the copies of every run-time key once, on the first start
 // on a cluster (the marker key records it): keys saved before this
 // version, or on one Redis, have none. Page by page, each key joins the set
@@ -190,10 +198,14 @@ func (s *Store) copyAll(ctx context.Context) error {
 	if s.copiesMade.Load() {
 		return nil
 	}
-	marker := s.opts.Prefix + "key-copies-made"
+	marker := s.opts.Prefix + copiesMadeKey
 	if n, err := s.c.Exists(ctx, marker).Result(); err != nil || n == 1 {
 		s.copiesMade.Store(n == 1)
 		return err
+	}
+	// From here on, changes made with layout=one-slot note their copies.
+	if err := s.c.Set(ctx, s.opts.Prefix+copiesBegunKey, "1", 0).Err(); err != nil {
+		return fmt.Errorf("redis %s: key copies: %w", s.url, err)
 	}
 	// A call that runs out of time leaves its cursor to the next (the
 	// heartbeat's), which goes on from there: a cluster whose keys take

@@ -160,7 +160,7 @@ func TestKeyCopyChangedOnEveryTry(t *testing.T) {
 // start on a cluster.
 func forgetCopies(t *testing.T, s *Store) {
 	t.Helper()
-	if err := s.c.Del(t.Context(), s.opts.Prefix+"key-copies-made").Err(); err != nil {
+	if err := s.c.Del(t.Context(), s.opts.Prefix+copiesMadeKey).Err(); err != nil {
 		t.Fatal(err)
 	}
 	s.copiesMade.Store(false)
@@ -391,6 +391,9 @@ func TestKeyCopiesAcrossLayouts(t *testing.T) {
 	o.Close()
 	b := openCluster(t, c, Options{})
 	noCopy(t, b, k.Hash, "a key deleted on one slot")
+	if n, err := b.c.SCard(t.Context(), b.copiesKey).Result(); n != 0 || err != nil {
+		t.Errorf("copies left to make: %d, %v; want none", n, err)
+	}
 	if got, err := b.lookupKey(k2.Hash); err != nil || got == nil || got.ID != "k2" {
 		t.Errorf("a key made on one slot: %+v, %v; want k2", got, err)
 	}
@@ -511,5 +514,28 @@ func TestKeyChangeAnnouncedOutOfTime(t *testing.T) {
 	waitFor(t, "b to hear the delete", func() bool { return b.keys.gen.Load() > gen })
 	if got, err := b.LookupKey(k.Hash); got != nil || err != nil {
 		t.Errorf("b after the delete: %+v, %v; want none", got, err)
+	}
+}
+
+// TestOneSlotNotesNoCopies: a cluster that only ever ran with
+// layout=one-slot, where no key has a copy, keeps no set of copies to make
+// (it would grow with every key made).
+func TestOneSlotNotesNoCopies(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	o, err := Open(c.URL()+"&layout=one-slot", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	for i := range 10 {
+		if err := o.SaveKey(testKey(fmt.Sprint("k-", i), fmt.Sprint("value-", i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := o.DeleteKey("k-0"); !ok || err != nil {
+		t.Fatalf("delete: %v, %v", ok, err)
+	}
+	if n, err := o.c.SCard(t.Context(), o.copiesKey).Result(); n != 0 || err != nil {
+		t.Errorf("copies to make: %d, %v; want none", n, err)
 	}
 }

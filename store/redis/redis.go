@@ -135,7 +135,8 @@ type Store struct {
 	keyIDsKey, keyCustomersKey string
 	// copiesKey is the set of the lookup copies to make on a cluster
 	// (keycopies.go); noteCopies is set on a cluster, whatever its
-	// layout, where the changes to the keys note their copies there.
+	// layout, where the changes to the keys note their copies there
+	// (with layout=one-slot, once copies began to be made: keyKeys).
 	copiesKey  string
 	noteCopies bool
 	copiesMade atomic.Bool   // copyAll is done
@@ -263,9 +264,10 @@ func Open(rawURL string, o Options) (*Store, error) {
 		s.spread, s.cluster = true, cc
 		s.statePrefix = strings.NewReplacer("{", "", "}", "").Replace(o.Prefix)
 	}
-	// With layout=one-slot the keys' changes still note their copies,
-	// which the stores that spread make (the keys carry over when the
-	// layout changes back, or while replicas of both run).
+	// With layout=one-slot the keys' changes still note their copies
+	// once a store that spreads began to make them, for such a store to
+	// make (the keys carry over when the layout changes back, or while
+	// replicas of both run).
 	_, s.noteCopies = c.(*goredis.ClusterClient)
 	s.script, s.scriptSrc, s.scriptSHA = applyScript, applySrc, applySHA
 	if s.spread {
