@@ -7,7 +7,7 @@ redis.call('HDEL', KEYS[2], o['hash'])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], o['customer'] .. '\0' .. ARGV[1])
-if KEYS[6] then
+if KEYS[6] and (not KEYS[7] or redis.call('EXISTS', KEYS[7], KEYS[8]) > 0) then
   redis.call('SADD', KEYS[6], ARGV[1] .. '\0' .. o['hash'])
 end
 if ARGV[2] ~= '' then redis.call('PUBLISH', KEYS[3], ARGV[2]) end

@@ -113,7 +113,7 @@ func TestKeyCopiesMadeOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := a.c.Del(ctx, a.opts.Prefix+"key-copies-made").Err(); err != nil {
+	if err := a.c.Del(ctx, a.opts.Prefix+copiesMadeKey).Err(); err != nil {
 		t.Fatal(err)
 	}
 	b := openCluster(t, c, Options{})

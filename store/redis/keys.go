@@ -36,10 +36,16 @@ var (
 	lookupKeyScript = goredis.NewScript(lookupKeySrc)
 )
 
-// keyKeys returns the Redis keys of the scripts that change run-time keys.
+// keyKeys returns the Redis keys of the scripts that change run-time keys:
+// on a cluster, the set of copies to make too, and with layout=one-slot
+// the markers of copyAll, without which no key has a copy to make.
 func (s *Store) keyKeys() []string {
-	if s.spread {
+	switch {
+	case s.spread:
 		return []string{s.keysKey, s.byHashKey, s.changesKey, s.keyIDsKey, s.keyCustomersKey, s.copiesKey}
+	case s.noteCopies:
+		return []string{s.keysKey, s.byHashKey, s.changesKey, s.keyIDsKey, s.keyCustomersKey, s.copiesKey,
+			s.opts.Prefix + copiesMadeKey, s.opts.Prefix + copiesBegunKey}
 	}
 	return []string{s.keysKey, s.byHashKey, s.changesKey, s.keyIDsKey, s.keyCustomersKey}
 }

@@ -1,8 +1,10 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -27,10 +29,11 @@ const (
 
 // lookup is one key lookup on its way to Redis.
 type lookup struct {
-	hash [sha256.Size]byte
-	key  *policy.APIKey
-	err  error
-	done chan struct{} // closed when key and err are set
+	hash     [sha256.Size]byte
+	key      *policy.APIKey
+	err      error
+	deadline time.Time     // when its caller gives up, if it waits for the sender
+	done     chan struct{} // closed when key and err are set
 }
 
 // lookups is a Store's queue of lookups and the count of lookup calls in
@@ -53,7 +56,7 @@ func (s *Store) lookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 		s.lookups.inflight.Add(-1)
 		return l.key, l.err
 	}
-	l := &lookup{hash: hash, done: make(chan struct{})}
+	l := &lookup{hash: hash, deadline: time.Now().Add(s.opts.Timeout), done: make(chan struct{})}
 	t := time.NewTimer(s.opts.Timeout)
 	defer t.Stop()
 	select {
@@ -74,9 +77,11 @@ func (s *Store) lookupKey(hash [sha256.Size]byte) (*policy.APIKey, error) {
 }
 
 // sendLookups is the lookup sender: it takes the lookups waiting into one
-// call, until the Store closes.
+// call, until the Store closes. Those whose callers gave up are not sent
+// (a sender behind its queue would otherwise spend its calls on them, and
+// the live ones behind them would run out of time too).
 func (s *Store) sendLookups() {
-	var batch []*lookup
+	var batch, live []*lookup
 	for {
 		select {
 		case <-s.done:
@@ -93,13 +98,40 @@ func (s *Store) sendLookups() {
 				break more
 			}
 		}
-		s.lookups.inflight.Add(1)
-		s.lookupMany(batch)
-		s.lookups.inflight.Add(-1)
+		// Closed (the sender may take lookups after Close), or the
+		// circuit is open: no call, as for decisions (batch.go).
+		var stop error
+		select {
+		case <-s.done:
+			stop = s.errClosed
+		default:
+			if s.open.Load() {
+				stop = ErrUnavailable
+			}
+		}
+		now := time.Now()
+		live = live[:0]
+		for _, l := range batch {
+			if stop != nil {
+				l.err = stop
+			} else if now.Before(l.deadline) {
+				live = append(live, l)
+			} else {
+				// Its caller's timer may not have fired yet: an
+				// answer of none would be kept as such.
+				l.err = fmt.Errorf("redis %s: look up key: %w", s.url, context.DeadlineExceeded)
+			}
+		}
+		if len(live) > 0 {
+			s.lookups.inflight.Add(1)
+			s.lookupMany(live)
+			s.lookups.inflight.Add(-1)
+		}
 		for _, l := range batch {
 			close(l.done)
 		}
 		clear(batch)
+		clear(live)
 	}
 }
 
@@ -113,11 +145,11 @@ func (s *Store) lookupMany(ls []*lookup) {
 	for i, l := range ls {
 		texts[i] = policy.KeyHashText(l.hash)
 	}
-	recs, err := s.lookupRecords(ctx, texts)
+	recs, errs, err := s.lookupRecords(ctx, texts)
 	s.called(err)
 	for i, l := range ls {
-		if err != nil {
-			l.err = fmt.Errorf("redis %s: look up key: %w", s.url, err)
+		if errs[i] != nil {
+			l.err = fmt.Errorf("redis %s: look up key: %w", s.url, errs[i])
 			continue
 		}
 		if recs[i] == "" {
@@ -133,36 +165,48 @@ func (s *Store) lookupMany(ls []*lookup) {
 	}
 }
 
-// lookupRecords returns the record of each hash ("": none).
-func (s *Store) lookupRecords(ctx context.Context, texts []string) ([]string, error) {
+// lookupRecords returns the record of each hash ("": none) or the error of
+// its read, and the first error.
+func (s *Store) lookupRecords(ctx context.Context, texts []string) ([]string, []error, error) {
 	recs := make([]string, len(texts))
+	errs := make([]error, len(texts))
 	if s.spread {
 		pipe := s.c.Pipeline()
 		cmds := make([]*goredis.StringCmd, len(texts))
 		for i, t := range texts {
 			cmds[i] = pipe.Get(ctx, s.copyKey(t))
 		}
-		if _, err := pipe.Exec(ctx); err != nil && err != goredis.Nil {
-			return nil, err
-		}
+		// Each GET's error is its own (a node may fail, or answer an
+		// error, while the others answer): Exec's is only the first
+		// one's, which may be a none.
+		pipe.Exec(ctx)
+		var first error
 		for i, c := range cmds {
-			recs[i] = c.Val()
+			switch err := c.Err(); {
+			case err == nil:
+				recs[i] = c.Val()
+			case !errors.Is(err, goredis.Nil):
+				errs[i], first = err, cmp.Or(first, err)
+			}
 		}
-		return recs, nil
+		return recs, errs, first
 	}
 	args := make([]any, len(texts))
 	for i, t := range texts {
 		args[i] = t
 	}
 	v, err := lookupKeyScript.Run(ctx, s.c, []string{s.keysKey, s.byHashKey}, args...).Slice()
-	if err != nil {
-		return nil, err
+	if err == nil && len(v) != len(texts) {
+		err = errBadReply
 	}
-	if len(v) != len(texts) {
-		return nil, errBadReply
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return recs, errs, err
 	}
 	for i, x := range v {
 		recs[i], _ = x.(string)
 	}
-	return recs, nil
+	return recs, errs, nil
 }

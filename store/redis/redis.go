@@ -134,9 +134,13 @@ type Store struct {
 	// ids, and the customers and ids joined by a NUL byte.
 	keyIDsKey, keyCustomersKey string
 	// copiesKey is the set of the lookup copies to make on a cluster
-	// (keycopies.go).
+	// (keycopies.go); noteCopies is set on a cluster, whatever its
+	// layout, where the changes to the keys note their copies there
+	// (with layout=one-slot, once copies began to be made: keyKeys).
 	copiesKey  string
-	copiesMade atomic.Bool // copyAll is done
+	noteCopies bool
+	copiesMade atomic.Bool   // copyAll is done
+	copyCursor atomic.Uint64 // where copyAll goes on from
 	// lookups batches the lookups the key cache makes (lookups.go).
 	lookups lookups
 	// keys caches LookupKey's answers (keycache.go); watching runs
@@ -260,6 +264,11 @@ func Open(rawURL string, o Options) (*Store, error) {
 		s.spread, s.cluster = true, cc
 		s.statePrefix = strings.NewReplacer("{", "", "}", "").Replace(o.Prefix)
 	}
+	// With layout=one-slot the keys' changes still note their copies
+	// once a store that spreads began to make them, for such a store to
+	// make (the keys carry over when the layout changes back, or while
+	// replicas of both run).
+	_, s.noteCopies = c.(*goredis.ClusterClient)
 	s.script, s.scriptSrc, s.scriptSHA = applyScript, applySrc, applySHA
 	if s.spread {
 		s.script, s.scriptSrc, s.scriptSHA = clusterScript, clusterSrc, clusterScript.Hash()
@@ -292,7 +301,10 @@ func Open(rawURL string, o Options) (*Store, error) {
 		s.beat() // the replica count and the clock offset, before the first decision
 		s.warm(ctx)
 		if s.spread {
-			s.copyAll(ctx) // else the heartbeats make them
+			// Else the heartbeats make them: those that changes left
+			// (made with layout=one-slot, or failed), then every key's.
+			s.makeCopies(ctx)
+			s.copyAll(ctx)
 		}
 		sub = s.subscribe(ctx) // other replicas' key changes are heard from here on
 	}

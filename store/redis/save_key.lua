@@ -5,7 +5,8 @@
 -- ARGV[6], the change is announced on the channel KEYS[3] (keywatch.go);
 -- an import announces once, after its keys. With a sixth key (a cluster),
 -- the key's id and its old hash join that set: its lookup copy is to be
--- made (keycopies.go).
+-- made (keycopies.go); with a seventh and an eighth (layout=one-slot), only
+-- when one of those exists (copies were made, or their making began).
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if ARGV[4] ~= '*' and (old or '') ~= ARGV[4] then return 0 end
 if old then
@@ -17,7 +18,7 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[4], 0, ARGV[1])
 redis.call('ZADD', KEYS[5], 0, ARGV[5] .. '\0' .. ARGV[1])
-if KEYS[6] then
+if KEYS[6] and (not KEYS[7] or redis.call('EXISTS', KEYS[7], KEYS[8]) > 0) then
   -- On a cluster (keycopies.go): the lookup copies to make.
   redis.call('SADD', KEYS[6], ARGV[1] .. '\0' .. (old and cjson.decode(old)['hash'] or ''))
 end
