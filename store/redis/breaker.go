@@ -155,15 +155,6 @@ func (s *Store) trip(cause error) {
 	}
 }
 
-// decisionCall returns the context of a decision's call: the budget, unless
-// the circuit is open.
-func (s *Store) decisionCall() (context.Context, context.CancelFunc, error) {
-	if s.open.Load() {
-		return nil, nil, ErrUnavailable
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
-	return ctx, cancel, nil
-}
 
 // probe pings Redis every probeEvery until it answers, reconciles, then
 // closes the circuit; it stops when the Store closes.
