@@ -155,7 +155,6 @@ func (s *Store) trip(cause error) {
 	}
 }
 
-
 // probe pings Redis every probeEvery until it answers, reconciles, then
 // closes the circuit; it stops when the Store closes.
 func (s *Store) probe() {
