@@ -89,13 +89,8 @@ func (s *Store) applyShared(now time.Time, b *policy.Batch) error {
 // its results. denied says that a limit checked elsewhere (a leased shared
 // bucket) denies the request: the ops are checked, and nothing is taken.
 func (s *Store) applyCall(now time.Time, b *policy.Batch, denied bool) error {
-	select {
-	case <-s.done:
-		return s.errClosed
-	default:
-	}
-	if s.open.Load() {
-		return ErrUnavailable
+	if err := s.callsStopped(); err != nil {
+		return err
 	}
 	r, err := s.encode(now, b, denied)
 	if err != nil {

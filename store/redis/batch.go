@@ -251,21 +251,28 @@ func (s *Store) send() {
 		case r := <-s.queue:
 			batch = append(batch[:0], r)
 		}
-	more:
-		for len(batch) < maxBatch {
-			select {
-			case r := <-s.queue:
-				batch = append(batch, r)
-			default:
-				break more
-			}
-		}
+		batch = takeWaiting(s.queue, batch, maxBatch)
 		s.taking.Unlock()
 		s.inflight.Add(1)
 		s.run(batch, &buf, false)
 		s.inflight.Add(-1)
 		clear(batch)
 	}
+}
+
+// takeWaiting appends to batch what waits on q, without waiting, until
+// batch holds most: a sender's batch is the requests that came one after
+// another.
+func takeWaiting[T any](q chan T, batch []T, most int) []T {
+	for len(batch) < most {
+		select {
+		case x := <-q:
+			batch = append(batch, x)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // run makes the call of a batch and delivers each request its part of the
@@ -300,16 +307,7 @@ func (s *Store) run(batch []*request, buf *callBuf, own bool) {
 	}
 	// Closed (a sender may take requests after Close), or the circuit is
 	// open: no call.
-	var stop error
-	select {
-	case <-s.done:
-		stop = s.errClosed
-	default:
-		if s.open.Load() {
-			stop = ErrUnavailable
-		}
-	}
-	if stop != nil {
+	if stop := s.callsStopped(); stop != nil {
 		s.deliverAll(live, stop)
 		return
 	}

@@ -155,6 +155,20 @@ func (s *Store) trip(cause error) {
 	}
 }
 
+// callsStopped returns why no call is to be made now: the Store closed
+// (errClosed), or the circuit is open (ErrUnavailable); nil otherwise.
+func (s *Store) callsStopped() error {
+	select {
+	case <-s.done:
+		return s.errClosed
+	default:
+	}
+	if s.open.Load() {
+		return ErrUnavailable
+	}
+	return nil
+}
+
 // probe pings Redis every probeEvery until it answers, reconciles, then
 // closes the circuit; it stops when the Store closes.
 func (s *Store) probe() {

@@ -219,13 +219,8 @@ func (s *Store) lease(now time.Time, p *pool, deadline time.Time) (ok bool, err 
 // back) on the bucket at key; it returns the bucket before the lease
 // (nano-tokens, µs) and the instant of the call.
 func (s *Store) leaseCall(now time.Time, key string, t policy.Throttle, n int64, deadline time.Time) (bucket [2]int64, at time.Time, err error) {
-	select {
-	case <-s.done:
-		return bucket, at, s.errClosed
-	default:
-	}
-	if s.open.Load() {
-		return bucket, at, ErrUnavailable
+	if err := s.callsStopped(); err != nil {
+		return bucket, at, err
 	}
 	r := newRequest(0, 1)
 	r.start = time.Now()

@@ -89,26 +89,10 @@ func (s *Store) sendLookups() {
 		case l := <-s.lookups.queue:
 			batch = append(batch[:0], l)
 		}
-	more:
-		for len(batch) < maxLookups {
-			select {
-			case l := <-s.lookups.queue:
-				batch = append(batch, l)
-			default:
-				break more
-			}
-		}
+		batch = takeWaiting(s.lookups.queue, batch, maxLookups)
 		// Closed (the sender may take lookups after Close), or the
 		// circuit is open: no call, as for decisions (batch.go).
-		var stop error
-		select {
-		case <-s.done:
-			stop = s.errClosed
-		default:
-			if s.open.Load() {
-				stop = ErrUnavailable
-			}
-		}
+		stop := s.callsStopped()
 		now := time.Now()
 		live = live[:0]
 		for _, l := range batch {

@@ -121,6 +121,12 @@ func isShared(o *policy.Op) bool {
 	return o.Tier == policy.TierAccount || o.Tier == policy.TierStage || o.Tier == policy.TierRoute
 }
 
+// isCustomer reports whether an op is its customer's (a plan bucket, a
+// quota): neither a shared bucket nor a concurrency cap.
+func isCustomer(o *policy.Op) bool {
+	return !isShared(o) && o.Tier != policy.TierConcurrency
+}
+
 // applySpread makes the decision on a cluster (see the top of this file):
 // in one call when every key it needs in Redis is on one node, else in a
 // call for each home.
@@ -142,7 +148,7 @@ func customerPart(b, sub *policy.Batch) {
 	sub.Deadline = b.Deadline
 	sub.Usage = b.Usage
 	for k := range b.Ops {
-		if o := &b.Ops[k]; !isShared(o) && o.Tier != policy.TierConcurrency {
+		if o := &b.Ops[k]; isCustomer(o) {
 			sub.Ops = append(sub.Ops, *o)
 		}
 	}
@@ -152,7 +158,7 @@ func customerPart(b, sub *policy.Batch) {
 func customerBack(b, sub *policy.Batch) {
 	j := 0
 	for k := range b.Ops {
-		if o := &b.Ops[k]; !isShared(o) && o.Tier != policy.TierConcurrency {
+		if o := &b.Ops[k]; isCustomer(o) {
 			*o = sub.Ops[j]
 			j++
 		}
