@@ -18,6 +18,21 @@
 -- after their count: this line is replaced there.
 local KEYS, ARGV = KEYS, ARGV
 
+local floor, min, ceil = math.floor, math.min, math.ceil
+
+-- num returns the number that an argument spells: most repeat from
+-- decision to decision (rates, bursts, flags), and a table lookup of the
+-- (interned) string costs a third of tonumber's parse.
+local nums = {}
+local function num(v)
+  local x = nums[v]
+  if not x then
+    x = tonumber(v)
+    nums[v] = x
+  end
+  return x
+end
+
 local clock -- Redis's clock, once read
 
 -- redisNow returns Redis's clock in µs, read once per call.
@@ -29,32 +44,39 @@ local function redisNow()
   return clock
 end
 
--- The cache of the call's strings and counters: each key is read at most
--- once, and written at most once, at the end (flush), with the value the last
--- decision left. The call is one atomic step: no one sees the states between
--- its decisions; each decision sees what the ones before it left, as in calls
--- of their own, and the call leaves what those calls would have.
+-- The cache of the call's buckets, WAF windows and counters: each key is
+-- read at most once, and written at most once, at the end (flush), with the
+-- state the last decision left. Strings are parsed when read and formatted
+-- when written, once each per call however many decisions use the key. The
+-- call is one atomic step: no one sees the states between its decisions;
+-- each decision sees what the ones before it left, as in calls of their own,
+-- and the call leaves what those calls would have.
 local strs, counters, dirty = {}, {}, {}
 
--- get returns the string at key (false: none).
-local function get(key)
+-- state returns the cache entry of the string at key, parsed by pattern into
+-- a, b and c (nil: no key, or not of that form).
+local function state(key, pattern)
   local e = strs[key]
   if not e then
-    e = {v = redis.call('GET', key)}
+    e = {}
+    local v = redis.call('GET', key)
+    if v then
+      local a, b, c = string.match(v, pattern)
+      e.a, e.b, e.c = tonumber(a), tonumber(b), tonumber(c)
+    end
     strs[key] = e
   end
-  return e.v
+  return e
 end
 
--- set makes v the string at key, expiring px ms after the flush (nil:
--- never); get(key) came first.
-local function set(key, v, px)
-  local e = strs[key]
+-- set makes the entry's state a, b (and c: a WAF window), expiring px ms
+-- after the flush (nil: never).
+local function set(key, e, px, a, b, c)
   if not e.dirty then
     e.dirty = true
     dirty[#dirty + 1] = key
   end
-  e.v, e.px = v, px
+  e.a, e.b, e.c, e.px = a, b, c, px
 end
 
 -- counter returns the entry of the counter hash at key: u and g (read only
@@ -96,59 +118,77 @@ local function flush()
       end
     else
       local e = strs[d]
-      if e.px then
-        redis.call('SET', d, e.v, 'PX', e.px)
+      local v
+      if e.c then
+        v = string.format('%d %d %d', e.a, e.b, e.c)
       else
-        redis.call('SET', d, e.v)
+        v = string.format('%d %d', e.a, e.b)
+      end
+      if e.px then
+        redis.call('SET', d, v, 'PX', e.px)
+      else
+        redis.call('SET', d, v)
       end
     end
   end
 end
 
+-- The reply: each decision's, flat: its length, then its values; n is
+-- the last index written.
+local out, n = {}, 0
+
+-- The ops of the decision being run, in arrays reused from decision to
+-- decision (no table per op): the key, whether it is shadow, the tokens a
+-- take takes, its kind ('b', 'c' or 'q'), whether it admits, and its state.
+local opK, opShadow, opTake, opKind, opOK = {}, {}, {}, {}, {}
+local opRate, opFull, opSt, opTokens, opLast, opLease, opExpire = {}, {}, {}, {}, {}, {}, {}
+
 -- decide runs the decision whose keys follow KEYS[k] and whose arguments
--- begin at ARGV[a]; it returns its reply and the k and a of the next one.
+-- begin at ARGV[a], appends its reply to out, and returns the k and a of
+-- the next one.
 local function decide(k, a)
   local now
   local first = a -- the decision's first argument: its instant, or ''
   if ARGV[a] ~= '' then
-    now = tonumber(ARGV[a])
+    now = num(ARGV[a])
   else
     now = redisNow()
   end
-  local deadline = tonumber(ARGV[a + 1]) -- µs on Redis's clock, 0: none
-  local nh, no, flags = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local deadline = num(ARGV[a + 1]) -- µs on Redis's clock, 0: none
+  local nh, no, flags = num(ARGV[a + 2]), num(ARGV[a + 3]), num(ARGV[a + 4])
   local usage = flags % 2 -- 1: the last key is the usage counter
   local denied = flags >= 2 -- a limit checked elsewhere denies: take nothing
-  local usageAt = tonumber(ARGV[a + 5]) -- Unix ms
-  local leaseTTL = tonumber(ARGV[a + 6]) -- µs
+  local usageAt = num(ARGV[a + 5]) -- Unix ms
+  local leaseTTL = num(ARGV[a + 6]) -- µs
   local nextK, nextA = k + nh + no + usage, a + 7 + 2 * nh + 3 * no
   a = a + 7 -- next ARGV
-  local reply = {0, 0, now}
+  -- Its reply: out[base + 1] its length, set at the end; then the index
+  -- of a WAF hit that blocked (-1: too late), whether it was admitted, the
+  -- instant, and a value or two per hit and op.
+  local base = n
+  out[base + 1], out[base + 2], out[base + 3], out[base + 4] = 3, 0, 0, now
+  n = base + 4
 
   -- 0. A decision that reaches Redis after its caller gave up on it takes
   -- nothing: its caller answered without it (and may have decided it
   -- locally).
   if deadline > 0 and redisNow() > deadline then
-    reply[1] = -1
-    return reply, nextK, nextA
+    out[base + 2] = -1
+    return nextK, nextA
   end
 
   -- 1. WAF hits, in order, up to the first over its limit: sliding-window
   -- counters of two fixed windows, kept as "w c p" (the index of the current
   -- window, its count, the previous one's count).
   for i = 1, nh do
-    local key, limit, win = KEYS[k + i], tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    local key, limit, win = KEYS[k + i], num(ARGV[a]), num(ARGV[a + 1])
     local watch = limit < 0 -- counted, never blocks
     a = a + 2
-    local idx = math.floor(now / win)
+    local idx = floor(now / win)
     local elapsed = now - idx * win
-    local w, c, p
-    local st = get(key)
-    if st then
-      w, c, p = string.match(st, '^(%d+) (%d+) (%d+)$')
-      w, c, p = tonumber(w), tonumber(c), tonumber(p)
-    end
-    if w == nil then
+    local st = state(key, '^(%d+) (%d+) (%d+)$')
+    local w, c, p = st.a, st.b, st.c
+    if w == nil or c == nil or p == nil then
       w, c, p = idx, 0, 0
     elseif idx == w + 1 then
       w, c, p = idx, 0, c
@@ -160,14 +200,15 @@ local function decide(k, a)
     c = c + 1
     local px -- two windows; none on a caller's clock (see the buckets)
     if ARGV[first] == '' then
-      px = math.ceil(2 * win / 1000) + 1000
+      px = ceil(2 * win / 1000) + 1000
     end
-    set(key, string.format('%d %d %d', w, c, p), px)
-    local count = c + math.floor(p * (win - elapsed) / win)
-    reply[#reply + 1] = count
+    set(key, st, px, w, c, p)
+    local count = c + floor(p * (win - elapsed) / win)
+    n = n + 1
+    out[n] = count
     if count > limit and not watch then
-      reply[1] = i
-      return reply, nextK, nextA
+      out[base + 1], out[base + 2] = n - base - 1, i
+      return nextK, nextA
     end
   end
 
@@ -175,36 +216,34 @@ local function decide(k, a)
   -- each of them, and from each shadow op (kind in upper case) that admits.
   -- A lease ("nN") takes up to N tokens of a bucket, at least one to
   -- admit; a negative N gives -N back.
-  local ops, all = {}, not denied
+  local all = not denied
   for i = 1, no do
     local key, kind = KEYS[k + nh + i], ARGV[a]
-    local op = {k = key, shadow = kind == 'B' or kind == 'Q', take = 1}
-    if string.sub(kind, 1, 1) == 'n' then
-      op.take, kind = tonumber(string.sub(kind, 2)), 'b'
+    -- kind's first byte: b 98, B 66, q 113, Q 81, c 99, n 110.
+    local kb = string.byte(kind)
+    local take, ok = 1, false
+    opK[i], opShadow[i] = key, kb == 66 or kb == 81
+    if kb == 110 then
+      take, kb = tonumber(string.sub(kind, 2)), 98
     end
-    kind = string.lower(kind)
-    op.kind = kind
-    if kind == 'b' then
-      local rate, burst = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    if kb == 98 or kb == 66 then
+      opKind[i] = 'b'
+      local rate, burst = num(ARGV[a + 1]), num(ARGV[a + 2])
       local full = burst * 1000000000
-      local tokens, last
-      local st = get(key)
-      if st then
-        tokens, last = string.match(st, '^(%d+) (%d+)$')
-        tokens, last = tonumber(tokens), tonumber(last)
-      end
+      local st = state(key, '^(%d+) (%d+)$')
+      local tokens, last = st.a, st.b
       -- policy.Throttle.At: a new bucket is full; a clock that goes back
       -- refills nothing and never moves last back.
-      if last == nil then
+      if last == nil or tokens == nil then
         tokens, last = full, now
       elseif now > last then
         if tokens < full then
           -- add = rate * dt / 1000 nano-tokens, floored, in two exact parts.
           local dt = now - last
-          local q = math.floor(dt / 1000)
+          local q = floor(dt / 1000)
           local add = rate * q
           if add < full - tokens then
-            add = add + math.floor(rate * (dt - q * 1000) / 1000)
+            add = add + floor(rate * (dt - q * 1000) / 1000)
           end
           if add >= full - tokens then
             tokens = full
@@ -216,60 +255,58 @@ local function decide(k, a)
         end
         last = now
       end
-      op.rate, op.full, op.tokens, op.last = rate, full, tokens, last
-      op.ok = tokens >= 1000000000 or op.take < 0
-      reply[#reply + 1] = tokens
-      reply[#reply + 1] = last
-    elseif kind == 'c' then
+      opRate[i], opFull[i], opSt[i], opTokens[i], opLast[i] = rate, full, st, tokens, last
+      ok = tokens >= 1000000000 or take < 0
+      out[n + 1], out[n + 2] = tokens, last
+    elseif kb == 99 then
       -- A concurrency cap: a sorted set of leases scored by their expiry;
       -- those of holders that vanished without a release have run out.
-      local cap = tonumber(ARGV[a + 1])
-      op.lease = ARGV[a + 2]
+      opKind[i] = 'c'
+      local cap = num(ARGV[a + 1])
+      opLease[i] = ARGV[a + 2]
       redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
       local held = redis.call('ZCARD', key)
-      op.ok = held < cap
-      reply[#reply + 1] = held
-      reply[#reply + 1] = 0
+      ok = held < cap
+      out[n + 1], out[n + 2] = held, 0
     else
-      local quota, expireAt = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+      opKind[i] = 'q'
+      local quota = num(ARGV[a + 1])
+      opExpire[i] = num(ARGV[a + 2])
       local st = counter(key, true)
-      local used, granted = st.u, st.g
-      op.expireAt = expireAt
-      op.ok = used < quota + granted
-      reply[#reply + 1] = used
-      reply[#reply + 1] = granted
+      ok = st.u < quota + st.g
+      out[n + 1], out[n + 2] = st.u, st.g
     end
-    all = all and (op.ok or op.shadow)
-    ops[i] = op
+    n = n + 2
+    opTake[i], opOK[i] = take, ok
+    all = all and (ok or opShadow[i])
     a = a + 3
   end
 
   if no > 0 and all then
-    reply[2] = 1
+    out[base + 3] = 1
     for i = 1, no do
-      local op = ops[i]
-      if not op.ok then
+      local kind = opKind[i]
+      if not opOK[i] then
         -- a shadow op that would deny: takes nothing
-      elseif op.kind == 'b' then
-        local n = op.take
-        if n > 1 then
-          n = math.min(n, math.floor(op.tokens / 1000000000))
+      elseif kind == 'b' then
+        local take, tokens, full, rate = opTake[i], opTokens[i], opFull[i], opRate[i]
+        if take > 1 then
+          take = min(take, floor(tokens / 1000000000))
         end
-        local left = math.min(op.tokens - n * 1000000000, op.full)
-        local v = string.format('%d %d', left, op.last)
-        if op.rate > 0 and ARGV[first] == '' then
+        local left = min(tokens - take * 1000000000, full)
+        local px
+        if rate > 0 and ARGV[first] == '' then
           -- Dropped once full: a full bucket carries no information.
           -- Not on a caller's clock (tests over fixed instants): Redis
           -- expires keys on its own clock, which that one does not follow.
-          set(op.k, v, math.ceil((op.full - left) / op.rate) + 1000)
-        else
-          set(op.k, v)
+          px = ceil((full - left) / rate) + 1000
         end
-      elseif op.kind == 'c' then
-        redis.call('ZADD', op.k, now + leaseTTL, op.lease)
-        redis.call('PEXPIRE', op.k, math.ceil(leaseTTL / 1000) + 1000)
+        set(opK[i], opSt[i], px, left, opLast[i])
+      elseif kind == 'c' then
+        redis.call('ZADD', opK[i], now + leaseTTL, opLease[i])
+        redis.call('PEXPIRE', opK[i], ceil(leaseTTL / 1000) + 1000)
       else
-        use(op.k, op.expireAt)
+        use(opK[i], opExpire[i])
       end
     end
   end
@@ -278,20 +315,13 @@ local function decide(k, a)
   if usage == 1 and not denied and (no == 0 or all) then
     use(KEYS[k + nh + no + 1], usageAt)
   end
-  return reply, nextK, nextA
+  out[base + 1] = n - base - 1
+  return nextK, nextA
 end
 
--- Each decision's reply, flat: its length, then its values.
-local out, n, k, a = {}, 0, 0, 1
+local k, a = 0, 1
 while a <= #ARGV do
-  local reply
-  reply, k, a = decide(k, a)
-  n = n + 1
-  out[n] = #reply
-  for i = 1, #reply do
-    out[n + i] = reply[i]
-  end
-  n = n + #reply
+  k, a = decide(k, a)
 end
 flush()
 return out
