@@ -188,7 +188,7 @@ local function decide(k, a)
     local elapsed = now - idx * win
     local st = state(key, '^(%d+) (%d+) (%d+)$')
     local w, c, p = st.a, st.b, st.c
-    if w == nil or c == nil or p == nil then
+    if w == nil or c == nil or p == nil or w < 0 then -- none (w < 0: as for the buckets)
       w, c, p = idx, 0, 0
     elseif idx == w + 1 then
       w, c, p = idx, 0, c
@@ -219,14 +219,12 @@ local function decide(k, a)
   local all = not denied
   for i = 1, no do
     local key, kind = KEYS[k + nh + i], ARGV[a]
-    -- kind's first byte: b 98, B 66, q 113, Q 81, c 99, n 110.
-    local kb = string.byte(kind)
     local take, ok = 1, false
-    opK[i], opShadow[i] = key, kb == 66 or kb == 81
-    if kb == 110 then
-      take, kb = tonumber(string.sub(kind, 2)), 98
+    opK[i], opShadow[i] = key, kind == 'B' or kind == 'Q'
+    if string.byte(kind) == 110 then -- 'n'
+      take, kind = tonumber(string.sub(kind, 2)), 'b'
     end
-    if kb == 98 or kb == 66 then
+    if kind == 'b' or kind == 'B' then
       opKind[i] = 'b'
       local rate, burst = num(ARGV[a + 1]), num(ARGV[a + 2])
       local full = burst * 1000000000
@@ -234,7 +232,9 @@ local function decide(k, a)
       local tokens, last = st.a, st.b
       -- policy.Throttle.At: a new bucket is full; a clock that goes back
       -- refills nothing and never moves last back.
-      if last == nil or tokens == nil then
+      -- (A negative state, only ever cached by a decision on a caller's
+      -- clock before 1970, is read as none, as its string would be.)
+      if last == nil or tokens == nil or last < 0 or tokens < 0 then
         tokens, last = full, now
       elseif now > last then
         if tokens < full then
@@ -258,7 +258,7 @@ local function decide(k, a)
       opRate[i], opFull[i], opSt[i], opTokens[i], opLast[i] = rate, full, st, tokens, last
       ok = tokens >= 1000000000 or take < 0
       out[n + 1], out[n + 2] = tokens, last
-    elseif kb == 99 then
+    elseif kind == 'c' or kind == 'C' then
       -- A concurrency cap: a sorted set of leases scored by their expiry;
       -- those of holders that vanished without a release have run out.
       opKind[i] = 'c'

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -577,5 +578,39 @@ func TestScriptErrorsKeepCircuitClosed(t *testing.T) {
 	}
 	if !apply(t, s, t0, policy.Key{}, nil, bucketOp("fine", 1, 100)).Taken {
 		t.Fatal("a decision without the bad key was not taken")
+	}
+}
+
+// TestBatchedEqualsOneByOne: decisions in one call of the apply script answer
+// as they do in calls of their own, whatever state an earlier decision of the
+// call left in its cache; here a state no key can hold, left by decisions on
+// a caller's clock before 1970 (which a key's string reads back as none).
+func TestBatchedEqualsOneByOne(t *testing.T) {
+	srv := redistest.Start(t)
+	c := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	defer c.Close()
+	ctx := context.Background()
+	// One WAF hit (limit 1 a minute) and a bucket of burst 2 that never
+	// refills, at an instant before 1970.
+	dec := []any{"-1000000000", "0", "1", "1", "0", "0", "0", "1", "60000000", "b", "0", "2"}
+	keys := []string{"w:x", "b:x"}
+	run := func(keys []string, argv ...any) []any {
+		t.Helper()
+		res, err := c.Eval(ctx, applySrc, keys, argv...).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.([]any)
+	}
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	one := append(run(keys, dec...), run(keys, dec...)...)
+	if err := c.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	batched := run(append(keys, keys...), append(append([]any{}, dec...), dec...)...)
+	if !reflect.DeepEqual(batched, one) {
+		t.Fatalf("batched %v, one by one %v", batched, one)
 	}
 }
