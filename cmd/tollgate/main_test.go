@@ -161,6 +161,16 @@ func TestOperatorPaperCuts(t *testing.T) {
 	}
 }
 
+// TestServeBadGCHeapFloor: a negative floor is refused before anything
+// serves.
+func TestServeBadGCHeapFloor(t *testing.T) {
+	_, errs, status := runArgs(t, "serve", "--policy", example, "--store", "memory:", "--grpc-addr", "127.0.0.1:0",
+		"--admin-addr", "-", "--gc-heap-floor", "-1")
+	if want := "--gc-heap-floor -1: want 0 (off) or a size in MB"; status != 1 || !strings.Contains(errs, want) {
+		t.Errorf("--gc-heap-floor -1: got status %d, stderr %q; want 1, %q", status, errs, want)
+	}
+}
+
 // TestServeBadWAFCounters: a bound below 1 is refused before anything
 // serves, never replaced by the default.
 func TestServeBadWAFCounters(t *testing.T) {
