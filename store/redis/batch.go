@@ -160,17 +160,61 @@ func (r *request) sealKeys() {
 	}
 }
 
-// decide makes r's call, or queues r, and waits for its reply until
-// r.deadline. It frees r, or leaves it to the sender.
+// lane is the queue and the senders of the calls to one Redis: the Store's
+// one, or on a cluster a primary's, so that a primary that hangs holds up
+// only the decisions that go to it, never a sender that others wait for.
+type lane struct {
+	node     *goredis.Client // the primary (nil: the Store's client)
+	queue    chan *request
+	taking   sync.Mutex   // held by the sender that waits for the queue
+	inflight atomic.Int32 // calls being made
+}
+
+// laneOf returns the lane of the calls to node (nil: the Store's), making
+// it and starting its senders when it is new; once the Store is closed,
+// the Store's lane, whose senders are gone (a decision then ends on done).
+func (s *Store) laneOf(node *goredis.Client) *lane {
+	if node == nil {
+		return &s.main
+	}
+	if l, ok := s.lanes.Load(node); ok {
+		return l.(*lane)
+	}
+	s.lanesMu.Lock()
+	defer s.lanesMu.Unlock()
+	if l, ok := s.lanes.Load(node); ok {
+		return l.(*lane)
+	}
+	select {
+	case <-s.done:
+		return &s.main
+	default:
+	}
+	l := &lane{node: node, queue: make(chan *request, queueLen)}
+	s.lanes.Store(node, l)
+	s.startLane(l)
+	return l
+}
+
+// startLane starts l's senders.
+func (s *Store) startLane(l *lane) {
+	for range senders {
+		s.sending.Go(func() { s.send(l) })
+	}
+}
+
+// decide makes r's call, or queues r on its lane, and waits for its reply
+// until r.deadline. It frees r, or leaves it to the sender.
 func (s *Store) decide(r *request) ([]int64, error) {
 	r.state.Store(queued)
-	if s.inflight.Load() == 0 && len(s.queue) == 0 && s.inflight.CompareAndSwap(0, 1) {
+	l := s.laneOf(r.node)
+	if l.inflight.Load() == 0 && len(l.queue) == 0 && l.inflight.CompareAndSwap(0, 1) {
 		// No call in flight: this one goes at once, without the hop
 		// to a sender and back (a call of its own, whose context
 		// holds the budget).
 		r.own[0] = r
 		s.run(r.own[:], &r.buf, true)
-		s.inflight.Add(-1)
+		l.inflight.Add(-1)
 		<-r.done
 		reply, err := r.reply, r.err
 		r.free()
@@ -178,10 +222,10 @@ func (s *Store) decide(r *request) ([]int64, error) {
 	}
 	r.timer.Reset(time.Until(r.deadline))
 	select {
-	case s.queue <- r:
+	case l.queue <- r:
 	default:
 		select {
-		case s.queue <- r:
+		case l.queue <- r:
 		case <-r.timer.C:
 			r.free()
 			return nil, s.errTimeout
@@ -227,9 +271,9 @@ func (s *Store) decide(r *request) ([]int64, error) {
 	}
 }
 
-// send is a sender: it takes the waiting requests, up to maxBatch, into one
-// call, until the Store closes.
-func (s *Store) send() {
+// send is a sender of l: it takes the waiting requests, up to maxBatch,
+// into one call, until the Store closes.
+func (s *Store) send(l *lane) {
 	var (
 		batch []*request
 		buf   callBuf
@@ -243,19 +287,19 @@ func (s *Store) send() {
 		// One sender at a time waits for the queue and takes what is
 		// on it: a batch is the requests that came one after another,
 		// all of those that waited.
-		s.taking.Lock()
+		l.taking.Lock()
 		select {
 		case <-s.done:
-			s.taking.Unlock()
+			l.taking.Unlock()
 			return
-		case r := <-s.queue:
+		case r := <-l.queue:
 			batch = append(batch[:0], r)
 		}
-		batch = takeWaiting(s.queue, batch, maxBatch)
-		s.taking.Unlock()
-		s.inflight.Add(1)
+		batch = takeWaiting(l.queue, batch, maxBatch)
+		l.taking.Unlock()
+		l.inflight.Add(1)
 		s.run(batch, &buf, false)
-		s.inflight.Add(-1)
+		l.inflight.Add(-1)
 		clear(batch)
 	}
 }
@@ -311,40 +355,7 @@ func (s *Store) run(batch []*request, buf *callBuf, own bool) {
 		s.deliverAll(live, stop)
 		return
 	}
-	if s.spread {
-		s.runNodes(live, buf, deadline)
-		return
-	}
 	s.runCall(live, buf, deadline)
-}
-
-// runNodes makes a call to each node of a cluster that live's requests go
-// to, at once, and delivers their replies.
-func (s *Store) runNodes(live []*request, buf *callBuf, deadline time.Time) {
-	if len(live) == 1 {
-		s.runCall(live, buf, deadline)
-		return
-	}
-	// Each node's requests, in the order they came.
-	var wg sync.WaitGroup
-	for len(live) > 0 {
-		node := live[0].node
-		group, rest := []*request{}, live[:0]
-		for _, r := range live {
-			if r.node == node {
-				group = append(group, r)
-			} else {
-				rest = append(rest, r)
-			}
-		}
-		live = rest
-		if len(live) == 0 {
-			s.runCall(group, buf, deadline) // the last one from this goroutine
-			break
-		}
-		wg.Go(func() { s.runCall(group, new(callBuf), deadline) })
-	}
-	wg.Wait()
 }
 
 // runCall makes the call of live's requests, which go to one node, and

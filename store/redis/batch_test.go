@@ -108,7 +108,7 @@ func queueDecisions(t *testing.T, s *Store, batches []*policy.Batch, at func(i i
 	var wg sync.WaitGroup
 	for i, b := range batches {
 		wg.Go(func() { errs[i] = s.Apply(at(i), b) })
-		waitFor(t, fmt.Sprintf("decision %d to be queued", i), func() bool { return len(s.queue) == i+1 })
+		waitFor(t, fmt.Sprintf("decision %d to be queued", i), func() bool { return len(s.main.queue) == i+1 })
 	}
 	return func() []error { wg.Wait(); return errs }
 }

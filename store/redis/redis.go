@@ -158,12 +158,15 @@ type Store struct {
 	done    chan struct{}
 	closed  sync.Once
 
-	// queue holds the decisions waiting for a sender (batch.go).
-	queue    chan *request
-	taking   sync.Mutex // held by the sender that waits for the queue
-	sending  sync.WaitGroup
-	calls    atomic.Int64 // calls of the apply script made, for tests
-	inflight atomic.Int32 // calls being made
+	// main is the lane of the decisions' calls (batch.go); on a cluster,
+	// each primary has a lane of its own in lanes (*goredis.Client →
+	// *lane), made when a decision first goes to it (laneOf, under
+	// lanesMu, which Close holds when it closes done).
+	main    lane
+	lanes   sync.Map
+	lanesMu sync.Mutex
+	sending sync.WaitGroup
+	calls   atomic.Int64 // calls of the apply script made, for tests
 	// local is the store of local decisions (nil without Options.Local);
 	// owed is set when one counted what Redis must be given, and kick
 	// then wakes the heartbeat to push it when Redis answers again.
@@ -256,7 +259,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--store %s: %w", u.Redacted(), err)
 	}
-	s := &Store{c: c, url: u.Redacted(), opts: o, done: make(chan struct{}), queue: make(chan *request, queueLen),
+	s := &Store{c: c, url: u.Redacted(), opts: o, done: make(chan struct{}),
 		keysKey: o.Prefix + "keys", byHashKey: o.Prefix + "keys-by-hash", changesKey: o.Prefix + "keys-changed",
 		keyIDsKey: o.Prefix + "key-ids", keyCustomersKey: o.Prefix + "key-customers",
 		replicasKey: o.Prefix + "replicas", copiesKey: o.Prefix + "key-copies", kick: make(chan struct{}, 1)}
@@ -308,9 +311,8 @@ func Open(rawURL string, o Options) (*Store, error) {
 		}
 		sub = s.subscribe(ctx) // other replicas' key changes are heard from here on
 	}
-	for range senders {
-		s.sending.Go(s.send)
-	}
+	s.main.queue = make(chan *request, queueLen)
+	s.startLane(&s.main)
 	s.sending.Go(s.sendLookups)
 	if s.spread {
 		s.returns.Go(func() { s.returning(s.stop) })
@@ -522,7 +524,9 @@ func (s *Store) Close() error {
 		s.stopped = true // no prober starts from here on
 		s.probeMu.Unlock()
 		s.cancelStop() // a heartbeat or a push in a call returns at once
-		close(s.done)
+		s.lanesMu.Lock()
+		close(s.done) // no lane starts from here on
+		s.lanesMu.Unlock()
 		s.beating.Wait() // the last counts made locally go, and the replica withdraws
 		s.watching.Wait()
 		err = s.c.Close()

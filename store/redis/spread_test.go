@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/internal/busyhost"
 	"github.com/tollgate/tollgate/policy"
@@ -427,4 +430,107 @@ func TestSpreadLateDenial(t *testing.T) {
 	if used, _, err := s.Counter(usage); used != 1 || err != nil {
 		t.Errorf("usage: got %d, %v, want the 1 admitted", used, err)
 	}
+}
+
+// TestSpreadHungPrimary: while a primary hangs and decisions for its
+// customer keep waiting on it, the decisions of customers on the other
+// primaries are made on Redis within their budgets: each primary's calls
+// have a lane of their own, never a sender that also waits for the hung one.
+func TestSpreadHungPrimary(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{Local: true})
+	s.beat()
+	now := time.Now()
+	op := func(subject string) policy.Op {
+		return policy.Op{Key: policy.Key{Limit: "q", Subject: subject, Period: now.Add(-time.Hour).Unix()},
+			Tier: policy.TierQuota, Quota: 1 << 40, End: now.Add(time.Hour)}
+	}
+	stuck := op("stuck")
+	hung, err := c.SlotOwner(s.key('c', stuck.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var healthy []policy.Op
+	for i := 0; len(healthy) < 8; i++ {
+		o := op(fmt.Sprint("customer-", i))
+		n, err := c.SlotOwner(s.key('c', o.Key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != hung {
+			healthy = append(healthy, o)
+		}
+	}
+	decide := func(o policy.Op) (*policy.Batch, error) {
+		b := new(policy.Batch)
+		b.Reset()
+		b.Ops = append(b.Ops, o)
+		return b, s.Apply(time.Now(), b)
+	}
+	for _, o := range append(healthy, stuck) { // every lane made, every script loaded
+		if _, err := decide(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	hung.Pause()
+	defer hung.Resume()
+	stop := make(chan struct{})
+	var stuckDone atomic.Int64
+	var wg sync.WaitGroup
+	for range 32 { // the hung primary's decisions, all along
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				decide(stuck) // decided locally once its budget is spent
+				stuckDone.Add(1)
+			}
+		})
+	}
+	waitFor(t, "calls held by the hung primary", func() bool { return s.laneOf(nodeOf(t, s, stuck)).inflight.Load() > 0 })
+	var local, made atomic.Int64
+	var healthyWG sync.WaitGroup
+	end := time.Now().Add(time.Second)
+	for i := range 16 {
+		o := healthy[i%len(healthy)]
+		healthyWG.Go(func() {
+			for time.Now().Before(end) {
+				b, err := decide(o)
+				switch {
+				case err != nil:
+					t.Errorf("a healthy primary's customer: %v", err)
+				case b.Local:
+					local.Add(1)
+				}
+				made.Add(1)
+			}
+		})
+	}
+	healthyWG.Wait()
+	close(stop)
+	hung.Resume()
+	wg.Wait()
+	if stuckDone.Load() == 0 {
+		t.Error("no decision for the hung primary's customer ended")
+	}
+	// The budget is the default (100ms): a healthy primary answers well
+	// within it, even on a busy host.
+	t.Logf("%d of %d made locally", local.Load(), made.Load())
+	if n := local.Load(); n > made.Load()/10 {
+		t.Errorf("%d of the %d decisions of healthy primaries' customers were made locally (their budgets spent waiting), want at most a tenth", n, made.Load())
+	}
+}
+
+// nodeOf returns the primary that o's customer key is on.
+func nodeOf(t *testing.T, s *Store, o policy.Op) *goredis.Client {
+	t.Helper()
+	n, err := s.cluster.MasterForKey(context.Background(), s.key('c', o.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
