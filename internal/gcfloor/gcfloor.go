@@ -17,6 +17,7 @@ import (
 	"context"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"time"
 )
 
@@ -26,39 +27,61 @@ import (
 const heapMinimum = 4 << 20
 
 // Percent returns the GC percent that puts the heap goal of live bytes of
-// live data at floor: (floor − live) × 100 / live, at least 100 and at most
+// live data at floor. The runtime's goal is live + (live + roots) ×
+// percent/100, roots being the goroutine stacks and globals it scanned
+// (/gc/scan/stack:bytes, /gc/scan/globals:bytes): the percent is
+// (floor − live) × 100 / (live + roots), at least 100 and at most
 // floor × 100 / heapMinimum. With no live data measured yet (live 0: no
 // collection so far) it returns 100, so that the first collection comes
 // when it would by default.
-func Percent(live, floor uint64) int {
-	if live == 0 || live >= floor/2 {
+func Percent(live, roots, floor uint64) int {
+	if live == 0 || live >= floor {
 		return 100
 	}
-	p := (floor - live) * 100 / live
+	p := (floor - live) * 100 / (live + roots)
 	return int(max(100, min(p, floor*100/heapMinimum)))
 }
 
-// Keep sets the GC percent from the live heap (runtime/metrics'
-// /gc/heap/live:bytes, as the last collection measured it) at once and then
-// every interval, until ctx is done; then it puts back the percent it
-// found. Only changes of a tenth or more are made.
+// Keep sets the GC percent from the live heap and the roots (as the last
+// collection measured them) at once and then every interval, until ctx is
+// done; the last Keep of the process to stop puts back the percent the first
+// found. Only changes of a tenth or
+// more are made.
 func Keep(ctx context.Context, floor uint64, every time.Duration) {
-	found := Current()
-	set := found
+	keeping.Lock()
+	if keeping.n == 0 {
+		keeping.found = Current()
+	}
+	keeping.n++
+	keeping.Unlock()
+	set := Current()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
-		if p := Percent(read("/gc/heap/live:bytes"), floor); p*10 < set*9 || p*10 > set*11 {
+		roots := read("/gc/scan/stack:bytes") + read("/gc/scan/globals:bytes")
+		if p := Percent(read("/gc/heap/live:bytes"), roots, floor); p*10 < set*9 || p*10 > set*11 {
 			debug.SetGCPercent(p)
 			set = p
 		}
 		select {
 		case <-ctx.Done():
-			debug.SetGCPercent(found)
+			keeping.Lock()
+			if keeping.n--; keeping.n == 0 {
+				debug.SetGCPercent(keeping.found)
+			}
+			keeping.Unlock()
 			return
 		case <-tick.C:
 		}
 	}
+}
+
+// keeping counts the Keeps running in this process (serves of one process,
+// as in tests), and holds the percent the first found: the last to stop
+// puts it back.
+var keeping struct {
+	sync.Mutex
+	n, found int
 }
 
 // Current returns the GC percent in force (runtime/metrics' /gc/gogc:percent).

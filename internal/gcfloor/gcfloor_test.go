@@ -27,9 +27,14 @@ func TestPercent(t *testing.T) {
 		{10 * mb, 0, 100},        // no floor
 		{mb, 1024 * mb, 25600},   // a larger floor allows more
 	} {
-		if got := Percent(c.live, c.floor); got != c.want {
-			t.Errorf("Percent(%d, %d) = %d, want %d", c.live, c.floor, got, c.want)
+		if got := Percent(c.live, 0, c.floor); got != c.want {
+			t.Errorf("Percent(%d, 0, %d) = %d, want %d", c.live, c.floor, got, c.want)
 		}
+	}
+	// Stacks and globals count in the goal: 8 MB live and 8 MB of them,
+	// 8 + 16 × 3.5 = 64 MB.
+	if got := Percent(8*mb, 8*mb, 64*mb); got != 350 {
+		t.Errorf("Percent(8 MB, 8 MB, 64 MB) = %d, want 350", got)
 	}
 }
 
@@ -62,5 +67,54 @@ func TestKeep(t *testing.T) {
 	wg.Wait()
 	if p := Current(); p != 100 {
 		t.Errorf("after Keep stopped: percent %d, want the 100 it found", p)
+	}
+}
+
+// TestKeepOverlapping: of two Keeps that overlap, the last to stop puts back
+// the percent that the first found, whichever order they stop in.
+func TestKeepOverlapping(t *testing.T) {
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+	runtime.GC()
+	// start starts a Keep and waits until it counts among those running.
+	start := func() (stop func()) {
+		keeping.Lock()
+		n := keeping.n
+		keeping.Unlock()
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { Keep(ctx, 1<<30, time.Hour) })
+		for {
+			keeping.Lock()
+			started := keeping.n > n
+			keeping.Unlock()
+			if started {
+				return func() { cancel(); wg.Wait() }
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	stop1 := start()
+	waitRaised(t)
+	stop2 := start()
+	stop1()
+	if p := Current(); p == 100 {
+		t.Errorf("the first Keep to stop put back 100 while the second runs")
+	}
+	stop2()
+	if p := Current(); p != 100 {
+		t.Errorf("after both stopped: percent %d, want the 100 found", p)
+	}
+}
+
+// waitRaised waits until a Keep has raised the percent.
+func waitRaised(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for Current() == 100 {
+		if time.Now().After(deadline) {
+			t.Fatal("Keep did not raise the percent within 10s")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -164,7 +164,6 @@ func (r *request) sealKeys() {
 // one, or on a cluster a primary's, so that a primary that hangs holds up
 // only the decisions that go to it, never a sender that others wait for.
 type lane struct {
-	node     *goredis.Client // the primary (nil: the Store's client)
 	queue    chan *request
 	taking   sync.Mutex   // held by the sender that waits for the queue
 	inflight atomic.Int32 // calls being made
@@ -173,16 +172,22 @@ type lane struct {
 // laneOf returns the lane of the calls to node (nil: the Store's), making
 // it and starting its senders when it is new; once the Store is closed,
 // the Store's lane, whose senders are gone (a decision then ends on done).
+// Lanes are keyed by the node's address, as go-redis keys its node
+// clients: the ClusterClient closes a node's client once the node leaves
+// the slot map and makes a new one if it comes back, and a lane keyed by
+// the *Client would be left behind, senders and all, at each such change.
+// A batch's call goes by its first request's client (callBatch).
 func (s *Store) laneOf(node *goredis.Client) *lane {
 	if node == nil {
 		return &s.main
 	}
-	if l, ok := s.lanes.Load(node); ok {
+	addr := node.Options().Addr
+	if l, ok := s.lanes.Load(addr); ok {
 		return l.(*lane)
 	}
 	s.lanesMu.Lock()
 	defer s.lanesMu.Unlock()
-	if l, ok := s.lanes.Load(node); ok {
+	if l, ok := s.lanes.Load(addr); ok {
 		return l.(*lane)
 	}
 	select {
@@ -190,8 +195,8 @@ func (s *Store) laneOf(node *goredis.Client) *lane {
 		return &s.main
 	default:
 	}
-	l := &lane{node: node, queue: make(chan *request, queueLen)}
-	s.lanes.Store(node, l)
+	l := &lane{queue: make(chan *request, queueLen)}
+	s.lanes.Store(addr, l)
 	s.startLane(l)
 	return l
 }

@@ -159,7 +159,7 @@ type Store struct {
 	closed  sync.Once
 
 	// main is the lane of the decisions' calls (batch.go); on a cluster,
-	// each primary has a lane of its own in lanes (*goredis.Client →
+	// each primary has a lane of its own in lanes (its address →
 	// *lane), made when a decision first goes to it (laneOf, under
 	// lanesMu, which Close holds when it closes done).
 	main    lane
