@@ -5,7 +5,7 @@
 // collected several times a second, and each collection also shrank the
 // gRPC workers' stacks, which the next decisions grew again. Raising the
 // goal of a small heap to the floor costs at most the floor in memory and
-// saved about a sixth of serve's CPU per decision (README, Performance); a
+// saved a sixth to a third of serve's CPU per decision (README, --gc-heap-floor); a
 // heap whose live data is half the floor or more is collected as GOGC=100
 // would.
 //
