@@ -167,6 +167,9 @@ type lane struct {
 	queue    chan *request
 	taking   sync.Mutex   // held by the sender that waits for the queue
 	inflight atomic.Int32 // calls being made
+	// stop, closed when the lane's primary is gone (reapLanes), stops its
+	// senders; nil for the Store's lane.
+	stop chan struct{}
 }
 
 // laneOf returns the lane of the calls to node (nil: the Store's), making
@@ -195,10 +198,39 @@ func (s *Store) laneOf(node *goredis.Client) *lane {
 		return &s.main
 	default:
 	}
-	l := &lane{queue: make(chan *request, queueLen)}
+	l := &lane{queue: make(chan *request, queueLen), stop: make(chan struct{})}
 	s.lanes.Store(addr, l)
 	s.startLane(l)
 	return l
+}
+
+// reapLanes drops the idle lanes of addresses that are no primary of the
+// cluster any more (a failover to a new address, a node replaced), and
+// stops their senders: else each such change would leave two for the life
+// of the Store. A decision that took such a lane just before is sent by
+// none and ends on its budget, as one for a primary that hangs does.
+func (s *Store) reapLanes(ctx context.Context) error {
+	var mu sync.Mutex
+	primaries := map[string]bool{}
+	err := s.cluster.ForEachMaster(ctx, func(_ context.Context, c *goredis.Client) error {
+		mu.Lock()
+		primaries[c.Options().Addr] = true
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.lanesMu.Lock()
+	defer s.lanesMu.Unlock()
+	s.lanes.Range(func(addr, v any) bool {
+		if l := v.(*lane); !primaries[addr.(string)] && len(l.queue) == 0 && l.inflight.Load() == 0 {
+			s.lanes.Delete(addr)
+			close(l.stop)
+		}
+		return true
+	})
+	return nil
 }
 
 // startLane starts l's senders.
@@ -295,6 +327,9 @@ func (s *Store) send(l *lane) {
 		l.taking.Lock()
 		select {
 		case <-s.done:
+			l.taking.Unlock()
+			return
+		case <-l.stop:
 			l.taking.Unlock()
 			return
 		case r := <-l.queue:

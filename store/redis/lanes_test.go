@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"context"
 	"runtime"
 	"testing"
 	"time"
@@ -47,5 +48,35 @@ func TestLanesOfReplacedNodeClients(t *testing.T) {
 	if lanes > 3 {
 		t.Errorf("%d lanes after %d client replacements of one primary on a 3-primary cluster, want at most 3 (goroutines %d -> %d)",
 			lanes, cycles, base, runtime.NumGoroutine())
+	}
+}
+
+// TestReapLanes: the lane of an address that is no primary any more (a
+// failover to a new address) is dropped with its senders once idle; the
+// primaries' lanes stay.
+func TestReapLanes(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{CallerClock: true})
+	apply(t, s, t0, policy.Key{}, nil, planOp("plan", "acme", 1000, 1000)) // a primary's lane
+	gone := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1"}) // an address that serves no slots
+	defer gone.Close()
+	l := s.laneOf(gone)
+	withLane := runtime.NumGoroutine()
+	if err := s.reapLanes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.lanes.Load("127.0.0.1:1"); ok {
+		t.Error("the lane of an address that is no primary is still there")
+	}
+	select {
+	case <-l.stop:
+	default:
+		t.Error("its senders were not stopped")
+	}
+	waitFor(t, "its senders to end", func() bool { return runtime.NumGoroutine() <= withLane-senders })
+	primaries := 0
+	s.lanes.Range(func(_, _ any) bool { primaries++; return true })
+	if primaries != 1 {
+		t.Errorf("%d lanes left, want the primary's 1", primaries)
 	}
 }

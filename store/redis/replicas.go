@@ -23,7 +23,10 @@ import (
 // saw last: each takes its share of every shared limit (local.go).
 const (
 	heartbeatEvery = time.Second
-	replicaTTL     = 5 * time.Second
+	// reapEvery is how often the lanes of primaries gone are dropped
+	// (reapLanes).
+	reapEvery  = time.Minute
+	replicaTTL = 5 * time.Second
 )
 
 // heartbeatScript announces this replica and returns Redis's clock and the
@@ -83,6 +86,7 @@ func (s *Store) Replicas() int {
 func (s *Store) heartbeat() {
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
+	nextReap := time.Now().Add(reapEvery)
 	for {
 		select {
 		case <-s.done:
@@ -97,6 +101,15 @@ func (s *Store) heartbeat() {
 		}
 		if s.spread && !s.open.Load() {
 			s.keyCopies() // an error is tried again on the next beat
+			if now := time.Now(); now.After(nextReap) {
+				// A reload of the slot map (CLUSTER SLOTS): as often as
+				// go-redis drops the clients of nodes gone.
+				ctx, cancel := context.WithTimeout(s.stop, s.opts.AdminTimeout)
+				if s.reapLanes(ctx) == nil {
+					nextReap = now.Add(reapEvery)
+				}
+				cancel()
+			}
 		}
 	}
 }
