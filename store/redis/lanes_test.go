@@ -58,7 +58,7 @@ func TestReapLanes(t *testing.T) {
 	c := redistest.StartCluster(t, 3)
 	s := openCluster(t, c, Options{CallerClock: true})
 	apply(t, s, t0, policy.Key{}, nil, planOp("plan", "acme", 1000, 1000)) // a primary's lane
-	gone := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1"}) // an address that serves no slots
+	gone := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1"})       // an address that serves no slots
 	defer gone.Close()
 	l := s.laneOf(gone)
 	withLane := runtime.NumGoroutine()
