@@ -131,9 +131,11 @@
 //
 // # Concurrency
 //
-// A Store is safe for concurrent use. Its goroutines are the two senders, the
-// heartbeat and the watcher of key changes, from Open to Close, and the
-// prober, which runs only while the circuit is open. Close stops them all:
+// A Store is safe for concurrent use. Its goroutines are the two senders of
+// each lane (one lane on one Redis; on a cluster, one a primary, from the
+// first decision that goes to it until the primary is gone or Close), the
+// lookup sender, the heartbeat and the watcher of key changes, from Open to
+// Close, and the prober, which runs only while the circuit is open. Close stops them all:
 // the heartbeat first (it adds the last local counts to Redis and withdraws
 // the replica, when Redis answers) and the watcher, then it closes the
 // client, so that calls in flight fail at once, and answers the decisions
