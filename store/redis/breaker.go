@@ -13,7 +13,8 @@ import (
 
 // The circuit breaker opens on evidence that Redis is down, never on a few
 // slow calls:
-//   - a connection error (refused, reset, closed by Redis) opens it at once;
+//   - a connection error (refused, reset, closed by Redis) opens it at once,
+//     on one Redis (on a cluster it is one primary's: it counts as below);
 //   - else it opens when, over the last breakWindow, at least breakMin calls
 //     failed (no answer within their budget, a network error) and they were
 //     most of the calls made.
@@ -118,10 +119,15 @@ func (s *Store) called(err error) {
 	if isDataError(err) {
 		return
 	}
-	if isConnError(err) {
+	if isConnError(err) && !s.spread {
 		s.trip(err)
 		return
 	}
+	// On a cluster a refused connection is one primary's (a failover's
+	// first seconds): it counts in the window like any failure, so that
+	// the other primaries' customers are still decided on Redis; when
+	// all are down, their calls fail at once and trip it within
+	// milliseconds.
 	if failed, total := s.window.add(time.Now(), false); failed >= breakMin && 2*failed > total {
 		s.trip(err)
 	}

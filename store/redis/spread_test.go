@@ -534,3 +534,59 @@ func nodeOf(t *testing.T, s *Store, o policy.Op) *goredis.Client {
 	}
 	return n
 }
+
+// TestSpreadPrimaryDown: a primary that refuses connections (killed, in the
+// seconds before its failover) has its customers decided locally, and the
+// circuit stays closed for the others', which are still decided on Redis.
+func TestSpreadPrimaryDown(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	s := openCluster(t, c, Options{Local: true})
+	s.beat()
+	now := time.Now()
+	op := func(subject string) policy.Op {
+		return policy.Op{Key: policy.Key{Limit: "q", Subject: subject, Period: now.Add(-time.Hour).Unix()},
+			Tier: policy.TierQuota, Quota: 1 << 40, End: now.Add(time.Hour)}
+	}
+	lost := op("lost")
+	down, err := c.SlotOwner(s.key('c', lost.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var healthy []policy.Op
+	for i := 0; len(healthy) < 4; i++ {
+		o := op(fmt.Sprint("customer-", i))
+		if n, err := c.SlotOwner(s.key('c', o.Key)); err != nil {
+			t.Fatal(err)
+		} else if n != down {
+			healthy = append(healthy, o)
+		}
+	}
+	decide := func(o policy.Op) *policy.Batch {
+		t.Helper()
+		b := new(policy.Batch)
+		b.Reset()
+		b.Ops = append(b.Ops, o)
+		if err := s.Apply(time.Now(), b); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, o := range append(healthy, lost) {
+		if b := decide(o); b.Local {
+			t.Fatal("decided locally before the primary went down")
+		}
+	}
+	down.Stop()
+	// Well inside redistest.NodeTimeout, after which every node answers
+	// CLUSTERDOWN.
+	for round := range 10 {
+		if b := decide(lost); !b.Local {
+			t.Fatalf("round %d: the down primary's customer was not decided locally", round)
+		}
+		for _, o := range healthy {
+			if b := decide(o); b.Local {
+				t.Fatalf("round %d: a healthy primary's customer was decided locally (circuit open: %v)", round, s.open.Load())
+			}
+		}
+	}
+}
