@@ -405,7 +405,7 @@ func (s *Store) runCall(live []*request, buf *callBuf, deadline time.Time) {
 	// A Redis error reply (a key of the wrong type, say) is the data's,
 	// not Redis's health: it fails the call's decisions, not the circuit,
 	// which a client with a bad key would otherwise open for everyone.
-	s.called(err)
+	s.calledN(err, len(live))
 	if err != nil {
 		s.deliverAll(live, fmt.Errorf("redis %s: apply: %w", s.url, err))
 		return
@@ -490,8 +490,11 @@ func (s *Store) call(ctx context.Context, node *goredis.Client, args []any) ([]i
 		err = process(ctx, cmd)
 	}
 	if err != nil {
-		if node != nil && (goredis.HasErrorPrefix(err, "MOVED") || goredis.HasErrorPrefix(err, "ASK") || strings.Contains(err.Error(), "non local key")) {
-			s.cluster.ReloadState(ctx) // the slots moved: route by the new map
+		if node != nil && (goredis.HasErrorPrefix(err, "MOVED") || goredis.HasErrorPrefix(err, "ASK") || strings.Contains(err.Error(), "non local key") || isConnError(err)) {
+			// The slots moved, or a primary is gone (a failover
+			// promotes another): route by the new map (go-redis
+			// reloads it in the background, one at a time).
+			s.cluster.ReloadState(ctx)
 		}
 		return nil, err
 	}

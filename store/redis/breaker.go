@@ -16,8 +16,8 @@ import (
 //   - a connection error (refused, reset, closed by Redis) opens it at once,
 //     on one Redis (on a cluster it is one primary's: it counts as below);
 //   - else it opens when, over the last breakWindow, at least breakMin calls
-//     failed (no answer within their budget, a network error) and they were
-//     most of the calls made.
+//     failed (no answer within their budget, a network error) and they
+//     carried most of the decisions of the calls made.
 //
 // A call's budget counts from when it is sent, so time spent waiting in this
 // process (a busy host, the queue for a shared call) never counts against
@@ -38,46 +38,71 @@ const (
 )
 
 // window counts the calls that succeeded and failed in the last breakWindow,
-// in slots that are reused as time goes by. Counts are atomic: a slot's
-// reset may lose a count or two made at the same moment, which a majority
-// vote does not mind.
+// each weighted by the decisions it carried, and the calls that failed, in
+// slots that are reused as time goes by. Counts are atomic: a slot's reset
+// may lose a count or two made at the same moment, which a majority vote
+// does not mind.
+//
+// The majority is of decisions, not of calls: on a cluster the calls to a
+// primary that refuses fail at once, one decision each, while those to the
+// others carry the decisions that waited for them together; counted by
+// calls, one primary down of three would be most of them under load.
 type window struct {
 	slots [breakSlots]struct {
-		epoch      atomic.Int64 // the slot's index since the Unix epoch
-		ok, failed atomic.Int64
+		epoch       atomic.Int64 // the slot's index since the Unix epoch
+		ok, failed  atomic.Int64 // decisions
+		failedCalls atomic.Int64
 	}
 }
 
 const slotLen = int64(breakWindow / breakSlots)
 
-// add counts a call at now and returns the failures and calls in the window.
+// add counts a call of one decision at now and returns the failures and
+// calls in the window.
 func (w *window) add(now time.Time, ok bool) (failed, total int64) {
+	_, failed, total = w.addN(now, ok, 1)
+	return failed, total
+}
+
+// addN counts a call of n decisions at now and returns, in the window, the
+// calls that failed and the decisions that failed and all of them.
+func (w *window) addN(now time.Time, ok bool, n int64) (failedCalls, failed, total int64) {
 	e := now.UnixNano() / slotLen
 	sl := &w.slots[e%breakSlots]
 	if old := sl.epoch.Load(); old != e && sl.epoch.CompareAndSwap(old, e) {
 		sl.ok.Store(0)
 		sl.failed.Store(0)
+		sl.failedCalls.Store(0)
 	}
 	if ok {
-		sl.ok.Add(1)
-		return 0, 0 // a success never opens the circuit: no need to sum
+		sl.ok.Add(n)
+		return 0, 0, 0 // a success never opens the circuit: no need to sum
 	}
-	sl.failed.Add(1)
-	return w.counts(now)
+	sl.failed.Add(n)
+	sl.failedCalls.Add(1)
+	return w.sum(now)
 }
 
 // counts returns the failures and calls in the window that ends at now.
 func (w *window) counts(now time.Time) (failed, total int64) {
+	_, failed, total = w.sum(now)
+	return failed, total
+}
+
+// sum returns the failed calls, and the failed and all decisions, in the
+// window that ends at now.
+func (w *window) sum(now time.Time) (failedCalls, failed, total int64) {
 	e := now.UnixNano() / slotLen
 	for i := range w.slots {
 		sl := &w.slots[i]
 		if e-sl.epoch.Load() < breakSlots {
 			f := sl.failed.Load()
+			failedCalls += sl.failedCalls.Load()
 			failed += f
 			total += f + sl.ok.Load()
 		}
 	}
-	return failed, total
+	return failedCalls, failed, total
 }
 
 // reset forgets every count.
@@ -86,6 +111,7 @@ func (w *window) reset() {
 		w.slots[i].epoch.Store(0)
 		w.slots[i].ok.Store(0)
 		w.slots[i].failed.Store(0)
+		w.slots[i].failedCalls.Store(0)
 	}
 }
 
@@ -101,11 +127,14 @@ func isConnError(err error) bool {
 }
 
 // called counts the outcome of a call for the circuit breaker: err nil, an
-// error reply of the data's (not counted), a connection error (the circuit
-// opens) or another failure (counted in the window).
-func (s *Store) called(err error) {
+// error reply of the data's (not counted), a connection error (on one Redis
+// the circuit opens) or another failure (counted in the window).
+func (s *Store) called(err error) { s.calledN(err, 1) }
+
+// calledN counts the outcome of a call of n decisions (called).
+func (s *Store) calledN(err error, n int) {
 	if err == nil {
-		s.window.add(time.Now(), true)
+		s.window.addN(time.Now(), true, int64(n))
 		if s.owed.Load() && s.owed.CompareAndSwap(true, false) {
 			// Redis answers again after decisions made locally: their
 			// counts go to it now, not at the next beat.
@@ -126,9 +155,10 @@ func (s *Store) called(err error) {
 	// On a cluster a refused connection is one primary's (a failover's
 	// first seconds): it counts in the window like any failure, so that
 	// the other primaries' customers are still decided on Redis; when
-	// all are down, their calls fail at once and trip it within
-	// milliseconds.
-	if failed, total := s.window.add(time.Now(), false); failed >= breakMin && 2*failed > total {
+	// all are down, their calls fail at once, and it opens once their
+	// decisions outnumber the last second's successes (about half a
+	// second after a busy one).
+	if calls, failed, total := s.window.addN(time.Now(), false, int64(n)); calls >= breakMin && 2*failed > total {
 		s.trip(err)
 	}
 }

@@ -590,3 +590,63 @@ func TestSpreadPrimaryDown(t *testing.T) {
 		}
 	}
 }
+
+// TestSpreadPrimaryDownUnderLoad: as TestSpreadPrimaryDown, with decisions
+// made together. The calls to the primary that refuses fail at once, one
+// decision each, while the other primaries' carry the decisions that
+// waited together: counted by calls, the refusals were most of them and
+// the circuit opened for every primary's customers.
+func TestSpreadPrimaryDownUnderLoad(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	log := &circuitLog{}
+	s := openCluster(t, c, Options{Local: true, Observer: log})
+	s.beat()
+	now := time.Now()
+	type customer struct {
+		op   policy.Op
+		lost bool
+	}
+	var down *redistest.Server
+	var customers []customer
+	for i := range 300 {
+		o := policy.Op{Key: policy.Key{Limit: "q", Subject: fmt.Sprint("customer-", i), Period: now.Add(-time.Hour).Unix()},
+			Tier: policy.TierQuota, Quota: 1 << 40, End: now.Add(time.Hour)}
+		n, err := c.SlotOwner(s.key('c', o.Key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if down == nil {
+			down = n
+		}
+		customers = append(customers, customer{o, n == down})
+	}
+	var killed atomic.Bool
+	var healthyLocal atomic.Int64
+	stop := time.Now().Add(2500 * time.Millisecond)
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Go(func() {
+			b := new(policy.Batch)
+			for i := g; time.Now().Before(stop); i++ {
+				cu := customers[i%len(customers)]
+				after := killed.Load()
+				b.Reset()
+				b.Ops = append(b.Ops, cu.op)
+				if err := s.Apply(time.Now(), b); err != nil {
+					t.Error(err)
+					return
+				}
+				if after && b.Local && !cu.lost {
+					healthyLocal.Add(1)
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second) // a window of calls that answered
+	down.Stop()
+	killed.Store(true)
+	wg.Wait()
+	if n := healthyLocal.Load(); n > 0 || len(log.got()) > 0 {
+		t.Errorf("%d decisions of the healthy primaries' customers were made locally (circuit changes: %v)", n, log.got())
+	}
+}
