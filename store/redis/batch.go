@@ -170,6 +170,53 @@ type lane struct {
 	// stop, closed when the lane's primary is gone (reapLanes), stops its
 	// senders; nil for the Store's lane.
 	stop chan struct{}
+
+	// A primary's lane rests (restUntil, Unix ns; 0: not) once laneFails
+	// calls in a row failed: its decisions fail at once with errRest
+	// (decided locally) instead of each waiting its budget for a primary
+	// that hangs, the others' going on meanwhile. After laneRest one
+	// decision is let through to try it (restUntil then holds until its
+	// budget ends); an answer ends the rest. On one Redis the Store's
+	// circuit does this (breaker.go).
+	primary   bool
+	running   sync.WaitGroup // its senders
+	fails     atomic.Int32
+	restUntil atomic.Int64
+	errRest   error
+}
+
+const (
+	laneFails = 3
+	laneRest  = probeEvery
+)
+
+// resting reports whether a decision on l is to fail at once (l rests);
+// when the rest is over, the first decision to ask goes to try the primary.
+func (l *lane) resting(budget time.Duration) bool {
+	until := l.restUntil.Load()
+	if until == 0 {
+		return false
+	}
+	now := time.Now().UnixNano()
+	return now < until || !l.restUntil.CompareAndSwap(until, now+int64(budget))
+}
+
+// answered counts the outcome of a call on l: an answer (an error reply
+// included: the data's) ends a rest; laneFails failures in a row start one.
+func (l *lane) answered(err error) {
+	if !l.primary {
+		return
+	}
+	if err == nil || isDataError(err) {
+		if l.fails.Load() != 0 || l.restUntil.Load() != 0 {
+			l.fails.Store(0)
+			l.restUntil.Store(0)
+		}
+		return
+	}
+	if l.fails.Add(1) >= laneFails {
+		l.restUntil.Store(time.Now().Add(laneRest).UnixNano())
+	}
 }
 
 // laneOf returns the lane of the calls to node (nil: the Store's), making
@@ -198,7 +245,8 @@ func (s *Store) laneOf(node *goredis.Client) *lane {
 		return &s.main
 	default:
 	}
-	l := &lane{queue: make(chan *request, queueLen), stop: make(chan struct{})}
+	l := &lane{queue: make(chan *request, queueLen), stop: make(chan struct{}), primary: true,
+		errRest: fmt.Errorf("redis %s: primary %s: %d calls failed in a row: %w", s.url, addr, laneFails, ErrUnavailable)}
 	s.lanes.Store(addr, l)
 	s.startLane(l)
 	return l
@@ -236,7 +284,11 @@ func (s *Store) reapLanes(ctx context.Context) error {
 // startLane starts l's senders.
 func (s *Store) startLane(l *lane) {
 	for range senders {
-		s.sending.Go(func() { s.send(l) })
+		l.running.Add(1)
+		s.sending.Go(func() {
+			defer l.running.Done()
+			s.send(l)
+		})
 	}
 }
 
@@ -245,12 +297,16 @@ func (s *Store) startLane(l *lane) {
 func (s *Store) decide(r *request) ([]int64, error) {
 	r.state.Store(queued)
 	l := s.laneOf(r.node)
+	if l.resting(s.opts.Timeout) {
+		r.free()
+		return nil, l.errRest
+	}
 	if l.inflight.Load() == 0 && len(l.queue) == 0 && l.inflight.CompareAndSwap(0, 1) {
 		// No call in flight: this one goes at once, without the hop
 		// to a sender and back (a call of its own, whose context
 		// holds the budget).
 		r.own[0] = r
-		s.run(r.own[:], &r.buf, true)
+		s.run(l, r.own[:], &r.buf, true)
 		l.inflight.Add(-1)
 		<-r.done
 		reply, err := r.reply, r.err
@@ -338,7 +394,7 @@ func (s *Store) send(l *lane) {
 		batch = takeWaiting(l.queue, batch, maxBatch)
 		l.taking.Unlock()
 		l.inflight.Add(1)
-		s.run(batch, &buf, false)
+		s.run(l, batch, &buf, false)
 		l.inflight.Add(-1)
 		clear(batch)
 	}
@@ -367,7 +423,7 @@ func takeWaiting[T any](q chan T, batch []T, most int) []T {
 // out, and count against the circuit, while Redis is merely busy; its
 // callers give up on their own budgets, and a reply that comes after is
 // settled (deliver).
-func (s *Store) run(batch []*request, buf *callBuf, own bool) {
+func (s *Store) run(l *lane, batch []*request, buf *callBuf, own bool) {
 	now := time.Now()
 	deadline := now.Add(s.opts.Timeout)
 	if own {
@@ -395,13 +451,14 @@ func (s *Store) run(batch []*request, buf *callBuf, own bool) {
 		s.deliverAll(live, stop)
 		return
 	}
-	s.runCall(live, buf, deadline)
+	s.runCall(l, live, buf, deadline)
 }
 
-// runCall makes the call of live's requests, which go to one node, and
+// runCall makes the call of live's requests, which go to l's node, and
 // delivers their replies.
-func (s *Store) runCall(live []*request, buf *callBuf, deadline time.Time) {
+func (s *Store) runCall(l *lane, live []*request, buf *callBuf, deadline time.Time) {
 	res, err := s.callBatch(live, buf, deadline)
+	l.answered(err)
 	// A Redis error reply (a key of the wrong type, say) is the data's,
 	// not Redis's health: it fails the call's decisions, not the circuit,
 	// which a client with a bad key would otherwise open for everyone.

@@ -107,8 +107,10 @@
 // decisions for their budgets, and the others' go on
 // (TestSpreadHungPrimary: with 32 decisions for a stopped primary always
 // waiting, none of 20,000 on the other two was late; with one lane, 160 of
-// about 240). The circuit is still the store's: one that most calls of the
-// last second failed opens it for every primary.
+// about 240). A primary's lane whose last three calls failed rests: its
+// decisions fail at once (and are decided locally) for 50ms, then one is let
+// through to try it. The circuit is still the store's: most decisions of
+// the last second failing open it for every primary.
 //
 // # Failure
 //

@@ -61,7 +61,6 @@ func TestReapLanes(t *testing.T) {
 	gone := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:1"})       // an address that serves no slots
 	defer gone.Close()
 	l := s.laneOf(gone)
-	withLane := runtime.NumGoroutine()
 	if err := s.reapLanes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +72,13 @@ func TestReapLanes(t *testing.T) {
 	default:
 		t.Error("its senders were not stopped")
 	}
-	waitFor(t, "its senders to end", func() bool { return runtime.NumGoroutine() <= withLane-senders })
+	ended := make(chan struct{})
+	go func() { l.running.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("its senders did not end within 10s")
+	}
 	primaries := 0
 	s.lanes.Range(func(_, _ any) bool { primaries++; return true })
 	if primaries != 1 {
