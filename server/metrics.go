@@ -53,6 +53,7 @@ type metrics struct {
 	storeWait   prometheus.Histogram
 	storeTrip   prometheus.Histogram
 	local       prometheus.Counter
+	down        prometheus.Gauge // Redis Cluster primaries not answering
 	reloads     *prometheus.CounterVec
 	admin       *prometheus.CounterVec
 }
@@ -162,7 +163,11 @@ func newMetrics(degraded, reloadOK func() bool, loadedAt, now func() time.Time) 
 		Name: "tollgate_store_local_decisions_total",
 		Help: "Decisions made on this replica's own state with its share of each limit, because Redis could not answer in time (--on-store-error local).",
 	})
-	m.reg.MustRegister(decisions, m.latency, m.util, m.storeWait, m.storeTrip, m.local, quota, waf, m.storeErrors, m.flushes, m.flushTime, m.flushed, m.lastFlush, m.inFlight, m.reloads, m.admin,
+	m.down = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "tollgate_store_primaries_down",
+		Help: "Redis Cluster primaries whose last calls failed (their customers are decided locally, one decision every 50ms trying them) until one answers.",
+	})
+	m.reg.MustRegister(decisions, m.latency, m.util, m.storeWait, m.storeTrip, m.local, m.down, quota, waf, m.storeErrors, m.flushes, m.flushTime, m.flushed, m.lastFlush, m.inFlight, m.reloads, m.admin,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tollgate_store_degraded",
 			Help: "1 while the store cannot be reached (Redis: the circuit is open, decisions follow --on-store-error), else 0.",

@@ -93,6 +93,21 @@ type storeEvents struct{ s *Server }
 
 func (e storeEvents) Decision(wait, roundTrip time.Duration) { e.s.metrics.storeCall(wait, roundTrip) }
 
+// Primary takes a Redis Cluster primary's changes: its customers are
+// decided locally while it does not answer (the others' are not), so it is
+// not the store's degraded state, but the gauge and the log say so.
+func (e storeEvents) Primary(addr string, answering bool, cause error) {
+	s := e.s
+	if answering {
+		s.metrics.down.Dec()
+		s.log.Info("store primary answers again; its customers are decided on Redis", "store", s.cfg.Store, "primary", addr)
+		return
+	}
+	s.metrics.down.Inc()
+	s.log.Warn("store primary not answering; its customers are decided locally until it answers", "store", s.cfg.Store,
+		"primary", addr, "err", cause)
+}
+
 func (e storeEvents) Circuit(open bool, cause error) {
 	s := e.s
 	s.degraded.Store(open)

@@ -179,6 +179,8 @@ type lane struct {
 	// budget ends); an answer ends the rest. On one Redis the Store's
 	// circuit does this (breaker.go).
 	primary   bool
+	addr      string
+	down      atomic.Bool    // resting since laneFails failures, until an answer
 	running   sync.WaitGroup // its senders
 	fails     atomic.Int32
 	restUntil atomic.Int64
@@ -203,7 +205,8 @@ func (l *lane) resting(budget time.Duration) bool {
 
 // answered counts the outcome of a call on l: an answer (an error reply
 // included: the data's) ends a rest; laneFails failures in a row start one.
-func (l *lane) answered(err error) {
+// The Observer hears when the primary stops answering and answers again.
+func (s *Store) answered(l *lane, err error) {
 	if !l.primary {
 		return
 	}
@@ -212,10 +215,20 @@ func (l *lane) answered(err error) {
 			l.fails.Store(0)
 			l.restUntil.Store(0)
 		}
+		if l.down.Load() && l.down.CompareAndSwap(true, false) {
+			if o := s.opts.Observer; o != nil {
+				o.Primary(l.addr, true, nil)
+			}
+		}
 		return
 	}
 	if l.fails.Add(1) >= laneFails {
 		l.restUntil.Store(time.Now().Add(laneRest).UnixNano())
+		if l.down.CompareAndSwap(false, true) {
+			if o := s.opts.Observer; o != nil {
+				o.Primary(l.addr, false, err)
+			}
+		}
 	}
 }
 
@@ -245,7 +258,7 @@ func (s *Store) laneOf(node *goredis.Client) *lane {
 		return &s.main
 	default:
 	}
-	l := &lane{queue: make(chan *request, queueLen), stop: make(chan struct{}), primary: true,
+	l := &lane{queue: make(chan *request, queueLen), stop: make(chan struct{}), primary: true, addr: addr,
 		errRest: fmt.Errorf("redis %s: primary %s: %d calls failed in a row: %w", s.url, addr, laneFails, ErrUnavailable)}
 	s.lanes.Store(addr, l)
 	s.startLane(l)
@@ -458,7 +471,7 @@ func (s *Store) run(l *lane, batch []*request, buf *callBuf, own bool) {
 // delivers their replies.
 func (s *Store) runCall(l *lane, live []*request, buf *callBuf, deadline time.Time) {
 	res, err := s.callBatch(live, buf, deadline)
-	l.answered(err)
+	s.answered(l, err)
 	// A Redis error reply (a key of the wrong type, say) is the data's,
 	// not Redis's health: it fails the call's decisions, not the circuit,
 	// which a client with a bad key would otherwise open for everyone.

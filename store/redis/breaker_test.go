@@ -13,11 +13,18 @@ import (
 
 // circuitLog records an Observer's circuit changes.
 type circuitLog struct {
-	mu      sync.Mutex
-	changes []bool
+	mu        sync.Mutex
+	changes   []bool
+	primaries []bool // a primary's changes: answering or not
 }
 
 func (c *circuitLog) Decision(wait, roundTrip time.Duration) {}
+
+func (c *circuitLog) Primary(addr string, answering bool, cause error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.primaries = append(c.primaries, answering)
+}
 
 func (c *circuitLog) Circuit(open bool, cause error) {
 	c.mu.Lock()

@@ -105,6 +105,10 @@ type Observer interface {
 	// Circuit reports that the circuit opened (cause: the error that
 	// opened it) or closed again (cause nil), once per change.
 	Circuit(open bool, cause error)
+	// Primary reports, on a cluster, that the primary at addr stopped
+	// answering (its lane rests: its customers are decided locally; cause:
+	// the last failure) or answers again (cause nil), once per change.
+	Primary(addr string, answering bool, cause error)
 }
 
 // Store is the Redis store. The zero Store is not usable; call Open.

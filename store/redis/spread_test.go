@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -439,7 +440,8 @@ func TestSpreadLateDenial(t *testing.T) {
 // hung one's lane, once its calls failed, fails its decisions at once.
 func TestSpreadHungPrimary(t *testing.T) {
 	c := redistest.StartCluster(t, 3)
-	s := openCluster(t, c, Options{Local: true})
+	log := &circuitLog{}
+	s := openCluster(t, c, Options{Local: true, Observer: log})
 	s.beat()
 	now := time.Now()
 	op := func(subject string) policy.Op {
@@ -525,6 +527,17 @@ func TestSpreadHungPrimary(t *testing.T) {
 	// The budget is the default (100ms): a healthy primary answers well
 	// within it, even on a busy host.
 	t.Logf("%d of %d made locally; %d for the hung primary", local.Load(), made.Load(), stuckDone.Load())
+	// Heard once each: it stopped answering, and answers again.
+	waitFor(t, "the hung primary's customer decided on Redis again", func() bool {
+		b, err := decide(stuck)
+		return err == nil && !b.Local
+	})
+	log.mu.Lock()
+	primaries := slices.Clone(log.primaries)
+	log.mu.Unlock()
+	if !slices.Equal(primaries, []bool{false, true}) {
+		t.Errorf("the Observer heard the primary's changes %v, want [false true] (stopped answering, answers again)", primaries)
+	}
 	if n := local.Load(); n > made.Load()/10 {
 		t.Errorf("%d of the %d decisions of healthy primaries' customers were made locally (their budgets spent waiting), want at most a tenth", n, made.Load())
 	}
