@@ -171,17 +171,17 @@ type lane struct {
 	// senders; nil for the Store's lane.
 	stop chan struct{}
 
-	// A primary's lane rests (restUntil, Unix ns; 0: not) once laneFails
-	// calls in a row failed: its decisions fail at once with errRest
-	// (decided locally) instead of each waiting its budget for a primary
-	// that hangs, the others' going on meanwhile. After laneRest one
+	running sync.WaitGroup // its senders
+
+	// A primary's lane (addr: the primary's; "" for the Store's lane)
+	// rests once laneFails calls in a row failed: its decisions fail at
+	// once with errRest (decided locally) instead of each waiting its
+	// budget for a primary that hangs, the others' going on meanwhile.
+	// restUntil (Unix ns) is 0 unless it rests: after laneRest one
 	// decision is let through to try it (restUntil then holds until its
 	// budget ends); an answer ends the rest. On one Redis the Store's
 	// circuit does this (breaker.go).
-	primary   bool
 	addr      string
-	down      atomic.Bool    // resting since laneFails failures, until an answer
-	running   sync.WaitGroup // its senders
 	fails     atomic.Int32
 	restUntil atomic.Int64
 	errRest   error
@@ -207,28 +207,28 @@ func (l *lane) resting(budget time.Duration) bool {
 // included: the data's) ends a rest; laneFails failures in a row start one.
 // The Observer hears when the primary stops answering and answers again.
 func (s *Store) answered(l *lane, err error) {
-	if !l.primary {
+	if l.addr == "" {
 		return
 	}
 	if err == nil || isDataError(err) {
-		if l.fails.Load() != 0 || l.restUntil.Load() != 0 {
+		if l.fails.Load() != 0 {
 			l.fails.Store(0)
-			l.restUntil.Store(0)
 		}
-		if l.down.Load() && l.down.CompareAndSwap(true, false) {
-			if o := s.opts.Observer; o != nil {
-				o.Primary(l.addr, true, nil)
-			}
+		if l.restUntil.Load() != 0 && l.restUntil.Swap(0) != 0 {
+			s.primaryChanged(l, true, nil)
 		}
 		return
 	}
-	if l.fails.Add(1) >= laneFails {
-		l.restUntil.Store(time.Now().Add(laneRest).UnixNano())
-		if l.down.CompareAndSwap(false, true) {
-			if o := s.opts.Observer; o != nil {
-				o.Primary(l.addr, false, err)
-			}
-		}
+	if l.fails.Add(1) >= laneFails && l.restUntil.Swap(time.Now().Add(laneRest).UnixNano()) == 0 {
+		s.primaryChanged(l, false, err)
+	}
+}
+
+// primaryChanged tells the Observer that l's primary stopped answering or
+// answers again.
+func (s *Store) primaryChanged(l *lane, answering bool, cause error) {
+	if o := s.opts.Observer; o != nil {
+		o.Primary(l.addr, answering, cause)
 	}
 }
 
@@ -258,7 +258,7 @@ func (s *Store) laneOf(node *goredis.Client) *lane {
 		return &s.main
 	default:
 	}
-	l := &lane{queue: make(chan *request, queueLen), stop: make(chan struct{}), primary: true, addr: addr,
+	l := &lane{queue: make(chan *request, queueLen), stop: make(chan struct{}), addr: addr,
 		errRest: fmt.Errorf("redis %s: primary %s: %d calls failed in a row: %w", s.url, addr, laneFails, ErrUnavailable)}
 	s.lanes.Store(addr, l)
 	s.startLane(l)
@@ -475,7 +475,7 @@ func (s *Store) runCall(l *lane, live []*request, buf *callBuf, deadline time.Ti
 	// A Redis error reply (a key of the wrong type, say) is the data's,
 	// not Redis's health: it fails the call's decisions, not the circuit,
 	// which a client with a bad key would otherwise open for everyone.
-	s.calledN(err, len(live))
+	s.called(err, len(live))
 	if err != nil {
 		s.deliverAll(live, fmt.Errorf("redis %s: apply: %w", s.url, err))
 		return

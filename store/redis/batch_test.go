@@ -315,7 +315,7 @@ func TestBatchFailureCountsOnce(t *testing.T) {
 			t.Errorf("decision %d: got %v, want the call's WRONGTYPE error", i, err)
 		}
 	}
-	if f, _ := s.window.counts(time.Now()); f != 0 || s.open.Load() {
+	if _, f, _ := s.window.counts(time.Now()); f != 0 || s.open.Load() {
 		t.Fatalf("got %d failures counted (circuit open: %v), want none: the call had an error reply", f, s.open.Load())
 	}
 	if !apply(t, s, t0, policy.Key{}, nil, bucketOp("fine", 1, 100)).Taken {
@@ -403,7 +403,7 @@ func TestTimedOutCallCounted(t *testing.T) {
 		}
 		// The call has a whole budget from when it was sent, so it ends
 		// just after its decision gave up, and is counted then.
-		failed := func() int64 { f, _ := s.window.counts(time.Now()); return f }
+		failed := func() int64 { _, f, _ := s.window.counts(time.Now()); return f }
 		waitFor(t, fmt.Sprintf("decision %d's call counted", i), func() bool { return failed() == 1 })
 		time.Sleep(5 * time.Millisecond)
 		if f := failed(); f != 1 {
@@ -573,7 +573,7 @@ func TestScriptErrorsKeepCircuitClosed(t *testing.T) {
 			t.Fatalf("decision %d: got %v, want WRONGTYPE", i, err)
 		}
 	}
-	if f, _ := s.window.counts(time.Now()); f != 0 || s.open.Load() {
+	if _, f, _ := s.window.counts(time.Now()); f != 0 || s.open.Load() {
 		t.Fatalf("got %d failures counted (circuit open: %v), want none", f, s.open.Load())
 	}
 	if !apply(t, s, t0, policy.Key{}, nil, bucketOp("fine", 1, 100)).Taken {

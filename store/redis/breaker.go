@@ -57,16 +57,9 @@ type window struct {
 
 const slotLen = int64(breakWindow / breakSlots)
 
-// add counts a call of one decision at now and returns the failures and
-// calls in the window.
-func (w *window) add(now time.Time, ok bool) (failed, total int64) {
-	_, failed, total = w.addN(now, ok, 1)
-	return failed, total
-}
-
-// addN counts a call of n decisions at now and returns, in the window, the
+// add counts a call of n decisions at now and returns, in the window, the
 // calls that failed and the decisions that failed and all of them.
-func (w *window) addN(now time.Time, ok bool, n int64) (failedCalls, failed, total int64) {
+func (w *window) add(now time.Time, ok bool, n int64) (failedCalls, failed, total int64) {
 	e := now.UnixNano() / slotLen
 	sl := &w.slots[e%breakSlots]
 	if old := sl.epoch.Load(); old != e && sl.epoch.CompareAndSwap(old, e) {
@@ -80,18 +73,12 @@ func (w *window) addN(now time.Time, ok bool, n int64) (failedCalls, failed, tot
 	}
 	sl.failed.Add(n)
 	sl.failedCalls.Add(1)
-	return w.sum(now)
+	return w.counts(now)
 }
 
-// counts returns the failures and calls in the window that ends at now.
-func (w *window) counts(now time.Time) (failed, total int64) {
-	_, failed, total = w.sum(now)
-	return failed, total
-}
-
-// sum returns the failed calls, and the failed and all decisions, in the
+// counts returns the failed calls, and the failed and all decisions, in the
 // window that ends at now.
-func (w *window) sum(now time.Time) (failedCalls, failed, total int64) {
+func (w *window) counts(now time.Time) (failedCalls, failed, total int64) {
 	e := now.UnixNano() / slotLen
 	for i := range w.slots {
 		sl := &w.slots[i]
@@ -126,15 +113,13 @@ func isConnError(err error) bool {
 	return false
 }
 
-// called counts the outcome of a call for the circuit breaker: err nil, an
-// error reply of the data's (not counted), a connection error (on one Redis
-// the circuit opens) or another failure (counted in the window).
-func (s *Store) called(err error) { s.calledN(err, 1) }
-
-// calledN counts the outcome of a call of n decisions (called).
-func (s *Store) calledN(err error, n int) {
+// called counts the outcome of a call of n decisions for the circuit
+// breaker: err nil, an error reply of the data's (not counted), a
+// connection error (on one Redis the circuit opens) or another failure
+// (counted in the window).
+func (s *Store) called(err error, n int) {
 	if err == nil {
-		s.window.addN(time.Now(), true, int64(n))
+		s.window.add(time.Now(), true, int64(n))
 		if s.owed.Load() && s.owed.CompareAndSwap(true, false) {
 			// Redis answers again after decisions made locally: their
 			// counts go to it now, not at the next beat.
@@ -158,7 +143,7 @@ func (s *Store) calledN(err error, n int) {
 	// all are down, their calls fail at once, and it opens once their
 	// decisions outnumber the last second's successes (about half a
 	// second after a busy one).
-	if calls, failed, total := s.window.addN(time.Now(), false, int64(n)); calls >= breakMin && 2*failed > total {
+	if calls, failed, total := s.window.add(time.Now(), false, int64(n)); calls >= breakMin && 2*failed > total {
 		s.trip(err)
 	}
 }

@@ -59,7 +59,7 @@ func TestWindowCountsTheLastSecond(t *testing.T) {
 	var w window
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	for ms := range 10 {
-		w.add(at(ms*50), true) // 10 successes in the first half second
+		w.add(at(ms*50), true, 1) // 10 successes in the first half second
 	}
 	for i, c := range []struct {
 		ms           int
@@ -74,7 +74,7 @@ func TestWindowCountsTheLastSecond(t *testing.T) {
 		{1550, false, 5, 5},  // and 400-599ms: the 500ms failure with them
 		{2700, false, 1, 1},  // a quiet second later: only itself
 	} {
-		failed, seen := w.add(at(c.ms), c.ok)
+		_, failed, seen := w.add(at(c.ms), c.ok, 1)
 		if failed != c.failed || seen != c.seen {
 			t.Errorf("step %d at %dms: got %d failed of %d, want %d of %d", i, c.ms, failed, seen, c.failed, c.seen)
 		}

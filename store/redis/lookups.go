@@ -130,7 +130,7 @@ func (s *Store) lookupMany(ls []*lookup) {
 		texts[i] = policy.KeyHashText(l.hash)
 	}
 	recs, errs, err := s.lookupRecords(ctx, texts)
-	s.called(err)
+	s.called(err, 1)
 	for i, l := range ls {
 		if errs[i] != nil {
 			l.err = fmt.Errorf("redis %s: look up key: %w", s.url, errs[i])

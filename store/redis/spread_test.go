@@ -444,26 +444,9 @@ func TestSpreadHungPrimary(t *testing.T) {
 	s := openCluster(t, c, Options{Local: true, Observer: log})
 	s.beat()
 	now := time.Now()
-	op := func(subject string) policy.Op {
-		return policy.Op{Key: policy.Key{Limit: "q", Subject: subject, Period: now.Add(-time.Hour).Unix()},
-			Tier: policy.TierQuota, Quota: 1 << 40, End: now.Add(time.Hour)}
-	}
-	stuck := op("stuck")
-	hung, err := c.SlotOwner(s.key('c', stuck.Key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var healthy []policy.Op
-	for i := 0; len(healthy) < 8; i++ {
-		o := op(fmt.Sprint("customer-", i))
-		n, err := c.SlotOwner(s.key('c', o.Key))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n != hung {
-			healthy = append(healthy, o)
-		}
-	}
+	stuck := openQuota("stuck", now)
+	hung := ownerOf(t, c, s, stuck)
+	healthy := customersOff(t, c, s, now, hung, 8)
 	decide := func(o policy.Op) (*policy.Batch, error) {
 		b := new(policy.Batch)
 		b.Reset()
@@ -561,24 +544,9 @@ func TestSpreadPrimaryDown(t *testing.T) {
 	s := openCluster(t, c, Options{Local: true})
 	s.beat()
 	now := time.Now()
-	op := func(subject string) policy.Op {
-		return policy.Op{Key: policy.Key{Limit: "q", Subject: subject, Period: now.Add(-time.Hour).Unix()},
-			Tier: policy.TierQuota, Quota: 1 << 40, End: now.Add(time.Hour)}
-	}
-	lost := op("lost")
-	down, err := c.SlotOwner(s.key('c', lost.Key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var healthy []policy.Op
-	for i := 0; len(healthy) < 4; i++ {
-		o := op(fmt.Sprint("customer-", i))
-		if n, err := c.SlotOwner(s.key('c', o.Key)); err != nil {
-			t.Fatal(err)
-		} else if n != down {
-			healthy = append(healthy, o)
-		}
-	}
+	lost := openQuota("lost", now)
+	down := ownerOf(t, c, s, lost)
+	healthy := customersOff(t, c, s, now, down, 4)
 	decide := func(o policy.Op) *policy.Batch {
 		t.Helper()
 		b := new(policy.Batch)
@@ -627,12 +595,8 @@ func TestSpreadPrimaryDownUnderLoad(t *testing.T) {
 	var down *redistest.Server
 	var customers []customer
 	for i := range 300 {
-		o := policy.Op{Key: policy.Key{Limit: "q", Subject: fmt.Sprint("customer-", i), Period: now.Add(-time.Hour).Unix()},
-			Tier: policy.TierQuota, Quota: 1 << 40, End: now.Add(time.Hour)}
-		n, err := c.SlotOwner(s.key('c', o.Key))
-		if err != nil {
-			t.Fatal(err)
-		}
+		o := openQuota(fmt.Sprint("customer-", i), now)
+		n := ownerOf(t, c, s, o)
 		if down == nil {
 			down = n
 		}
@@ -667,4 +631,34 @@ func TestSpreadPrimaryDownUnderLoad(t *testing.T) {
 	if n := healthyLocal.Load(); n > 0 || len(log.got()) > 0 {
 		t.Errorf("%d decisions of the healthy primaries' customers were made locally (circuit changes: %v)", n, log.got())
 	}
+}
+
+// openQuota returns a quota op of subject's that does not run out: a
+// decision on it says only whether Redis answered.
+func openQuota(subject string, now time.Time) policy.Op {
+	return policy.Op{Key: policy.Key{Limit: "q", Subject: subject, Period: now.Add(-time.Hour).Unix()},
+		Tier: policy.TierQuota, Quota: 1 << 40, End: now.Add(time.Hour)}
+}
+
+// ownerOf returns the primary that holds o's key.
+func ownerOf(t *testing.T, c *redistest.Cluster, s *Store, o policy.Op) *redistest.Server {
+	t.Helper()
+	n, err := c.SlotOwner(s.key('c', o.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// customersOff returns the open quotas (openQuota) of n customers whose keys
+// are on primaries other than primary.
+func customersOff(t *testing.T, c *redistest.Cluster, s *Store, now time.Time, primary *redistest.Server, n int) []policy.Op {
+	t.Helper()
+	var ops []policy.Op
+	for i := 0; len(ops) < n; i++ {
+		if o := openQuota(fmt.Sprint("customer-", i), now); ownerOf(t, c, s, o) != primary {
+			ops = append(ops, o)
+		}
+	}
+	return ops
 }
