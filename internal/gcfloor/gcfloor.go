@@ -45,8 +45,7 @@ func Percent(live, roots, floor uint64) int {
 // Keep sets the GC percent from the live heap and the roots (as the last
 // collection measured them) at once and then every interval, until ctx is
 // done; the last Keep of the process to stop puts back the percent the first
-// found. Only changes of a tenth or
-// more are made.
+// found. Only changes of a tenth or more are made.
 func Keep(ctx context.Context, floor uint64, every time.Duration) {
 	keeping.Lock()
 	if keeping.n == 0 {
