@@ -217,6 +217,26 @@ func Open(rawURL string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--store: %w", err)
 	}
+	layout, err := takeOptions(u, &o)
+	if err != nil {
+		return nil, err
+	}
+	c, err := newClient(u)
+	if err != nil {
+		return nil, fmt.Errorf("--store %s: %w", u.Redacted(), err)
+	}
+	s := newStore(c, u.Redacted(), o, layout)
+	if err := s.start(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// takeOptions moves tollgate's own query parameters of the store's URL
+// (prefix, retention, lease_ttl, layout) into o, and returns the layout; it
+// fills in o's defaults.
+func takeOptions(u *url.URL, o *Options) (layout string, err error) {
 	q := u.Query()
 	if v := q.Get("prefix"); v != "" {
 		o.Prefix = v
@@ -224,20 +244,20 @@ func Open(rawURL string, o Options) (*Store, error) {
 	if v := q.Get("retention"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			return nil, fmt.Errorf("--store %s: retention=%q is not a positive duration such as 744h", u.Redacted(), v)
+			return "", fmt.Errorf("--store %s: retention=%q is not a positive duration such as 744h", u.Redacted(), v)
 		}
 		o.Retention = d
 	}
 	if v := q.Get("lease_ttl"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < time.Second {
-			return nil, fmt.Errorf("--store %s: lease_ttl=%q is not a duration of 1s or more, such as 5m", u.Redacted(), v)
+			return "", fmt.Errorf("--store %s: lease_ttl=%q is not a duration of 1s or more, such as 5m", u.Redacted(), v)
 		}
 		o.LeaseTTL = d
 	}
-	layout := q.Get("layout")
+	layout = q.Get("layout")
 	if layout != "" && layout != "spread" && layout != "one-slot" {
-		return nil, fmt.Errorf("--store %s: layout=%q is not spread or one-slot", u.Redacted(), layout)
+		return "", fmt.Errorf("--store %s: layout=%q is not spread or one-slot", u.Redacted(), layout)
 	}
 	q.Del("prefix")
 	q.Del("retention")
@@ -259,11 +279,12 @@ func Open(rawURL string, o Options) (*Store, error) {
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = DefaultLeaseTTL
 	}
-	c, err := newClient(u)
-	if err != nil {
-		return nil, fmt.Errorf("--store %s: %w", u.Redacted(), err)
-	}
-	s := &Store{c: c, url: u.Redacted(), opts: o, done: make(chan struct{}),
+	return layout, nil
+}
+
+// newStore returns the Store on client c, not yet started.
+func newStore(c goredis.UniversalClient, redacted string, o Options, layout string) *Store {
+	s := &Store{c: c, url: redacted, opts: o, done: make(chan struct{}),
 		keysKey: o.Prefix + "keys", byHashKey: o.Prefix + "keys-by-hash", changesKey: o.Prefix + "keys-changed",
 		keyIDsKey: o.Prefix + "key-ids", keyCustomersKey: o.Prefix + "key-customers",
 		replicasKey: o.Prefix + "replicas", copiesKey: o.Prefix + "key-copies", kick: make(chan struct{}, 1)}
@@ -292,16 +313,21 @@ func Open(rawURL string, o Options) (*Store, error) {
 	// whose context ran out before it was sent.
 	s.errTimeout = fmt.Errorf("redis %s: apply: %w", s.url, context.DeadlineExceeded)
 	s.errClosed = fmt.Errorf("redis %s: apply: %w", s.url, ErrClosed)
-	ctx, cancel := context.WithTimeout(context.Background(), o.AdminTimeout)
+	return s
+}
+
+// start loads the scripts and warms the Store, within the admin budget, and
+// starts its goroutines. A Redis that cannot be reached trips the circuit
+// (it is an outage, which the heartbeat ends); a Redis that answers no (a
+// wrong password, an ACL without scripts, a bad db) is an error.
+func (s *Store) start() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.AdminTimeout)
 	defer cancel()
 	var sub *goredis.PubSub // nil: watchKeys subscribes
 	if err := s.loadScripts(ctx); err != nil {
 		var rerr goredis.Error
 		if errors.As(err, &rerr) && !isTransient(rerr) {
-			// Redis answered, and said no: a wrong password, an ACL
-			// without scripts, a bad db. Waiting will not mend it.
-			c.Close()
-			return nil, err
+			return err // waiting will not mend it
 		}
 		s.trip(err)
 	} else {
@@ -323,7 +349,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 	}
 	s.beating.Go(s.heartbeat)
 	s.watching.Go(func() { s.watchKeys(s.stop, sub) })
-	return s, nil
+	return nil
 }
 
 // minIdle is the number of connections kept open when the URL does not set
