@@ -92,7 +92,8 @@ func (s *Store) applyCall(now time.Time, b *policy.Batch, denied bool) error {
 	if err := s.callsStopped(); err != nil {
 		return err
 	}
-	r, err := s.encode(now, b, denied)
+	owed := s.owedQuotas(b)
+	r, err := s.encode(now, b, denied, &owed)
 	if err != nil {
 		return err
 	}
@@ -100,7 +101,7 @@ func (s *Store) applyCall(now time.Time, b *policy.Batch, denied bool) error {
 	if err != nil {
 		return err
 	}
-	return s.read(res, b)
+	return s.read(res, b, &owed)
 }
 
 // Bits of a decision's flags argument.
@@ -109,8 +110,9 @@ const (
 	flagDenied = 2 // take nothing (applyCall's denied)
 )
 
-// encode returns the request of the batch's decision.
-func (s *Store) encode(now time.Time, b *policy.Batch, denied bool) (*request, error) {
+// encode returns the request of the batch's decision; its quotas are
+// checked with what they owe Redis counted as used (owedQuotas).
+func (s *Store) encode(now time.Time, b *policy.Batch, denied bool, owed *owed) (*request, error) {
 	usage := b.Usage.Limit != ""
 	r := newRequest(len(b.Hits), len(b.Ops))
 	r.start = time.Now()
@@ -124,7 +126,7 @@ func (s *Store) encode(now time.Time, b *policy.Batch, denied bool) (*request, e
 		return nil, s.errTimeout
 	}
 	if s.local != nil {
-		r.note(b)
+		r.note(b, owed)
 		r.late.denied = denied
 	}
 	if s.opts.CallerClock {
@@ -158,7 +160,7 @@ func (s *Store) encode(now time.Time, b *policy.Batch, denied bool) (*request, e
 		case policy.TierQuota:
 			r.key(s, 'c', o.Key)
 			r.str(kind(o.Shadow, "q", "Q"))
-			r.num(o.Quota)
+			r.num(o.Quota - owed[i])
 			r.num(o.End.Add(s.opts.Retention).UnixMilli())
 		case policy.TierConcurrency:
 			r.key(s, 's', o.Key)
@@ -183,8 +185,9 @@ func (s *Store) encode(now time.Time, b *policy.Batch, denied bool) (*request, e
 	return r, nil
 }
 
-// read fills in b's results from the apply script's reply.
-func (s *Store) read(res []int64, b *policy.Batch) error {
+// read fills in b's results from the apply script's reply; owed is what
+// encode counted as used.
+func (s *Store) read(res []int64, b *policy.Batch, owed *owed) error {
 	bad := func() error {
 		return fmt.Errorf("redis %s: apply: a reply of %d values for the batch: %w", s.url, len(res), errBadReply)
 	}
@@ -219,7 +222,7 @@ func (s *Store) read(res []int64, b *policy.Batch) error {
 		x, y := ops[2*i], ops[2*i+1]
 		switch o.Tier {
 		case policy.TierQuota:
-			o.CheckQuota(x, y, now)
+			o.CheckQuota(x+owed[i], y, now) // as the script checked it
 			if taken && o.OK {
 				o.TakeQuota()
 				x++

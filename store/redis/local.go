@@ -111,6 +111,7 @@ func (s *Store) decideLocally(now time.Time, b *policy.Batch) {
 	}
 	b.Local = true
 	if counted := b.Taken || b.Blocked < 0 && len(b.Ops) == 0 && b.Usage.Limit != ""; counted {
+		s.localTaken.Add(1)
 		s.owed.Store(true) // quota or usage that Redis must be given
 	}
 }
@@ -134,14 +135,15 @@ type lateInfo struct {
 	denied bool
 }
 
-// note records in r what settling a late reply for b needs.
-func (r *request) note(b *policy.Batch) {
+// note records in r what settling a late reply for b needs; owed is what
+// the quotas were checked with as used.
+func (r *request) note(b *policy.Batch, owed *owed) {
 	r.late = lateInfo{nops: len(b.Ops)}
 	for j := range b.Ops {
 		switch o := &b.Ops[j]; o.Tier {
 		case policy.TierQuota:
 			r.late.quota, r.late.quotaEnd = o.Key, o.End
-			r.late.shadowQuota, r.late.quotaLimit = o.Shadow, o.Quota
+			r.late.shadowQuota, r.late.quotaLimit = o.Shadow, o.Quota-owed[j]
 			r.late.quotaAt = 3 + len(b.Hits) + 2*j
 		case policy.TierConcurrency:
 			r.late.slot, r.late.lease = o.Key, o.Lease
@@ -191,4 +193,27 @@ func (s *Store) settleLate(r *request, reply []int64) {
 			s.c.ZRem(ctx, key, lease) // else the lease runs out
 		})
 	}
+}
+
+// owed holds, per op of a batch, the takes of its quota that decisions made
+// locally counted and that Redis does not hold yet (the push brings them).
+type owed [policy.MaxLimits]int64
+
+// owedQuotas returns what b's quotas owe Redis. A decision made on Redis
+// counts them as used: else the takes made locally during a slow call or an
+// outage would be handed out again on Redis before the push lands (one
+// replica, its last unit taken locally, then taken again on Redis). Checked
+// against Redis's count plus the owed takes, a quota errs by denying, for
+// the calls that the push overtakes, never by admitting.
+func (s *Store) owedQuotas(b *policy.Batch) (o owed) {
+	if s.local == nil || s.localTaken.Load() == s.pushedThrough.Load() {
+		return o
+	}
+	for i := range b.Ops {
+		if b.Ops[i].Tier == policy.TierQuota {
+			used, granted, _ := s.local.mem.Counter(b.Ops[i].Key)
+			o[i] = max(used-granted, 0)
+		}
+	}
+	return o
 }

@@ -216,7 +216,7 @@ func TestLateReplySettled(t *testing.T) {
 	s.local.mem.Apply(now, b) // the first's local take
 	for range 2 {
 		r := newRequest(0, 1)
-		r.note(b)
+		r.note(b, &owed{})
 		s.settleLate(r, []int64{0, 1, now.UnixMicro(), 5, 0}) // not blocked, taken
 		r.free()
 	}
@@ -380,7 +380,7 @@ func TestLateShadowQuota(t *testing.T) {
 	b.Ops = append(b.Ops, bucketOp("plan", 1, 5), shadow(quotaOp("q", 5, now.Add(-time.Hour), now.Add(time.Hour))))
 	r := newRequest(1, 2)
 	defer r.free()
-	r.note(b)
+	r.note(b, &owed{})
 	// Not blocked, taken; the hit's count; the bucket; the quota's used
 	// and granted.
 	for _, c := range []struct {
@@ -393,8 +393,67 @@ func TestLateShadowQuota(t *testing.T) {
 		}
 	}
 	b.Ops[1].Shadow = false
-	r.note(b)
+	r.note(b, &owed{})
 	if !r.late.quotaTaken([]int64{0, 1, now.UnixMicro(), 1, 5e9, now.UnixMicro(), 9, 0}) {
 		t.Error("an enforced quota of a taken reply: got not taken, want taken")
+	}
+}
+
+// TestSlowCallQuotaNotHandedOutTwice: one slow call (Redis stalls past the
+// budget; the circuit stays closed) is decided locally with the quota's last
+// unit. The next decision goes to Redis before the push of that take lands:
+// it must count the take (owedQuotas) and deny, not hand the unit out again.
+// A reviewer's find: one replica, quota 10, 11 admitted.
+func TestSlowCallQuotaNotHandedOutTwice(t *testing.T) {
+	srv := redistest.Start(t)
+	s, err := Open(srv.URL(), Options{Local: true}) // serve's defaults: Redis's clock, the default budget
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.beat()
+	now := time.Now()
+	q := quotaOp("q", 10, now.Add(-time.Hour), now.Add(time.Hour))
+	admitted := 0
+	for range 9 {
+		if b := apply(t, s, now, policy.Key{}, nil, q); b.Taken {
+			admitted++
+		}
+	}
+	srv.Pause()
+	b := apply(t, s, now, policy.Key{}, nil, q) // misses its budget
+	srv.Resume()
+	if !b.Local || !b.Taken {
+		t.Fatalf("the stalled decision: local %v, taken %v; want the last unit taken locally", b.Local, b.Taken)
+	}
+	admitted++
+	if s.open.Load() {
+		t.Fatalf("one slow call opened the circuit")
+	}
+	if err := pingRedis(srv); err != nil { // Redis ran what waited (the late call takes nothing)
+		t.Fatal(err)
+	}
+	b = apply(t, s, now, policy.Key{}, nil, q)
+	if b.Local {
+		t.Fatalf("the decision after Redis answers again was local")
+	}
+	if b.Taken {
+		admitted++
+	}
+	if o := b.Ops[0]; o.OK || o.Remaining != 0 {
+		t.Errorf("the quota after its last unit was taken locally: ok %v, remaining %d; want a denial, 0 left", o.OK, o.Remaining)
+	}
+	var used int64
+	waitFor(t, "the local take to reach Redis", func() bool {
+		used, _, _ = s.Counter(q.Key)
+		return used >= 10
+	})
+	if admitted != 10 || used != 10 {
+		t.Errorf("quota 10, one replica: %d admitted, Redis holds %d used; want 10 and 10", admitted, used)
+	}
+	// Pushed: nothing is owed any more, and the quota reads from Redis alone.
+	waitFor(t, "the push to be recorded", func() bool { return s.localTaken.Load() == s.pushedThrough.Load() })
+	if o := s.owedQuotas(b); o[0] != 0 {
+		t.Errorf("after the push, the quota still owes %d", o[0])
 	}
 }

@@ -55,7 +55,11 @@ type push struct {
 func (s *Store) reconcile(ctx context.Context) error {
 	s.pushMu.Lock()
 	defer s.pushMu.Unlock()
+	through := int64(-1) // -1: this call takes no changes
 	if len(s.pending) == 0 {
+		// Read first: a take counted after it may be missing from the
+		// changes, and is owed until a later push.
+		through = s.localTaken.Load()
 		s.changes = s.local.mem.Changes(s.changes[:0])
 		for start := 0; start < len(s.changes); start += pushMax {
 			p := &push{token: newToken()}
@@ -77,6 +81,9 @@ func (s *Store) reconcile(ctx context.Context) error {
 		}
 		s.pending[0] = nil
 		s.pending = s.pending[1:]
+	}
+	if through >= 0 {
+		s.pushedThrough.Store(through)
 	}
 	return s.releaseStrays(ctx)
 }

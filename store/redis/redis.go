@@ -177,6 +177,11 @@ type Store struct {
 	local *fallback
 	owed  atomic.Bool
 	kick  chan struct{}
+	// localTaken counts the decisions made locally that counted quota or
+	// usage; pushedThrough is the localTaken that the last complete push
+	// started from. While they differ, a quota may owe Redis takes it does
+	// not hold yet, which the decisions made on Redis count (owedQuotas).
+	localTaken, pushedThrough atomic.Int64
 	// pushMu guards pending, the pushes of local counts still to make,
 	// and changes, reused (reconcile.go).
 	pushMu  sync.Mutex

@@ -176,7 +176,8 @@ func (s *Store) applyOneNode(now time.Time, b, sub *policy.Batch) (done bool, er
 	if len(sub.Hits) == 0 && len(sub.Ops) == 0 && sub.Usage.Limit == "" {
 		return false, nil // only shared buckets: by home
 	}
-	r, err := s.encode(now, sub, false)
+	owed := s.owedQuotas(sub)
+	r, err := s.encode(now, sub, false, &owed)
 	if err != nil {
 		return false, err
 	}
@@ -194,7 +195,7 @@ func (s *Store) applyOneNode(now time.Time, b, sub *policy.Batch) (done bool, er
 	}
 	res, err := s.decide(r)
 	if err == nil {
-		err = s.read(res, sub)
+		err = s.read(res, sub, &owed)
 	}
 	if err != nil {
 		s.giveBack(b, held)
