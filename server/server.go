@@ -25,6 +25,7 @@ import (
 	"github.com/tollgate/tollgate/decisionlog"
 	"github.com/tollgate/tollgate/envoy"
 	"github.com/tollgate/tollgate/policy"
+	"github.com/tollgate/tollgate/store/redis"
 )
 
 // streamWorkers is the number of gRPC worker goroutines: enough for the
@@ -38,13 +39,15 @@ const drainWait = time.Second
 // Server is a running tollgate: the decision engine, its gRPC endpoint, the
 // admin HTTP API and the policy file watcher.
 type Server struct {
-	cfg       Config
-	log       *slog.Logger
-	now       func() time.Time
-	realClock bool // now is time.Now: a decision's instant also starts its latency
-	policy    atomic.Pointer[policy.Policy]
-	store     Store
-	metrics   *metrics
+	cfg Config
+	log *slog.Logger
+	// storeShown is cfg.Store as logs show it: its secrets masked.
+	storeShown string
+	now        func() time.Time
+	realClock  bool // now is time.Now: a decision's instant also starts its latency
+	policy     atomic.Pointer[policy.Policy]
+	store      Store
+	metrics    *metrics
 	// degraded is set while the store cannot do all of its work: a Redis
 	// store's circuit is open (storeEvents), or a file store's last write
 	// failed (flushed). The degraded gauge and /readyz both read it.
@@ -112,7 +115,8 @@ var (
 // listeners, so that a bad policy or a taken port is reported before
 // anything serves.
 func New(cfg Config) (_ *Server, err error) {
-	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, retries: make(chan slotRelease, releaseBacklog)}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, retries: make(chan slotRelease, releaseBacklog),
+		storeShown: redis.Redact(cfg.Store)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -145,7 +149,7 @@ func New(cfg Config) (_ *Server, err error) {
 	readyCtx, readyCancel := context.WithTimeout(context.Background(), 2*time.Second)
 	if err := st.Ready(readyCtx); err != nil {
 		// Recovery is automatic (Redis), so this is no reason to stop.
-		s.log.Warn("store not reachable at start; decisions follow --on-store-error until it is", "store", s.cfg.Store, "err", err)
+		s.log.Warn("store not reachable at start; decisions follow --on-store-error until it is", "store", s.storeShown, "err", err)
 	}
 	readyCancel()
 	s.checkKeysAtStart()
@@ -306,7 +310,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		errc <- nil
 	}()
-	attrs := []any{"grpc", s.lis.Addr().String(), "grpc_tls", s.tls.mode(), "policy", s.cfg.PolicyFile, "store", s.cfg.Store}
+	attrs := []any{"grpc", s.lis.Addr().String(), "grpc_tls", s.tls.mode(), "policy", s.cfg.PolicyFile, "store", s.storeShown}
 	if shadow := s.policy.Load().ShadowLimits(); len(shadow) > 0 {
 		attrs = append(attrs, "shadow", shadow) // a reminder: limits that never deny
 	}

@@ -100,11 +100,11 @@ func (e storeEvents) Primary(addr string, answering bool, cause error) {
 	s := e.s
 	if answering {
 		s.metrics.down.Dec()
-		s.log.Info("store primary answers again; its customers are decided on Redis", "store", s.cfg.Store, "primary", addr)
+		s.log.Info("store primary answers again; its customers are decided on Redis", "store", s.storeShown, "primary", addr)
 		return
 	}
 	s.metrics.down.Inc()
-	s.log.Warn("store primary not answering; its customers are decided locally until it answers", "store", s.cfg.Store,
+	s.log.Warn("store primary not answering; its customers are decided locally until it answers", "store", s.storeShown,
 		"primary", addr, "err", cause)
 }
 
@@ -112,7 +112,7 @@ func (e storeEvents) Circuit(open bool, cause error) {
 	s := e.s
 	s.degraded.Store(open)
 	if !open {
-		s.log.Info("store reachable again; decisions are shared", "store", s.cfg.Store)
+		s.log.Info("store reachable again; decisions are shared", "store", s.storeShown)
 		return
 	}
 	how := map[OnStoreError]string{
@@ -120,6 +120,6 @@ func (e storeEvents) Circuit(open bool, cause error) {
 		OnErrorAllow: "allowed without limits",
 		OnErrorDeny:  "denied (503)",
 	}[s.cfg.OnStoreError]
-	s.log.Warn("store unreachable; requests are "+how+" until it answers", "store", s.cfg.Store, "err", cause,
+	s.log.Warn("store unreachable; requests are "+how+" until it answers", "store", s.storeShown, "err", cause,
 		"on_store_error", string(s.cfg.OnStoreError))
 }
