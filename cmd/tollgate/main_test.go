@@ -182,3 +182,28 @@ func TestServeBadWAFCounters(t *testing.T) {
 		}
 	}
 }
+
+// TestServeStartErrorIsJSON: an error that stops serve once its log is set
+// up (here a policy file that is not there) is a JSON line of that log, as
+// every line of it is (SPEC §8); a reviewer found it printed as plain text.
+func TestServeStartErrorIsJSON(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "policy.yaml")
+	_, errs, status := runArgs(t, "serve", "--policy", missing, "--store", "memory:", "--grpc-addr", "127.0.0.1:0",
+		"--admin-addr", "-")
+	if status != 1 {
+		t.Fatalf("status %d, want 1; stderr %q", status, errs)
+	}
+	lines := strings.Split(strings.TrimSpace(errs), "\n")
+	var last struct{ Level, Msg, Err string }
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatalf("the last line is not JSON (%v): %q", err, lines[len(lines)-1])
+	}
+	if last.Level != "ERROR" || last.Msg != "not started" || !strings.Contains(last.Err, missing) {
+		t.Errorf("the last line: %+v; want an ERROR \"not started\" naming %s", last, missing)
+	}
+	for _, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Errorf("a line that is not JSON: %q", l)
+		}
+	}
+}
