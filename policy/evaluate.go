@@ -253,10 +253,12 @@ func (e *evaluation) checkRoute() {
 // apply. An error is ErrKeys: the key could not be looked up.
 func (e *evaluation) checkKey(d *Decision, keys Keys) error {
 	switch {
-	case e.denied.set() || e.route == nil:
+	case e.denied.set():
 		return nil
-	case e.route.apiKey == KeyNone:
-		// The header is ignored, but still removed when asked to.
+	case e.route == nil || e.route.apiKey == KeyNone:
+		// No key is checked (an unknown route let through, a request
+		// of no stage, a route without keys), but the header is still
+		// removed when asked to: it must not reach the upstream.
 		d.StripKey = e.p.stripKey && e.keyPresent
 		return nil
 	}

@@ -265,3 +265,78 @@ func TestWorkedQuotaPeriods(t *testing.T) {
 		})
 	}
 }
+
+// TestStripKeyWhereNoKeyIsChecked: SPEC §1, "strip_api_key: true: the key
+// header is removed before the request goes upstream", also for a request
+// let through on an unknown route (unknown_routes: allow) and one of no
+// stage, where no key is checked; a reviewer found the key went upstream.
+func TestStripKeyWhereNoKeyIsChecked(t *testing.T) {
+	p := parse(t, `
+version: 1
+clients:
+  strip_api_key: true
+apis:
+  a:
+    stages:
+      prod:
+        unknown_routes: allow
+        routes:
+          - match: "GET /status"
+            api_key: optional
+default_stage: a/prod
+`)
+	e := newEngine(p)
+	r := &policy.Request{Method: "GET", Path: "/other", Headers: map[string]string{"x-api-key": freeKey}, Peer: "198.51.100.7"}
+	d := e.do(t, t0, r)
+	if d.Verdict != policy.Allow {
+		t.Fatalf("got %v %s, want allow", d.Verdict, d.Reason)
+	}
+	if !d.StripKey {
+		t.Errorf("unknown route allowed with strip_api_key: true: StripKey = false, the key value goes upstream")
+	}
+	// No stage: the api is chosen by host, and this host is none of its.
+	p = parse(t, `
+version: 1
+clients:
+  strip_api_key: true
+apis:
+  a:
+    hosts: [api.example.com]
+    stages:
+      prod:
+        routes:
+          - match: "GET /status"
+`)
+	e = newEngine(p)
+	r.Host = "other.example.com"
+	if d := e.do(t, t0, r); d.Verdict != policy.Allow || d.Stage != "" || !d.StripKey {
+		t.Errorf("a request of no stage: %v, stage %q, StripKey %v; want allowed, no stage, the key removed", d.Verdict, d.Stage, d.StripKey)
+	}
+}
+
+// TestHostTrailingDot: SPEC §1, "hosts: requests for these hosts belong to
+// this api", also spelled fully qualified ("api.example.com."), which fell
+// out of the api (to no stage: no key required, no limits; a reviewer's
+// find).
+func TestHostTrailingDot(t *testing.T) {
+	p := parse(t, `
+version: 1
+apis:
+  a:
+    hosts: ["api.example.com"]
+    stages:
+      prod:
+        unknown_routes: deny
+        routes:
+          - match: "POST /partners/{id}/transactions"
+            api_key: required
+`)
+	e := newEngine(p)
+	for _, host := range []string{"api.example.com", "API.example.com:443", "api.example.com.", "api.example.com.:443"} {
+		r := &policy.Request{Method: "POST", Path: "/partners/p1/transactions", Host: host, Headers: map[string]string{}, Peer: "198.51.100.7"}
+		d := e.do(t, t0, r)
+		if d.Stage != "prod" || d.Reason != policy.ReasonKeyMissing {
+			t.Errorf("Host %q: got stage %q, %v %d %q; want stage prod, 403 key:missing", host, d.Stage, d.Verdict, d.Status, d.Reason)
+		}
+	}
+}

@@ -197,6 +197,9 @@ func hostName(host string) string {
 		host = host[:i]
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	// The fully qualified spelling names the same host: "api.example.com."
+	// must not fall out of its api.
+	host = strings.TrimSuffix(host, ".")
 	for i := 0; i < len(host); i++ {
 		if 'A' <= host[i] && host[i] <= 'Z' {
 			return strings.ToLower(host)
