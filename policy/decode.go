@@ -51,6 +51,14 @@ func field(path, key string) string {
 // index returns the path of a list item below path.
 func index(path string, i int) string { return path + "[" + strconv.Itoa(i) + "]" }
 
+// FieldPath and IndexPath spell the field paths of Compile's errors: of the
+// key below path, and of the list item i below path; for a reader of the
+// file that finds errors the generic tree cannot hold (policyfile's keys
+// written twice).
+func FieldPath(path, key string) string { return field(path, key) }
+
+func IndexPath(path string, i int) string { return index(path, i) }
+
 // plainKey reports whether a map key can be written in a path without
 // quotes: letters, digits, "_" and "-".
 func plainKey(k string) bool {
