@@ -340,3 +340,47 @@ apis:
 		}
 	}
 }
+
+// TestPlanOverrideIsItsOwnBucket: a plan's route override takes the plan
+// bucket's place for its route (README, "Choices where the spec is
+// silent"): the route's requests take from a bucket of the override's
+// throttle, the plan's other routes from the plan bucket, neither from both.
+func TestPlanOverrideIsItsOwnBucket(t *testing.T) {
+	p := parse(t, `
+version: 1
+apis:
+  a:
+    stages:
+      prod:
+        routes:
+          - match: "POST /partners/{id}/transactions"
+            api_key: required
+          - match: "POST /partners/{id}/refunds"
+            api_key: required
+default_stage: a/prod
+usage_plans:
+  pro:
+    throttle: {rate: 100, burst: 200}
+    stages:
+      - stage: a/prod
+        routes:
+          "POST /partners/{id}/transactions": {rate: 1, burst: 5}
+api_keys:
+  - id: acme
+    hash: "`+sha(proKey)+`"
+    plans: [pro]
+`)
+	e := newEngine(p)
+	for path, want := range map[string]int{"/partners/p1/transactions": 5, "/partners/p1/refunds": 200} {
+		r := &policy.Request{Method: "POST", Path: path, Headers: map[string]string{"x-api-key": proKey}, Peer: "198.51.100.7"}
+		allowed := 0
+		for range 300 {
+			if e.do(t, t0, r).Verdict == policy.Allow {
+				allowed++
+			}
+		}
+		if allowed != want {
+			t.Errorf("POST %s, 300 requests at t=0: %d allowed, want %d", path, allowed, want)
+		}
+	}
+}
