@@ -160,7 +160,7 @@ func (s *Store) encode(now time.Time, b *policy.Batch, denied bool, owed *owed) 
 		case policy.TierQuota:
 			r.key(s, 'c', o.Key)
 			r.str(kind(o.Shadow, "q", "Q"))
-			r.num(o.Quota - owed[i])
+			r.num(o.Quota - owed.of(i))
 			r.num(o.End.Add(s.opts.Retention).UnixMilli())
 		case policy.TierConcurrency:
 			r.key(s, 's', o.Key)
@@ -222,7 +222,7 @@ func (s *Store) read(res []int64, b *policy.Batch, owed *owed) error {
 		x, y := ops[2*i], ops[2*i+1]
 		switch o.Tier {
 		case policy.TierQuota:
-			o.CheckQuota(x+owed[i], y, now) // as the script checked it
+			o.CheckQuota(x+owed.of(i), y, now) // as the script checked it
 			if taken && o.OK {
 				o.TakeQuota()
 				x++

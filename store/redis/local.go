@@ -143,7 +143,7 @@ func (r *request) note(b *policy.Batch, owed *owed) {
 		switch o := &b.Ops[j]; o.Tier {
 		case policy.TierQuota:
 			r.late.quota, r.late.quotaEnd = o.Key, o.End
-			r.late.shadowQuota, r.late.quotaLimit = o.Shadow, o.Quota-owed[j]
+			r.late.shadowQuota, r.late.quotaLimit = o.Shadow, o.Quota-owed.of(j)
 			r.late.quotaAt = 3 + len(b.Hits) + 2*j
 		case policy.TierConcurrency:
 			r.late.slot, r.late.lease = o.Key, o.Lease
@@ -197,7 +197,17 @@ func (s *Store) settleLate(r *request, reply []int64) {
 
 // owed holds, per op of a batch, the takes of its quota that decisions made
 // locally counted and that Redis does not hold yet (the push brings them).
-type owed [policy.MaxLimits]int64
+// Room for each limit twice, enforced and shadow; were a batch to hold more
+// ops, those beyond would be checked on Redis's count alone.
+type owed [2 * policy.MaxLimits]int64
+
+// of returns what op i owes.
+func (o *owed) of(i int) int64 {
+	if i < len(o) {
+		return o[i]
+	}
+	return 0
+}
 
 // owedQuotas returns what b's quotas owe Redis. A decision made on Redis
 // counts them as used: else the takes made locally during a slow call or an
@@ -209,7 +219,7 @@ func (s *Store) owedQuotas(b *policy.Batch) (o owed) {
 	if s.local == nil || s.localTaken.Load() == s.pushedThrough.Load() {
 		return o
 	}
-	for i := range b.Ops {
+	for i := range min(len(b.Ops), len(o)) {
 		if b.Ops[i].Tier == policy.TierQuota {
 			used, granted, _ := s.local.mem.Counter(b.Ops[i].Key)
 			o[i] = max(used-granted, 0)
