@@ -64,7 +64,7 @@ func (s *Server) openStore(url string) (Store, error) {
 		s.replicas, s.budget = st.Replicas, st.Budget()
 		return st, nil
 	default:
-		return nil, fmt.Errorf("--store %q: unsupported store (supported: file:DIR, memory:, redis://, rediss://, redis-sentinel://, redis-cluster://)", url)
+		return nil, fmt.Errorf("--store %q: unsupported store (supported: file:DIR, memory:, redis://, rediss://, redis-sentinel://, redis-cluster://)", redis.Redact(url))
 	}
 }
 

@@ -99,7 +99,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", "", "HTTP authorization listen `address` (host:port or unix:/path): Envoy's http_service at /ext_authz/, nginx auth_request and Caddy forward_auth at /forward_auth; off by default")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", server.DefaultAdminAddr, "admin HTTP API listen `address` (host:port or unix:/path; - for none)")
 	tokenFile := fs.String("admin-token-file", "", "`file` holding the admin API's bearer token (default: $TOLLGATE_ADMIN_TOKEN; neither: the /v1 calls answer 503)")
-	fs.StringVar(&cfg.Store, "store", server.DefaultStore, "state store `url`: file:DIR, memory:, redis://host:port/db (rediss://, redis-sentinel://, redis-cluster://)")
+	fs.StringVar(&cfg.Store, "store", server.DefaultStore, "state store `url`: file:DIR, memory:, redis://host:port/db (rediss://, redis-sentinel://, redis-cluster://); $TOLLGATE_STORE when not given, to keep a Redis password off the command line")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", time.Second, "longest a file store keeps counts in memory before it writes them")
 	// The budget: what a healthy Redis meets on a loaded host, well inside
 	// Envoy's 200ms ext_authz timeout (the reasoning is beside
@@ -117,6 +117,11 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	heapFloor := fs.Int("gc-heap-floor", 64, "size in `MB` below which the heap is not garbage-collected (GOGC raised while live data is under half of it: less CPU per decision for about this much more memory); 0: off; ignored when GOGC is set")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if env := os.Getenv("TOLLGATE_STORE"); env != "" && !given(fs, "store") {
+		// A command line is readable by every user of the host (ps);
+		// the environment, by the process's own.
+		cfg.Store = env
 	}
 	if *heapFloor < 0 {
 		return fmt.Errorf("--gc-heap-floor %d: want 0 (off) or a size in MB", *heapFloor)
@@ -430,4 +435,11 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// given reports whether the flag name was set on the command line.
+func given(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

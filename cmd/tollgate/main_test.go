@@ -207,3 +207,20 @@ func TestServeStartErrorIsJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestServeStoreFromEnvironment: without --store, serve takes the store's
+// URL from $TOLLGATE_STORE (a Redis password kept off the command line,
+// which every user of the host can read); --store, when given, wins. A
+// store of an unknown kind shows which was taken, and without its password.
+func TestServeStoreFromEnvironment(t *testing.T) {
+	t.Setenv("TOLLGATE_STORE", "bogus-env://u:envsecret@h:1")
+	args := []string{"serve", "--policy", example, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "-"}
+	_, errs, status := runArgs(t, args...)
+	if status != 1 || !strings.Contains(errs, "bogus-env://") || strings.Contains(errs, "envsecret") {
+		t.Errorf("$TOLLGATE_STORE set, no --store: status %d, stderr %q; want 1, the environment's store named without its password", status, errs)
+	}
+	_, errs, status = runArgs(t, append(args, "--store", "bogus-flag://h:1")...)
+	if status != 1 || !strings.Contains(errs, "bogus-flag://") || strings.Contains(errs, "bogus-env") {
+		t.Errorf("$TOLLGATE_STORE and --store: status %d, stderr %q; want 1, --store's store", status, errs)
+	}
+}
