@@ -79,13 +79,17 @@ func keysTwice(file string, n *yaml.Node, path string, errs []error) []error {
 		kept := n.Content[:0]
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			at := policy.FieldPath(path, k.Value)
-			if k.Kind == yaml.ScalarNode && k.Tag != "!!merge" {
-				if first, dup := lines[k.Value]; dup {
+			name := k // an alias as a key stands for the key it names
+			if k.Kind == yaml.AliasNode && k.Alias != nil {
+				name = k.Alias
+			}
+			at := policy.FieldPath(path, name.Value)
+			if name.Kind == yaml.ScalarNode && name.Tag != "!!merge" {
+				if first, dup := lines[name.Value]; dup {
 					errs = append(errs, fmt.Errorf("%s: %s: written twice, at lines %d and %d", file, at, first, k.Line))
 					continue
 				}
-				lines[k.Value] = k.Line
+				lines[name.Value] = k.Line
 			}
 			errs = keysTwice(file, v, at, errs)
 			kept = append(kept, k, v)

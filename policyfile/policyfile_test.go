@@ -183,3 +183,14 @@ func TestParseSameResultTwice(t *testing.T) {
 		t.Errorf("got\n%v\nthen\n%v", err1, err2)
 	}
 }
+
+// TestKeyTwiceByAlias: a key written twice, the second time as an alias of
+// the first (YAML allows an alias as a key), is an error too; a reviewer
+// found the later value silently won.
+func TestKeyTwiceByAlias(t *testing.T) {
+	in := "version: 1\naccount:\n  &t throttle: {rate: 1, burst: 1}\n  *t : {rate: 1000, burst: 1000}\n"
+	_, err := Parse("p.yaml", []byte(in))
+	if err == nil || !strings.Contains(err.Error(), "p.yaml: account.throttle: written twice, at lines 3 and 4") {
+		t.Errorf("got %v, want account.throttle written twice", err)
+	}
+}

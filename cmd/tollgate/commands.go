@@ -173,20 +173,24 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	defer signal.Stop(hup)
 	s, err := server.New(cfg)
 	if err != nil {
-		return logged(cfg.Logger, "not started", err)
+		return logged(cfg.Logger, stderr, "not started", err)
 	}
 	if token == "" && cfg.AdminAddr != "-" {
 		cfg.Logger.Warn("no admin token (--admin-token-file or TOLLGATE_ADMIN_TOKEN): the admin API's /v1 calls answer 503")
 	}
 	if err := serveReloading(ctx, s, hup, cfg.Logger, cfg.PolicyFile); err != nil {
-		return logged(cfg.Logger, "stopped", err)
+		return logged(cfg.Logger, stderr, "stopped", err)
 	}
 	return nil
 }
 
 // logged logs err as serve's last line, JSON as every line of its log is,
-// and returns the exit status that says it failed, printed already.
-func logged(log *slog.Logger, msg string, err error) error {
+// also when --log-level is above error, and returns the exit status that
+// says it failed, printed already.
+func logged(log *slog.Logger, stderr io.Writer, msg string, err error) error {
+	if !log.Enabled(context.Background(), slog.LevelError) {
+		log = slog.New(slog.NewJSONHandler(stderr, nil))
+	}
 	log.Error(msg, "err", err)
 	return exitError(1)
 }

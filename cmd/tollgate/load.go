@@ -109,7 +109,7 @@ func runLoadPrepare(args []string, stdout, stderr io.Writer) error {
 	case strings.HasPrefix(*store, "redis"):
 		st, err = redis.Open(*store, redis.Options{})
 	default:
-		return fmt.Errorf("--store %q: want file:DIR or a Redis URL", *store)
+		return fmt.Errorf("--store %q: want file:DIR or a Redis URL", redis.Redact(*store))
 	}
 	if err != nil {
 		return err

@@ -224,3 +224,24 @@ func TestServeStoreFromEnvironment(t *testing.T) {
 		t.Errorf("$TOLLGATE_STORE and --store: status %d, stderr %q; want 1, --store's store", status, errs)
 	}
 }
+
+// TestServeStartErrorAboveLogLevel: with --log-level above error (slog's
+// ERROR+4), the reason serve stopped is still told; a reviewer found stderr
+// empty.
+func TestServeStartErrorAboveLogLevel(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "policy.yaml")
+	_, errs, status := runArgs(t, "serve", "--policy", missing, "--store", "memory:", "--grpc-addr", "127.0.0.1:0",
+		"--admin-addr", "-", "--log-level", "ERROR+4")
+	if status != 1 || !strings.Contains(errs, missing) || !json.Valid([]byte(strings.TrimSpace(errs))) {
+		t.Errorf("status %d, stderr %q; want 1 and a JSON line naming %s", status, errs, missing)
+	}
+}
+
+// TestLoadPrepareStoreSecret: load prepare names a --store it does not take
+// without its password.
+func TestLoadPrepareStoreSecret(t *testing.T) {
+	_, errs, status := runArgs(t, "load", "prepare", "--store", "Redis://default:hunter9pw@127.0.0.1:1/0", "--plan", "p")
+	if status == 0 || strings.Contains(errs, "hunter9pw") || !strings.Contains(errs, "Redis://default:xxxxx@") {
+		t.Errorf("status %d, stderr %q; want an error naming the store with its password masked", status, errs)
+	}
+}

@@ -75,7 +75,12 @@ func (s *Store) decideLocally(now time.Time, b *policy.Batch) {
 		b.Hits[j].Limit = share(b.Hits[j].Limit, i, n)
 	}
 	// What each quota op looked like to Redis when it last answered.
-	var quotas [policy.MaxLimits]struct{ limit, used, granted, share int64 }
+	type quota struct{ limit, used, granted, share int64 }
+	var room [2 * policy.MaxLimits]quota // enforced and shadow
+	quotas := room[:]
+	if len(b.Ops) > len(room) {
+		quotas = make([]quota, len(b.Ops))
+	}
 	for j := range b.Ops {
 		o := &b.Ops[j]
 		switch o.Tier {

@@ -457,3 +457,27 @@ func TestSlowCallQuotaNotHandedOutTwice(t *testing.T) {
 		t.Errorf("after the push, the quota still owes %d", o[0])
 	}
 }
+
+// TestLocalBatchBeyondMaxLimits: a batch of more ops than policy.MaxLimits
+// (TestMatchesMemory's holds shadow ops too), decided locally, does not
+// panic; a reviewer found an index out of range.
+func TestLocalBatchBeyondMaxLimits(t *testing.T) {
+	s, err := Open("redis://127.0.0.1:1/0", Options{Local: true}) // nothing listens: the circuit opens
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	b := new(policy.Batch)
+	b.Reset()
+	for i := range 2*policy.MaxLimits + 1 {
+		b.Ops = append(b.Ops, bucketOp(fmt.Sprintf("b%d", i), 1, 5))
+	}
+	b.Ops = append(b.Ops, quotaOp("q", 10, now.Add(-time.Hour), now.Add(time.Hour)))
+	if err := s.Apply(now, b); err != nil {
+		t.Fatal(err)
+	}
+	if !b.Local || !b.Taken {
+		t.Fatalf("local %v, taken %v; want taken locally", b.Local, b.Taken)
+	}
+}

@@ -224,7 +224,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("--store %s: %w", Redact(rawURL), err)
+		return nil, fmt.Errorf("--store %s: %w", Redact(rawURL), withheld(err, rawURL))
 	}
 	layout, err := takeOptions(u, &o)
 	if err != nil {
@@ -232,9 +232,9 @@ func Open(rawURL string, o Options) (*Store, error) {
 	}
 	c, err := newClient(u)
 	if err != nil {
-		return nil, fmt.Errorf("--store %s: %w", redacted(u), err)
+		return nil, fmt.Errorf("--store %s: %w", Redact(u.String()), withheld(err, rawURL))
 	}
-	s := newStore(c, redacted(u), o, layout)
+	s := newStore(c, Redact(u.String()), o, layout)
 	if err := s.start(); err != nil {
 		c.Close()
 		return nil, err
@@ -253,20 +253,20 @@ func takeOptions(u *url.URL, o *Options) (layout string, err error) {
 	if v := q.Get("retention"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			return "", fmt.Errorf("--store %s: retention=%q is not a positive duration such as 744h", redacted(u), v)
+			return "", fmt.Errorf("--store %s: retention=%q is not a positive duration such as 744h", Redact(u.String()), v)
 		}
 		o.Retention = d
 	}
 	if v := q.Get("lease_ttl"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < time.Second {
-			return "", fmt.Errorf("--store %s: lease_ttl=%q is not a duration of 1s or more, such as 5m", redacted(u), v)
+			return "", fmt.Errorf("--store %s: lease_ttl=%q is not a duration of 1s or more, such as 5m", Redact(u.String()), v)
 		}
 		o.LeaseTTL = d
 	}
 	layout = q.Get("layout")
 	if layout != "" && layout != "spread" && layout != "one-slot" {
-		return "", fmt.Errorf("--store %s: layout=%q is not spread or one-slot", redacted(u), layout)
+		return "", fmt.Errorf("--store %s: layout=%q is not spread or one-slot", Redact(u.String()), layout)
 	}
 	q.Del("prefix")
 	q.Del("retention")
@@ -359,39 +359,6 @@ func (s *Store) start() error {
 	s.beating.Go(s.heartbeat)
 	s.watching.Go(func() { s.watchKeys(s.stop, sub) })
 	return nil
-}
-
-// Redact returns a --store value with its secrets masked, to be logged or
-// shown: a URL's password, in its user info or in a query parameter
-// (password, sentinel_password: the only way go-redis takes a Sentinel
-// primary's). A file: or memory: store has none and is returned as it is;
-// a value that does not parse is shown by its scheme alone.
-func Redact(store string) string {
-	u, err := url.Parse(store)
-	if err != nil {
-		scheme, _, _ := strings.Cut(store, ":")
-		return scheme + ":(a URL that does not parse)"
-	}
-	return redacted(u)
-}
-
-// redacted returns u as url.URL.Redacted does, with the query's passwords
-// masked too.
-func redacted(u *url.URL) string {
-	q := u.Query()
-	masked := false
-	for k := range q {
-		if strings.Contains(strings.ToLower(k), "password") {
-			q[k] = []string{"xxxxx"}
-			masked = true
-		}
-	}
-	if masked {
-		c := *u
-		c.RawQuery = q.Encode()
-		return c.Redacted()
-	}
-	return u.Redacted()
 }
 
 // minIdle is the number of connections kept open when the URL does not set

@@ -514,21 +514,3 @@ func TestOpenRefusedByRedis(t *testing.T) {
 	}
 	ok.Close()
 }
-
-// TestRedact: a --store value's secrets are masked, the rest shown.
-func TestRedact(t *testing.T) {
-	for in, want := range map[string]string{
-		"redis://default:pw@127.0.0.1:6379/0":                     "redis://default:xxxxx@127.0.0.1:6379/0",
-		"redis://127.0.0.1:6379/0?pool_size=5":                    "redis://127.0.0.1:6379/0?pool_size=5",
-		"redis-sentinel://h:1?master_name=m&password=pw":          "redis-sentinel://h:1?master_name=m&password=xxxxx",
-		"redis-sentinel://h:1?sentinel_password=pw&master_name=m": "redis-sentinel://h:1?master_name=m&sentinel_password=xxxxx",
-		"redis-cluster://u:pw@h:1?addr=h:2":                       "redis-cluster://u:xxxxx@h:1?addr=h:2",
-		"file:./tollgate-data":                                    "file:./tollgate-data",
-		"memory:":                                                 "memory:",
-		"redis://default:p w@127.0.0.1:6379/0":                    "redis:(a URL that does not parse)",
-	} {
-		if got := Redact(in); got != want {
-			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
