@@ -90,4 +90,3 @@ func TestStoreSecretsOfRefusedStores(t *testing.T) {
 		}
 	}
 }
-
