@@ -314,33 +314,6 @@ apis:
 	}
 }
 
-// TestHostTrailingDot: SPEC §1, "hosts: requests for these hosts belong to
-// this api", also spelled fully qualified ("api.example.com."), which fell
-// out of the api (to no stage: no key required, no limits; a reviewer's
-// find).
-func TestHostTrailingDot(t *testing.T) {
-	p := parse(t, `
-version: 1
-apis:
-  a:
-    hosts: ["api.example.com"]
-    stages:
-      prod:
-        unknown_routes: deny
-        routes:
-          - match: "POST /partners/{id}/transactions"
-            api_key: required
-`)
-	e := newEngine(p)
-	for _, host := range []string{"api.example.com", "API.example.com:443", "api.example.com.", "api.example.com.:443"} {
-		r := &policy.Request{Method: "POST", Path: "/partners/p1/transactions", Host: host, Headers: map[string]string{}, Peer: "198.51.100.7"}
-		d := e.do(t, t0, r)
-		if d.Stage != "prod" || d.Reason != policy.ReasonKeyMissing {
-			t.Errorf("Host %q: got stage %q, %v %d %q; want stage prod, 403 key:missing", host, d.Stage, d.Verdict, d.Status, d.Reason)
-		}
-	}
-}
-
 // TestPlanOverrideIsItsOwnBucket: a plan's route override takes the plan
 // bucket's place for its route (README, "Choices where the spec is
 // silent"): the route's requests take from a bucket of the override's

@@ -324,6 +324,8 @@ default_stage: b/two
 	}{
 		{policy.Request{Host: "a.example.com"}, "a/only"},
 		{policy.Request{Host: "A.Example.com:8443"}, "a/only"},
+		{policy.Request{Host: "a.example.com."}, "a/only"}, // fully qualified: it fell to default_stage
+		{policy.Request{Host: "a.example.com.:443"}, "a/only"},
 		{policy.Request{Host: "b.example.com"}, "b/two"}, // several stages: default_stage
 		{policy.Request{Host: "c.example.com"}, "b/two"},
 		{policy.Request{Host: "a.example.com", API: "b", Stage: "one"}, "b/one"},
