@@ -13,13 +13,14 @@ package envoyconf
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -122,14 +123,42 @@ func Check(data []byte) (*bootstrapv3.Bootstrap, []string) {
 			problems = append(problems, fmt.Sprintf("cluster %q is named at %s but not defined", n, strings.Join(refs[n], ", ")))
 		}
 	}
-	problems = append(problems, perFilterNames(b)...)
+	problems = append(problems, routeProblems(b)...)
 	return b, problems
 }
 
-// perFilterNames checks that every typed_per_filter_config of a route or
-// virtual host names an HTTP filter of its connection manager: a typo would
-// silently drop the stage or the disabling it holds.
-func perFilterNames(b *bootstrapv3.Bootstrap) []string {
+// tollgateFilters are the HTTP filters that ask tollgate.
+var tollgateFilters = []string{"envoy.filters.http.ext_authz", "envoy.filters.http.ext_proc"}
+
+// asksTollgate reports whether a route with these per-filter configs is
+// checked by one of the filters named in names that ask tollgate: it does
+// not disable every one of them.
+func asksTollgate(names map[string]bool, cfgs map[string]*anypb.Any) bool {
+	for _, f := range tollgateFilters {
+		if !names[f] {
+			continue
+		}
+		var authz extauthzv3.ExtAuthzPerRoute
+		var proc extprocv3.ExtProcPerRoute
+		switch c := cfgs[f]; {
+		case c != nil && c.UnmarshalTo(&authz) == nil && authz.GetDisabled():
+		case c != nil && c.UnmarshalTo(&proc) == nil && proc.GetDisabled():
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+// routeProblems checks the routes of each connection manager:
+//   - every typed_per_filter_config of a route or virtual host names an
+//     HTTP filter of its connection manager: a typo would silently drop the
+//     stage or the disabling it holds;
+//   - a route that tollgate checks does not rewrite the path: the filters
+//     ask before the router rewrites, so tollgate would match a path (and
+//     find its route, key and limits) other than the one the upstream
+//     serves: a rewritten key-required route would pass as unknown.
+func routeProblems(b *bootstrapv3.Bootstrap) []string {
 	var problems []string
 	for _, l := range b.GetStaticResources().GetListeners() {
 		for _, fc := range l.GetFilterChains() {
@@ -152,7 +181,18 @@ func perFilterNames(b *bootstrapv3.Bootstrap) []string {
 				for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
 					check("virtual host "+vh.GetName(), vh.GetTypedPerFilterConfig())
 					for i, r := range vh.GetRoutes() {
-						check(fmt.Sprintf("virtual host %s route %d", vh.GetName(), i), r.GetTypedPerFilterConfig())
+						where := fmt.Sprintf("virtual host %s route %d", vh.GetName(), i)
+						check(where, r.GetTypedPerFilterConfig())
+						ra := r.GetRoute()
+						cfgs := maps.Clone(vh.GetTypedPerFilterConfig()) // the route's own win
+						if cfgs == nil {
+							cfgs = map[string]*anypb.Any{}
+						}
+						maps.Copy(cfgs, r.GetTypedPerFilterConfig())
+						if (ra.GetPrefixRewrite() != "" || ra.GetRegexRewrite() != nil || ra.GetPathRewritePolicy() != nil) &&
+							asksTollgate(names, cfgs) {
+							problems = append(problems, where+": rewrites the path of a request tollgate checks: tollgate sees the path before the rewrite, not the one the upstream serves")
+						}
 					}
 				}
 			}

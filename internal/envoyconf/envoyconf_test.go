@@ -22,6 +22,7 @@ func TestLoadBootstrapCatches(t *testing.T) {
 		{"missing cluster", "route: {cluster: api, timeout: 15s}", "route: {cluster: nowhere, timeout: 15s}", `cluster "nowhere" is named`},
 		{"no http2", "http2_protocol_options: {}", "http_protocol_options: {}", "not HTTP/2"},
 		{"raw headers off", "encode_raw_headers: true", "encode_raw_headers: false", "encode_raw_headers is not true"},
+		{"rewrite of a checked route", "route: {cluster: api, timeout: 15s}", "route: {cluster: api, timeout: 15s, prefix_rewrite: /v1/}", "rewrites the path of a request tollgate checks"},
 		{"per-filter typo", "                envoy.filters.http.ext_authz:\n                  \"@type\"", "                envoy.filters.http.extauthz:\n                  \"@type\"", `"envoy.filters.http.extauthz" names no HTTP filter`},
 	} {
 		if !strings.Contains(good, c.old) {
