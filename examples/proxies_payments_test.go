@@ -2,9 +2,11 @@ package examples_test
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Keys of the payments policy's demo customers (policy.yaml's comment).
@@ -241,6 +243,55 @@ func TestProxiesFailClosed(t *testing.T) {
 			a := newClient(t, p.start(t, closedPort(t), up.addr()), "").do("GET", "/status")
 			if w := want[p.name]; a.status != w.status || a.body != w.body {
 				t.Errorf("got\n%s\nwant %d %s", a, w.status, w.body)
+			}
+			if n := len(up.requests()); n != 0 {
+				t.Errorf("the upstream got %d requests, want none", n)
+			}
+		})
+	}
+}
+
+// TestProxiesFailClosedOnHungTollgate: a tollgate that takes the
+// connection and never answers (a stopped process, a wedged host) fails the
+// request within about a second, as the Envoy kits' 0.25s timeout does,
+// not when the client gives up; a reviewer found the Caddy kit waited for
+// ever.
+func TestProxiesFailClosedOnHungTollgate(t *testing.T) {
+	hung, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 64)
+	go func() {
+		for {
+			c, err := hung.Accept()
+			if err != nil {
+				return
+			}
+			held <- c // never answered
+		}
+	}()
+	t.Cleanup(func() {
+		hung.Close()
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+	})
+	for _, p := range proxies {
+		t.Run(p.name, func(t *testing.T) {
+			up := startUpstream(t)
+			base := p.start(t, hung.Addr().String(), up.addr())
+			// The kits give up after 1s; the client, which stands for
+			// one that would wait for ever, after 10.
+			c := &http.Client{Timeout: 10 * time.Second}
+			start := time.Now()
+			resp, err := c.Get(base + "/status")
+			if err != nil {
+				t.Fatalf("no answer after %v: %v", time.Since(start).Round(time.Millisecond), err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode < 500 {
+				t.Errorf("got %d after %v, want a 5xx", resp.StatusCode, time.Since(start).Round(time.Millisecond))
 			}
 			if n := len(up.requests()); n != 0 {
 				t.Errorf("the upstream got %d requests, want none", n)
