@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -156,6 +157,27 @@ func Mux(routes []Route) *http.ServeMux {
 		failPlain(w, errorf(errNoPath, "no such path: %s", r.URL.Path))
 	})
 	return mux
+}
+
+// RefuseUnclean answers a request whose path is not in its clean form (an
+// empty, "." or ".." segment) with a JSON 404, and reports whether it did.
+// http.ServeMux would redirect it to the clean path with a 307 in HTML, and a
+// 307 keeps the method and body: a client that follows it would have
+// DELETE /v1/keys/a/../b delete key b.
+func RefuseUnclean(w http.ResponseWriter, r *http.Request) bool {
+	p := r.URL.Path
+	if p == "" || p[0] != '/' {
+		return false // not a path (CONNECT's host): the mux answers
+	}
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/" // a trailing slash is part of a path (/debug/pprof/)
+	}
+	if clean == p {
+		return false
+	}
+	failPlain(w, errorf(errNoPath, "no such path: %s (its clean form is %s)", p, clean))
+	return true
 }
 
 // failPlain answers a domain error that no API call made.

@@ -40,7 +40,9 @@ func (s *Server) adminHandler() http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		mux.ServeHTTP(sw, r)
+		if !admin.RefuseUnclean(sw, r) {
+			mux.ServeHTTP(sw, r)
+		}
 		s.metrics.adminRequest(r.Pattern, sw.code)
 	})
 }

@@ -1,10 +1,13 @@
 package server
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -396,5 +399,48 @@ func TestUsageQuotaPeriods(t *testing.T) {
 	a = h.call("GET", "/v1/usage?plan=enterprise&start=2026-11-20&end=2026-11-20", "").want(t, "enterprise", 200, "")
 	if got, want := jsonOf(t, a.json["items"]), `{"globex":[[0,null]]}`; got != want {
 		t.Fatalf("got %s, want %s", got, want)
+	}
+}
+
+// TestAdminUncleanPaths: a path not in its clean form ("//", "." or ".."
+// segments, also escaped) is a JSON 404 for every method, not
+// http.ServeMux's 307 to the clean path in HTML, which keeps the method: a
+// client following it would have DELETE /v1/keys/a/../k delete key k (a
+// reviewer's find). The request goes over a raw connection: Go's client
+// would clean the path itself.
+func TestAdminUncleanPaths(t *testing.T) {
+	h := serve(t, testPolicy(t), nil)
+	addr := strings.TrimPrefix(h.base, "http://")
+	for _, target := range []string{"/v1//keys", "//v1/keys", "/v1/./keys", "/v1/keys/.", "/v1/keys/%2e%2e",
+		"/v1/keys/a/../initech-free", "/healthz/.."} {
+		for _, method := range []string{"GET", "POST", "DELETE"} {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}", method, target, adminToken)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body struct{ Error string }
+			err = json.NewDecoder(resp.Body).Decode(&body)
+			conn.Close()
+			if resp.StatusCode != 404 || err != nil || !strings.Contains(body.Error, "no such path") {
+				t.Errorf("%s %s: got %d %q (%v), want a JSON 404", method, target, resp.StatusCode, body.Error, err)
+			}
+		}
+	}
+	// Clean paths, a trailing slash among them, are served as before.
+	for path, want := range map[string]int{"/healthz": 200, "/v1/keys/": 404} {
+		resp, err := h.http.Get(h.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
 	}
 }
