@@ -1,7 +1,10 @@
 package envoy_test
 
 import (
+	"bufio"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -162,5 +165,49 @@ func FuzzProcess(f *testing.F) {
 			}
 		}
 		waitSlots(t, e, 0)
+	})
+}
+
+// FuzzHTTPAuthz feeds raw HTTP/1.1 requests, parsed by net/http as the
+// server would, to the HTTP authorization handler (Envoy's http_service,
+// nginx's auth_request, Caddy's forward_auth): it must never panic and
+// must answer 200, 400, 403, 404 or 429, with 400 exactly for
+// request:invalid and 404 exactly for a path that is not a decision path.
+func FuzzHTTPAuthz(f *testing.F) {
+	f.Add("GET /forward_auth HTTP/1.1\r\nHost: a\r\nX-Forwarded-Method: POST\r\nX-Forwarded-Uri: /transactions\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n")
+	f.Add("POST /ext_authz/transactions?x=1 HTTP/1.1\r\nHost: api.example.com\r\nX-Forwarded-For: 1.2.3.4, fe80::1%eth0\r\n\r\n")
+	f.Add("GET /forward_auth HTTP/1.1\r\nHost: a\r\nX-Original-Method: GET\r\nX-Original-URI: /status/%2e%2e/status\r\nX-Real-IP: [2001:db8::1]:80\r\n\r\n")
+	f.Add("GET http://x/ext_authz/%2F HTTP/1.1\r\nHost: x\r\nX-Tollgate-Stage: payments/prod\r\nX-Api-Key: tg_demo_free_0000000000000001\r\n\r\n")
+	f.Add("GET /forward_auth HTTP/1.1\r\nHost: a\r\nX-Forwarded-Uri: http://evil/x\r\nX-Forwarded-Method: GET\r\nX-Forwarded-For: unknown\r\n\r\n")
+	f.Add("GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+	e := newEngine(f, paymentsPolicy)
+	s := &envoy.HTTPServer{Decider: e}
+	f.Fuzz(func(t *testing.T, raw string) {
+		r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw)))
+		if err != nil {
+			return
+		}
+		r.RemoteAddr = "192.0.2.1:1234"
+		var req policy.Request
+		isDecision := envoy.RequestFromHTTP(r, &req)
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, r)
+		reason := w.Header().Get("X-Tollgate-Reason")
+		switch w.Code {
+		case 200, 403, 429:
+		case 400:
+			if reason != string(policy.ReasonInvalid) {
+				t.Errorf("400 with reason %q", reason)
+			}
+		case 404:
+			if isDecision {
+				t.Errorf("404 for a decision path %q", r.RequestURI)
+			}
+		default:
+			t.Errorf("status %d", w.Code)
+		}
+		if reason == string(policy.ReasonInvalid) && w.Code != 400 {
+			t.Errorf("request:invalid with %d", w.Code)
+		}
 	})
 }
