@@ -40,10 +40,12 @@ func (s *Server) adminHandler() http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		pattern := "/" // refused: counted with the paths of no route
 		if !admin.RefuseUnclean(sw, r) {
 			mux.ServeHTTP(sw, r)
+			pattern = r.Pattern
 		}
-		s.metrics.adminRequest(r.Pattern, sw.code)
+		s.metrics.adminRequest(pattern, sw.code)
 	})
 }
 

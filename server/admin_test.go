@@ -432,6 +432,10 @@ func TestAdminUncleanPaths(t *testing.T) {
 			}
 		}
 	}
+	// Counted as the paths of no route are, never with an empty label.
+	if v := h.metric(`tollgate_admin_requests_total{code="404",route=""}`); v != -1 {
+		t.Errorf("refused paths counted with an empty route label: %v", v)
+	}
 	// Clean paths, a trailing slash among them, are served as before.
 	for path, want := range map[string]int{"/healthz": 200, "/v1/keys/": 404} {
 		resp, err := h.http.Get(h.base + path)

@@ -14,9 +14,8 @@ const mask = "xxxxx"
 // parameters named like a password (password=, sentinel_password=, the only
 // way go-redis takes a Sentinel primary's). It reads the text as written,
 // not as a URL, so that a value that does not parse as one, or parses as
-// something else, shows no more: the user info is all before the last "@"
-// (a password may hold "/", "?" or ":" unescaped), whatever the scheme and
-// with or without "//". file: and memory: stores are shown as they are.
+// another, shows no more (userInfoEnd). file: and memory: stores are shown
+// as they are.
 func Redact(store string) string {
 	scheme, rest, ok := strings.Cut(store, ":")
 	if !ok || strings.EqualFold(scheme, "file") || strings.EqualFold(scheme, "memory") {
@@ -28,7 +27,7 @@ func Redact(store string) string {
 		b.WriteString("//")
 		rest = rest[2:]
 	}
-	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+	if at := userInfoEnd(rest); at >= 0 {
 		if user, _, password := strings.Cut(rest[:at], ":"); password {
 			b.WriteString(user + ":" + mask)
 		} else {
@@ -44,6 +43,55 @@ func Redact(store string) string {
 	return b.String()
 }
 
+// userInfoEnd returns where the user info of rest (a store URL after its
+// scheme and "//") ends, at an "@"; -1 when it has none. The user info is
+// all before the last "@" (a password may hold "/" or ":" unescaped), but
+// an "@" after a "?" may be the query's (client_name=ops@corp) or a "?" in
+// the password: it is the query's when an "@" comes before the "?" (the
+// user info ends there) or when what comes before the "?" is a host[:port]
+// and path.
+func userInfoEnd(rest string) int {
+	at := strings.LastIndexByte(rest, '@')
+	q := strings.IndexByte(rest, '?')
+	if at < 0 || q < 0 || q > at {
+		return at
+	}
+	before := rest[:q]
+	if a := strings.LastIndexByte(before, '@'); a >= 0 {
+		return a
+	}
+	if authority, _, _ := strings.Cut(before, "/"); isHostPort(authority) {
+		return -1
+	}
+	return at
+}
+
+// isHostPort reports whether s is a host name or address, with an optional
+// port of digits.
+func isHostPort(s string) bool {
+	host, port := s, ""
+	if i := strings.LastIndexByte(s, ':'); i >= 0 && !strings.HasSuffix(s, "]") {
+		host, port = s[:i], s[i+1:]
+		if port == "" {
+			return false
+		}
+	}
+	for _, c := range port {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		return true // an IPv6 address
+	}
+	for _, c := range host {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return host != ""
+}
+
 // redactQuery masks the values of a query's password parameters, and of
 // any whose name does not unescape.
 func redactQuery(query string) string {
@@ -57,48 +105,29 @@ func redactQuery(query string) string {
 	return strings.Join(params, "&")
 }
 
-// secrets returns the secrets of a --store value that Redact masks.
-func secrets(store string) []string {
-	var out []string
-	_, rest, _ := strings.Cut(store, ":")
-	rest = strings.TrimPrefix(rest, "//")
-	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
-		user, password, ok := strings.Cut(rest[:at], ":")
-		if !ok {
-			password = user
-		}
-		out = append(out, password)
-		rest = rest[at:]
+// reason returns why the store value was refused, err, without quoting
+// any part of its secrets: for a value that holds some, the reason that
+// the value gives with them masked (Redact's; an error of url.Parse or
+// go-redis on a value without secrets cannot quote them). When only the
+// secrets made it fail, it says so.
+func reason(store string, err error) error {
+	masked := Redact(store)
+	if masked == store {
+		return err
 	}
-	if _, query, ok := strings.Cut(rest, "?"); ok {
-		for p := range strings.SplitSeq(query, "&") {
-			name, value, _ := strings.Cut(p, "=")
-			if strings.Contains(strings.ToLower(name), "password") {
-				out = append(out, value)
-			}
-		}
+	u, perr := url.Parse(masked)
+	if perr == nil {
+		_, perr = takeOptions(u, &Options{})
 	}
-	return out
-}
-
-// withheld returns err, or when its text shows a part of one of the store
-// value's secrets (an error of the URL's parser or of go-redis quoting the
-// bad part: a port that is the start of a password), an error that says
-// only that it was withheld.
-func withheld(err error, store string) error {
-	if err == nil {
-		return nil
+	if perr == nil {
+		_, perr = parseOptions(u)
 	}
-	text := err.Error()
-	for _, s := range secrets(store) {
-		for i := 0; i+4 <= len(s); i++ { // any 4 bytes of it
-			if strings.Contains(text, s[i:i+4]) {
-				return errors.New("not a Redis URL that can be used (the reason is withheld: it quotes the password)")
-			}
-		}
-		if len(s) > 0 && len(s) < 4 && strings.Contains(text, s) {
-			return errors.New("not a Redis URL that can be used (the reason is withheld: it quotes the password)")
-		}
+	var ue *url.Error // its text holds the whole value
+	if errors.As(perr, &ue) {
+		perr = ue.Err
 	}
-	return err
+	if perr == nil {
+		perr = errors.New(`the URL does not parse with its password: write "/", "?", "#", "@" and "%" in it as %2F, %3F, %23, %40 and %25`)
+	}
+	return perr
 }

@@ -224,7 +224,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("--store %s: %w", Redact(rawURL), withheld(err, rawURL))
+		return nil, fmt.Errorf("--store %s: %w", Redact(rawURL), reason(rawURL, err))
 	}
 	layout, err := takeOptions(u, &o)
 	if err != nil {
@@ -232,7 +232,7 @@ func Open(rawURL string, o Options) (*Store, error) {
 	}
 	c, err := newClient(u)
 	if err != nil {
-		return nil, fmt.Errorf("--store %s: %w", Redact(u.String()), withheld(err, rawURL))
+		return nil, fmt.Errorf("--store %s: %w", Redact(u.String()), reason(rawURL, err))
 	}
 	s := newStore(c, Redact(u.String()), o, layout)
 	if err := s.start(); err != nil {
@@ -409,6 +409,29 @@ func isTransient(err goredis.Error) bool {
 // the connection error it is), the context's deadline honoured and
 // connections kept warm.
 func newClient(u *url.URL) (goredis.UniversalClient, error) {
+	opt, err := parseOptions(u)
+	if err != nil {
+		return nil, err
+	}
+	switch o := opt.(type) {
+	case *goredis.FailoverOptions:
+		tune(&o.MaxRetries, &o.DialerRetries, &o.MinIdleConns, &o.Protocol, &o.ContextTimeoutEnabled, &o.DisableIdentity)
+		return goredis.NewFailoverClient(o), nil
+	case *goredis.ClusterOptions:
+		tune(&o.MaxRetries, &o.DialerRetries, &o.MinIdleConns, &o.Protocol, &o.ContextTimeoutEnabled, &o.DisableIdentity)
+		return goredis.NewClusterClient(o), nil
+	case *goredis.Options:
+		tune(&o.MaxRetries, &o.DialerRetries, &o.MinIdleConns, &o.Protocol, &o.ContextTimeoutEnabled, &o.DisableIdentity)
+		return goredis.NewClient(o), nil
+	default:
+		return nil, fmt.Errorf("options of type %T", opt)
+	}
+}
+
+// parseOptions returns go-redis's options of the URL u, without making a
+// client: *goredis.Options, *goredis.FailoverOptions (redis-sentinel) or
+// *goredis.ClusterOptions (redis-cluster).
+func parseOptions(u *url.URL) (any, error) {
 	base, variant, _ := strings.Cut(u.Scheme, "-")
 	if base != "redis" && base != "rediss" && !(base == "unix" && variant == "") {
 		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, unix, redis-sentinel, redis-cluster)", u.Scheme)
@@ -417,29 +440,15 @@ func newClient(u *url.URL) (goredis.UniversalClient, error) {
 	v.Scheme = base
 	switch variant {
 	case "":
-		opt, err := goredis.ParseURL(v.String())
-		if err != nil {
-			return nil, err
-		}
-		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.Protocol, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
-		return goredis.NewClient(opt), nil
+		return goredis.ParseURL(v.String())
 	case "sentinel":
 		opt, err := goredis.ParseFailoverURL(v.String())
-		if err != nil {
-			return nil, err
+		if err == nil && opt.MasterName == "" {
+			err = errors.New("a sentinel URL needs master_name=NAME")
 		}
-		if opt.MasterName == "" {
-			return nil, errors.New("a sentinel URL needs master_name=NAME")
-		}
-		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.Protocol, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
-		return goredis.NewFailoverClient(opt), nil
+		return opt, err
 	case "cluster":
-		opt, err := goredis.ParseClusterURL(v.String())
-		if err != nil {
-			return nil, err
-		}
-		tune(&opt.MaxRetries, &opt.DialerRetries, &opt.MinIdleConns, &opt.Protocol, &opt.ContextTimeoutEnabled, &opt.DisableIdentity)
-		return goredis.NewClusterClient(opt), nil
+		return goredis.ParseClusterURL(v.String())
 	default:
 		return nil, fmt.Errorf("unsupported scheme %q (want redis, rediss, unix, redis-sentinel, redis-cluster)", u.Scheme)
 	}
