@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -127,22 +128,42 @@ func Check(data []byte) (*bootstrapv3.Bootstrap, []string) {
 	return b, problems
 }
 
-// tollgateFilters are the HTTP filters that ask tollgate.
-var tollgateFilters = []string{"envoy.filters.http.ext_authz", "envoy.filters.http.ext_proc"}
+// askers returns the HTTP filters of hcm that ask tollgate (ext_authz and
+// ext_proc, whatever their names), each with whether it is off unless a
+// route or virtual host turns it on (disabled: true).
+func askers(hcm *hcmv3.HttpConnectionManager) map[string]bool {
+	out := map[string]bool{}
+	for _, hf := range hcm.GetHttpFilters() {
+		tc := hf.GetTypedConfig()
+		if tc.MessageIs((*extauthzv3.ExtAuthz)(nil)) || tc.MessageIs((*extprocv3.ExternalProcessor)(nil)) {
+			out[hf.GetName()] = hf.GetDisabled()
+		}
+	}
+	return out
+}
 
-// asksTollgate reports whether a route with these per-filter configs is
-// checked by one of the filters named in names that ask tollgate: it does
-// not disable every one of them.
-func asksTollgate(names map[string]bool, cfgs map[string]*anypb.Any) bool {
-	for _, f := range tollgateFilters {
-		if !names[f] {
+// asksTollgate reports whether a route whose per-filter configs (its own
+// over its virtual host's) are cfgs is checked by one of the askers: one
+// that is on and that cfgs do not turn off (a per-route config with
+// disabled: true: ExtAuthzPerRoute, ExtProcPerRoute or the generic
+// FilterConfig), or one off by default that cfgs turn on (any config of it
+// but one that disables it).
+func asksTollgate(askers map[string]bool, cfgs map[string]*anypb.Any) bool {
+	for name, offByDefault := range askers {
+		c := cfgs[name]
+		if c == nil {
+			if !offByDefault {
+				return true
+			}
 			continue
 		}
 		var authz extauthzv3.ExtAuthzPerRoute
 		var proc extprocv3.ExtProcPerRoute
-		switch c := cfgs[f]; {
-		case c != nil && c.UnmarshalTo(&authz) == nil && authz.GetDisabled():
-		case c != nil && c.UnmarshalTo(&proc) == nil && proc.GetDisabled():
+		var generic routev3.FilterConfig
+		switch {
+		case c.UnmarshalTo(&authz) == nil && authz.GetDisabled():
+		case c.UnmarshalTo(&proc) == nil && proc.GetDisabled():
+		case c.UnmarshalTo(&generic) == nil && generic.GetDisabled():
 		default:
 			return true
 		}
@@ -171,6 +192,7 @@ func routeProblems(b *bootstrapv3.Bootstrap) []string {
 				for _, hf := range hcm.GetHttpFilters() {
 					names[hf.GetName()] = true
 				}
+				askers := askers(&hcm)
 				check := func(where string, cfgs map[string]*anypb.Any) {
 					for name := range cfgs {
 						if !names[name] {
@@ -190,7 +212,7 @@ func routeProblems(b *bootstrapv3.Bootstrap) []string {
 						}
 						maps.Copy(cfgs, r.GetTypedPerFilterConfig())
 						if (ra.GetPrefixRewrite() != "" || ra.GetRegexRewrite() != nil || ra.GetPathRewritePolicy() != nil) &&
-							asksTollgate(names, cfgs) {
+							asksTollgate(askers, cfgs) {
 							problems = append(problems, where+": rewrites the path of a request tollgate checks: tollgate sees the path before the rewrite, not the one the upstream serves")
 						}
 					}
