@@ -118,11 +118,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if env := os.Getenv("TOLLGATE_STORE"); env != "" && !given(fs, "store") {
-		// A command line is readable by every user of the host (ps);
-		// the environment, by the process's own.
-		cfg.Store = env
-	}
+	storeFromEnv(fs, &cfg.Store)
 	if *heapFloor < 0 {
 		return fmt.Errorf("--gc-heap-floor %d: want 0 (off) or a size in MB", *heapFloor)
 	}
@@ -441,9 +437,14 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// given reports whether the flag name was set on the command line.
-func given(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
+// storeFromEnv sets store, the --store of fs, to $TOLLGATE_STORE when that
+// is set and --store was not given: a command line is readable by every
+// user of the host (ps), the environment only by the process's.
+func storeFromEnv(fs *flag.FlagSet, store *string) {
+	env := os.Getenv("TOLLGATE_STORE")
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "store" })
+	if env != "" && !given {
+		*store = env
+	}
 }

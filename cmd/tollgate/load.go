@@ -88,12 +88,13 @@ func printReport(w io.Writer, r *load.Report) {
 
 func runLoadPrepare(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("load prepare", stderr)
-	store := fs.String("store", "", "the `store` tollgate will serve from: file:DIR or a Redis URL (the server must not hold it yet)")
+	store := fs.String("store", "", "the `store` tollgate will serve from: file:DIR or a Redis URL (the server must not hold it yet); $TOLLGATE_STORE when not given")
 	keys := fs.Int("keys", 1000, "number of `keys` to save: tollgate load's KeyValue(0..keys-1)")
 	plan := fs.String("plan", "", "usage `plan` of the keys (required)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	storeFromEnv(fs, store)
 	if *plan == "" || *store == "" {
 		fmt.Fprintln(stderr, "tollgate load prepare: --store and --plan are required")
 		return exitError(2)
@@ -106,7 +107,7 @@ func runLoadPrepare(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case strings.HasPrefix(*store, "file:"):
 		st, err = file.Open(strings.TrimPrefix(*store, "file:"), file.Options{})
-	case strings.HasPrefix(*store, "redis"):
+	case strings.HasPrefix(*store, "redis") || strings.HasPrefix(*store, "unix:"):
 		st, err = redis.Open(*store, redis.Options{})
 	default:
 		return fmt.Errorf("--store %q: want file:DIR or a Redis URL", redis.Redact(*store))

@@ -245,3 +245,18 @@ func TestLoadPrepareStoreSecret(t *testing.T) {
 		t.Errorf("status %d, stderr %q; want an error naming the store with its password masked", status, errs)
 	}
 }
+
+// TestLoadPrepareStore: load prepare takes its store as serve does: from
+// $TOLLGATE_STORE when --store is not given, and a unix: Redis URL (a
+// reviewer found both refused).
+func TestLoadPrepareStore(t *testing.T) {
+	t.Setenv("TOLLGATE_STORE", "bogus-env://u:envsecret@h:1")
+	_, errs, status := runArgs(t, "load", "prepare", "--plan", "p")
+	if status == 0 || !strings.Contains(errs, "bogus-env://u:xxxxx@h:1") {
+		t.Errorf("$TOLLGATE_STORE set, no --store: status %d, stderr %q; want the environment's store, named redacted", status, errs)
+	}
+	_, errs, status = runArgs(t, "load", "prepare", "--store", "unix:///nonexistent/redis.sock", "--plan", "p")
+	if status == 0 || strings.Contains(errs, "want file:DIR or a Redis URL") || !strings.Contains(errs, "redis.sock") {
+		t.Errorf("a unix: Redis URL: status %d, stderr %q; want it opened (and failing to connect)", status, errs)
+	}
+}
