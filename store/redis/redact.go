@@ -44,37 +44,39 @@ func Redact(store string) string {
 }
 
 // userInfoEnd returns where the user info of rest (a store URL after its
-// scheme and "//") ends, at an "@"; -1 when it has none. The user info is
-// all before the last "@" (a password may hold "/" or ":" unescaped), but
-// an "@" after a "?" may be the query's (client_name=ops@corp) or a "?" in
-// the password: it is the query's when an "@" comes before the "?" (the
-// user info ends there) or when what comes before the "?" is a host[:port]
-// and path.
+// scheme and "//") ends, at an "@"; -1 when it has none. A password may
+// hold "/", ":", "?", "#", "@" or "&" unescaped, so the user info is all
+// before the last "@", unless every "@" after the first "?" belongs to a
+// query as written: one whose parameters are name=value with no "@" in the
+// names, after a host[:port] (or a socket's path). Then the user info ends
+// at the last "@" before the "?", if any (client_name=ops@corp).
 func userInfoEnd(rest string) int {
 	at := strings.LastIndexByte(rest, '@')
 	q := strings.IndexByte(rest, '?')
 	if at < 0 || q < 0 || q > at {
 		return at
 	}
-	before := rest[:q]
+	before, query := rest[:q], rest[q+1:]
+	authority, _, _ := strings.Cut(before, "/")
+	if a := strings.LastIndexByte(authority, '@'); a >= 0 {
+		authority = authority[a+1:]
+	}
+	if !isHostPort(authority) || !isQuery(query) {
+		return at // a "?" in the password
+	}
 	if a := strings.LastIndexByte(before, '@'); a >= 0 {
 		return a
 	}
-	if authority, _, _ := strings.Cut(before, "/"); isHostPort(authority) {
-		return -1
-	}
-	return at
+	return -1
 }
 
 // isHostPort reports whether s is a host name or address, with an optional
-// port of digits.
+// port of digits; "" is one (a socket's path follows, or go-redis's
+// default).
 func isHostPort(s string) bool {
 	host, port := s, ""
 	if i := strings.LastIndexByte(s, ':'); i >= 0 && !strings.HasSuffix(s, "]") {
 		host, port = s[:i], s[i+1:]
-		if port == "" {
-			return false
-		}
 	}
 	for _, c := range port {
 		if c < '0' || c > '9' {
@@ -89,20 +91,46 @@ func isHostPort(s string) bool {
 			return false
 		}
 	}
-	return host != ""
+	return true
 }
 
-// redactQuery masks the values of a query's password parameters, and of
-// any whose name does not unescape.
-func redactQuery(query string) string {
-	params := strings.Split(query, "&")
-	for i, p := range params {
-		name, _, _ := strings.Cut(p, "=")
-		if n, err := url.QueryUnescape(name); err != nil || strings.Contains(strings.ToLower(n), "password") {
-			params[i] = name + "=" + mask
+// isQuery reports whether query reads as go-redis's options: parameters of
+// name=value whose names hold letters, digits and "_" only.
+func isQuery(query string) bool {
+	for p := range strings.SplitSeq(query, "&") {
+		name, _, ok := strings.Cut(p, "=")
+		if !ok || name == "" {
+			return false
+		}
+		for _, c := range name {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+				return false
+			}
 		}
 	}
-	return strings.Join(params, "&")
+	return true
+}
+
+// redactQuery masks the values of a query's password parameters (with any
+// "&" in them: the parameters after one that hold no "="), and of any
+// parameter whose name does not unescape.
+func redactQuery(query string) string {
+	params := strings.Split(query, "&")
+	out := params[:0]
+	masking := false
+	for _, p := range params {
+		name, _, hasValue := strings.Cut(p, "=")
+		if masking && !hasValue {
+			continue // the rest of a password that held "&"
+		}
+		n, err := url.QueryUnescape(name)
+		masking = err != nil || strings.Contains(strings.ToLower(n), "password")
+		if masking {
+			p = name + "=" + mask
+		}
+		out = append(out, p)
+	}
+	return strings.Join(out, "&")
 }
 
 // reason returns why the store value was refused, err, without quoting
@@ -117,7 +145,7 @@ func reason(store string, err error) error {
 	}
 	u, perr := url.Parse(masked)
 	if perr == nil {
-		_, perr = takeOptions(u, &Options{})
+		_, perr = takeOptions(u, masked, &Options{})
 	}
 	if perr == nil {
 		_, perr = parseOptions(u)

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -62,4 +63,80 @@ func TestOpenErrorsQuoteNoPassword(t *testing.T) {
 			t.Errorf("Open(%q): %v; want %q, and no part of the password", c.url, err, c.reason)
 		}
 	}
+}
+
+// Unescaped "?", "@" and "&" in passwords, and valid values without one:
+// a reviewer's cases. None of them dials.
+
+// A "?" in the password whose text before the "?" looks like host:port
+// (a user and a password beginning with digits) is masked, in Redact and in
+// Open's error.
+func TestRedactQuestionMarkAfterDigits(t *testing.T) {
+	for _, c := range []struct{ in, secret string }{
+		{"redis://default:2024?Winter@redis.internal:6379/0", "Winter"},
+		{"redis://default:2024?Winter@redis.internal:6379/0", "2024"},
+		{"unix://default:2024?Winter@/run/redis.sock", "Winter"},
+		{"redis://admin:12/ab?cd@redis.internal:6379", "12/ab?cd"},
+	} {
+		if got := Redact(c.in); strings.Contains(got, c.secret) {
+			t.Errorf("Redact(%q) = %q: shows %q of the password", c.in, got, c.secret)
+		}
+		if _, err := Open(c.in, Options{}); err == nil || strings.Contains(err.Error(), c.secret) {
+			t.Errorf("Open(%q): %v: quotes %q of the password", c.in, err, c.secret)
+		}
+	}
+}
+
+// An "@" and then a "?" in the password: all of it is masked.
+func TestRedactAtThenQuestionMark(t *testing.T) {
+	in := "redis://default:p@ss?word1@redis.internal:6379/0"
+	if got := Redact(in); strings.Contains(got, "word1") {
+		t.Errorf("Redact(%q) = %q: shows part of the password p@ss?word1", in, got)
+	}
+	if _, err := Open(in, Options{}); err == nil || strings.Contains(err.Error(), "word1") {
+		t.Errorf("Open(%q): %v: quotes part of the password", in, err)
+	}
+}
+
+// An unescaped "&" in a query password (Sentinel: password= is the only
+// way go-redis takes the primary's): the tail after "&" is masked too.
+func TestRedactAmpersandInQueryPassword(t *testing.T) {
+	for _, in := range []string{
+		"redis-sentinel://127.0.0.1:1?master_name=m&password=hunter&cret77",
+		"redis-cluster://127.0.0.1:1?addr=127.0.0.1:2&password=hunter&cret77",
+	} {
+		if got := Redact(in); strings.Contains(got, "cret77") {
+			t.Errorf("Redact(%q) = %q: shows part of the password hunter&cret77", in, got)
+		}
+		if _, err := Open(in, Options{}); err == nil || strings.Contains(err.Error(), "cret77") {
+			t.Errorf("Open(%q): %v: quotes part of the password", in, err)
+		}
+	}
+}
+
+// Valid values without a password (go-redis takes them) are shown as they
+// are: an "@" in the query after an empty authority (unix: sockets,
+// redis:///db) or a "host:" with an empty port.
+func TestRedactKeepsValidWithoutPassword(t *testing.T) {
+	for _, in := range []string{
+		"unix:///run/redis.sock?client_name=ops@corp",
+		"redis:///0?client_name=ops@corp",
+		"redis://redis.internal:?client_name=ops@corp",
+	} {
+		if _, err := parseOptions(mustParse(t, in)); err != nil {
+			t.Fatalf("%q: go-redis refuses it: %v", in, err)
+		}
+		if got := Redact(in); got != in {
+			t.Errorf("Redact(%q) = %q, want it unchanged (no password)", in, got)
+		}
+	}
+}
+
+// mustParse parses s as a URL, or fails t.
+func mustParse(t *testing.T, s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

@@ -226,15 +226,15 @@ func Open(rawURL string, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("--store %s: %w", Redact(rawURL), reason(rawURL, err))
 	}
-	layout, err := takeOptions(u, &o)
+	layout, err := takeOptions(u, Redact(rawURL), &o)
 	if err != nil {
 		return nil, err
 	}
 	c, err := newClient(u)
 	if err != nil {
-		return nil, fmt.Errorf("--store %s: %w", Redact(u.String()), reason(rawURL, err))
+		return nil, fmt.Errorf("--store %s: %w", Redact(rawURL), reason(rawURL, err))
 	}
-	s := newStore(c, Redact(u.String()), o, layout)
+	s := newStore(c, Redact(rawURL), o, layout)
 	if err := s.start(); err != nil {
 		c.Close()
 		return nil, err
@@ -244,8 +244,8 @@ func Open(rawURL string, o Options) (*Store, error) {
 
 // takeOptions moves tollgate's own query parameters of the store's URL
 // (prefix, retention, lease_ttl, layout) into o, and returns the layout; it
-// fills in o's defaults.
-func takeOptions(u *url.URL, o *Options) (layout string, err error) {
+// fills in o's defaults. shown names the store in its errors.
+func takeOptions(u *url.URL, shown string, o *Options) (layout string, err error) {
 	q := u.Query()
 	if v := q.Get("prefix"); v != "" {
 		o.Prefix = v
@@ -253,20 +253,20 @@ func takeOptions(u *url.URL, o *Options) (layout string, err error) {
 	if v := q.Get("retention"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			return "", fmt.Errorf("--store %s: retention=%q is not a positive duration such as 744h", Redact(u.String()), v)
+			return "", fmt.Errorf("--store %s: retention=%q is not a positive duration such as 744h", shown, v)
 		}
 		o.Retention = d
 	}
 	if v := q.Get("lease_ttl"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < time.Second {
-			return "", fmt.Errorf("--store %s: lease_ttl=%q is not a duration of 1s or more, such as 5m", Redact(u.String()), v)
+			return "", fmt.Errorf("--store %s: lease_ttl=%q is not a duration of 1s or more, such as 5m", shown, v)
 		}
 		o.LeaseTTL = d
 	}
 	layout = q.Get("layout")
 	if layout != "" && layout != "spread" && layout != "one-slot" {
-		return "", fmt.Errorf("--store %s: layout=%q is not spread or one-slot", Redact(u.String()), layout)
+		return "", fmt.Errorf("--store %s: layout=%q is not spread or one-slot", shown, layout)
 	}
 	q.Del("prefix")
 	q.Del("retention")
