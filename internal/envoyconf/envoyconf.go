@@ -143,30 +143,34 @@ func askers(hcm *hcmv3.HttpConnectionManager) map[string]bool {
 }
 
 // asksTollgate reports whether a route whose per-filter configs (its own
-// over its virtual host's) are cfgs is checked by one of the askers: one
-// that is on and that cfgs do not turn off (a per-route config with
-// disabled: true: ExtAuthzPerRoute, ExtProcPerRoute or the generic
-// FilterConfig), or one off by default that cfgs turn on (any config of it
-// but one that disables it).
+// over its virtual host's over its route configuration's, as Envoy looks
+// them up) are cfgs is checked by one of the askers: one that is on and
+// that cfgs do not turn off, or one off by default that cfgs turn on (any
+// config of it but one that turns it off).
 func asksTollgate(askers map[string]bool, cfgs map[string]*anypb.Any) bool {
 	for name, offByDefault := range askers {
 		c := cfgs[name]
-		if c == nil {
-			if !offByDefault {
-				return true
-			}
-			continue
-		}
-		var authz extauthzv3.ExtAuthzPerRoute
-		var proc extprocv3.ExtProcPerRoute
-		var generic routev3.FilterConfig
-		switch {
-		case c.UnmarshalTo(&authz) == nil && authz.GetDisabled():
-		case c.UnmarshalTo(&proc) == nil && proc.GetDisabled():
-		case c.UnmarshalTo(&generic) == nil && generic.GetDisabled():
-		default:
+		if c == nil && !offByDefault || c != nil && !turnsOff(c) {
 			return true
 		}
+	}
+	return false
+}
+
+// turnsOff reports whether a per-filter config turns its filter off: an
+// ExtAuthzPerRoute or ExtProcPerRoute with disabled: true, or the generic
+// FilterConfig with disabled: true or wrapping one of those.
+func turnsOff(c *anypb.Any) bool {
+	var authz extauthzv3.ExtAuthzPerRoute
+	var proc extprocv3.ExtProcPerRoute
+	var generic routev3.FilterConfig
+	switch {
+	case c.UnmarshalTo(&authz) == nil:
+		return authz.GetDisabled()
+	case c.UnmarshalTo(&proc) == nil:
+		return proc.GetDisabled()
+	case c.UnmarshalTo(&generic) == nil:
+		return generic.GetDisabled() || generic.GetConfig() != nil && turnsOff(generic.GetConfig())
 	}
 	return false
 }
@@ -200,16 +204,17 @@ func routeProblems(b *bootstrapv3.Bootstrap) []string {
 						}
 					}
 				}
-				for _, vh := range hcm.GetRouteConfig().GetVirtualHosts() {
+				rc := hcm.GetRouteConfig()
+				check("route configuration "+rc.GetName(), rc.GetTypedPerFilterConfig())
+				for _, vh := range rc.GetVirtualHosts() {
 					check("virtual host "+vh.GetName(), vh.GetTypedPerFilterConfig())
 					for i, r := range vh.GetRoutes() {
 						where := fmt.Sprintf("virtual host %s route %d", vh.GetName(), i)
 						check(where, r.GetTypedPerFilterConfig())
 						ra := r.GetRoute()
-						cfgs := maps.Clone(vh.GetTypedPerFilterConfig()) // the route's own win
-						if cfgs == nil {
-							cfgs = map[string]*anypb.Any{}
-						}
+						cfgs := map[string]*anypb.Any{} // the most specific wins
+						maps.Copy(cfgs, rc.GetTypedPerFilterConfig())
+						maps.Copy(cfgs, vh.GetTypedPerFilterConfig())
 						maps.Copy(cfgs, r.GetTypedPerFilterConfig())
 						if (ra.GetPrefixRewrite() != "" || ra.GetRegexRewrite() != nil || ra.GetPathRewritePolicy() != nil) &&
 							asksTollgate(askers, cfgs) {
