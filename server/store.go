@@ -54,7 +54,7 @@ func (s *Server) openStore(url string) (Store, error) {
 		}
 		return file.Open(dir, file.Options{FlushInterval: s.cfg.FlushInterval, Now: s.now, OnFlush: s.flushed,
 			MaxCounters: s.cfg.WAFCounters})
-	case strings.HasPrefix(url, "redis") || strings.HasPrefix(url, "unix:"):
+	case redis.IsURL(url):
 		st, err := redis.Open(url, redis.Options{Timeout: s.cfg.StoreTimeout, Local: s.cfg.OnStoreError == OnErrorLocal,
 			LocalMaxCounters: s.cfg.WAFCounters, Observer: storeEvents{s}})
 		if err != nil {

@@ -107,7 +107,7 @@ func runLoadPrepare(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case strings.HasPrefix(*store, "file:"):
 		st, err = file.Open(strings.TrimPrefix(*store, "file:"), file.Options{})
-	case strings.HasPrefix(*store, "redis") || strings.HasPrefix(*store, "unix:"):
+	case redis.IsURL(*store):
 		st, err = redis.Open(*store, redis.Options{})
 	default:
 		return fmt.Errorf("--store %q: want file:DIR or a Redis URL", redis.Redact(*store))

@@ -112,7 +112,7 @@ const (
 
 // encode returns the request of the batch's decision; its quotas are
 // checked with what they owe Redis counted as used (owedQuotas).
-func (s *Store) encode(now time.Time, b *policy.Batch, denied bool, owed *owed) (*request, error) {
+func (s *Store) encode(now time.Time, b *policy.Batch, denied bool, owed *quotaOwed) (*request, error) {
 	usage := b.Usage.Limit != ""
 	r := newRequest(len(b.Hits), len(b.Ops))
 	r.start = time.Now()
@@ -187,7 +187,7 @@ func (s *Store) encode(now time.Time, b *policy.Batch, denied bool, owed *owed) 
 
 // read fills in b's results from the apply script's reply; owed is what
 // encode counted as used.
-func (s *Store) read(res []int64, b *policy.Batch, owed *owed) error {
+func (s *Store) read(res []int64, b *policy.Batch, owed *quotaOwed) error {
 	bad := func() error {
 		return fmt.Errorf("redis %s: apply: a reply of %d values for the batch: %w", s.url, len(res), errBadReply)
 	}

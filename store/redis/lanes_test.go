@@ -29,7 +29,7 @@ func TestLanesOfReplacedNodeClients(t *testing.T) {
 		b := new(policy.Batch)
 		b.Reset()
 		b.Ops = append(b.Ops, op)
-		r, err := s.encode(t0, b, false, &owed{})
+		r, err := s.encode(t0, b, false, &quotaOwed{})
 		if err != nil {
 			t.Fatal(err)
 		}

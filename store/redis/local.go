@@ -142,7 +142,7 @@ type lateInfo struct {
 
 // note records in r what settling a late reply for b needs; owed is what
 // the quotas were checked with as used.
-func (r *request) note(b *policy.Batch, owed *owed) {
+func (r *request) note(b *policy.Batch, owed *quotaOwed) {
 	r.late = lateInfo{nops: len(b.Ops)}
 	for j := range b.Ops {
 		switch o := &b.Ops[j]; o.Tier {
@@ -200,14 +200,14 @@ func (s *Store) settleLate(r *request, reply []int64) {
 	}
 }
 
-// owed holds, per op of a batch, the takes of its quota that decisions made
+// quotaOwed holds, per op of a batch, the takes of its quota that decisions made
 // locally counted and that Redis does not hold yet (the push brings them).
 // Room for each limit twice, enforced and shadow; were a batch to hold more
 // ops, those beyond would be checked on Redis's count alone.
-type owed [2 * policy.MaxLimits]int64
+type quotaOwed [2 * policy.MaxLimits]int64
 
 // of returns what op i owes.
-func (o *owed) of(i int) int64 {
+func (o *quotaOwed) of(i int) int64 {
 	if i < len(o) {
 		return o[i]
 	}
@@ -220,7 +220,7 @@ func (o *owed) of(i int) int64 {
 // replica, its last unit taken locally, then taken again on Redis). Checked
 // against Redis's count plus the owed takes, a quota errs by denying, for
 // the calls that the push overtakes, never by admitting.
-func (s *Store) owedQuotas(b *policy.Batch) (o owed) {
+func (s *Store) owedQuotas(b *policy.Batch) (o quotaOwed) {
 	if s.local == nil || s.localTaken.Load() == s.pushedThrough.Load() {
 		return o
 	}

@@ -216,7 +216,7 @@ func TestLateReplySettled(t *testing.T) {
 	s.local.mem.Apply(now, b) // the first's local take
 	for range 2 {
 		r := newRequest(0, 1)
-		r.note(b, &owed{})
+		r.note(b, &quotaOwed{})
 		s.settleLate(r, []int64{0, 1, now.UnixMicro(), 5, 0}) // not blocked, taken
 		r.free()
 	}
@@ -380,7 +380,7 @@ func TestLateShadowQuota(t *testing.T) {
 	b.Ops = append(b.Ops, bucketOp("plan", 1, 5), shadow(quotaOp("q", 5, now.Add(-time.Hour), now.Add(time.Hour))))
 	r := newRequest(1, 2)
 	defer r.free()
-	r.note(b, &owed{})
+	r.note(b, &quotaOwed{})
 	// Not blocked, taken; the hit's count; the bucket; the quota's used
 	// and granted.
 	for _, c := range []struct {
@@ -393,7 +393,7 @@ func TestLateShadowQuota(t *testing.T) {
 		}
 	}
 	b.Ops[1].Shadow = false
-	r.note(b, &owed{})
+	r.note(b, &quotaOwed{})
 	if !r.late.quotaTaken([]int64{0, 1, now.UnixMicro(), 1, 5e9, now.UnixMicro(), 9, 0}) {
 		t.Error("an enforced quota of a taken reply: got not taken, want taken")
 	}

@@ -9,6 +9,12 @@ import (
 // mask stands for a secret that is not shown.
 const mask = "xxxxx"
 
+// IsURL reports whether a --store value names a Redis store (Open's):
+// redis, rediss, their -sentinel and -cluster forms, or a unix: socket.
+func IsURL(store string) bool {
+	return strings.HasPrefix(store, "redis") || strings.HasPrefix(store, "unix:")
+}
+
 // Redact returns a --store value with its secrets masked, to be logged or
 // shown: the password of its user info, and the values of its query
 // parameters named like a password (password=, sentinel_password=, the only

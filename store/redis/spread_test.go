@@ -411,7 +411,7 @@ func TestSpreadLateDenial(t *testing.T) {
 	sub := new(policy.Batch)
 	sub.Reset()
 	sub.Usage = usage
-	r, err := s.encode(t0, sub, true, &owed{})
+	r, err := s.encode(t0, sub, true, &quotaOwed{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,7 +419,7 @@ func TestSpreadLateDenial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	late, err := s.encode(t0, sub, true, &owed{})
+	late, err := s.encode(t0, sub, true, &quotaOwed{})
 	if err != nil {
 		t.Fatal(err)
 	}
